@@ -1,0 +1,5 @@
+import sys
+
+from mlperf_bnas.cli import main
+
+sys.exit(main())

@@ -1,0 +1,13 @@
+"""Inference backends, chosen by name from ``BACKENDS``.
+
+Only ``backends/openvino.py`` imports ``openvino``; registrations are lazy so a
+command that never touches a backend never imports its runtime.
+"""
+
+from mlperf_bnas.backends.base import BACKENDS, Backend, create_backend
+
+BACKENDS.register_lazy("null", "mlperf_bnas.backends.null")
+BACKENDS.register_lazy("openvino", "mlperf_bnas.backends.openvino")
+BACKENDS.register_lazy("pytorch", "mlperf_bnas.backends.pytorch")
+
+__all__ = ["BACKENDS", "Backend", "create_backend"]

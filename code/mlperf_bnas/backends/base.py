@@ -1,0 +1,72 @@
+"""The backend contract: asynchronous inference on batches of preprocessed samples.
+
+A backend owns its parallelism (OpenVINO infer requests, PyTorch instances, ...).
+The SUT hands it a batch and a completion callback; the backend calls the
+callback exactly once per batch, from any thread, with either the outputs or
+the exception that stopped the inference. Compilation and warm-up happen in
+``load``/``warmup``, before LoadGen starts, never on the first query.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from mlperf_bnas.config import check_options
+from mlperf_bnas.registry import Registry
+
+# done(outputs, error): exactly one of them is None.
+Completion = Callable[[Any, "BaseException | None"], None]
+
+
+class Backend(ABC):
+    #: Options dataclass (frozen); ``config.yaml``'s ``backend_options`` is checked against it.
+    Options: type
+    #: Largest batch the compiled model accepts; the Offline SUT splits queries into batches of this size.
+    batch_size: int = 1
+    #: False for backends that never look at the input (the null backend), so the
+    #: SUT skips gathering samples and the harness overhead is measured alone.
+    reads_input: bool = True
+
+    @classmethod
+    def from_options(cls, model_path: Path | None, options: Any) -> "Backend":
+        return cls(model_path, options)
+
+    @abstractmethod
+    def submit(self, batch: np.ndarray | None, size: int, done: Completion) -> None:
+        """Start inference on ``batch`` (``size`` samples, leading axis) and return.
+
+        ``batch`` is None when ``reads_input`` is False. Call ``done`` once when finished.
+        """
+
+    @abstractmethod
+    def drain(self) -> None:
+        """Block until every submitted batch has called its completion."""
+
+    def warmup(self, batch: np.ndarray | None, iterations: int = 2) -> None:
+        """Run a few synchronous inferences so the first query sees a warm model."""
+        errors: list[BaseException] = []
+        for _ in range(iterations):
+            self.submit(batch, 1 if batch is None else len(batch), lambda _out, err: errors.append(err) if err else None)
+            self.drain()
+        if errors:
+            raise errors[0]
+
+    def close(self) -> None:
+        """Release runtime resources."""
+
+    def describe(self) -> dict[str, Any]:
+        """Settings actually in effect (streams, requests, threads...), for logs and reports."""
+        return {"batch_size": self.batch_size}
+
+
+BACKENDS: Registry[type[Backend]] = Registry("backend")
+
+
+def create_backend(name: str, model_path: Path | None, options: dict[str, Any], where: str = "backend_options") -> Backend:
+    cls = BACKENDS.get(name)
+    opts = check_options("backend_options", options, cls.Options, where)
+    return cls.from_options(model_path, opts)

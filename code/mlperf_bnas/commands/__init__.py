@@ -1,0 +1,1 @@
+"""One module per ``mlperf-bnas`` subcommand: ``add_arguments(parser)`` and ``run(args)``."""

@@ -1,0 +1,151 @@
+"""Benchmark configuration: one declaration per setting, values traced to their source.
+
+A benchmark directory (``code/<benchmark>/``) holds a ``config.yaml``::
+
+    benchmark: resnet50-openvino
+    loadgen_model: resnet50          # LoadGen/checker model name
+    model: resnet50                  # models registry
+    dataset: imagenet                # datasets registry
+    backend: openvino                # backends registry
+    accuracy: imagenet               # accuracy-script registry
+    model_options: {...}             # validated by the model
+    dataset_options: {...}           # validated by the dataset
+    quantization: {...}              # validated by the quantizer
+    backend_options: {...}           # validated by the backend
+    scenarios:
+      Server:
+        backend_options: {...}       # per-scenario overrides
+
+Precedence: command line (``--set key=value``), then the scenario section, then
+the top level of ``config.yaml``, then the field default. ``None`` means "not
+set". Unknown keys are errors naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mlperf_bnas.errors import UserError
+
+SCENARIOS = ("Offline", "Server")
+OPTION_SECTIONS = ("model_options", "dataset_options", "quantization", "backend_options")
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    benchmark: str
+    loadgen_model: str
+    model: str
+    dataset: str
+    backend: str
+    accuracy: str
+    benchmark_dir: Path
+    postprocess: str = "none"       # postprocessors registry (loadgen/postprocess.py)
+    scenario: str | None = None
+    model_options: dict[str, Any] = field(default_factory=dict)
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    quantization: dict[str, Any] = field(default_factory=dict)
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    # "where did this value come from", for `mlperf-bnas config show`.
+    sources: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def with_overrides(self, overrides: dict[str, Any], source: str) -> "BenchmarkConfig":
+        return _merge(self, overrides, source, self.benchmark_dir / "config.yaml")
+
+
+_TOP_LEVEL = {f.name for f in dataclasses.fields(BenchmarkConfig)} - {"benchmark_dir", "scenario", "sources"}
+_REQUIRED = ("benchmark", "loadgen_model", "model", "dataset", "backend", "accuracy")
+
+
+def _merge(cfg: BenchmarkConfig, values: dict[str, Any], source: str, path: Path) -> BenchmarkConfig:
+    changes: dict[str, Any] = {}
+    sources = dict(cfg.sources)
+    for key, value in values.items():
+        if key in OPTION_SECTIONS:
+            if not isinstance(value, dict):
+                raise UserError(f"{path}: '{key}' must be a mapping, got {type(value).__name__}")
+            merged = dict(changes.get(key, getattr(cfg, key)))
+            for sub, subvalue in value.items():
+                merged[sub] = subvalue
+                sources[f"{key}.{sub}"] = source
+            changes[key] = merged
+        elif key in _TOP_LEVEL:
+            changes[key] = value
+            sources[key] = source
+        else:
+            raise UserError(
+                f"{path}: unknown key {key!r} ({source}); valid keys: {', '.join(sorted(_TOP_LEVEL | {'scenarios'}))}"
+            )
+    return dataclasses.replace(cfg, sources=sources, **changes)
+
+
+def parse_set_options(pairs: list[str]) -> dict[str, Any]:
+    """``["backend_options.num_streams=2", "model=resnet50"]`` -> nested dict (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise UserError(f"--set {pair!r}: expected KEY=VALUE, e.g. backend_options.num_streams=2")
+        key, raw = pair.split("=", 1)
+        value = yaml.safe_load(raw) if raw else None
+        if "." in key:
+            section, sub = key.split(".", 1)
+            out.setdefault(section, {})[sub] = value
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(benchmark_dir: str | Path, scenario: str | None = None,
+                overrides: dict[str, Any] | None = None) -> BenchmarkConfig:
+    """Resolve ``<benchmark_dir>/config.yaml`` for one scenario (or none)."""
+    bdir = Path(benchmark_dir).resolve()
+    path = bdir / "config.yaml"
+    if not path.is_file():
+        raise UserError(f"{path}: benchmark configuration not found; pass a benchmark directory such as code/resnet50-openvino")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({exc}); fix the file") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping at the top level")
+    missing = [k for k in _REQUIRED if k not in raw]
+    if missing:
+        raise UserError(f"{path}: missing required key(s) {', '.join(missing)}")
+    scenarios = raw.pop("scenarios", {}) or {}
+    unknown_scen = set(scenarios) - set(SCENARIOS)
+    if unknown_scen:
+        raise UserError(f"{path}: unknown scenario(s) {sorted(unknown_scen)} under 'scenarios'; valid: {', '.join(SCENARIOS)}")
+    if scenario is not None and scenario not in SCENARIOS:
+        raise UserError(f"unknown scenario {scenario!r}; valid: {', '.join(SCENARIOS)}")
+    base = BenchmarkConfig(**{k: raw[k] for k in _REQUIRED}, benchmark_dir=bdir, scenario=scenario,
+                           sources={k: "config.yaml" for k in _REQUIRED})
+    cfg = _merge(base, {k: v for k, v in raw.items() if k not in _REQUIRED}, "config.yaml", path)
+    if scenario is not None and scenario in scenarios:
+        cfg = _merge(cfg, scenarios[scenario] or {}, f"config.yaml scenarios.{scenario}", path)
+    if overrides:
+        cfg = _merge(cfg, overrides, "command line", path)
+    return cfg
+
+
+def check_options(section: str, given: dict[str, Any], allowed: type, where: str) -> Any:
+    """Build the dataclass ``allowed`` from a config section, rejecting unknown keys.
+
+    Components (backends, datasets, quantizers, models) declare their options as a
+    frozen dataclass once; this turns a config section into it with a clear error.
+    """
+    names = {f.name for f in dataclasses.fields(allowed)}
+    unknown = sorted(set(given) - names)
+    if unknown:
+        raise UserError(
+            f"{where}: unknown key(s) {', '.join(section + '.' + k for k in unknown)}; "
+            f"valid keys: {', '.join(sorted(names))}"
+        )
+    try:
+        return allowed(**given)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{where}: invalid {section}: {exc}") from None

@@ -1,0 +1,1 @@
+"""The LoadGen contract: QSL, SUT, postprocessors, the runner and log parsing."""

@@ -1,0 +1,36 @@
+# Sourced by every run script: activates the environment and resolves the shared
+# environment contract (OUTPUT_DIR, DATA_DIR, CHECKPOINT, USER_CONF, SYSTEM).
+# Usage in a script:  source "$REPO/tools/env.sh" "<benchmark dir>"
+REPO="${REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
+if [ -x "$REPO/.conda-env/bin/python" ]; then
+  PATH="$REPO/.conda-env/bin:$PATH"
+elif [ -x "$REPO/.venv/bin/python" ]; then
+  PATH="$REPO/.venv/bin:$PATH"
+fi
+export PATH
+if ! command -v mlperf-bnas >/dev/null 2>&1; then
+  echo "mlperf-bnas not found: run ./prepare_env.sh first" >&2
+  exit 1
+fi
+BENCH_DIR="${1:-}"
+export OUTPUT_DIR="${OUTPUT_DIR:-$REPO}"
+export DATA_DIR="${DATA_DIR:-}"
+export CHECKPOINT="${CHECKPOINT:-}"
+if [ -z "${SYSTEM:-}" ]; then
+  SYSTEM="$(mlperf-bnas package --default-system-name 2>/dev/null || echo local_cpu)"
+fi
+export SYSTEM
+if [ -z "${USER_CONF:-}" ]; then
+  # Synthetic data (no DATA_DIR) gets the short smoke settings; real data the real rules.
+  if [ -z "$DATA_DIR" ] && [ -n "$BENCH_DIR" ] && [ -f "$BENCH_DIR/user.smoke.conf" ]; then
+    USER_CONF="$BENCH_DIR/user.smoke.conf"
+  else
+    USER_CONF="$BENCH_DIR/user.conf"
+  fi
+fi
+export USER_CONF
+# Common arguments for mlperf-bnas pipeline steps, as an array (no string-built commands).
+COMMON_ARGS=(--benchmark "$BENCH_DIR" --output-dir "$OUTPUT_DIR" --system "$SYSTEM")
+[ -n "$DATA_DIR" ] && COMMON_ARGS+=(--data-dir "$DATA_DIR")
+[ -n "$CHECKPOINT" ] && COMMON_ARGS+=(--checkpoint "$CHECKPOINT")
+export COMMON_ARGS
