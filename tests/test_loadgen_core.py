@@ -1,0 +1,99 @@
+"""The LoadGen core (QSL, SUTs, runner) through real LoadGen, one process per run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlperf_bnas.loadgen.logs import read_detail_log
+
+DRIVER = Path(__file__).with_name("loadgen_driver.py")
+V51_SEEDS = {
+    "effective_qsl_rng_seed": 1780908523862526354,
+    "effective_sample_index_rng_seed": 14771362308971278857,
+    "effective_schedule_rng_seed": 18209322760996052031,
+}
+
+SHORT_CONF = """\
+*.Offline.min_duration = 200
+*.Offline.min_query_count = 256
+*.Offline.target_qps = 10000
+*.Server.min_duration = 500
+*.Server.min_query_count = 600
+*.Server.target_qps = 400
+*.Server.target_latency = 50
+"""
+
+
+def drive(tmp_path: Path, scenario: str, *extra: str, conf: str = SHORT_CONF):
+    conf_path = tmp_path / "user.conf"
+    conf_path.write_text(conf)
+    log_dir = tmp_path / "results" / scenario / "run_1"
+    proc = subprocess.run([sys.executable, str(DRIVER), scenario, str(conf_path), str(log_dir), *extra],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    out = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {}
+    return proc, out, log_dir
+
+
+@pytest.mark.parametrize("scenario", ["Offline", "Server"])
+def test_valid_run_with_v51_seeds(tmp_path, scenario):
+    proc, out, log_dir = drive(tmp_path, scenario)
+    assert proc.returncode == 0, proc.stderr
+    assert out["summary"]["Result is"] == "VALID"
+    detail = read_detail_log(log_dir / "mlperf_log_detail.txt")
+    assert not detail.errors
+    for key, seed in V51_SEEDS.items():
+        assert detail.get(key) == seed
+    assert detail.get("effective_scenario") == scenario
+    assert out["completed"] == detail.get("result_query_count", out["completed"]) or out["completed"] > 0
+
+
+def test_accuracy_responses_route_to_their_samples(tmp_path):
+    proc, _out, log_dir = drive(tmp_path, "Offline", "--mode", "accuracy", "--samples", "100")
+    assert proc.returncode == 0, proc.stderr
+    import numpy as np
+    entries = json.loads((log_dir / "mlperf_log_accuracy.json").read_text())
+    assert sorted(e["qsl_idx"] for e in entries) == list(range(100))
+    for e in entries:
+        value = np.frombuffer(bytes.fromhex(e["data"]), np.float32)
+        assert value.tolist() == [float(e["qsl_idx"])]
+
+
+@pytest.mark.parametrize("scenario", ["Offline", "Server"])
+def test_failing_inference_completes_every_query_then_fails(tmp_path, scenario):
+    proc, out, log_dir = drive(tmp_path, scenario, "--fail-every", "3")
+    assert proc.returncode == 1, proc.stderr
+    assert "injected failure" in out["failed"]
+    assert out["failed_samples"] > 0 and out["completed"] > 0
+    # A failed run never lands in results/; its logs are kept in the archive.
+    assert not log_dir.exists()
+    assert list((log_dir.parent / "archive").glob("failed-*/run_1/mlperf_log_detail.txt"))
+
+
+def test_rerun_moves_earlier_results_to_archive(tmp_path):
+    proc, _, log_dir = drive(tmp_path, "Offline")
+    assert proc.returncode == 0
+    first = (log_dir / "mlperf_log_detail.txt").read_text()
+    proc, _, log_dir = drive(tmp_path, "Offline")
+    assert proc.returncode == 0
+    archived = list((log_dir.parent / "archive").glob("*/run_1/mlperf_log_detail.txt"))
+    assert len(archived) == 1 and archived[0].read_text() == first
+
+
+def test_stray_audit_config_is_ignored(tmp_path):
+    # An audit.config in the working directory would silently turn this into a compliance run.
+    (tmp_path / "audit.config").write_text("*.*.mode = 2\n*.*.accuracy_log_sampling_target = 1000\n")
+    proc, out, log_dir = drive(tmp_path, "Offline")
+    assert proc.returncode == 0, proc.stderr
+    detail = read_detail_log(log_dir / "mlperf_log_detail.txt")
+    assert detail.get("effective_accuracy_log_sampling_target", 0) == 0
+
+
+def test_rejected_user_conf_is_a_clear_error(tmp_path):
+    proc, _, _ = drive(tmp_path, "Offline", conf="this line is not a setting\n")
+    assert proc.returncode != 0
+    assert "LoadGen rejected this user.conf" in proc.stderr and "user.conf" in proc.stderr
