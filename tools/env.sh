@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by every run script: activates the environment and resolves the shared
 # environment contract (OUTPUT_DIR, DATA_DIR, CHECKPOINT, USER_CONF, SYSTEM).
 # Usage in a script:  source "$REPO/tools/env.sh" "<benchmark dir>"
@@ -33,4 +34,3 @@ export USER_CONF
 COMMON_ARGS=(--benchmark "$BENCH_DIR" --output-dir "$OUTPUT_DIR" --system "$SYSTEM")
 [ -n "$DATA_DIR" ] && COMMON_ARGS+=(--data-dir "$DATA_DIR")
 [ -n "$CHECKPOINT" ] && COMMON_ARGS+=(--checkpoint "$CHECKPOINT")
-export COMMON_ARGS

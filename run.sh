@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The main job (after ./prepare_env.sh): build both benchmarks, run Offline and Server
+# (performance, accuracy, compliance), package an MLPerf v5.1 open submission, check it,
+# and print a results table and an HTML report.
+#
+# Embedded default (no DATA_DIR / CHECKPOINT): synthetic data labelled by the FP32 model,
+# seeded weights, user.smoke.conf (short runs) -> a *smoke* submission, reported as such.
+# With DATA_DIR / CHECKPOINT / USER_CONF set, the same command produces a real submission.
+#
+# Environment: OUTPUT_DIR (default ./output), DATA_DIR, CHECKPOINT, USER_CONF, SYSTEM,
+#   BENCHMARKS (default "resnet50-openvino retinanet-pytorch-cpu").
+# DATA_DIR / CHECKPOINT / USER_CONF apply to every benchmark; for a real submission of both,
+# run each benchmark's scripts with its own values, then tools/package_submission.sh.
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+export OUTPUT_DIR="${OUTPUT_DIR:-$REPO/output}"
+mkdir -p "$OUTPUT_DIR/logs"
+source "$REPO/tools/env.sh" ""
+read -r -a BENCHMARKS <<< "${BENCHMARKS:-resnet50-openvino retinanet-pytorch-cpu}"
+STEPS=(run_calibration run_offline run_offline_accuracy run_server run_server_accuracy run_compliance)
+
+start=$(date +%s)
+step() {  # step <label> <command...>: run with output teed to $OUTPUT_DIR/logs/<label>.log
+  local label="$1"; shift
+  local t0; t0=$(date +%s)
+  echo "==> [$(( t0 - start ))s] $label"
+  local rc=0
+  "$@" 2>&1 | tee "$OUTPUT_DIR/logs/$label.log" || rc=$?
+  echo "    $label finished in $(( $(date +%s) - t0 ))s (exit $rc)"
+  return "$rc"
+}
+
+for bench in "${BENCHMARKS[@]}"; do
+  bench_dir="$REPO/code/$bench"
+  [ -d "$bench_dir" ] || { echo "run.sh: unknown benchmark '$bench' (no $bench_dir)" >&2; exit 2; }
+  for s in "${STEPS[@]}"; do
+    # USER_CONF is resolved per benchmark by tools/env.sh unless the caller set it.
+    step "$bench.$s" "$bench_dir/$s.sh"
+  done
+done
+
+step package mlperf-bnas package --output-dir "$OUTPUT_DIR" --system "$SYSTEM"
+checker_status=0
+step check mlperf-bnas check "$OUTPUT_DIR/submission" || checker_status=$?
+step report mlperf-bnas report --output-dir "$OUTPUT_DIR" --system "$SYSTEM"
+echo
+echo "Finished in $(( $(date +%s) - start ))s. Submission: $OUTPUT_DIR/submission  Report: $OUTPUT_DIR/report/index.html"
+exit "$checker_status"
