@@ -1,0 +1,290 @@
+"""Assemble an MLPerf v5.1 open-division submission tree from finished runs.
+
+Input (``$OUTPUT_DIR``, see docs/architecture.md)::
+
+    results/<system>/<loadgen_model>/<Scenario>/{performance/run_1,accuracy}   full LoadGen logs
+    compliance/<system>/<loadgen_model>/<Scenario>/TEST0x/                     compliance runs
+    build/<benchmark>/model/...                                                build records
+
+Output: ``$OUTPUT_DIR/submission/open/<submitter>/`` with code/, systems/,
+measurements/, results/ (accuracy logs truncated, hashes recorded), compliance/
+and calibration.md; see docs/submission.md for every file.
+
+Packaging is atomic: the tree is built in a hidden sibling folder and swapped
+in by rename only when complete, so a failed or interrupted packaging leaves an
+earlier submission untouched; the earlier tree itself is moved to
+``build/archive/`` rather than deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlperf_bnas.config import BenchmarkConfig, load_config
+from mlperf_bnas.errors import UserError
+from mlperf_bnas.loadgen.logs import read_detail_log
+from mlperf_bnas.submission import provenance, userconf
+from mlperf_bnas.submission.rules import MLPERF_MODEL, SCENARIOS
+from mlperf_bnas.submission.system import describe_system, load_overrides
+from mlperf_bnas.submission.truncate import write_atomic, write_truncated
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[3]
+PERF_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt")
+ACC_LOG_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt")
+# Benchmark-directory files that are build products or local state, not code.
+_CODE_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".*", "build", "output")
+
+
+@dataclass(frozen=True)
+class PackageRequest:
+    output_dir: Path
+    system: str
+    submitter: str
+    overrides: Path
+    benchmarks: tuple[BenchmarkConfig, ...]
+    repo: Path = REPO
+
+    @classmethod
+    def resolve(cls, output_dir: Path | None, system: str | None, submitter: str | None,
+                overrides: Path | None, benchmarks: list[Path]) -> "PackageRequest":
+        from mlperf_bnas.submission.system import default_system_name
+
+        out = (output_dir or REPO).resolve()
+        overrides = (overrides or REPO / "systems" / "overrides.yaml").resolve()
+        submitter = submitter or str(load_overrides(overrides).get("submitter", "")).strip()
+        if not submitter:
+            raise UserError(f"{overrides}: set 'submitter' (or pass --submitter); it names the submission folder")
+        if "/" in submitter or submitter in (".", ".."):
+            raise UserError(f"submitter {submitter!r} is not usable as a folder name; use a plain name")
+        system = system or default_system_name()
+        dirs = benchmarks or sorted(p.parent for p in (REPO / "code").glob("*/config.yaml"))
+        configs = tuple(load_config(d) for d in dirs)
+        return cls(out, system, submitter, overrides, configs)
+
+
+@dataclass
+class Packaged:
+    """What went into the tree, for the one-screen summary."""
+    root: Path
+    entries: list[tuple[str, str, str, str]] = field(default_factory=list)  # model, scenario, user.conf, metric
+    archived: Path | None = None
+
+    def __str__(self) -> str:
+        lines = [f"submission written to {self.root}"]
+        for model, scenario, conf, metric in self.entries:
+            lines.append(f"  {model:<10} {scenario:<8} {metric:<32} user.conf: {conf}")
+        if self.archived:
+            lines.append(f"earlier submission moved to {self.archived}")
+        lines.append("check it with: mlperf-bnas check --input " + str(self.root.parents[1]))
+        return "\n".join(lines)
+
+
+def _results_for(req: PackageRequest) -> dict[str, BenchmarkConfig]:
+    """loadgen_model -> the benchmark whose results are packaged for it."""
+    found: dict[str, BenchmarkConfig] = {}
+    for cfg in req.benchmarks:
+        if cfg.loadgen_model not in MLPERF_MODEL:
+            raise UserError(f"{cfg.benchmark_dir / 'config.yaml'}: loadgen_model {cfg.loadgen_model!r} is not an MLPerf "
+                            f"benchmark name; use one of {', '.join(sorted(MLPERF_MODEL))}")
+        model_dir = req.output_dir / "results" / req.system / cfg.loadgen_model
+        if not model_dir.is_dir():
+            continue
+        if cfg.loadgen_model in found:
+            raise UserError(f"both {found[cfg.loadgen_model].benchmark_dir.name} and {cfg.benchmark_dir.name} write "
+                            f"{model_dir}; pass --benchmark to say which one produced these results")
+        found[cfg.loadgen_model] = cfg
+    if not found:
+        raise UserError(f"{req.output_dir / 'results' / req.system}: no results for system {req.system!r}; "
+                        "run the benchmarks first (or pass --system / --output-dir to point at them)")
+    return found
+
+
+def _require(path: Path, produce: str) -> Path:
+    if not path.is_file():
+        raise UserError(f"{path}: missing; {produce}")
+    return path
+
+
+def _copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src, dst)
+
+
+def _git_commit(repo: Path) -> str:
+    """``<commit>`` or ``<commit> with uncommitted changes in code/`` (the snapshot is the working tree)."""
+    try:
+        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--", "code"],
+                               capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown (git unavailable)"
+    if head.returncode != 0:
+        return "unknown (not a git checkout)"
+    return head.stdout.strip() + (" with uncommitted changes in code/" if dirty.stdout.strip() else "")
+
+
+def _pick_user_conf(cfg: BenchmarkConfig, scenario: str, perf_detail: Path) -> Path:
+    """The user.conf whose settings agree with the performance log (see userconf.py)."""
+    candidates: list[Path] = []
+    if os.environ.get("USER_CONF"):
+        candidates.append(Path(os.environ["USER_CONF"]).resolve())
+    candidates += sorted(cfg.benchmark_dir.glob("user*.conf"))
+    detail = read_detail_log(perf_detail)
+    best: tuple[int, Path] | None = None
+    reasons = []
+    for conf in dict.fromkeys(candidates):
+        if not conf.is_file():
+            continue
+        bad = userconf.mismatches(conf, detail, cfg.loadgen_model, scenario)
+        if bad:
+            reasons.append(f"{conf.name}: {bad[0]}")
+            continue
+        matched = len(userconf.settings_for(conf, cfg.loadgen_model, scenario))
+        if best is None or matched > best[0]:
+            best = (matched, conf)
+    if best is None:
+        raise UserError(f"{perf_detail}: no user.conf in {cfg.benchmark_dir} (or $USER_CONF) matches the settings of this run "
+                        f"({'; '.join(reasons) or 'no user*.conf found'}); set USER_CONF to the file the run used")
+    return best[1]
+
+
+def _measurement_readme(cfg: BenchmarkConfig, scenario: str, system: str, conf: Path, commit: str) -> str:
+    bench = cfg.benchmark_dir.name
+    scripts = sorted(p.name for p in cfg.benchmark_dir.glob("run*.sh"))
+    return "\n".join([
+        f"# {cfg.loadgen_model} {scenario} on {system}",
+        "",
+        f"Harness: mlperf-bnas (git commit `{commit}`), benchmark directory `code/{bench}/` of the repository;",
+        f"a copy of that directory is in this submission's `code/{cfg.loadgen_model}/`.",
+        "",
+        "## Reproduce",
+        "",
+        "```bash",
+        "./prepare_env.sh                      # pinned environment (code/requirements.txt)",
+        f"export SYSTEM={system}",
+        "export OUTPUT_DIR=$PWD/output         # where results/, compliance/ and build/ go",
+        "export DATA_DIR=/path/to/dataset      # unset = synthetic data (smoke run, not a valid result)",
+        "export CHECKPOINT=/path/to/weights    # unset = seeded weights",
+        f"export USER_CONF=code/{bench}/{conf.name}",
+        *(f"code/{bench}/{s}" for s in scripts),
+        "tools/package_submission.sh           # this tree",
+        "tools/submission_checker.sh           # our v5.1 checker",
+        "```",
+        "",
+        f"The LoadGen settings of this run are in `user.conf` beside this file (`code/{bench}/{conf.name}`).",
+        "",
+    ])
+
+
+def _write_json(path: Path, data) -> None:
+    write_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def _package_code(cfg: BenchmarkConfig, dest: Path, commit: str, repo: Path) -> None:
+    shutil.copytree(cfg.benchmark_dir, dest, ignore=_CODE_IGNORE)
+    write_atomic(dest / "SOURCE.md", "\n".join([
+        f"# {cfg.loadgen_model}: code",
+        "",
+        f"This folder is a copy of `code/{cfg.benchmark_dir.name}/` (configuration, user.conf files and run scripts).",
+        "All Python lives in the `mlperf_bnas` package; its snapshot is in `../mlperf_bnas/`",
+        f"(install with `pip install -e ../` from this folder, pins in `../requirements.txt`); repository commit `{commit}`.",
+        "",
+        f"Pipeline: dataset `{cfg.dataset}` -> model `{cfg.model}` -> backend `{cfg.backend}` -> LoadGen "
+        f"(`{cfg.loadgen_model}`) -> accuracy `{cfg.accuracy}`.",
+        "",
+    ]))
+
+
+def _package_harness(code_dir: Path, repo: Path) -> None:
+    """A snapshot of the harness package beside the benchmark folders, so the code is self-contained."""
+    src = repo / "code"
+    shutil.copytree(src / "mlperf_bnas", code_dir / "mlperf_bnas", ignore=_CODE_IGNORE)
+    for name in ("pyproject.toml", "requirements.txt"):
+        if (src / name).is_file():
+            _copy(src / name, code_dir / name)
+
+
+def build_tree(req: PackageRequest, tree: Path) -> Packaged:
+    """Write the submitter folder into ``tree`` (an empty folder)."""
+    packaged = Packaged(req.output_dir / "submission" / "open" / req.submitter)
+    benchmarks = _results_for(req)
+    commit = _git_commit(req.repo)
+    system_desc = describe_system(req.system, req.overrides, req.output_dir)
+    if system_desc["submitter"] != req.submitter:
+        system_desc["submitter"] = req.submitter
+    _write_json(tree / "systems" / f"{req.system}.json", system_desc)
+    _package_harness(tree / "code", req.repo)
+    calibration_sections = []
+    for model, cfg in sorted(benchmarks.items()):
+        res_src = req.output_dir / "results" / req.system / model
+        scenarios = sorted(p.name for p in res_src.iterdir() if p.is_dir() and p.name in SCENARIOS)
+        unknown = sorted(p.name for p in res_src.iterdir() if p.is_dir() and p.name not in SCENARIOS)
+        if unknown:
+            raise UserError(f"{res_src}: unexpected folder(s) {', '.join(unknown)}; only {', '.join(SCENARIOS)} are packaged")
+        if not scenarios:
+            raise UserError(f"{res_src}: no scenario results; run Offline and/or Server first")
+        prov = provenance.read(req.output_dir, cfg)
+        _package_code(cfg, tree / "code" / model, commit, req.repo)
+        calibration_sections.append(provenance.calibration_section(model, cfg, prov))
+        for scenario in scenarios:
+            src = res_src / scenario
+            dst = tree / "results" / req.system / model / scenario
+            perf = src / "performance" / "run_1"
+            for name in PERF_FILES:
+                _copy(_require(perf / name, f"run the {scenario} performance test (mlperf-bnas run --mode performance)"),
+                      dst / "performance" / "run_1" / name)
+            acc = src / "accuracy"
+            for name in ACC_LOG_FILES:
+                _copy(_require(acc / name, f"run the {scenario} accuracy test (mlperf-bnas run --mode accuracy)"),
+                      dst / "accuracy" / name)
+            write_truncated(acc / "accuracy.txt", _require(acc / "mlperf_log_accuracy.json",
+                            f"run the {scenario} accuracy test (mlperf-bnas run --mode accuracy)"), dst / "accuracy")
+            conf = _pick_user_conf(cfg, scenario, perf / "mlperf_log_detail.txt")
+            meas = tree / "measurements" / req.system / model / scenario
+            _copy(conf, meas / "user.conf")
+            write_atomic(meas / "README.md", _measurement_readme(cfg, scenario, req.system, conf, commit))
+            _write_json(meas / f"{req.system}_{cfg.benchmark_dir.name}_{scenario}.json", provenance.measurement_fields(prov))
+            comp_src = req.output_dir / "compliance" / req.system / model / scenario
+            if comp_src.is_dir():
+                shutil.copytree(comp_src, tree / "compliance" / req.system / model / scenario,
+                                ignore=shutil.ignore_patterns("mlperf_log_trace.json", ".*"))
+            metric = read_detail_log(perf / "mlperf_log_detail.txt")
+            key = "result_samples_per_second" if scenario == "Offline" else "result_completed_samples_per_sec"
+            packaged.entries.append((model, scenario, conf.name, f"{key}={metric.get(key)}"))
+    write_atomic(tree / "calibration.md", provenance.calibration_document(calibration_sections))
+    return packaged
+
+
+def package_submission(req: PackageRequest) -> Packaged:
+    final = req.output_dir / "submission" / "open" / req.submitter
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{req.submitter}.partial-", dir=final.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp creates 0700; the tree is meant to be shared
+    try:
+        packaged = build_tree(req, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final.exists():
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        archived = req.output_dir / "build" / "archive" / f"submission-{stamp}" / req.submitter
+        n = 1
+        while archived.exists():
+            archived = req.output_dir / "build" / "archive" / f"submission-{stamp}-{n}" / req.submitter
+            n += 1
+        archived.parent.mkdir(parents=True, exist_ok=True)
+        # Two renames: between them the earlier tree is already safe in the archive.
+        shutil.move(str(final), str(archived))
+        packaged.archived = archived
+    os.replace(tmp, final)
+    return packaged

@@ -1,0 +1,47 @@
+"""MLPerf Inference v5.1 facts used by packaging and by our checker.
+
+Values reproduced from the official v5.1 submission checker's configuration
+(mlcommons/inference, tools/submission/submission_checker constants for
+"v5.1") and LoadGen's embedded mlperf.conf; see docs/submission.md.
+"""
+
+from __future__ import annotations
+
+VERSION = "v5.1"
+SCENARIOS = ("Offline", "Server")
+
+#: Folder names we package -> the checker's benchmark names ("resnet50" is in the
+#: checker's built-in model_mapping, so no model_mapping.json is needed).
+MLPERF_MODEL = {"resnet50": "resnet", "resnet": "resnet", "retinanet": "retinanet"}
+
+SEEDS = {
+    "qsl_rng_seed": 1780908523862526354,
+    "sample_index_rng_seed": 14771362308971278857,
+    "schedule_rng_seed": 18209322760996052031,
+}
+PERFORMANCE_SAMPLE_COUNT = {"resnet": 1024, "retinanet": 64}
+DATASET_SIZE = {"resnet": 50000, "retinanet": 24781}
+#: Server latency bound (99th percentile), ns.
+LATENCY_CONSTRAINT_NS = {"resnet": {"Server": 15_000_000}, "retinanet": {"Server": 100_000_000}}
+MIN_QUERIES = {"resnet": {"Server": 270336, "Offline": 1}, "retinanet": {"Server": 270336, "Offline": 1}}
+OFFLINE_MIN_SAMPLES_PER_QUERY = 24576      # closed division only in the official checker
+MIN_DURATION_MS = 600_000
+MAX_ACCURACY_LOG_SIZE = 10 * 1024
+FILE_SIZE_LIMIT_BYTES = 50 * 1024 * 1024
+RESULT_FIELD = {"Offline": "result_samples_per_second", "Server": "result_completed_samples_per_sec"}
+ACCURACY_PATTERN = {
+    "resnet": r"^(?:\{\"accuracy|accuracy)[\": ]*=?\s*([\d\.]+).*",
+    "retinanet": r".*(?:mAP=|'Total':)\s*([\d.]+)",
+}
+#: Compliance tests that apply to each benchmark (models_TEST01 / models_TEST04).
+COMPLIANCE_TESTS = {"resnet": ("TEST01", "TEST04"), "retinanet": ("TEST01",)}
+#: TEST01 audit: accuracy_log_sampling_target per benchmark.
+TEST01_SAMPLING_TARGET = {"resnet": 4096, "retinanet": 256}
+TEST01_ACCURACY_LOG_RNG_SEED = 720381539243781796
+
+REQUIRED_PERF_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt")
+OPTIONAL_PERF_FILES = ("mlperf_log_accuracy.json",)
+REQUIRED_ACC_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt", "accuracy.txt", "mlperf_log_accuracy.json")
+REQUIRED_MEASURE_FILES = ("user.conf", "README.md")
+MEASUREMENT_FIELDS = ("input_data_types", "retraining", "starting_weights_filename",
+                      "weight_data_types", "weight_transformations")

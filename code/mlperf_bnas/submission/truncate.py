@@ -1,0 +1,138 @@
+"""Accuracy-log truncation and hashing, as MLPerf's ``tools/submission/truncate_accuracy_log.py`` does it.
+
+A submitted ``mlperf_log_accuracy.json`` keeps only its first and last 4096
+characters (joined by ``\\n\\n...\\n\\n``) and must stay under 10 KiB; the
+``accuracy.txt`` beside it ends with ``hash=<sha256 of the full log>`` so the
+full log, kept outside the submission, can be matched to it later.
+
+Unlike MLPerf's tool, nothing is modified in place without a copy: the
+functions here read a source file and write the result atomically elsewhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from mlperf_bnas.errors import UserError
+
+MAX_ACCURACY_LOG_SIZE = 10 * 1024
+VIEWABLE_SIZE = 4096
+ELLIPSIS = "\n\n...\n\n"
+HASH_LINE = re.compile(r"^hash=([\w\d]+)$")
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def hash_in_accuracy_txt(path: Path) -> str | None:
+    """The ``hash=...`` value recorded in ``accuracy.txt`` (the first one, as the checker reads it)."""
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        m = HASH_LINE.match(line)
+        if m:
+            return m.group(1)
+    return None
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file ordinary permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def truncated_text(full_log: Path) -> str:
+    """First and last 4096 characters of the log; a log already that short is kept whole."""
+    text = full_log.read_text(encoding="utf-8", errors="strict")
+    if len(text) <= 2 * VIEWABLE_SIZE + len(ELLIPSIS):
+        # MLPerf's tool cannot seek before the start of a short file; such a log
+        # already satisfies the size rule, so it is submitted unchanged.
+        return text
+    return text[:VIEWABLE_SIZE] + ELLIPSIS + text[-VIEWABLE_SIZE:]
+
+
+def accuracy_txt_with_hash(accuracy_txt: Path, full_log: Path) -> str:
+    """``accuracy.txt`` ending with the full log's hash; an existing, different hash is an error."""
+    if not accuracy_txt.is_file():
+        raise UserError(f"{accuracy_txt}: missing; compute it first with `mlperf-bnas accuracy` "
+                        "(the submission needs the accuracy result beside its log)")
+    full_hash = file_sha256(full_log)
+    text = accuracy_txt.read_text(encoding="utf-8", errors="replace")
+    recorded = hash_in_accuracy_txt(accuracy_txt)
+    if recorded is not None:
+        if recorded != full_hash:
+            raise UserError(f"{accuracy_txt}: records hash={recorded} but {full_log} hashes to {full_hash}; "
+                            "the accuracy log changed after accuracy.txt was written: rerun `mlperf-bnas accuracy`")
+        return text
+    if text and not text.endswith("\n"):
+        text += "\n"
+    return text + f"hash={full_hash}\n"
+
+
+def is_truncated(log: Path) -> bool:
+    with open(log, encoding="utf-8", errors="replace") as fh:
+        fh.read(VIEWABLE_SIZE)
+        return fh.read(len(ELLIPSIS)) == ELLIPSIS
+
+
+def write_truncated(accuracy_txt: Path, full_log: Path, dst: Path) -> None:
+    """Write ``dst/accuracy.txt`` (+hash of ``full_log``) and ``dst/mlperf_log_accuracy.json`` (truncated).
+
+    A log that is already truncated cannot be hashed correctly, so it is refused
+    rather than truncated twice.
+    """
+    if not full_log.is_file():
+        raise UserError(f"{full_log}: missing; run the accuracy test (`mlperf-bnas run ... --mode accuracy`)")
+    if is_truncated(full_log):
+        raise UserError(f"{full_log}: already truncated; point at the full accuracy log "
+                        "(results/<system>/<model>/<Scenario>/accuracy/ in the output folder)")
+    txt = accuracy_txt_with_hash(accuracy_txt, full_log)
+    log = truncated_text(full_log)
+    write_atomic(dst / "accuracy.txt", txt)
+    write_atomic(dst / "mlperf_log_accuracy.json", log)
+
+
+def truncate_tree(root: Path, backup: Path) -> list[Path]:
+    """In-place truncation of every ``results/*/*/*/accuracy`` under a submission root.
+
+    Each full log is first copied to ``backup`` (same relative path); a backup
+    that already exists is never overwritten. Returns the accuracy folders changed.
+    """
+    root = root.resolve()
+    changed = []
+    accuracy_dirs = sorted(root.glob("*/*/results/*/*/*/accuracy"))
+    if not accuracy_dirs:
+        raise UserError(f"{root}: no <division>/<submitter>/results/<system>/<model>/<scenario>/accuracy folders found; "
+                        "pass the folder that holds open/ (e.g. $OUTPUT_DIR/submission)")
+    for acc in accuracy_dirs:
+        log = acc / "mlperf_log_accuracy.json"
+        txt = acc / "accuracy.txt"
+        if not log.is_file():
+            continue
+        if txt.is_file() and hash_in_accuracy_txt(txt) and log.stat().st_size < MAX_ACCURACY_LOG_SIZE:
+            continue  # already hashed and truncated (same rule as MLPerf's tool)
+        saved = backup.resolve() / acc.relative_to(root) / "mlperf_log_accuracy.json"
+        if saved.exists():
+            raise UserError(f"{saved}: a backup already exists; choose another --backup folder (nothing was changed for {acc})")
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(log, saved)
+        write_truncated(txt, saved, acc)
+        changed.append(acc)
+    return changed
