@@ -1,0 +1,124 @@
+"""A backend with a known cost model: the tuner's ground truth.
+
+Each batch "runs" for a fixed cost plus a per-sample cost (``time.sleep`` on one
+of ``workers`` threads, so requests overlap exactly ``workers`` at a time).
+Beyond ``cache_batch`` samples every further sample pays ``spill_per_sample_ms``
+more, as activations that no longer fit in cache do on a real CPU, so the
+fastest Offline batch size is known in advance and is not simply the largest.
+
+Analytic figures (used by the tuning tests and ``tools/benchmark_tuning.py``):
+
+* batch time        ``t(b) = fixed_ms + per_sample_ms*b + spill_per_sample_ms*max(0, b - cache_batch)``
+* Offline capacity  ``workers * b / t(b)`` samples per millisecond
+* Server (b = 1)    an M/D/c queue: Poisson arrivals, deterministic service ``t(1)``, c = ``workers``.
+
+Inputs are never read (``reads_input = False``), so no dataset is needed.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from mlperf_bnas.backends.base import BACKENDS, Backend, Completion
+
+
+@dataclass(frozen=True)
+class SimulatedCost:
+    fixed_ms: float = 2.0
+    per_sample_ms: float = 0.5
+    cache_batch: int = 0                 # 0: no cache limit
+    spill_per_sample_ms: float = 0.0
+
+    def batch_ms(self, batch: int) -> float:
+        spill = max(0, batch - self.cache_batch) if self.cache_batch > 0 else 0
+        return self.fixed_ms + self.per_sample_ms * batch + self.spill_per_sample_ms * spill
+
+    def offline_capacity_per_s(self, workers: int, batch: int) -> float:
+        """Samples per second with ``workers`` requests always busy on batches of ``batch``."""
+        return 1000.0 * workers * batch / self.batch_ms(batch)
+
+
+@BACKENDS.register("simulated")
+class SimulatedBackend(Backend):
+    @dataclass(frozen=True)
+    class Options:
+        workers: int = 1
+        batch_size: int = 1
+        fixed_ms: float = 2.0
+        per_sample_ms: float = 0.5
+        cache_batch: int = 0
+        spill_per_sample_ms: float = 0.0
+        output_size: int = 1
+
+        def __post_init__(self):
+            if self.workers < 1:
+                raise ValueError(f"workers must be >= 1, got {self.workers}")
+            if self.batch_size < 1:
+                raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            if min(self.fixed_ms, self.per_sample_ms, self.spill_per_sample_ms) < 0 or self.cache_batch < 0:
+                raise ValueError("fixed_ms, per_sample_ms, spill_per_sample_ms and cache_batch must be >= 0")
+
+    reads_input = False
+
+    def __init__(self, model_path, options: "SimulatedBackend.Options"):
+        self.options = options
+        self.batch_size = options.batch_size
+        self.cost = SimulatedCost(options.fixed_ms, options.per_sample_ms, options.cache_batch,
+                                  options.spill_per_sample_ms)
+        self._outputs = np.zeros((options.batch_size, options.output_size), np.float32)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._pending = 0
+        self._idle = threading.Condition()
+        self._threads = [threading.Thread(target=self._worker, name=f"simulated-{i}", daemon=True)
+                         for i in range(options.workers)]
+        for thread in self._threads:
+            thread.start()
+
+    def _worker(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            size, done = item
+            # Sleep to an absolute deadline so the service time does not depend on
+            # how long this thread waited for the interpreter lock.
+            deadline = time.perf_counter() + self.cost.batch_ms(size) / 1000.0
+            remaining = deadline - time.perf_counter()
+            while remaining > 0:
+                time.sleep(remaining)
+                remaining = deadline - time.perf_counter()
+            try:
+                if size <= len(self._outputs):
+                    done(self._outputs[:size], None)
+                else:
+                    done(np.zeros((size, self._outputs.shape[1]), np.float32), None)
+            finally:
+                with self._idle:
+                    self._pending -= 1
+                    if self._pending == 0:
+                        self._idle.notify_all()
+
+    def submit(self, batch, size: int, done: Completion) -> None:
+        with self._idle:
+            self._pending += 1
+        self._queue.put((size, done))
+
+    def drain(self) -> None:
+        with self._idle:
+            while self._pending:
+                self._idle.wait()
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def describe(self) -> dict:
+        return {"batch_size": self.batch_size, "workers": self.options.workers,
+                "batch_ms": self.cost.batch_ms(self.batch_size)}

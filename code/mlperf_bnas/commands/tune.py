@@ -1,0 +1,54 @@
+"""``mlperf-bnas tune --benchmark DIR [--scenario Offline|Server|all] [--confirm] ...``.
+
+Offline: tries every backend setting in ``config.yaml``'s ``tuning`` grid with short
+LoadGen runs and keeps the fastest. Server: bisects for the highest target QPS whose
+run is VALID at the latency bound. Writes ``<benchmark>/<system>.tuned.conf`` (+ .json).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mlperf_bnas.config import parse_set_options
+from mlperf_bnas.errors import UserError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--benchmark", required=True, help="benchmark directory, e.g. code/resnet50-openvino")
+    p.add_argument("--output-dir", default=".", help="output root (trial logs go under build/<benchmark>/tuning)")
+    p.add_argument("--system", required=True, help="system name (systems/<system>.json)")
+    p.add_argument("--user-conf", help="base user.conf (default: <benchmark>/user.conf)")
+    p.add_argument("--data-dir", help="real dataset folder, passed on to every trial run")
+    p.add_argument("--checkpoint", help="model checkpoint, passed on to every trial run")
+    p.add_argument("--scenario", choices=["Offline", "Server", "all"], default="all")
+    p.add_argument("--confirm", action="store_true",
+                   help="after the search, run once at the base conf's full length (and step down if not VALID)")
+    p.add_argument("--conf-out", help="tuned conf to write (default: <benchmark>/<system>.tuned.conf)")
+    p.add_argument("--trial-duration-ms", type=int, help="override tuning.trial_duration_ms")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value for the search and every trial")
+
+
+def run(args: argparse.Namespace) -> int:
+    from mlperf_bnas.tune.tuner import TuneRequest, tune
+
+    bench = Path(args.benchmark)
+    user_conf = Path(args.user_conf) if args.user_conf else bench / "user.conf"
+    if not user_conf.is_file():
+        raise UserError(f"{user_conf}: user.conf not found; pass --user-conf or set USER_CONF")
+    run_args: list[str] = []
+    if args.data_dir:
+        run_args += ["--data-dir", args.data_dir]
+    if args.checkpoint:
+        run_args += ["--checkpoint", args.checkpoint]
+    spec_overrides = {}
+    if args.trial_duration_ms is not None:
+        spec_overrides["trial_duration_ms"] = args.trial_duration_ms
+    scenarios = ("Offline", "Server") if args.scenario == "all" else (args.scenario,)
+    tune(TuneRequest(benchmark_dir=bench, output_dir=Path(args.output_dir), system=args.system,
+                     user_conf=user_conf, scenarios=scenarios, overrides=parse_set_options(args.set),
+                     set_args=list(args.set), run_args=run_args,
+                     conf_out=Path(args.conf_out) if args.conf_out else None, confirm=args.confirm,
+                     spec_overrides=spec_overrides))
+    return 0

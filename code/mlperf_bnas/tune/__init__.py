@@ -1,0 +1,1 @@
+"""Automatic tuning: fastest Offline settings and highest valid Server QPS (``mlperf-bnas tune``)."""

@@ -1,0 +1,133 @@
+"""The two searches: Offline grid (fastest settings) and Server bisection (highest valid QPS).
+
+Both drive a ``TrialRunner``; every figure comes from a real, short LoadGen run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlperf_bnas.errors import RunFailed
+from mlperf_bnas.tune.spec import TuningSpec
+from mlperf_bnas.tune.trials import Trial, TrialRunner, require_success
+
+
+@dataclass
+class OfflineChoice:
+    backend_options: dict[str, Any]
+    samples_per_s: float
+    target_qps: float                       # offline expected QPS written to the tuned conf
+    trials: list[int] = field(default_factory=list)
+    confirmed: bool | None = None
+
+
+@dataclass
+class ServerChoice:
+    backend_options: dict[str, Any]
+    target_qps: float                       # highest VALID target QPS found
+    capacity_samples_per_s: float           # Offline throughput with the same settings (upper bound)
+    latency_bound_ms: float | None
+    trials: list[int] = field(default_factory=list)
+    confirmed: bool | None = None
+
+
+def _offline_trial(runner: TrialRunner, spec: TuningSpec, options: dict[str, Any], estimate: float | None,
+                   purpose: str, progress: str = "") -> Trial:
+    """A short Offline run; without an estimate, a fixed-size probe first measures one."""
+    if estimate is None:
+        probe = require_success(runner.run("Offline", "probe", options, {
+            "target_qps": 1, "min_duration": 1, "min_query_count": spec.probe_samples}, progress))
+        estimate = probe.samples_per_s
+        if not estimate:
+            raise RunFailed(f"tuning probe #{probe.number} measured no throughput; see {probe.log_dir}")
+    # LoadGen issues max(min_query_count, target_qps * min_duration) samples, so this run lasts
+    # about trial_duration_ms when the candidate is as fast as the estimate.
+    return runner.run("Offline", purpose, options, {
+        "target_qps": round(estimate, 3), "min_duration": spec.trial_duration_ms, "min_query_count": 1}, progress)
+
+
+def tune_offline(runner: TrialRunner, spec: TuningSpec, candidates: list[dict[str, Any]]) -> OfflineChoice:
+    estimate: float | None = None
+    best: Trial | None = None
+    numbers: list[int] = []
+    for i, options in enumerate(candidates, 1):
+        trial = _offline_trial(runner, spec, options, estimate, "grid", f"{i}/{len(candidates)}")
+        numbers.append(trial.number)
+        if trial.error or not trial.samples_per_s:
+            continue
+        estimate = max(estimate or 0.0, trial.samples_per_s)
+        if best is None or trial.samples_per_s > best.samples_per_s:
+            best = trial
+    if best is None:
+        raise RunFailed("every Offline tuning trial failed; see the trial logs listed above")
+    return OfflineChoice(best.backend_options, best.samples_per_s,
+                         round(best.samples_per_s * spec.offline_margin, 3), numbers)
+
+
+def bisect_server_qps(runner: TrialRunner, spec: TuningSpec, options: dict[str, Any], capacity: float,
+                      label: str = "") -> tuple[float, float | None, list[int]]:
+    """Highest target QPS whose short Server run is VALID (latency bound + early stopping met).
+
+    The answer lies in (0, capacity]: a Server run cannot complete more than the Offline
+    throughput with the same settings. The first guess is 80% of it (where a CPU backend's
+    Server result usually lands), then plain bisection until the bracket is within
+    ``qps_precision``. Returns (qps, latency bound in ms, trial numbers).
+    """
+    low, high = 0.0, capacity
+    guess = 0.8 * capacity
+    bound_ms: float | None = None
+    numbers: list[int] = []
+    for step in range(spec.max_server_trials):
+        trial = require_success(runner.run("Server", "bisect", options, {
+            "target_qps": round(guess, 3), "min_duration": spec.trial_duration_ms,
+            "min_query_count": spec.server_min_queries}, f"{label}step {step + 1}, bracket [{low:.1f}, {high:.1f}]"))
+        numbers.append(trial.number)
+        bound_ms = trial.latency_bound_ms or bound_ms
+        if trial.valid:
+            low = guess
+        else:
+            high = guess
+        if high - low <= spec.qps_precision * high:
+            break
+        guess = (low + high) / 2
+    return low, bound_ms, numbers
+
+
+def tune_server(runner: TrialRunner, spec: TuningSpec, candidates: list[dict[str, Any]],
+                offline_estimate: float | None) -> ServerChoice:
+    best: ServerChoice | None = None
+    for i, options in enumerate(candidates, 1):
+        label = f"{i}/{len(candidates)} " if len(candidates) > 1 else ""
+        capacity_trial = require_success(_offline_trial(runner, spec, options, offline_estimate, "capacity", label))
+        capacity = capacity_trial.samples_per_s or 0.0
+        if capacity <= 0:
+            raise RunFailed(f"capacity trial #{capacity_trial.number} measured no throughput")
+        qps, bound_ms, numbers = bisect_server_qps(runner, spec, options, capacity, label)
+        choice = ServerChoice(options, round(qps, 3), capacity, bound_ms, [capacity_trial.number, *numbers])
+        if best is None or choice.target_qps > best.target_qps:
+            best = choice
+    assert best is not None
+    if best.target_qps <= 0:
+        raise RunFailed("no Server target_qps tested met the latency bound; check the bound in user.conf "
+                        "(target_latency) and the trial logs listed above")
+    return best
+
+
+def confirm(runner: TrialRunner, spec: TuningSpec, scenario: str, options: dict[str, Any], target_qps: float,
+            attempts: int = 3) -> tuple[float, bool, list[int]]:
+    """Run once at the base conf's full length. Server: an INVALID run lowers the QPS by
+    ``qps_precision`` and tries again. Offline: a run that ended before its minimum duration
+    (the system was faster than expected) raises the expected QPS."""
+    numbers: list[int] = []
+    for attempt in range(attempts):
+        trial = require_success(runner.run(scenario, "confirm", options, {"target_qps": round(target_qps, 3)},
+                                           f"full length, attempt {attempt + 1}/{attempts}"))
+        numbers.append(trial.number)
+        if trial.valid:
+            return target_qps, True, numbers
+        if scenario == "Server":
+            target_qps *= 1 - spec.qps_precision
+        elif trial.samples_per_s:
+            target_qps = max(target_qps, trial.samples_per_s) * spec.offline_margin
+    return target_qps, False, numbers

@@ -1,0 +1,116 @@
+"""The ``tuning:`` section of a benchmark's ``config.yaml``, validated.
+
+::
+
+    tuning:
+      trial_duration_ms: 4000        # length of each short LoadGen trial
+      offline_margin: 1.1            # Offline expected QPS = measured throughput x margin
+      qps_precision: 0.03            # Server bisection stops when (high - low) <= precision x high
+      max_server_trials: 12
+      server_min_queries: 1000       # Server trials also run at least this many queries
+      probe_samples: 64              # samples of the first, throughput-estimating Offline run
+      Offline:
+        backend_options:             # candidate values; every combination is tried
+          num_streams: [1, 2]
+          batch_size: [1, 4, 8]
+      Server:
+        backend_options:
+          num_requests: [2, 4]
+
+Every combination of the listed values is tried (a full grid: the grids that
+matter for a CPU backend are small). A scenario with no grid is tuned with the
+backend options ``config.yaml`` already resolves for it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlperf_bnas.errors import UserError
+
+SCENARIOS = ("Offline", "Server")
+_SCALARS = {"trial_duration_ms": int, "offline_margin": float, "qps_precision": float,
+            "max_server_trials": int, "max_offline_trials": int, "server_min_queries": int,
+            "probe_samples": int}
+_SCENARIO_KEYS = ("backend_options",)
+
+
+@dataclass(frozen=True)
+class TuningSpec:
+    trial_duration_ms: int = 4000
+    offline_margin: float = 1.1
+    qps_precision: float = 0.03
+    max_server_trials: int = 12
+    max_offline_trials: int = 32
+    # Server trials run until this many queries as well as trial_duration_ms: LoadGen's early
+    # stopping needs several hundred queries before a 99th-percentile bound can be met.
+    server_min_queries: int = 1000
+    # The first Offline trial runs this many samples to estimate throughput before the timed trials.
+    probe_samples: int = 64
+    grids: dict[str, dict[str, list[Any]]] = field(default_factory=dict)   # scenario -> option -> values
+
+    def candidates(self, scenario: str) -> list[dict[str, Any]]:
+        """Every combination of the scenario's grid, in a stable order ([{}] when there is no grid)."""
+        grid = self.grids.get(scenario, {})
+        keys = sorted(grid)
+        return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def parse_tuning(raw: dict[str, Any] | None, where: str) -> TuningSpec:
+    """Build a ``TuningSpec`` from ``config.yaml``'s ``tuning`` mapping; ``where`` names the file."""
+    raw = dict(raw or {})
+    if not isinstance(raw, dict):
+        raise UserError(f"{where}: 'tuning' must be a mapping")
+    values: dict[str, Any] = {}
+    grids: dict[str, dict[str, list[Any]]] = {}
+    for key, value in raw.items():
+        if key in _SCALARS:
+            kind = _SCALARS[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise UserError(f"{where}: tuning.{key} must be a number, got {value!r}")
+            values[key] = kind(value)
+        elif key in SCENARIOS:
+            grids[key] = _parse_grid(value, f"{where}: tuning.{key}")
+        else:
+            raise UserError(f"{where}: unknown key tuning.{key}; valid keys: "
+                            + ", ".join(sorted(list(_SCALARS) + list(SCENARIOS))))
+    spec = TuningSpec(**values, grids=grids)
+    if spec.trial_duration_ms < 500:
+        raise UserError(f"{where}: tuning.trial_duration_ms must be >= 500 (got {spec.trial_duration_ms})")
+    if spec.offline_margin < 1.0:
+        raise UserError(f"{where}: tuning.offline_margin must be >= 1.0 so the run lasts its minimum "
+                        f"duration (got {spec.offline_margin})")
+    if not 0 < spec.qps_precision < 0.5:
+        raise UserError(f"{where}: tuning.qps_precision must be in (0, 0.5) (got {spec.qps_precision})")
+    if spec.server_min_queries < 1 or spec.probe_samples < 1:
+        raise UserError(f"{where}: tuning.server_min_queries and tuning.probe_samples must be >= 1")
+    if spec.max_server_trials < 2 or spec.max_offline_trials < 1:
+        raise UserError(f"{where}: tuning.max_server_trials must be >= 2 and max_offline_trials >= 1")
+    for scenario in grids:
+        n = len(spec.candidates(scenario))
+        if scenario == "Offline" and n > spec.max_offline_trials:
+            raise UserError(f"{where}: tuning.Offline grid has {n} combinations, more than "
+                            f"tuning.max_offline_trials={spec.max_offline_trials}; shrink the grid or raise the limit")
+    return spec
+
+
+def _parse_grid(value: Any, where: str) -> dict[str, list[Any]]:
+    if not isinstance(value, dict):
+        raise UserError(f"{where} must be a mapping with key(s) {', '.join(_SCENARIO_KEYS)}")
+    unknown = sorted(set(value) - set(_SCENARIO_KEYS))
+    if unknown:
+        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(_SCENARIO_KEYS)}")
+    options = value.get("backend_options") or {}
+    if not isinstance(options, dict):
+        raise UserError(f"{where}.backend_options must map option names to lists of candidate values")
+    grid: dict[str, list[Any]] = {}
+    for name, candidates in options.items():
+        if not isinstance(candidates, list) or not candidates:
+            raise UserError(f"{where}.backend_options.{name} must be a non-empty list of candidate values, "
+                            f"e.g. [1, 2, 4]; got {candidates!r}")
+        if len(set(map(repr, candidates))) != len(candidates):
+            raise UserError(f"{where}.backend_options.{name} lists a value twice: {candidates!r}")
+        grid[name] = list(candidates)
+    return grid

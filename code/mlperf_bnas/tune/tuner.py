@@ -1,0 +1,160 @@
+"""``mlperf-bnas tune``: search, then write ``<system>.tuned.conf`` and the evidence JSON.
+
+Outputs (both carry a generated-by marker; a file without it is never replaced):
+
+* ``<benchmark>/<system>.tuned.conf``: the user's conf plus the tuned ``target_qps`` per
+  scenario and the chosen backend options (a comment line ``mlperf-bnas run`` reads).
+  Run with ``USER_CONF=<that file>``; packaging then copies the conf that was run.
+* ``<benchmark>/<system>.tuned.json``: every trial's settings and LoadGen figures,
+  also copied to ``$OUTPUT_DIR/build/<benchmark>/tuning/<system>/tuning.json`` for the report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlperf_bnas.backends import BACKENDS
+from mlperf_bnas.config import BenchmarkConfig, check_options, load_config
+from mlperf_bnas.errors import UserError
+from mlperf_bnas.tune.conf import atomic_write, base_conf_text, check_replaceable, tuned_conf_text
+from mlperf_bnas.tune.search import confirm, tune_offline, tune_server
+from mlperf_bnas.tune.spec import TuningSpec, parse_tuning
+from mlperf_bnas.tune.trials import TrialRunner
+
+GENERATED_BY = "mlperf-bnas tune"
+
+
+@dataclass
+class TuneRequest:
+    benchmark_dir: Path
+    output_dir: Path
+    system: str
+    user_conf: Path
+    scenarios: tuple[str, ...] = ("Offline", "Server")
+    overrides: dict[str, Any] = field(default_factory=dict)     # --set KEY=VALUE, parsed
+    set_args: list[str] = field(default_factory=list)           # the same, passed on to each run
+    run_args: list[str] = field(default_factory=list)           # --data-dir / --checkpoint for each run
+    conf_out: Path | None = None
+    confirm: bool = False
+    spec_overrides: dict[str, Any] = field(default_factory=dict)   # e.g. trial_duration_ms from the CLI
+
+
+def _check_candidates(cfg: BenchmarkConfig, scenario: str, candidates: list[dict[str, Any]]) -> None:
+    """Every candidate must be a valid set of backend options before any trial starts."""
+    options_cls = BACKENDS.get(cfg.backend).Options
+    where = f"{cfg.benchmark_dir / 'config.yaml'} tuning.{scenario}"
+    for candidate in candidates:
+        check_options("backend_options", {**cfg.backend_options, **candidate}, options_cls, where)
+
+
+def _load_existing(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = None
+    if not isinstance(data, dict) or data.get("generated_by") != GENERATED_BY:
+        raise UserError(f"{path}: exists and was not written by mlperf-bnas tune; move it away or "
+                        "choose another file with --conf-out")
+    return data
+
+
+def tune(req: TuneRequest) -> dict[str, Any]:
+    base_cfg = load_config(req.benchmark_dir, None, req.overrides)
+    where = str(base_cfg.benchmark_dir / "config.yaml")
+    spec = parse_tuning({**base_cfg.tuning, **req.spec_overrides}, where)
+    conf_out = Path(req.conf_out) if req.conf_out else base_cfg.benchmark_dir / f"{req.system}.tuned.conf"
+    json_out = conf_out.with_suffix(".json")
+    if conf_out.resolve() == Path(req.user_conf).resolve() and not conf_out.exists():
+        raise UserError(f"{req.user_conf}: user.conf not found")
+    # Check both outputs before spending minutes on trials.
+    check_replaceable(conf_out)
+    existing = _load_existing(json_out)
+    base_conf = base_conf_text(req.user_conf)
+
+    cfgs = {s: load_config(req.benchmark_dir, s, req.overrides) for s in req.scenarios}
+    candidates = {s: spec.candidates(s) for s in req.scenarios}
+    for scenario in req.scenarios:
+        _check_candidates(cfgs[scenario], scenario, candidates[scenario])
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    work_dir = Path(req.output_dir).resolve() / "build" / base_cfg.benchmark_dir.name / "tuning" / req.system / stamp
+    runner = TrialRunner(base_cfg.benchmark_dir, Path(req.output_dir).resolve(), req.system, base_cfg.loadgen_model,
+                         base_conf, work_dir,
+                         extra_args=[*req.run_args, *[a for s in req.set_args for a in ("--set", s)]],
+                         timeout_s=max(600.0, spec.trial_duration_ms / 1000 * 60))
+    n_grid = sum(len(c) for c in candidates.values())
+    print(f"tune: {base_cfg.benchmark} on {req.system}: {', '.join(req.scenarios)}; {n_grid} candidate setting(s), "
+          f"{spec.trial_duration_ms} ms trials; trial logs in {work_dir}", flush=True)
+
+    results: dict[str, dict[str, Any]] = dict(existing.get("scenarios", {}))
+    offline_estimate: float | None = None
+    if "Offline" in req.scenarios:
+        choice = tune_offline(runner, spec, candidates["Offline"])
+        offline_estimate = choice.samples_per_s
+        if req.confirm:
+            choice.target_qps, choice.confirmed, numbers = confirm(
+                runner, spec, "Offline", choice.backend_options, choice.target_qps)
+            choice.trials += numbers
+        results["Offline"] = {**dataclasses.asdict(choice), "tuned_at": stamp}
+    if "Server" in req.scenarios:
+        server = tune_server(runner, spec, candidates["Server"], offline_estimate)
+        if req.confirm:
+            server.target_qps, server.confirmed, numbers = confirm(
+                runner, spec, "Server", server.backend_options, server.target_qps)
+            server.trials += numbers
+        results["Server"] = {**dataclasses.asdict(server), "tuned_at": stamp}
+
+    trials = [t.as_dict() for t in runner.trials]
+    for scenario in req.scenarios:
+        results[scenario]["trial_records"] = [t for t in trials if t["number"] in results[scenario]["trials"]]
+    record = {
+        "generated_by": GENERATED_BY, "benchmark": base_cfg.benchmark, "loadgen_model": base_cfg.loadgen_model,
+        "system": req.system, "backend": base_cfg.backend, "base_user_conf": str(Path(req.user_conf).resolve()),
+        "tuned_conf": str(conf_out.resolve()), "updated": stamp, "trial_dir": str(work_dir),
+        "spec": {k: v for k, v in dataclasses.asdict(spec).items()},
+        "scenarios": results,
+    }
+    if "Offline" in results and "Server" in results and results["Offline"].get("samples_per_s"):
+        record["server_offline_efficiency"] = results["Server"]["target_qps"] / results["Offline"]["samples_per_s"]
+    tuned = {s: {"target_qps": results[s]["target_qps"], "backend_options": results[s]["backend_options"]}
+             for s in ("Offline", "Server") if s in results}
+    header = [f"benchmark: {base_cfg.benchmark}  system: {req.system}  updated: {stamp}",
+              f"evidence (every trial): {json_out.name}"]
+    atomic_write(conf_out, tuned_conf_text(Path(req.user_conf).resolve(), base_conf, base_cfg.loadgen_model,
+                                           header, tuned))
+    text = json.dumps(record, indent=2, sort_keys=False) + "\n"
+    atomic_write(json_out, text)
+    atomic_write(work_dir.parent / "tuning.json", text)
+    _print_summary(record, runner, conf_out, json_out)
+    return record
+
+
+def _print_summary(record: dict[str, Any], runner: TrialRunner, conf_out: Path, json_out: Path) -> None:
+    print("\ntune: trials")
+    for trial in runner.trials:
+        print(f"  #{trial.number:<3} {trial.scenario:<7} {trial.purpose:<8} {trial.describe()}")
+    print("tune: choice")
+    for scenario, result in record["scenarios"].items():
+        opts = " ".join(f"{k}={v}" for k, v in sorted(result["backend_options"].items())) or "(config defaults)"
+        if scenario == "Offline":
+            print(f"  Offline: {opts}: {result['samples_per_s']:.1f} samples/s measured -> target_qps "
+                  f"{result['target_qps']:.1f} (margin {record['spec']['offline_margin']}) "
+                  f"[trials {', '.join(map(str, result['trials']))}]")
+        else:
+            bound = result.get("latency_bound_ms")
+            print(f"  Server: {opts}: target_qps {result['target_qps']:.1f} VALID at p99 <= "
+                  f"{bound if bound is not None else '?'} ms (capacity {result['capacity_samples_per_s']:.1f}/s) "
+                  f"[trials {', '.join(map(str, result['trials']))}]")
+        if result.get("confirmed") is not None:
+            print(f"    full-length confirmation: {'VALID' if result['confirmed'] else 'NOT VALID'}")
+    if "server_offline_efficiency" in record:
+        print(f"  Server/Offline efficiency: {record['server_offline_efficiency']:.3f}")
+    print(f"tune: wrote {conf_out} and {json_out}\n"
+          f"      use it with USER_CONF={conf_out} (the chosen backend options are read from it by mlperf-bnas run)")
