@@ -1,0 +1,394 @@
+"""Sub-network search: tactics (evolutionary, random, LINAS) x pymoo algorithms, over measured sub-networks.
+
+The pieces, each replaceable on its own (style.md pattern 7):
+
+* ``SubnetProblem`` (problem.py) maps a genome to objectives;
+* ``ALGORITHMS`` builds a pymoo algorithm by DyNAS-T name (ga, cmaes, nsga2, age, unsga3,
+  ctaea, moead) with integer genes (IntegerRandomSampling, SBX + PM with RoundingRepair);
+* ``TACTICS`` drives the loop with pymoo's ask/tell interface;
+* a ``pool`` measures a batch of sub-network configs, in this process or spread over
+  torch.distributed workers (distributed.py);
+* ``ResultsStore`` is the results CSV: one row per measured sub-network, written after every
+  batch, and read back to resume (a re-run with the same seed replays the measured rows from
+  the CSV and measures only what is new).
+
+The best sub-network follows NNCF's rule: the lowest cost (the first efficiency metric in
+``optimization_metrics``, MACs by default) among sub-networks whose accuracy is at least
+``ref_acc - acc_delta``; ``ref_acc`` defaults to the maximum sub-network's measured accuracy.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+from pymoo.algorithms.moo.ctaea import CTAEA
+from pymoo.algorithms.moo.moead import ParallelMOEAD
+from pymoo.algorithms.moo.nsga2 import NSGA2
+from pymoo.algorithms.moo.unsga3 import UNSGA3
+from pymoo.algorithms.soo.nonconvex.cmaes import CMAES
+from pymoo.algorithms.soo.nonconvex.ga import GA
+from pymoo.core.population import Population
+from pymoo.core.problem import Problem
+from pymoo.operators.crossover.sbx import SBX
+from pymoo.operators.mutation.pm import PM
+from pymoo.operators.repair.rounding import RoundingRepair
+from pymoo.operators.sampling.rnd import IntegerRandomSampling
+from pymoo.util.ref_dirs import get_reference_directions
+
+from mlperf_bnas.errors import UserError
+from mlperf_bnas.nas.pareto import pareto_records
+from mlperf_bnas.nas.problem import SubnetProblem, as_genomes, genome_bounds
+from mlperf_bnas.nas.search_config import SearchSettings
+from mlperf_bnas.registry import Registry
+
+log = logging.getLogger(__name__)
+
+SOURCE_REFERENCE = "reference"
+
+
+# --------------------------------------------------------------------------- records and CSV
+
+def config_key(config: dict) -> str:
+    """Canonical text of a sub-network config: the cache/CSV key."""
+    return json.dumps(config, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass
+class Record:
+    index: int
+    config: dict
+    genome: list[int]
+    metrics: dict[str, float]
+    source: str
+
+    def row(self, metrics: Sequence[str]) -> dict[str, Any]:
+        out = {"index": self.index, "source": self.source, "config": config_key(self.config),
+               "genome": " ".join(map(str, self.genome))}
+        for m in metrics:
+            out[m] = repr(float(self.metrics[m])) if m in self.metrics else ""
+        return out
+
+
+class ResultsStore:
+    """The results CSV: every measured sub-network once, in measurement order."""
+
+    def __init__(self, path: Path, metrics: Sequence[str], space):
+        self.path = Path(path)
+        self.metrics = tuple(metrics)
+        self.space = space
+        self.records: list[Record] = []
+        self._by_key: dict[str, Record] = {}
+
+    @property
+    def columns(self) -> list[str]:
+        return ["index", "source", "config", "genome", *self.metrics]
+
+    def get(self, config: dict) -> Record | None:
+        return self._by_key.get(config_key(config))
+
+    def add(self, config: dict, genome: Sequence[int], metrics: dict, source: str) -> Record:
+        missing = [m for m in self.metrics if m not in metrics]
+        if missing:
+            raise RuntimeError(f"evaluator returned no {', '.join(missing)} for {config_key(config)}")
+        rec = Record(len(self.records), dict(config), [int(g) for g in genome],
+                     {m: float(metrics[m]) for m in self.metrics}, source)
+        self.records.append(rec)
+        self._by_key[config_key(config)] = rec
+        return rec
+
+    @property
+    def search_records(self) -> list[Record]:
+        return [r for r in self.records if r.source != SOURCE_REFERENCE]
+
+    def save(self) -> None:
+        """Rewrite the CSV atomically (temp file, then os.replace)."""
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=self.columns, lineterminator="\n")
+        writer.writeheader()
+        for rec in self.records:
+            writer.writerow(rec.row(self.metrics))
+        atomic_write_text(self.path, buf.getvalue())
+
+    def load(self) -> int:
+        """Read an earlier run's CSV (resume). Returns the number of rows read."""
+        where = str(self.path)
+        with open(self.path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            header = reader.fieldnames or []
+            missing = [c for c in self.columns if c not in header]
+            if missing:
+                raise UserError(f"{where}: cannot resume: column(s) {', '.join(missing)} missing (it was made "
+                                f"with other measurements); pass the same --measurements or a new --results_path")
+            for line, row in enumerate(reader, start=2):
+                try:
+                    config = json.loads(row["config"])
+                    genome = [int(g) for g in row["genome"].split()]
+                    metrics = {m: float(row[m]) for m in self.metrics}
+                except (ValueError, TypeError, json.JSONDecodeError) as exc:
+                    raise UserError(f"{where}:{line}: unreadable row ({exc}); fix or remove the row") from None
+                if self.space.decode(genome) != config:
+                    raise UserError(f"{where}:{line}: genome {genome} does not decode to its config: the CSV "
+                                    "comes from another super-network/search space; use a new --results_path")
+                self.add(config, genome, metrics, row["source"])
+        return len(self.records)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# --------------------------------------------------------------------------- measuring
+
+class Pool(Protocol):
+    """Measures a batch of sub-network configs (here, or spread over distributed workers)."""
+
+    def measure(self, configs: list[dict]) -> list[dict[str, float]]: ...
+
+
+class Evaluator(Protocol):
+    def measure(self, config: dict) -> dict[str, float]: ...
+
+
+class LocalPool:
+    def __init__(self, evaluator: Evaluator):
+        self.evaluator = evaluator
+
+    def measure(self, configs: list[dict]) -> list[dict[str, float]]:
+        return [self.evaluator.measure(c) for c in configs]
+
+
+class CachedMeasure:
+    """Looks configs up in the results store first; measures only new ones, records and saves them."""
+
+    def __init__(self, store: ResultsStore, pool: Pool, space):
+        self.store = store
+        self.pool = pool
+        self.space = space
+        self.measured = 0      # full evaluations run by this process (resumed rows excluded)
+        self.source = "search"
+
+    def __call__(self, configs: list[dict]) -> list[dict[str, float]]:
+        new: dict[str, dict] = {}
+        for c in configs:
+            if self.store.get(c) is None:
+                new.setdefault(config_key(c), c)
+        if new:
+            batch = list(new.values())
+            results = self.pool.measure(batch)
+            for c, metrics in zip(batch, results):
+                self.store.add(c, self.space.encode(c), metrics, self.source)
+            self.measured += len(batch)
+            self.store.save()
+            log.info("measured %d new sub-network(s) (%d in %s)", len(batch), len(self.store.records),
+                     self.store.path.name)
+        return [self.store.get(c).metrics for c in configs]
+
+
+# --------------------------------------------------------------------------- algorithms
+
+#: name -> builder(settings, n_obj, population) -> pymoo algorithm
+ALGORITHMS: Registry[Callable[..., Any]] = Registry("search algorithm")
+
+
+def _integer_operators(s: SearchSettings) -> dict:
+    # Integer genes: SBX and PM act on floats, RoundingRepair snaps children back to integers.
+    return dict(
+        sampling=IntegerRandomSampling(),
+        crossover=SBX(prob=s.crossover_prob, eta=s.crossover_eta, vtype=float, repair=RoundingRepair()),
+        mutation=PM(prob=s.mutation_prob, eta=s.mutation_eta, vtype=float, repair=RoundingRepair()),
+    )
+
+
+def _ref_dirs(n_obj: int, population: int, seed: int) -> np.ndarray:
+    return get_reference_directions("energy", n_obj, population, seed=seed).astype("float64")
+
+
+@ALGORITHMS.register("ga")
+def _ga(s: SearchSettings, n_obj: int, population: int):
+    return GA(pop_size=population, eliminate_duplicates=True, **_integer_operators(s))
+
+
+@ALGORITHMS.register("cmaes")
+def _cmaes(s: SearchSettings, n_obj: int, population: int):
+    # Continuous by nature: genomes are rounded and clipped when decoded (problem.as_genomes).
+    return CMAES(pop_size=population, restarts=0)
+
+
+@ALGORITHMS.register("nsga2")
+def _nsga2(s: SearchSettings, n_obj: int, population: int):
+    return NSGA2(pop_size=population, eliminate_duplicates=True, **_integer_operators(s))
+
+
+@ALGORITHMS.register("age")
+def _age(s: SearchSettings, n_obj: int, population: int):
+    from pymoo.algorithms.moo.age import AGEMOEA   # imports numba: only when asked for
+    return AGEMOEA(pop_size=population, eliminate_duplicates=True, **_integer_operators(s))
+
+
+@ALGORITHMS.register("unsga3")
+def _unsga3(s: SearchSettings, n_obj: int, population: int):
+    return UNSGA3(ref_dirs=_ref_dirs(n_obj, population, s.seed), pop_size=population,
+                  eliminate_duplicates=True, **_integer_operators(s))
+
+
+@ALGORITHMS.register("ctaea")
+def _ctaea(s: SearchSettings, n_obj: int, population: int):
+    ops = _integer_operators(s)
+    ops["crossover"] = SBX(n_offsprings=1, prob=s.crossover_prob, eta=s.crossover_eta, vtype=float,
+                           repair=RoundingRepair())
+    return CTAEA(ref_dirs=_ref_dirs(n_obj, population, s.seed), eliminate_duplicates=True, **ops)
+
+
+@ALGORITHMS.register("moead")
+def _moead(s: SearchSettings, n_obj: int, population: int):
+    # The batch variant: one ask() gives a whole generation, which distributed workers can share.
+    return ParallelMOEAD(ref_dirs=_ref_dirs(n_obj, population, s.seed), n_neighbors=min(20, population),
+                         **_integer_operators(s))
+
+
+def build_algorithm(settings: SearchSettings, n_obj: int, population: int | None = None):
+    return ALGORITHMS.get(settings.algorithm)(settings, n_obj, population or settings.population)
+
+
+def ask_tell(problem: Problem, algorithm, max_evals: int, seed: int,
+             on_generation: Callable[[int], None] | None = None):
+    """Drive ``algorithm`` on ``problem`` with pymoo's ask/tell loop for ``max_evals`` evaluations."""
+    algorithm.setup(problem, termination=("n_evals", max_evals), seed=seed, verbose=False)
+    generation = 0
+    while algorithm.has_next():
+        pop = algorithm.ask()
+        if not isinstance(pop, Population):   # some algorithms ask for one individual at a time
+            pop = Population.create(pop)
+        algorithm.evaluator.eval(problem, pop)
+        algorithm.tell(infills=pop)
+        generation += 1
+        if on_generation:
+            on_generation(generation)
+    return algorithm.result()
+
+
+# --------------------------------------------------------------------------- tactics
+
+@dataclass
+class SearchContext:
+    space: Any
+    settings: SearchSettings
+    store: ResultsStore
+    measure: CachedMeasure
+    #: LINAS: one dict per (round, metric) with the predictors' out-of-sample error.
+    predictor_log: list[dict] = field(default_factory=list)
+
+
+TACTICS: Registry[Callable[[SearchContext], None]] = Registry("search tactic")
+
+
+@TACTICS.register("evolutionary")
+def evolutionary(ctx: SearchContext) -> None:
+    s = ctx.settings
+    problem = SubnetProblem(ctx.space, s.objectives, ctx.measure)
+    algorithm = build_algorithm(s, len(s.objectives))
+    ask_tell(problem, algorithm, s.effective_num_evals, s.seed,
+             on_generation=lambda g: log.info("generation %d: %d sub-networks measured", g,
+                                              len(ctx.store.search_records)))
+
+
+@TACTICS.register("random")
+def random_search(ctx: SearchContext) -> None:
+    s = ctx.settings
+    low, high = genome_bounds(ctx.space)
+    rng = np.random.default_rng(s.seed)
+    genomes = rng.integers(low, high + 1, size=(s.effective_num_evals, len(high)))
+    for start in range(0, len(genomes), s.population):
+        ctx.measure([ctx.space.decode([int(v) for v in g]) for g in genomes[start:start + s.population]])
+
+
+def _linas(ctx: SearchContext) -> None:
+    from mlperf_bnas.nas.linas import run_linas
+    run_linas(ctx)
+
+
+TACTICS.register("linas")(_linas)
+
+
+# --------------------------------------------------------------------------- the search
+
+@dataclass
+class SearchOutcome:
+    settings: SearchSettings
+    records: list[Record]
+    front: list[Record]
+    reference: Record
+    best: Record
+    best_satisfies: bool
+    ref_acc: float
+    measured_now: int
+    predictor_log: list[dict]
+
+    @property
+    def num_full_evaluations(self) -> int:
+        return len([r for r in self.records if r.source != SOURCE_REFERENCE])
+
+
+def choose_best(records: Sequence[Record], settings: SearchSettings, ref_acc: float,
+                fallback: Record) -> tuple[Record, bool]:
+    """NNCF's rule: lowest cost with accuracy >= ref_acc - acc_delta; else the maximum sub-network."""
+    bound = ref_acc - settings.acc_delta
+    ok = [r for r in records if r.metrics["accuracy"] >= bound]
+    if not ok:
+        log.warning("no sub-network reaches accuracy %.3f (ref_acc %.3f - acc_delta %.3f): choosing the "
+                    "maximum sub-network", bound, ref_acc, settings.acc_delta)
+        return fallback, False
+    cost = settings.cost_metric
+    return min(ok, key=lambda r: (r.metrics[cost], -r.metrics["accuracy"], r.index)), True
+
+
+def run_search(space, pool: Pool, settings: SearchSettings, results_path: Path, resume: bool = False) -> SearchOutcome:
+    """Measure the maximum sub-network, run the tactic, and choose the best sub-network."""
+    if "accuracy" not in settings.measured:
+        raise UserError("measurements must include accuracy: the best sub-network is the cheapest one with "
+                        "accuracy >= ref_acc - acc_delta")
+    store = ResultsStore(results_path, settings.measured, space)
+    if results_path.exists():
+        if not resume:
+            raise UserError(f"{results_path}: results already exist; pass --resume to continue that search "
+                            "or choose another --results_path (nothing is overwritten)")
+        log.info("resuming: %d sub-network(s) read from %s", store.load(), results_path)
+    measure = CachedMeasure(store, pool, space)
+
+    maximum = space.maximum()
+    measure.source = SOURCE_REFERENCE
+    ref_metrics = measure([maximum])[0]
+    reference = store.get(maximum)
+    measure.source = settings.tactic
+    ref_acc = settings.ref_acc if settings.ref_acc is not None else ref_metrics["accuracy"]
+
+    ctx = SearchContext(space, settings, store, measure)
+    TACTICS.get(settings.tactic)(ctx)
+
+    records = list(store.records)
+    front = pareto_records(records, settings.objectives)
+    best, satisfied = choose_best(records, settings, ref_acc, reference)
+    return SearchOutcome(settings, records, front, reference, best, satisfied, ref_acc, measure.measured,
+                         ctx.predictor_log)
+
+
+__all__ = ["ALGORITHMS", "TACTICS", "ResultsStore", "Record", "SearchOutcome", "run_search", "choose_best",
+           "LocalPool", "CachedMeasure", "build_algorithm", "ask_tell", "as_genomes", "config_key"]
