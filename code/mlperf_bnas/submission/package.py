@@ -192,6 +192,7 @@ def _write_json(path: Path, data) -> None:
 
 def _package_code(cfg: BenchmarkConfig, dest: Path, commit: str, repo: Path) -> None:
     shutil.copytree(cfg.benchmark_dir, dest, ignore=_CODE_IGNORE)
+    _remove_empty_dirs(dest)
     write_atomic(dest / "SOURCE.md", "\n".join([
         f"# {cfg.loadgen_model}: code",
         "",
@@ -209,9 +210,17 @@ def _package_harness(code_dir: Path, repo: Path) -> None:
     """A snapshot of the harness package beside the benchmark folders, so the code is self-contained."""
     src = repo / "code"
     shutil.copytree(src / "mlperf_bnas", code_dir / "mlperf_bnas", ignore=_CODE_IGNORE)
+    _remove_empty_dirs(code_dir / "mlperf_bnas")
     for name in ("pyproject.toml", "requirements.txt"):
         if (src / name).is_file():
             _copy(src / name, code_dir / name)
+
+
+def _remove_empty_dirs(top: Path) -> None:
+    """The checker rejects empty folders (e.g. a package directory holding only __pycache__)."""
+    for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        if not any(d.iterdir()):
+            d.rmdir()
 
 
 def build_tree(req: PackageRequest, tree: Path) -> Packaged:
@@ -268,7 +277,11 @@ def build_tree(req: PackageRequest, tree: Path) -> Packaged:
 def package_submission(req: PackageRequest) -> Packaged:
     final = req.output_dir / "submission" / "open" / req.submitter
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{req.submitter}.partial-", dir=final.parent))
+    # Built under build/ (same file system, so the final move is a rename), never inside
+    # submission/: a half-built tree there would look like a second submitter to a checker.
+    staging = req.output_dir / "build"
+    staging.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".submission-{req.submitter}.partial-", dir=staging))
     os.chmod(tmp, 0o755)  # mkdtemp creates 0700; the tree is meant to be shared
     try:
         packaged = build_tree(req, tmp)

@@ -1,0 +1,466 @@
+"""Our submission checker: a v5.1 open-division tree against the official rules, and a few stricter ones.
+
+Every finding names the file and a rule id; ``RULES`` says, for each rule, what
+the official MLPerf v5.1 checker (mlcommons/inference tools/submission) does with
+the same defect in the open division -- ``fail`` (the submission is rejected),
+``logs`` (an error line, but the result is still accepted) or ``no`` (not
+checked) -- so our verdict can be compared with theirs line by line
+(docs/submission.md). Rules marked ``smoke`` are the ones a short run on
+synthetic data cannot meet; a tree that fails only those is reported as a smoke
+submission.
+
+When the full accuracy logs are available (``$OUTPUT_DIR/results`` beside
+``$OUTPUT_DIR/submission``), the recorded hashes and the truncated logs are
+verified against them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from mlperf_bnas.loadgen.logs import DetailLog, read_detail_log
+from mlperf_bnas.submission import rules as R
+from mlperf_bnas.submission import userconf
+from mlperf_bnas.submission.system import NON_EMPTY_FIELDS, REQUIRED_FIELDS, VALID_STATUS, VALID_SYSTEM_TYPES
+from mlperf_bnas.submission.truncate import HASH_LINE, file_sha256, truncated_text
+
+
+@dataclass(frozen=True)
+class Rule:
+    official: str       # what the official v5.1 checker does in the open division: "fail" | "logs" | "no"
+    text: str
+    smoke: bool = False  # a short run on synthetic data cannot meet it
+    severity: str = "error"
+
+
+RULES: dict[str, Rule] = {
+    # -- tree layout (official: check_results_dir's folder checks) -----------------
+    "root-extra-files": Rule("fail", "only .md/.pdf files may sit beside the division folders"),
+    "division-extra-files": Rule("fail", "only submitter folders may sit in the division folder"),
+    "invalid-division": Rule("logs", "division folders are closed, open or network", severity="warning"),
+    "hidden-names": Rule("fail", "no file or folder name may start with '.' (git unfriendly)"),
+    "spaces-in-names": Rule("fail", "no file or folder name may contain a space"),
+    "pycache": Rule("fail", "no __pycache__ folders"),
+    "empty-dirs": Rule("fail", "no empty folders"),
+    "file-size": Rule("fail", "no file over 50 MB"),
+    "broken-symlinks": Rule("fail", "no broken symbolic links"),
+    "calibration-doc": Rule("fail", "calibration.md documents how the model was calibrated/quantized"),
+    # -- systems/ ----------------------------------------------------------------------
+    "system-json-missing": Rule("fail", "every results/<system> has systems/<system>.json"),
+    "system-field-missing": Rule("fail", "systems/<system>.json has every v5.1 field"),
+    "system-field-empty": Rule("fail", "fields that need a meaningful response are not empty"),
+    "system-status": Rule("fail", "status is available, preview or rdi"),
+    "system-type": Rule("fail", "system_type is datacenter, edge or datacenter,edge"),
+    "system-submitter": Rule("fail", "submitter matches the submitter folder"),
+    "system-division": Rule("fail", "division matches the division folder"),
+    "unused-system": Rule("fail", "every systems/<system>.json has results"),
+    # -- measurements/ and code/ --------------------------------------------------------
+    "measurements-dir-missing": Rule("fail", "every result has measurements/<system>/<benchmark>/<scenario>/"),
+    "measurements-file": Rule("fail", "measurements hold a non-empty README.md and user.conf"),
+    "measurements-json": Rule("fail", "measurements hold <system>_<implementation>_<scenario>.json"),
+    "measurements-field": Rule("fail", "the measurements JSON has every required field, non-empty"),
+    "code-dir-missing": Rule("fail", "code/<benchmark> exists"),
+    "user-conf-mismatch": Rule("no", "the submitted user.conf is the one the performance run used"),
+    # -- performance ----------------------------------------------------------------------
+    "perf-file-list": Rule("fail", "performance/run_1 holds exactly mlperf_log_summary.txt and mlperf_log_detail.txt"),
+    "result-invalid": Rule("fail", "LoadGen reported 'Result is : VALID'"),
+    "loadgen-errors": Rule("fail", "no LoadGen errors in mlperf_log_detail.txt"),
+    "test-mode": Rule("no", "performance logs come from PerformanceOnly runs, accuracy logs from AccuracyOnly runs"),
+    "perf-sample-count": Rule("fail", "effective performance_sample_count >= the benchmark's"),
+    "seeds": Rule("fail", "the RNG seeds are the round's (v5.1)"),
+    "scenario-mismatch": Rule("fail", "the log's scenario is the folder's (datacenter systems cannot infer results)"),
+    "early-stopping": Rule("fail", "Server: early stopping criterion met"),
+    "latency-bound": Rule("fail", "Server: target latency within the benchmark's bound"),
+    "min-duration": Rule("fail", "min_duration >= 600 s", smoke=True),
+    "min-query-count": Rule("no", "the round's query counts: Server min_query_count 270336, Offline >= 24576 samples "
+                                  "(official checker: closed division only)", smoke=True),
+    # -- accuracy ---------------------------------------------------------------------------
+    "acc-file-list": Rule("fail", "accuracy/ holds exactly accuracy.txt, mlperf_log_accuracy.json, summary and detail logs"),
+    "acc-log-size": Rule("fail", "mlperf_log_accuracy.json is truncated (< 10 KiB)"),
+    "acc-hash-missing": Rule("logs", "accuracy.txt ends with hash=<sha256 of the full accuracy log>"),
+    "acc-hash-mismatch": Rule("no", "the recorded hash is the full accuracy log's"),
+    "acc-truncation": Rule("no", "the truncated log is the first and last 4096 characters of the full log"),
+    "acc-value": Rule("no", "accuracy.txt reports the benchmark's metric"),
+    "dataset-coverage": Rule("fail", "the accuracy run covers the whole dataset", smoke=True),
+    "acc-log-coverage": Rule("no", "the full accuracy log answers every sample exactly once"),
+    # -- compliance (not required in open division; checked when present) -------------------
+    "compliance-missing": Rule("no", "TEST01 (and TEST04 for resnet) were run", severity="warning"),
+    "compliance-files": Rule("no", "compliance folders hold MLPerf's verification outputs (official: closed only)"),
+    "compliance-verdict": Rule("no", "compliance verifications end in TEST PASS (official: closed only)"),
+}
+SMOKE_RULES = tuple(k for k, r in RULES.items() if r.smoke)
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: str
+    path: str
+    message: str
+
+    @property
+    def severity(self) -> str:
+        return RULES[self.rule].severity
+
+    def line(self) -> str:
+        official = {"fail": "official: fails", "logs": "official: logs only", "no": "official: not checked"}
+        return (f"{self.severity.upper()} [{self.rule}] {self.path}: {self.message} "
+                f"({official[RULES[self.rule].official]})")
+
+
+@dataclass
+class Report:
+    root: Path
+    findings: list[Finding] = field(default_factory=list)
+    results: list[tuple[str, str, str, str, str]] = field(default_factory=list)  # system, model, scenario, metric, accuracy
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "warning"]
+
+    def official_failures(self) -> list[Finding]:
+        return [f for f in self.findings if RULES[f.rule].official == "fail"]
+
+    @property
+    def is_smoke(self) -> bool:
+        return bool(self.errors) and all(RULES[f.rule].smoke for f in self.errors)
+
+    def summary(self) -> str:
+        lines = []
+        for system, model, scenario, metric, acc in self.results:
+            lines.append(f"result {system}/{model}/{scenario}: {metric}; accuracy: {acc}")
+        errs, warns = self.errors, self.warnings
+        lines.append(f"{len(errs)} error(s), {len(warns)} warning(s) in {len(self.results)} result(s)")
+        off = sorted({f.rule for f in self.official_failures()})
+        lines.append("official v5.1 checker verdict (by its rules): "
+                     + (f"FAIL ({', '.join(off)})" if off else "PASS"))
+        if not errs:
+            lines.append("SUMMARY: submission passes the v5.1 open-division checks")
+        elif self.is_smoke:
+            counts = {r: sum(1 for f in errs if f.rule == r) for r in SMOKE_RULES}
+            named = ", ".join(f"{r} ({n})" for r, n in counts.items() if n)
+            lines.append(f"SUMMARY: SMOKE submission (short runs / synthetic data): fails only the rules a short run "
+                         f"cannot meet: {named}")
+        else:
+            failed = sorted({f.rule for f in errs})
+            lines.append(f"SUMMARY: submission has errors: {', '.join(failed)}")
+        return "\n".join(lines)
+
+
+class _Checker:
+    def __init__(self, root: Path, full_results: Path | None):
+        self.root = root.resolve()
+        self.full_results = full_results
+        self.report = Report(self.root)
+
+    def add(self, rule: str, path: Path | str, message: str) -> None:
+        if rule not in RULES:
+            raise KeyError(rule)
+        rel = str(Path(path).resolve().relative_to(self.root)) if Path(path).is_absolute() else str(path)
+        self.report.findings.append(Finding(rule, rel, message))
+
+    # -- tree ----------------------------------------------------------------------------
+    def run(self) -> Report:
+        root = self.root
+        for f in _files(root):
+            if not f.name.endswith((".md", ".pdf")):
+                self.add("root-extra-files", f, "file outside the division folders")
+        for division in _dirs(root):
+            if division.name not in ("closed", "open", "network"):
+                if division.name not in (".git", ".github", "assets"):
+                    self.add("invalid-division", division, f"{division.name!r} is not a division (closed, open, network)")
+                continue
+            for f in _files(division):
+                self.add("division-extra-files", f, "file outside the submitter folders")
+            for submitter in _dirs(division):
+                self.check_submitter(division.name, submitter)
+        return self.report
+
+    def check_submitter(self, division: str, sub: Path) -> None:
+        if not (sub / "results").is_dir():
+            return
+        self.check_folders(sub)
+        if not (sub / "calibration.md").is_file() and not (sub / "documentation" / "calibration.md").is_file():
+            self.add("calibration-doc", sub / "calibration.md", "missing (open division: how the weights were quantized/calibrated)")
+        systems_with_results = set()
+        for system_dir in _dirs(sub / "results"):
+            systems_with_results.add(system_dir.name)
+            system_json = self.check_system(division, sub, system_dir.name)
+            for model_dir in _dirs(system_dir):
+                mlperf_model = R.MLPERF_MODEL.get(model_dir.name)
+                if mlperf_model is None:
+                    mapping = sub / "model_mapping.json"
+                    mapped = _load_json(mapping) if mapping.is_file() else None
+                    mlperf_model = (mapped or {}).get(model_dir.name)
+                if mlperf_model not in R.PERFORMANCE_SAMPLE_COUNT:
+                    # Not a benchmark this checker knows the rules of: say so instead of guessing.
+                    self.add("code-dir-missing", model_dir, f"benchmark {model_dir.name!r} is neither resnet50/resnet nor "
+                             "retinanet and has no model_mapping.json entry; this checker only knows those")
+                    continue
+                for scen_dir in _dirs(model_dir):
+                    self.check_result(sub, system_dir.name, model_dir.name, mlperf_model, scen_dir, system_json)
+        systems_dir = sub / "systems"
+        if systems_dir.is_dir():
+            for js in sorted(systems_dir.glob("*.json")):
+                if js.stem not in systems_with_results:
+                    self.add("unused-system", js, "system description without results")
+
+    def check_folders(self, sub: Path) -> None:
+        for p in sorted(sub.rglob("*")):
+            name = p.name
+            if p.is_symlink() and not p.exists():
+                self.add("broken-symlinks", p, "broken symbolic link")
+                continue
+            if name.startswith("."):
+                self.add("hidden-names", p, "name starts with '.'")
+            if " " in name:
+                self.add("spaces-in-names", p, "name contains a space")
+            if p.is_dir():
+                if name == "__pycache__":
+                    self.add("pycache", p, "__pycache__ folder")
+                elif not any(p.iterdir()):
+                    self.add("empty-dirs", p, "empty folder")
+            elif p.is_file() and p.stat().st_size > R.FILE_SIZE_LIMIT_BYTES:
+                self.add("file-size", p, f"{p.stat().st_size / 2**20:.1f} MB > 50 MB")
+
+    # -- systems -------------------------------------------------------------------------
+    def check_system(self, division: str, sub: Path, system: str) -> dict[str, Any] | None:
+        path = sub / "systems" / f"{system}.json"
+        if not path.is_file():
+            self.add("system-json-missing", path, f"no system description for results/{system}")
+            return None
+        desc = _load_json(path)
+        if desc is None:
+            self.add("system-json-missing", path, "not valid JSON")
+            return None
+        for k in REQUIRED_FIELDS:
+            if k not in desc:
+                self.add("system-field-missing", path, f"field {k!r} is missing")
+            elif k in NON_EMPTY_FIELDS and not desc[k]:
+                self.add("system-field-empty", path, f"field {k!r} requires a meaningful response but is empty")
+        status = str(desc.get("status", "")).lower()
+        if status not in VALID_STATUS:
+            self.add("system-status", path, f"status {desc.get('status')!r} is not one of {', '.join(VALID_STATUS)}")
+        if desc.get("system_type") not in VALID_SYSTEM_TYPES:
+            self.add("system-type", path, f"system_type {desc.get('system_type')!r} is not one of {', '.join(VALID_SYSTEM_TYPES[:3])}")
+        if str(desc.get("submitter", "")).lower() != sub.name.lower():
+            self.add("system-submitter", path, f"submitter {desc.get('submitter')!r} but the folder is {sub.name!r}")
+        if str(desc.get("division", "")).lower() != division:
+            self.add("system-division", path, f"division {desc.get('division')!r} but the folder is {division!r}")
+        return desc
+
+    # -- one result -------------------------------------------------------------------------
+    def check_result(self, sub: Path, system: str, model: str, mlperf_model: str, scen_dir: Path,
+                     system_json: dict[str, Any] | None) -> None:
+        scenario = scen_dir.name
+        meas = sub / "measurements" / system / model / scenario
+        self.check_measurements(sub, system, model, scenario, meas)
+        perf = scen_dir / "performance" / "run_1"
+        metric = "no valid performance log"
+        perf_log: DetailLog | None = None
+        if not perf.is_dir():
+            self.add("perf-file-list", perf, "missing")
+        else:
+            self.file_list("perf-file-list", perf, R.REQUIRED_PERF_FILES, R.OPTIONAL_PERF_FILES)
+            if (perf / "mlperf_log_detail.txt").is_file():
+                perf_log = read_detail_log(perf / "mlperf_log_detail.txt")
+                metric = self.check_performance(perf / "mlperf_log_detail.txt", perf_log, mlperf_model, scenario, system_json)
+                if (meas / "user.conf").is_file():
+                    bad = userconf.mismatches(meas / "user.conf", perf_log, model, scenario)
+                    if bad:
+                        self.add("user-conf-mismatch", meas / "user.conf", "; ".join(bad))
+        acc = self.check_accuracy(scen_dir / "accuracy", mlperf_model, system, model, scenario)
+        self.check_compliance(sub / "compliance" / system / model / scenario, mlperf_model, scenario)
+        self.report.results.append((system, model, scenario, metric, acc))
+
+    def file_list(self, rule: str, folder: Path, required: Iterable[str], optional: Iterable[str] = ()) -> None:
+        present = {p.name for p in folder.iterdir() if p.is_file()}
+        allowed_extra = set(optional) | {"mlperf_log_trace.json", "results.json", ".gitkeep"}
+        missing = sorted(set(required) - present)
+        extra = sorted(present - set(required) - allowed_extra)
+        if missing:
+            self.add(rule, folder, f"missing {', '.join(missing)}")
+        if extra:
+            self.add(rule, folder, f"unexpected {', '.join(extra)}")
+
+    def check_measurements(self, sub: Path, system: str, model: str, scenario: str, meas: Path) -> None:
+        if not meas.is_dir():
+            self.add("measurements-dir-missing", meas, "missing")
+            return
+        for name in R.REQUIRED_MEASURE_FILES:
+            f = meas / name
+            if not f.is_file():
+                self.add("measurements-file", f, "missing")
+            elif f.stat().st_size == 0:
+                self.add("measurements-file", f, "empty")
+        candidates = [p for p in sorted(meas.glob("*.json")) if p.name.startswith(system)]
+        chosen = next((p for p in candidates if p.name.endswith(f"_{scenario}.json")), candidates[0] if candidates else None)
+        if chosen is None:
+            self.add("measurements-json", meas / f"{system}_<implementation>_{scenario}.json", "missing")
+        else:
+            data = _load_json(chosen)
+            if data is None:
+                self.add("measurements-json", chosen, "not valid JSON")
+            else:
+                for k in R.MEASUREMENT_FIELDS:
+                    if k not in data:
+                        self.add("measurements-field", chosen, f"field {k!r} is missing")
+                    elif not data[k]:
+                        self.add("measurements-field", chosen, f"field {k!r} is missing a meaningful value")
+        if not (sub / "code" / model).exists():
+            self.add("code-dir-missing", sub / "code" / model, "missing (the code that produced the result)")
+
+    def check_performance(self, path: Path, log: DetailLog, model: str, scenario: str,
+                          system_json: dict[str, Any] | None) -> str:
+        if log.get("result_validity") != "VALID":
+            self.add("result-invalid", path, f"result_validity is {log.get('result_validity')!r}")
+        self.loadgen_errors(path, log)
+        if log.get("effective_test_mode") not in (None, "PerformanceOnly"):
+            self.add("test-mode", path, f"effective_test_mode is {log.get('effective_test_mode')!r}, expected PerformanceOnly")
+        need = R.PERFORMANCE_SAMPLE_COUNT[model]
+        psc = log.get("effective_performance_sample_count")
+        if not isinstance(psc, int) or psc < need:
+            self.add("perf-sample-count", path, f"performance_sample_count is {psc}, needs to be >= {need}")
+        for seed, expected in R.SEEDS.items():
+            found = log.get(f"effective_{seed}")
+            if found != expected:
+                self.add("seeds", path, f"{seed} is wrong: expected {expected}, found {found}")
+        effective = log.get("effective_scenario")
+        if effective != scenario:
+            self.add("scenario-mismatch", path, f"log is a {effective!r} run in the {scenario!r} folder")
+        bound = R.LATENCY_CONSTRAINT_NS[model].get(scenario)
+        if effective == "Server":
+            if not log.get("early_stopping_met"):
+                self.add("early-stopping", path, f"early stopping not met: {str(log.get('early_stopping_result'))[:200]!r}")
+            lat = log.get("effective_target_latency_ns")
+            if bound and (not isinstance(lat, (int, float)) or lat > bound):
+                self.add("latency-bound", path, f"target latency {lat} ns exceeds the {bound} ns bound")
+        min_duration = log.get("effective_min_duration_ms")
+        if not isinstance(min_duration, (int, float)) or min_duration < R.MIN_DURATION_MS:
+            self.add("min-duration", path, f"min_duration is {min_duration} ms, needs >= {R.MIN_DURATION_MS} ms")
+        if effective == "Offline":
+            spq = log.get("effective_samples_per_query")
+            if not isinstance(spq, int) or spq < R.OFFLINE_MIN_SAMPLES_PER_QUERY:
+                self.add("min-query-count", path, f"Offline query has {spq} samples, the round needs >= "
+                                                  f"{R.OFFLINE_MIN_SAMPLES_PER_QUERY}")
+        elif effective == "Server":
+            need_q = R.MIN_QUERIES[model]["Server"]
+            mqc = log.get("effective_min_query_count")
+            if not isinstance(mqc, int) or mqc < need_q:
+                self.add("min-query-count", path, f"min_query_count is {mqc}, the round needs >= {need_q}")
+        key = R.RESULT_FIELD.get(str(effective))
+        value = log.get(key) if key else None
+        return f"{key}={value}" if value is not None else "no result value in the log"
+
+    def loadgen_errors(self, path: Path, log: DetailLog) -> None:
+        if log.errors:
+            first = str(log.errors[0].get("value"))[:160]
+            self.add("loadgen-errors", path, f"{len(log.errors)} LoadGen error(s), first: {first!r}")
+
+    def check_accuracy(self, acc: Path, model: str, system: str, folder_model: str, scenario: str) -> str:
+        if not (acc / "accuracy.txt").is_file():
+            self.add("acc-file-list", acc / "accuracy.txt", "missing; generate it with `mlperf-bnas accuracy`")
+            return "missing"
+        self.file_list("acc-file-list", acc, R.REQUIRED_ACC_FILES)
+        value = "not found"
+        text = (acc / "accuracy.txt").read_text(encoding="utf-8", errors="replace")
+        recorded = None
+        for line in text.splitlines():
+            m = re.match(R.ACCURACY_PATTERN[model], line)
+            if m and value == "not found":
+                value = m.group(1)
+            h = HASH_LINE.match(line)
+            if h and recorded is None:
+                recorded = h.group(1)
+        if value == "not found":
+            self.add("acc-value", acc / "accuracy.txt", f"no {'accuracy=' if model == 'resnet' else 'mAP='} line")
+        if recorded is None:
+            self.add("acc-hash-missing", acc / "accuracy.txt", "no hash=<sha256> line (truncate with `mlperf-bnas truncate`)")
+        log_path = acc / "mlperf_log_accuracy.json"
+        if log_path.is_file() and log_path.stat().st_size > R.MAX_ACCURACY_LOG_SIZE:
+            self.add("acc-log-size", log_path, f"{log_path.stat().st_size} bytes: not truncated (limit {R.MAX_ACCURACY_LOG_SIZE})")
+        detail = None
+        if (acc / "mlperf_log_detail.txt").is_file():
+            detail = read_detail_log(acc / "mlperf_log_detail.txt")
+            self.loadgen_errors(acc / "mlperf_log_detail.txt", detail)
+            if detail.get("effective_test_mode") not in (None, "AccuracyOnly"):
+                self.add("test-mode", acc / "mlperf_log_detail.txt",
+                         f"effective_test_mode is {detail.get('effective_test_mode')!r}, expected AccuracyOnly")
+            total = detail.get("effective_accuracy_sample_count", detail.get("qsl_reported_total_count"))
+            if total != R.DATASET_SIZE[model]:
+                self.add("dataset-coverage", acc / "mlperf_log_detail.txt",
+                         f"accuracy run covers {total} samples, the dataset has {R.DATASET_SIZE[model]}")
+        full = self.full_results / system / folder_model / scenario / "accuracy" / "mlperf_log_accuracy.json" \
+            if self.full_results else None
+        if full is not None and full.is_file():
+            if recorded is not None and recorded != file_sha256(full):
+                self.add("acc-hash-mismatch", acc / "accuracy.txt",
+                         f"hash={recorded[:12]}... is not the sha256 of the full log {full}")
+            if log_path.is_file() and log_path.read_text(encoding="utf-8", errors="replace") != truncated_text(full):
+                self.add("acc-truncation", log_path, f"is not the first and last 4096 characters of {full}")
+            self.check_log_coverage(full, detail, acc)
+        return value
+
+    def check_log_coverage(self, full: Path, detail: DetailLog | None, acc: Path) -> None:
+        try:
+            entries = json.loads(full.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            self.add("acc-log-coverage", full, f"full accuracy log is not valid JSON ({exc})")
+            return
+        indices = [e.get("qsl_idx") for e in entries if isinstance(e, dict)]
+        total = detail.get("qsl_reported_total_count") if detail else None
+        if len(indices) != len(set(indices)):
+            self.add("acc-log-coverage", full, f"{len(indices) - len(set(indices))} sample(s) answered more than once")
+        if isinstance(total, int) and set(indices) != set(range(total)):
+            self.add("acc-log-coverage", full, f"answers {len(set(indices))} distinct samples of the {total} LoadGen reported")
+
+    # -- compliance ----------------------------------------------------------------------------
+    def check_compliance(self, comp: Path, model: str, scenario: str) -> None:
+        for test in R.COMPLIANCE_TESTS[model]:
+            tdir = comp / test
+            if not tdir.is_dir():
+                self.add("compliance-missing", tdir, f"{test} not run (recommended in the open division too)")
+                continue
+            needed = ["verify_performance.txt", "performance/run_1/mlperf_log_detail.txt",
+                      "performance/run_1/mlperf_log_summary.txt"]
+            if test == "TEST01":
+                needed += ["verify_accuracy.txt", "accuracy/mlperf_log_accuracy.json", "accuracy/accuracy.txt"]
+            for rel in needed:
+                if not (tdir / rel).is_file():
+                    self.add("compliance-files", tdir / rel, "missing")
+            for verdict in ("verify_accuracy.txt", "verify_performance.txt"):
+                f = tdir / verdict
+                if f.is_file():
+                    lines = [ln.strip() for ln in f.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+                    if not lines or lines[-1] != "TEST PASS":
+                        self.add("compliance-verdict", f, f"ends with {lines[-1] if lines else 'nothing'!r}, not 'TEST PASS'")
+            detail = tdir / "performance" / "run_1" / "mlperf_log_detail.txt"
+            if detail.is_file():
+                self.loadgen_errors(detail, read_detail_log(detail))
+
+
+def _dirs(p: Path) -> list[Path]:
+    return sorted(x for x in p.iterdir() if x.is_dir()) if p.is_dir() else []
+
+
+def _files(p: Path) -> list[Path]:
+    return sorted(x for x in p.iterdir() if x.is_file()) if p.is_dir() else []
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+def check_submission(root: Path, full_results: Path | None = None) -> Report:
+    """Check the submission tree under ``root`` (the folder holding ``open/``)."""
+    return _Checker(root, full_results).run()
