@@ -24,6 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="system overrides YAML (default: <repository>/systems/overrides.yaml)")
     p.add_argument("--benchmark", action="append", default=[], metavar="DIR",
                    help="benchmark directory to package (repeatable; default: every code/*/config.yaml with results)")
+    p.add_argument("--precision", default="int8", choices=["int8", "fp32"],
+                   help="precision of the model the runs used (its build record is documented; default: int8)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
         submitter=args.submitter,
         overrides=args.overrides,
         benchmarks=[Path(b) for b in args.benchmark],
+        precision=args.precision,
     ))
     print(summary)
     return 0

@@ -52,11 +52,12 @@ class PackageRequest:
     submitter: str
     overrides: Path
     benchmarks: tuple[BenchmarkConfig, ...]
+    precision: str = "int8"
     repo: Path = REPO
 
     @classmethod
     def resolve(cls, output_dir: Path | None, system: str | None, submitter: str | None,
-                overrides: Path | None, benchmarks: list[Path]) -> "PackageRequest":
+                overrides: Path | None, benchmarks: list[Path], precision: str = "int8") -> "PackageRequest":
         from mlperf_bnas.submission.system import default_system_name
 
         out = (output_dir or REPO).resolve()
@@ -69,7 +70,7 @@ class PackageRequest:
         system = system or default_system_name()
         dirs = benchmarks or sorted(p.parent for p in (REPO / "code").glob("*/config.yaml"))
         configs = tuple(load_config(d) for d in dirs)
-        return cls(out, system, submitter, overrides, configs)
+        return cls(out, system, submitter, overrides, configs, precision)
 
 
 @dataclass
@@ -160,7 +161,11 @@ def _pick_user_conf(cfg: BenchmarkConfig, scenario: str, perf_detail: Path) -> P
 
 def _measurement_readme(cfg: BenchmarkConfig, scenario: str, system: str, conf: Path, commit: str) -> str:
     bench = cfg.benchmark_dir.name
-    scripts = sorted(p.name for p in cfg.benchmark_dir.glob("run*.sh"))
+    names = sorted(p.name for p in cfg.benchmark_dir.glob("run*.sh"))
+    # Pipeline order: build, this scenario's runs, then compliance.
+    scripts = ([n for n in names if "calibration" in n or "build" in n]
+               + [n for n in names if scenario.lower() in n.lower()]
+               + [f"{n} {scenario}" for n in names if "compliance" in n])
     return "\n".join([
         f"# {cfg.loadgen_model} {scenario} on {system}",
         "",
@@ -242,7 +247,7 @@ def build_tree(req: PackageRequest, tree: Path) -> Packaged:
             raise UserError(f"{res_src}: unexpected folder(s) {', '.join(unknown)}; only {', '.join(SCENARIOS)} are packaged")
         if not scenarios:
             raise UserError(f"{res_src}: no scenario results; run Offline and/or Server first")
-        prov = provenance.read(req.output_dir, cfg)
+        prov = provenance.read(req.output_dir, cfg, req.precision)
         _package_code(cfg, tree / "code" / model, commit, req.repo)
         calibration_sections.append(provenance.calibration_section(model, cfg, prov))
         for scenario in scenarios:

@@ -54,35 +54,61 @@ def _first(record: dict[str, Any] | None, *keys: str) -> Any:
     return None
 
 
-def read(output_dir: Path, cfg: BenchmarkConfig) -> Provenance:
-    paths = OutputPaths(output_dir, "_", cfg.benchmark_dir.name, cfg.loadgen_model)
-    int8 = paths.model_dir("int8") / "quantization.json"
-    fp32_dir = paths.model_dir("fp32")
-    if int8.is_file():
-        q = _load_json(int8)
-        subnet = _first(q, "subnet", "subnetwork", "nas.subnet", "source.subnet")
-        return Provenance(cfg.benchmark_dir.name, "int8", q, int8, subnet if isinstance(subnet, dict) else None)
-    if fp32_dir.is_dir():
-        records = sorted(fp32_dir.glob("*.json"))
-        rec = _load_json(records[0]) if records else None
-        subnet = _first(rec, "subnet", "subnetwork", "nas.subnet", "source.subnet")
-        return Provenance(cfg.benchmark_dir.name, "fp32", rec, records[0] if records else None,
-                          subnet if isinstance(subnet, dict) else None)
-    raise UserError(f"{paths.build_dir / 'model'}: no build records (int8/quantization.json or fp32/); "
-                    f"packaging documents how the model was built: run `mlperf-bnas build` for {cfg.benchmark_dir.name} "
-                    "in this OUTPUT_DIR")
+def read(output_dir: Path, cfg: BenchmarkConfig, precision: str = "int8") -> Provenance:
+    """The build record of ``build/<benchmark>/model/<precision>/quantization.json`` (+ NAS sub-network)."""
+    paths = OutputPaths(output_dir, "_", cfg.benchmark, cfg.loadgen_model)
+    record_path = paths.model_dir(precision) / "quantization.json"
+    if not record_path.is_file():
+        raise UserError(f"{record_path}: missing; packaging documents how the {precision} model was built: "
+                        f"run `mlperf-bnas build --precision {precision}` for {cfg.benchmark} in this OUTPUT_DIR "
+                        "(or pass --precision to package the precision that was run)")
+    record = _load_json(record_path)
+    if record.get("precision") not in (None, precision):
+        raise UserError(f"{record_path}: records precision {record.get('precision')!r}, expected {precision!r}; rebuild")
+    return Provenance(cfg.benchmark, precision, record, record_path, _subnet_of(record))
+
+
+def _subnet_of(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The sub-network description when the starting weights are an exported NAS sub-network.
+
+    Read from the record if the build stored it, else from the checkpoint itself
+    (``torch.load(weights_only=True)``: metadata only, never code).
+    """
+    subnet = _first(record, "subnet", "weights.subnet")
+    if isinstance(subnet, dict):
+        return subnet
+    path = _first(record, "weights.path")
+    if not path or _first(record, "weights.source") != "user checkpoint" or not Path(path).is_file():
+        return None
+    import torch  # only for a user checkpoint; --default-system-name and check never get here
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError, EOFError) as exc:
+        raise UserError(f"{path}: the checkpoint named in the build record cannot be read ({exc}); "
+                        "rebuild or restore the file") from None
+    if not (isinstance(obj, dict) and obj.get("format") == "mlperf-bnas-subnet"):
+        return None
+    return {k: v for k, v in obj.items() if isinstance(v, (str, int, float, bool, list, dict)) and k != "state_dict"
+            and not _has_tensor(v)}
+
+
+def _has_tensor(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(_has_tensor(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_tensor(v) for v in value)
+    return type(value).__name__ == "Tensor"
 
 
 def _weights(prov: Provenance) -> str:
-    src = _first(prov.quantization, "checkpoint", "source.checkpoint", "weights", "source.weights", "starting_weights")
-    if src:
-        return Path(str(src)).name
-    seed = _first(prov.quantization, "seed", "source.seed", "model_options.seed")
-    how = _first(prov.quantization, "source.kind", "source")
-    if isinstance(how, str):
-        return how
-    return f"none: seeded random initialisation (seed {seed})" if seed is not None else \
-        "not recorded in the build record (no checkpoint path found)"
+    path = _first(prov.quantization, "weights.path")
+    if not path:
+        return "not recorded in the build record"
+    name = Path(str(path)).name
+    sha = _first(prov.quantization, "weights.sha256")
+    source = _first(prov.quantization, "weights.source")
+    return f"{name} (sha256 {sha}; {source})" if sha else name
 
 
 def measurement_fields(prov: Provenance) -> dict[str, str]:
@@ -90,23 +116,24 @@ def measurement_fields(prov: Provenance) -> dict[str, str]:
     q = prov.quantization
     transforms = []
     if prov.subnet is not None:
-        transforms.append("BootstrapNAS sub-network extracted from the super-network (see calibration.md)")
+        transforms.append("BootstrapNAS sub-network extracted from the trained super-network")
     if prov.precision == "int8":
-        preset = _first(q, "config.preset", "preset")
-        used = _first(q, "calibration_samples_used", "calibration.samples_used", "config.subset_size")
-        tool = _first(q, "tool") or "nncf"
-        version = _first(q, "nncf_version")
-        transforms.append(f"post-training INT8 quantization with {tool} {version or ''}".rstrip()
-                          + f" (preset {preset}, {used} calibration samples)")
-    if not transforms:
-        transforms.append("none (FP32 weights as trained)")
+        nncf = _first(q, "quantization") or {}
+        preset = _first(nncf, "config.preset")
+        used = _first(nncf, "calibration_samples_used")
+        transforms.append(f"post-training INT8 quantization with {nncf.get('tool', 'nncf')} {nncf.get('nncf_version', '')}"
+                          .rstrip() + f" (preset {preset}, {used} calibration samples)")
+    transforms.append("converted to OpenVINO IR with the preprocessing in the graph"
+                      if _first(q, "openvino_version") else "none beyond the build")
     retraining = "no"
     if prov.subnet is not None:
-        retraining = ("yes: BootstrapNAS super-network training (progressive shrinking); "
-                      "the sub-network's weights are inherited from the super-network without fine-tuning")
+        retraining = ("yes: BootstrapNAS super-network training; the sub-network's weights are "
+                      "inherited from the super-network")
+    inp = _first(q, "input")
+    input_types = (f"{inp.get('element_type')} {inp.get('shape')}".strip() if isinstance(inp, dict)
+                   else _first(q, "preprocess.dtype"))
     return {
-        "input_data_types": str(_first(q, "input_data_types", "input_data_type", "input.dtype")
-                                or "not recorded in the build record"),
+        "input_data_types": str(input_types or "not recorded in the build record"),
         "retraining": retraining,
         "starting_weights_filename": _weights(prov),
         "weight_data_types": prov.precision,
@@ -124,15 +151,21 @@ def calibration_section(model: str, cfg: BenchmarkConfig, prov: Provenance) -> s
     else:
         lines.append("* Sub-network: none recorded (the full model as built)")
     if prov.precision == "int8":
-        cal_list = _first(q, "calibration.list", "calibration_list", "calibration.source", "calibration.dataset")
+        names = _first(q, "calibration.names") or []
+        shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
         lines.append(f"* Quantization: {fields['weight_transformations']}")
-        lines.append(f"* Calibration samples: {_first(q, 'calibration_samples_used', 'calibration.samples_used')} "
-                     f"from {cal_list or 'the calibration set named in the record below'}")
+        lines.append(f"* Calibration samples: {_first(q, 'calibration.count')} from dataset "
+                     f"`{_first(q, 'dataset')}`: {shown or 'names not recorded'}")
     else:
         lines.append("* Quantization: none (FP32)")
+    lines.append(f"* Input: {fields['input_data_types']}; preprocessing: {_first(q, 'preprocessing_in_graph') or 'see record'}")
     if prov.record_path is not None:
-        lines += ["", f"Build record `{prov.record_path.name}`:", "", "```json",
-                  json.dumps(q, indent=2, sort_keys=True), "```"]
+        shown_record = dict(q or {})
+        if isinstance(shown_record.get("calibration"), dict):
+            # The full name list is in the record file; here the count and names above suffice.
+            shown_record["calibration"] = {k: v for k, v in shown_record["calibration"].items() if k == "count"}
+        lines += ["", f"Build record `build/{prov.benchmark}/model/{prov.precision}/{prov.record_path.name}`:", "",
+                  "```json", json.dumps(shown_record, indent=2, sort_keys=True), "```"]
     return "\n".join(lines) + "\n"
 
 
