@@ -275,6 +275,8 @@ def ask_tell(problem: Problem, algorithm, max_evals: int, seed: int,
     generation = 0
     while algorithm.has_next():
         pop = algorithm.ask()
+        if pop is None:   # no new offspring (duplicate elimination): pymoo has ended the run
+            break
         if not isinstance(pop, Population):   # some algorithms ask for one individual at a time
             pop = Population.create(pop)
         algorithm.evaluator.eval(problem, pop)

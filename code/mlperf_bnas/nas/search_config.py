@@ -191,7 +191,7 @@ def build_settings(config_section: dict[str, Any] | None, cli: dict[str, Any] | 
     cli = dict(cli or {})
     latency = dict(merged.pop("latency", {}) or {})
     latency.update({k: v for k, v in (cli.pop("latency", None) or {}).items() if v is not None})
-    merged.update({k: v for k, v in cli.items() if v is not None})
+    merged.update({_ALIASES.get(k, k): v for k, v in cli.items() if v is not None})
     merged = {k: v for k, v in merged.items() if k in _FIELDS}
     s = SearchSettings(**merged, latency=LatencySettings(**latency))
     return validate(s, where)
