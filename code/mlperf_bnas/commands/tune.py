@@ -2,7 +2,7 @@
 
 Offline: tries every backend setting in ``config.yaml``'s ``tuning`` grid with short
 LoadGen runs and keeps the fastest. Server: bisects for the highest target QPS whose
-run is VALID at the latency bound. Writes ``<benchmark>/<system>.tuned.conf`` (+ .json).
+run is VALID at the latency bound. Writes ``<benchmark>/user.<system>.tuned.conf`` (+ .json).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scenario", choices=["Offline", "Server", "all"], default="all")
     p.add_argument("--confirm", action="store_true",
                    help="after the search, run once at the base conf's full length (and step down if not VALID)")
-    p.add_argument("--conf-out", help="tuned conf to write (default: <benchmark>/<system>.tuned.conf)")
+    p.add_argument("--conf-out", help="tuned conf to write (default: <benchmark>/user.<system>.tuned.conf)")
     p.add_argument("--trial-duration-ms", type=int, help="override tuning.trial_duration_ms")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value for the search and every trial")

@@ -1,11 +1,11 @@
-"""``mlperf-bnas tune``: search, then write ``<system>.tuned.conf`` and the evidence JSON.
+"""``mlperf-bnas tune``: search, then write ``user.<system>.tuned.conf`` and the evidence JSON.
 
 Outputs (both carry a generated-by marker; a file without it is never replaced):
 
-* ``<benchmark>/<system>.tuned.conf``: the user's conf plus the tuned ``target_qps`` per
+* ``<benchmark>/user.<system>.tuned.conf``: the user's conf plus the tuned ``target_qps`` per
   scenario and the chosen backend options (a comment line ``mlperf-bnas run`` reads).
   Run with ``USER_CONF=<that file>``; packaging then copies the conf that was run.
-* ``<benchmark>/<system>.tuned.json``: every trial's settings and LoadGen figures,
+* ``<benchmark>/user.<system>.tuned.json``: every trial's settings and LoadGen figures,
   also copied to ``$OUTPUT_DIR/build/<benchmark>/tuning/<system>/tuning.json`` for the report.
 """
 
@@ -69,7 +69,7 @@ def tune(req: TuneRequest) -> dict[str, Any]:
     base_cfg = load_config(req.benchmark_dir, None, req.overrides)
     where = str(base_cfg.benchmark_dir / "config.yaml")
     spec = parse_tuning({**base_cfg.tuning, **req.spec_overrides}, where)
-    conf_out = Path(req.conf_out) if req.conf_out else base_cfg.benchmark_dir / f"{req.system}.tuned.conf"
+    conf_out = Path(req.conf_out) if req.conf_out else base_cfg.benchmark_dir / f"user.{req.system}.tuned.conf"
     json_out = conf_out.with_suffix(".json")
     if conf_out.resolve() == Path(req.user_conf).resolve() and not conf_out.exists():
         raise UserError(f"{req.user_conf}: user.conf not found")

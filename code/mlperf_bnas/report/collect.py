@@ -1,0 +1,339 @@
+"""Gather everything the report shows from a results tree or a packaged submission.
+
+Sources, all written by other steps (nothing here re-computes a result):
+
+* ``results/<system>/<model>/<Scenario>/performance/run_1/mlperf_log_{summary,detail}.txt``:
+  result, VALID or not, and LoadGen's latency percentiles;
+  ``mlperf_log_trace.json`` beside them, when the run enabled LoadGen's trace, gives every
+  query's latency (the ``Latency`` counter events' ``issue_to_done``) for the histogram;
+* ``results/.../accuracy/accuracy.txt``: accuracy (on synthetic data labelled by the FP32
+  model, this is the INT8 model's fidelity to FP32);
+* ``build/<benchmark>/tuning/<system>/tuning.json`` and ``code/<benchmark>/user.<system>.tuned.json``:
+  the tuning trials;
+* ``nas_record.json`` / ``pareto.csv`` / ``search_results.csv`` / ``best_config.json``: a NAS search;
+* ``systems/<system>.json``: the system description.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlperf_bnas.errors import UserError
+from mlperf_bnas.loadgen.logs import read_detail_log, read_summary
+
+log = logging.getLogger(__name__)
+
+SCENARIOS = ("Offline", "Server")
+PERCENTILE_KEYS = (("min", "result_min_latency_ns", 0.0), ("p50", "result_50.00_percentile_latency_ns", 50.0),
+                   ("p90", "result_90.00_percentile_latency_ns", 90.0),
+                   ("p95", "result_95.00_percentile_latency_ns", 95.0),
+                   ("p97", "result_97.00_percentile_latency_ns", 97.0),
+                   ("p99", "result_99.00_percentile_latency_ns", 99.0),
+                   ("p99.9", "result_99.90_percentile_latency_ns", 99.9),
+                   ("max", "result_max_latency_ns", 100.0))
+MAX_TRACE_BYTES = 256 << 20
+_ACCURACY = re.compile(r"(?:^|[\s{\"])(accuracy|mAP)[\"']?\s*[=:]\s*([\d.]+)\s*%?", re.MULTILINE)
+
+
+@dataclass
+class PerfRun:
+    log_dir: Path
+    valid: bool
+    result_line: str                       # "VALID" / "INVALID"
+    metric_name: str
+    metric: float | None
+    percentiles_ms: dict[str, float]
+    latency_bound_ms: float | None
+    checks: dict[str, str]                 # summary's "... satisfied" lines
+    early_stopping: str | None
+    query_count: int | None
+    duration_ms: float | None
+    target_qps: float | None
+    errors: list[str]
+    query_latencies_ms: list[float] | None     # from the trace, when there is one
+    latency_source: str
+
+
+@dataclass
+class AccuracyResult:
+    path: Path
+    metric: str | None
+    value: float | None
+    text: str
+
+
+@dataclass
+class ScenarioResult:
+    system: str
+    model: str
+    scenario: str
+    performance: PerfRun | None = None
+    accuracy: AccuracyResult | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class NasResult:
+    where: Path
+    metrics: list[str]
+    records: list[dict[str, Any]]          # every evaluated sub-network: metrics + source + config
+    front: list[dict[str, Any]]
+    reference: dict[str, Any] | None
+    best: dict[str, Any] | None
+    record: dict[str, Any]                  # nas_record.json (may be empty)
+
+
+@dataclass
+class ReportData:
+    source: Path
+    kind: str                               # "results" or "submission"
+    systems: dict[str, dict[str, Any] | None]
+    results: list[ScenarioResult]
+    tuning: list[dict[str, Any]]
+    nas: list[NasResult]
+
+
+# --------------------------------------------------------------------------- performance / accuracy
+
+def read_performance(run_dir: Path, scenario: str) -> PerfRun:
+    detail = read_detail_log(run_dir / "mlperf_log_detail.txt")
+    summary_path = run_dir / "mlperf_log_summary.txt"
+    summary = read_summary(summary_path) if summary_path.is_file() else {}
+    metric_name = "samples/s" if scenario == "Offline" else "completed samples/s"
+    key = "result_samples_per_second" if scenario == "Offline" else "result_completed_samples_per_sec"
+    metric = detail.get(key)
+    percentiles = {name: detail.get(k) / 1e6 for name, k, _ in PERCENTILE_KEYS
+                   if isinstance(detail.get(k), (int, float))}
+    bound = detail.get("effective_target_latency_ns") if scenario == "Server" else None
+    result_line = summary.get("Result is") or ("VALID" if detail.get("result_validity") == "VALID" else
+                                               str(detail.get("result_validity", "unknown")))
+    checks = {k: v for k, v in summary.items() if k.endswith("satisfied")}
+    es = detail.get("early_stopping_result")
+    target = detail.get("effective_target_qps")
+    latencies, source = read_trace_latencies(run_dir / "mlperf_log_trace.json")
+    if latencies is None:
+        source = ("LoadGen's percentiles (mlperf_log_detail.txt); per-query latencies need LoadGen's trace, "
+                  "which this run did not enable")
+    duration = detail.get("generated_query_duration")
+    return PerfRun(
+        log_dir=run_dir, valid=result_line == "VALID" and not detail.errors, result_line=result_line,
+        metric_name=metric_name, metric=float(metric) if isinstance(metric, (int, float)) else None,
+        percentiles_ms=percentiles,
+        latency_bound_ms=bound / 1e6 if isinstance(bound, (int, float)) and bound > 0 else None,
+        checks=checks, early_stopping=str(es) if es is not None else None,
+        query_count=detail.get("result_query_count"),
+        duration_ms=duration / 1e6 if isinstance(duration, (int, float)) else None,
+        target_qps=float(target) if isinstance(target, (int, float)) else None,
+        errors=[str(e.get("value"))[:200] for e in detail.errors],
+        query_latencies_ms=latencies, latency_source=source)
+
+
+def read_trace_latencies(path: Path) -> tuple[list[float] | None, str]:
+    """Per-sample latencies (ms) from LoadGen's ``mlperf_log_trace.json`` ``Latency`` counter events."""
+    if not path.is_file():
+        return None, ""
+    if path.stat().st_size > MAX_TRACE_BYTES:
+        log.warning("%s is larger than %d MB; using LoadGen's percentiles instead", path, MAX_TRACE_BYTES >> 20)
+        return None, ""
+    try:
+        events = json.loads(path.read_text(encoding="utf-8", errors="replace")).get("traceEvents", [])
+    except (json.JSONDecodeError, AttributeError):
+        log.warning("%s is not a complete trace (was the run interrupted?); using LoadGen's percentiles", path)
+        return None, ""
+    values = [e["args"]["issue_to_done"] / 1e6 for e in events
+              if isinstance(e, dict) and e.get("name") == "Latency" and "issue_to_done" in (e.get("args") or {})]
+    if not values:
+        return None, ""
+    return values, f"every query's latency from LoadGen's trace ({path.name}, {len(values)} samples)"
+
+
+def read_accuracy(path: Path) -> AccuracyResult:
+    text = path.read_text(encoding="utf-8", errors="replace")
+    matches = _ACCURACY.findall(text)
+    metric, value = (matches[-1][0], float(matches[-1][1])) if matches else (None, None)
+    return AccuracyResult(path, metric, value, text)
+
+
+# --------------------------------------------------------------------------- trees
+
+def _results_roots(source: Path) -> tuple[str, list[Path]]:
+    """Folders that directly hold ``results/`` (and ``systems/``): the tree itself or submitters."""
+    if (source / "results").is_dir():
+        kind = "submission" if (source / "measurements").is_dir() and (source / "systems").is_dir() \
+            and not (source / "build").is_dir() else "results"
+        return kind, [source]
+    roots = sorted(p.parent for p in source.glob("open/*/results") if p.is_dir())
+    roots += sorted(p.parent for p in source.glob("submission/open/*/results") if p.is_dir())
+    if roots:
+        return "submission", roots
+    raise UserError(f"{source}: no results/ folder (nor open/<submitter>/results/); pass the output directory "
+                    "of a run or a packaged submission tree")
+
+
+def collect(source: Path, systems: list[str] | None, extra_tuning: list[Path] = (), nas_dirs: list[Path] = (),
+            repo: Path | None = None) -> ReportData:
+    source = Path(source).resolve()
+    kind, roots = _results_roots(source)
+    results: list[ScenarioResult] = []
+    system_desc: dict[str, dict[str, Any] | None] = {}
+    for root in roots:
+        found = sorted(p.name for p in (root / "results").iterdir() if p.is_dir())
+        wanted = systems or found
+        for system in wanted:
+            sys_dir = root / "results" / system
+            if not sys_dir.is_dir():
+                if systems:
+                    raise UserError(f"{sys_dir}: no results for system {system!r}; systems with results here: "
+                                    + (", ".join(found) or "none"))
+                continue
+            system_desc.setdefault(system, _system_description(system, [root, source, repo]))
+            for model_dir in sorted(p for p in sys_dir.iterdir() if p.is_dir()):
+                for scenario in SCENARIOS:
+                    scen_dir = model_dir / scenario
+                    if scen_dir.is_dir():
+                        results.append(_scenario(system, model_dir.name, scenario, scen_dir))
+    if not results and not systems:
+        raise UserError(f"{source}: results/ holds no <system>/<model>/<Scenario> runs yet; run a benchmark first")
+    tuning = _tuning_records(source, repo, list(system_desc) or (systems or []), extra_tuning)
+    nas = _nas_results(source, nas_dirs)
+    return ReportData(source, kind, system_desc, results, tuning, nas)
+
+
+def _scenario(system: str, model: str, scenario: str, scen_dir: Path) -> ScenarioResult:
+    out = ScenarioResult(system, model, scenario)
+    run_dir = scen_dir / "performance" / "run_1"
+    if (run_dir / "mlperf_log_detail.txt").is_file():
+        out.performance = read_performance(run_dir, scenario)
+    else:
+        out.problems.append(f"no performance run ({run_dir / 'mlperf_log_detail.txt'} missing)")
+    acc = scen_dir / "accuracy" / "accuracy.txt"
+    if acc.is_file():
+        out.accuracy = read_accuracy(acc)
+    else:
+        out.problems.append(f"no accuracy result ({acc} missing)")
+    return out
+
+
+def _system_description(system: str, roots: list[Path | None]) -> dict[str, Any] | None:
+    for root in roots:
+        if root is None:
+            continue
+        path = Path(root) / "systems" / f"{system}.json"
+        if path.is_file():
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}: not valid JSON ({exc}); fix or regenerate it with mlperf-bnas package") from None
+            if isinstance(data, dict):
+                return {"_path": str(path), **data}
+    return None
+
+
+def _tuning_records(source: Path, repo: Path | None, systems: list[str], extra: list[Path]) -> list[dict[str, Any]]:
+    paths: list[Path] = [Path(p) for p in extra]
+    for system in systems:
+        paths += sorted(source.glob(f"build/*/tuning/{system}/tuning.json"))
+        if repo is not None:
+            paths += sorted((repo / "code").glob(f"*/user.{system}.tuned.json"))
+    records, seen = [], set()
+    for path in paths:
+        if not path.is_file():
+            raise UserError(f"{path}: tuning record not found")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(data, dict) or data.get("generated_by") != "mlperf-bnas tune":
+            raise UserError(f"{path}: not a tuning record written by mlperf-bnas tune")
+        key = (data.get("benchmark"), data.get("system"), data.get("updated"))
+        if key in seen:
+            continue
+        seen.add(key)
+        records.append({"_path": str(path), **data})
+    return records
+
+
+# --------------------------------------------------------------------------- NAS
+
+def _nas_results(source: Path, nas_dirs: list[Path]) -> list[NasResult]:
+    dirs = [Path(d) for d in nas_dirs]
+    for d in dirs:
+        if not d.is_dir():
+            raise UserError(f"{d}: NAS results folder not found (expected search_results.csv / pareto.csv inside)")
+    if not dirs:
+        # A search writes its CSVs under the output tree (build/...); look a few levels down.
+        found = {p.parent for pattern in ("build/**/search_results.csv", "build/**/pareto.csv", "nas/**/pareto.csv")
+                 for p in source.glob(pattern)}
+        dirs = sorted(found)
+    out = []
+    for d in dirs:
+        nas = read_nas(d)
+        if nas is not None:
+            out.append(nas)
+    return out
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _numeric(rows: list[dict[str, str]], skip: set[str]) -> tuple[list[str], list[dict[str, Any]]]:
+    metrics: list[str] = []
+    if rows:
+        for name in rows[0]:
+            if name in skip:
+                continue
+            try:
+                [float(r[name]) for r in rows if r.get(name) not in ("", None)]
+                metrics.append(name)
+            except ValueError:
+                continue
+    parsed = []
+    for r in rows:
+        rec: dict[str, Any] = {k: r.get(k) for k in skip if k in r}
+        for m in metrics:
+            rec[m] = float(r[m]) if r.get(m) not in ("", None) else None
+        parsed.append(rec)
+    return metrics, parsed
+
+
+def read_nas(folder: Path) -> NasResult | None:
+    results_csv, pareto_csv = folder / "search_results.csv", folder / "pareto.csv"
+    if not results_csv.is_file() and not pareto_csv.is_file():
+        return None
+    skip = {"index", "source", "config", "genome", "subnet", "name"}
+    all_rows = _read_csv(results_csv) if results_csv.is_file() else []
+    metrics, records = _numeric(all_rows, skip)
+    front_rows = _read_csv(pareto_csv) if pareto_csv.is_file() else []
+    front_metrics, front = _numeric(front_rows, skip)
+    metrics = metrics or front_metrics
+    if "accuracy" not in metrics:
+        log.warning("%s: no 'accuracy' column; NAS section skipped", folder)
+        return None
+    record: dict[str, Any] = {}
+    if (folder / "nas_record.json").is_file():
+        try:
+            record = json.loads((folder / "nas_record.json").read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{folder / 'nas_record.json'}: not valid JSON ({exc})") from None
+    reference = next((r for r in records + front if r.get("source") == "reference"), None)
+    best = None
+    best_path = folder / "best_config.json"
+    if best_path.is_file():
+        try:
+            best_cfg = json.loads(best_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{best_path}: not valid JSON ({exc})") from None
+        wanted = best_cfg.get("config", best_cfg) if isinstance(best_cfg, dict) else best_cfg
+        key = json.dumps(wanted, sort_keys=True, separators=(",", ":"))
+        best = next((r for r in records + front if r.get("config") == key), None)
+        if best is None and isinstance(best_cfg, dict) and isinstance(best_cfg.get("metrics"), dict):
+            best = {**best_cfg["metrics"], "config": key, "source": "best_config.json"}
+    return NasResult(folder, metrics, records, front, reference, best, record if isinstance(record, dict) else {})
