@@ -1,0 +1,27 @@
+"""``mlperf-bnas accuracy``: ``mlperf_log_accuracy.json`` -> ``accuracy.txt`` (MLPerf's format)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mlperf_bnas import pipeline
+from mlperf_bnas.accuracy import ACCURACY
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    pipeline.add_common_arguments(p)
+    p.add_argument("--scenario", required=True, choices=["Offline", "Server"])
+    p.add_argument("--log-dir", default=None, metavar="DIR",
+                   help="folder holding mlperf_log_accuracy.json (default: results/.../<Scenario>/accuracy)")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg, paths = pipeline.config_from_args(args, args.scenario)
+    log_dir = Path(args.log_dir).resolve() if args.log_dir else paths.results_dir(args.scenario, "accuracy")
+    scorer = ACCURACY.get(cfg.accuracy)
+    dataset = pipeline.open_dataset(cfg, paths, args.data_dir, args.checkpoint, create=False)
+    report = scorer(log_dir / "mlperf_log_accuracy.json", dataset)
+    pipeline.write_text_atomic(log_dir / "accuracy.txt", report.text)
+    print(report.text, end="")
+    return 0

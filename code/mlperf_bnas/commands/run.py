@@ -1,0 +1,45 @@
+"""``mlperf-bnas run``: one LoadGen test (scenario x mode) in this process, logs published atomically."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from mlperf_bnas import pipeline
+from mlperf_bnas.loadgen.runner import RunRequest, load_settings, run_test
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    pipeline.add_common_arguments(p)
+    p.add_argument("--scenario", required=True, choices=["Offline", "Server"])
+    p.add_argument("--mode", default="performance", choices=["performance", "accuracy"])
+    p.add_argument("--user-conf", required=True, metavar="FILE", help="LoadGen user.conf")
+    p.add_argument("--precision", default="int8", choices=["int8", "fp32"])
+    p.add_argument("--model-path", default=None, metavar="PATH",
+                   help="run this built model instead of build/<benchmark>/model/<precision>")
+    p.add_argument("--log-dir", default=None, metavar="DIR",
+                   help="write the logs here instead of results/... (tuning trials)")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg, paths = pipeline.config_from_args(args, args.scenario)
+    log_dir = Path(args.log_dir).resolve() if args.log_dir else paths.results_dir(args.scenario, args.mode)
+    request = RunRequest(loadgen_model=cfg.loadgen_model, scenario=args.scenario, mode=args.mode,
+                         user_conf=Path(args.user_conf), log_dir=log_dir, archive_dir=paths.archive_dir)
+    # Settings first: a user.conf LoadGen rejects fails before minutes of loading.
+    settings = load_settings(request)
+    sut, qsl, backend = pipeline.open_sut(cfg, args.scenario, paths, args.precision, args.data_dir,
+                                          args.checkpoint, model_path=args.model_path)
+    try:
+        log.info("backend: %s", backend.describe())
+        summary = run_test(request, sut, qsl, settings)
+    finally:
+        backend.close()
+    result = summary.get("Result is", "?")
+    metric = next((f"{k}: {summary[k]}" for k in ("Samples per second", "Completed samples per second",
+                                                    "Scheduled samples per second") if k in summary), "")
+    print(f"{cfg.loadgen_model} {args.scenario} {args.mode}: {result} {metric} -> {log_dir}")
+    return 0

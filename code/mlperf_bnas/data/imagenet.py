@@ -1,0 +1,197 @@
+"""ImageNet 2012 validation set in MLPerf form: ``val_map.txt`` + JPEGs in one folder.
+
+``val_map.txt`` lines are ``ILSVRC2012_val_00000001.JPEG 65`` (file name, class id
+0..999 in torchvision order); line i is QSL index i. The MLPerf calibration list
+(``cal_image_list_option_1.txt``, 500 names of validation images) picks the
+images NNCF uses for range initialisation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlperf_bnas.data import DATASETS
+from mlperf_bnas.data.base import Dataset, Labeller
+from mlperf_bnas.data.cache import SourceItem
+from mlperf_bnas.data.synthetic import synthetic_image
+from mlperf_bnas.errors import UserError
+
+log = logging.getLogger(__name__)
+
+VAL_MAP = "val_map.txt"
+CALIBRATION_LIST = "cal_image_list_option_1.txt"
+SYNTHETIC_STAMP = "synthetic.json"
+
+
+def read_val_map(path: Path) -> list[tuple[str, int]]:
+    """``[(file name, label), ...]`` in file order; ``UserError`` naming the line on bad input."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found; an ImageNet folder needs val_map.txt beside the JPEGs "
+                        "(see code/resnet50-openvino/README.md)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read ({exc}); check the file and its permissions") from None
+    entries = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        cols = line.split()
+        if len(cols) != 2 or not cols[1].lstrip("-").isdigit():
+            raise UserError(f"{path}:{lineno}: expected '<image file> <class id>', got {line.strip()!r}")
+        entries.append((cols[0], int(cols[1])))
+    if not entries:
+        raise UserError(f"{path}: no entries; expected lines like 'ILSVRC2012_val_00000001.JPEG 65'")
+    return entries
+
+
+def read_name_list(path: Path) -> list[str]:
+    try:
+        return [ln.split()[0] for ln in path.read_text().splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read calibration list ({exc}); run "
+                        "code/resnet50-openvino/download_imagenet_calibration_list.sh") from None
+
+
+@DATASETS.register("imagenet")
+class ImageNet(Dataset):
+    name = "imagenet"
+
+    @dataclass(frozen=True)
+    class Options:
+        #: Use only the first N entries of val_map.txt (quick runs; a submission needs all 50000).
+        count: int | None = None
+        #: Calibration list; default: <data>/cal_image_list_option_1.txt, then the downloaded copy.
+        calibration_list: str | None = None
+        #: Synthetic stand-in (used when no data folder is given).
+        synthetic_count: int = 64
+        synthetic_seed: int = 0
+        #: Preprocessing worker processes (default: all cores).
+        workers: int | None = None
+
+        def __post_init__(self) -> None:
+            if self.count is not None and self.count < 1:
+                raise ValueError(f"count must be >= 1, got {self.count}")
+            if self.synthetic_count < 1:
+                raise ValueError(f"synthetic_count must be >= 1, got {self.synthetic_count}")
+
+    def __init__(self, root: Path, options: "ImageNet.Options", entries: list[tuple[str, int]]):
+        super().__init__(root, options)
+        self.entries = entries
+
+    @classmethod
+    def open(cls, root: Path, options: "ImageNet.Options") -> "ImageNet":
+        root = Path(root)
+        if not root.is_dir():
+            raise UserError(f"{root}: ImageNet folder not found; set DATA_DIR to the folder holding "
+                            "val_map.txt and the validation JPEGs (or unset it for synthetic data)")
+        if not os.access(root, os.R_OK | os.X_OK):
+            raise UserError(f"{root}: ImageNet folder is not readable; fix its permissions")
+        entries = read_val_map(root / VAL_MAP)
+        if options.count is not None:
+            entries = entries[:options.count]
+        missing = [name for name, _ in entries if not (root / name).is_file()]
+        if missing:
+            raise UserError(f"{root / VAL_MAP}: {len(missing)} listed image(s) not found in {root} "
+                            f"(first: {missing[0]}); restore them or remove their lines")
+        bad = [label for _, label in entries if not 0 <= label < 1000]
+        if bad:
+            raise UserError(f"{root / VAL_MAP}: class id {bad[0]} out of range 0..999")
+        return cls(root, options, entries)
+
+    def items(self) -> list[SourceItem]:
+        return [SourceItem(name, self.root / name) for name, _ in self.entries]
+
+    def ground_truth(self) -> np.ndarray:
+        """Class id per QSL index."""
+        return np.array([label for _, label in self.entries], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def calibration_indices(self, calibration_list: Path | None) -> list[int]:
+        if calibration_list is None:
+            raise UserError(f"no ImageNet calibration list found (looked for {self.root / CALIBRATION_LIST}); "
+                            "run code/resnet50-openvino/download_imagenet_calibration_list.sh or set "
+                            "dataset_options.calibration_list")
+        names = read_name_list(Path(calibration_list))
+        position = {name: i for i, (name, _) in enumerate(self.entries)}
+        found = [position[n] for n in names if n in position]
+        if not found:
+            raise UserError(f"{calibration_list}: none of its {len(names)} images are in {self.root / VAL_MAP}; "
+                            "check that the list and the dataset belong together")
+        if len(found) < len(names):
+            log.warning("%s: %d of %d calibration images are not in this dataset (count=%s); using %d",
+                        calibration_list, len(names) - len(found), len(names), self.options.count, len(found))
+        return found
+
+    def default_calibration_list(self, fallback_dir: Path | None) -> Path | None:
+        if self.options.calibration_list:
+            path = Path(self.options.calibration_list)
+            if not path.is_file():
+                raise UserError(f"{path}: calibration list not found (dataset_options.calibration_list); "
+                                "run download_imagenet_calibration_list.sh or fix the path")
+            return path
+        for candidate in (self.root / CALIBRATION_LIST, (fallback_dir / CALIBRATION_LIST) if fallback_dir else None):
+            if candidate is not None and candidate.is_file():
+                return candidate
+        return None
+
+    # -- synthetic stand-in ------------------------------------------------------
+    @classmethod
+    def _stamp(cls, options: "ImageNet.Options", stamp: dict[str, Any]) -> dict[str, Any]:
+        return {"generator": "mlperf_bnas.data.synthetic/1", "count": options.synthetic_count,
+                "seed": options.synthetic_seed, "labeller": stamp}
+
+    @classmethod
+    def synthetic_is_current(cls, root: Path, options: "ImageNet.Options", stamp: dict[str, Any]) -> bool:
+        try:
+            return json.loads((Path(root) / SYNTHETIC_STAMP).read_text()) == cls._stamp(options, stamp)
+        except (OSError, json.JSONDecodeError):
+            return False
+
+    @classmethod
+    def make_synthetic(cls, root: Path, options: "ImageNet.Options", labeller: Labeller,
+                       stamp: dict[str, Any]) -> None:
+        """JPEGs + ``val_map.txt`` (labels from ``labeller``) + a calibration list, written atomically."""
+        root = Path(root)
+        if root.exists() and not (root / SYNTHETIC_STAMP).is_file():
+            raise UserError(f"{root}: exists but is not a synthetic dataset made by mlperf-bnas; "
+                            "move it away or choose another --output-dir")
+        root.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.building.", dir=root.parent))
+        try:
+            names = [f"ILSVRC2012_val_{i + 1:08d}.JPEG" for i in range(options.synthetic_count)]
+            paths = []
+            for i, name in enumerate(names):
+                path = tmp / name
+                synthetic_image(options.synthetic_seed, i).save(path, "JPEG", quality=90)
+                paths.append(path)
+            labels = [int(v) for v in labeller(paths)]
+            if len(labels) != len(names):
+                raise RuntimeError(f"labeller returned {len(labels)} labels for {len(names)} images")
+            (tmp / VAL_MAP).write_text("".join(f"{n} {lab}\n" for n, lab in zip(names, labels)))
+            # There is no separate calibration split for synthetic data: calibrate on every image.
+            (tmp / CALIBRATION_LIST).write_text("".join(f"{n}\n" for n in names))
+            (tmp / SYNTHETIC_STAMP).write_text(json.dumps(cls._stamp(options, stamp), indent=1))
+            if root.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old.", dir=root.parent))
+                os.replace(root, old / "data")
+                os.replace(tmp, root)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, root)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        distinct = len(set(labels))
+        log.info("synthetic ImageNet: %d images, %d distinct labels, in %s", len(names), distinct, root)

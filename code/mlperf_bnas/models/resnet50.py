@@ -1,0 +1,159 @@
+"""torchvision ResNet-50: from a user checkpoint, an exported NAS sub-network, or seeded weights.
+
+Cached samples are ``uint8`` NHWC **BGR** 224x224 (PIL: shorter side to 256,
+bilinear, centre crop 224). BGR because the BootstrapNAS OpenVINO IR this
+harness reproduces takes BGR input and reverses the channels inside the graph
+(PrePostProcessor), with the RGB mean/scale below -- the cache stores exactly
+what the IR input expects, so the QSL hands rows to OpenVINO without any copy
+or conversion.
+
+Seeded weights (no checkpoint): torchvision's random initialisation from
+``seed``, then BatchNorm running statistics and the classifier bias re-estimated
+on a few deterministic synthetic images (a seed separate from the synthetic
+dataset's). Without that step a random ResNet-50 answers the same class for
+nearly every input, which would make synthetic labels meaningless.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torchvision
+
+from mlperf_bnas.data.spec import PreprocessSpec
+from mlperf_bnas.data.synthetic import synthetic_image
+from mlperf_bnas.errors import UserError
+from mlperf_bnas.models.registry import MODELS, ModelEntry
+
+log = logging.getLogger(__name__)
+
+SUBNET_FORMAT = "mlperf-bnas-subnet"
+MEAN_RGB = (123.675, 116.28, 103.53)
+SCALE_RGB = (58.395, 57.12, 57.375)
+_STATS_SEED = 1_000_003      # synthetic images used to settle seeded weights (not the dataset's)
+_STATS_IMAGES = 16
+
+
+def load_checkpoint_file(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` with one-line errors naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found; set CHECKPOINT to a torchvision ResNet-50 state dict "
+                        "or an exported NAS sub-network (or unset it for seeded weights)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types (UnpicklingError, RuntimeError, EOFError...)
+        raise UserError(f"{path}: not a loadable PyTorch checkpoint ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''}); pass a torch.save'd state dict") from None
+
+
+def is_subnet(obj: Any) -> bool:
+    return isinstance(obj, dict) and obj.get("format") == SUBNET_FORMAT
+
+
+def _load_subnet(path: Path) -> torch.nn.Module:
+    try:
+        from mlperf_bnas.nas.export import load_subnet
+    except ImportError:
+        raise UserError(f"{path}: is a NAS sub-network checkpoint, but this installation has no "
+                        "mlperf_bnas.nas.export.load_subnet to read it") from None
+    return load_subnet(path)
+
+
+def settle_seeded_weights(model: torch.nn.Module, inputs: torch.Tensor) -> None:
+    """Estimate BN running statistics and centre the classifier on ``inputs`` (in place)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None          # cumulative average over the batch
+    model.train()
+    with torch.no_grad():
+        model(inputs)
+    model.eval()
+    features: list[torch.Tensor] = []
+    hook = model.avgpool.register_forward_hook(lambda _m, _i, out: features.append(out.flatten(1)))
+    try:
+        with torch.no_grad():
+            model(inputs)
+    finally:
+        hook.remove()
+    with torch.no_grad():
+        model.fc.bias.copy_(-(model.fc.weight @ features[0].mean(0)))
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.momentum = 0.1
+
+
+@MODELS.register("resnet50")
+class ResNet50(ModelEntry):
+    postprocess = "argmax"
+
+    @dataclass(frozen=True)
+    class Options:
+        num_classes: int = 1000
+        #: Seed of the random weights used when no checkpoint is given.
+        seed: int = 0
+
+    def preprocess_spec(self, checkpoint: Path | None = None) -> PreprocessSpec:
+        spec = PreprocessSpec(size=224, resize=256, interpolation="bilinear", layout="NHWC", dtype="uint8",
+                              channel_order="BGR", mean=MEAN_RGB, scale=SCALE_RGB, normalize="graph")
+        if checkpoint is not None:
+            obj = load_checkpoint_file(checkpoint)
+            if is_subnet(obj) and obj.get("preprocess"):
+                try:
+                    spec = PreprocessSpec.from_dict({**spec.to_dict(), **obj["preprocess"]})
+                except (TypeError, ValueError) as exc:
+                    raise UserError(f"{checkpoint}: invalid 'preprocess' in the sub-network file ({exc})") from None
+        return spec
+
+    def to_torch_input(self, samples: np.ndarray, spec: PreprocessSpec) -> torch.Tensor:
+        return torch.from_numpy(spec.to_float_nchw(samples))
+
+    def build(self, checkpoint: Path | None) -> torch.nn.Module:
+        if checkpoint is None:
+            return self._seeded()
+        obj = load_checkpoint_file(checkpoint)
+        if is_subnet(obj):
+            if obj.get("base_model") not in (None, "resnet50"):
+                raise UserError(f"{checkpoint}: sub-network of {obj.get('base_model')!r}, not resnet50; "
+                                "use it with its own benchmark")
+            return _load_subnet(Path(checkpoint)).eval()
+        state = obj
+        if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+            state = obj["state_dict"]
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise UserError(f"{checkpoint}: expected a torchvision ResNet-50 state dict (name -> tensor), "
+                            f"found {type(state).__name__}")
+        model = torchvision.models.resnet50(weights=None, num_classes=self.options.num_classes)
+        result = model.load_state_dict(state, strict=False)
+        shape_errors = [k for k, v in state.items() if k in model.state_dict() and model.state_dict()[k].shape != v.shape]
+        if result.missing_keys or result.unexpected_keys or shape_errors:
+            detail = []
+            if result.missing_keys:
+                detail.append(f"{len(result.missing_keys)} missing (e.g. {result.missing_keys[0]})")
+            if result.unexpected_keys:
+                detail.append(f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[0]})")
+            if shape_errors:
+                detail.append(f"{len(shape_errors)} of wrong shape (e.g. {shape_errors[0]})")
+            raise UserError(f"{checkpoint}: not a torchvision ResNet-50 ({self.options.num_classes} classes) "
+                            f"state dict: {'; '.join(detail)} keys; pass resnet50 weights "
+                            "(torchvision.models.resnet50().state_dict())")
+        return model.eval()
+
+    def _seeded(self) -> torch.nn.Module:
+        print(f"WARNING: no CHECKPOINT given: using SEEDED RANDOM ResNet-50 weights (seed {self.options.seed}). "
+              "Accuracy numbers measure INT8-vs-FP32 agreement only, not ImageNet accuracy.", file=sys.stderr)
+        with torch.random.fork_rng(devices=[]):     # the seed is an argument, not global state
+            torch.manual_seed(self.options.seed)
+            model = torchvision.models.resnet50(weights=None, num_classes=self.options.num_classes)
+        spec = self.preprocess_spec()
+        samples = np.stack([spec.apply(synthetic_image(_STATS_SEED + self.options.seed, i))
+                            for i in range(_STATS_IMAGES)])
+        settle_seeded_weights(model, self.to_torch_input(samples, spec))
+        return model.eval()
