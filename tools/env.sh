@@ -32,5 +32,7 @@ fi
 export USER_CONF
 # Common arguments for mlperf-bnas pipeline steps, as an array (no string-built commands).
 COMMON_ARGS=(--benchmark "$BENCH_DIR" --output-dir "$OUTPUT_DIR" --system "$SYSTEM")
-[ -n "$DATA_DIR" ] && COMMON_ARGS+=(--data-dir "$DATA_DIR")
-[ -n "$CHECKPOINT" ] && COMMON_ARGS+=(--checkpoint "$CHECKPOINT")
+# `if`, not `[ ] && ...`: a false test as the file's last command would make `source`
+# return 1 and stop every `set -e` run script when CHECKPOINT is unset.
+if [ -n "$DATA_DIR" ]; then COMMON_ARGS+=(--data-dir "$DATA_DIR"); fi
+if [ -n "$CHECKPOINT" ]; then COMMON_ARGS+=(--checkpoint "$CHECKPOINT"); fi
