@@ -95,11 +95,13 @@ def bisect_server_qps(runner: TrialRunner, spec: TuningSpec, options: dict[str, 
 
 
 def tune_server(runner: TrialRunner, spec: TuningSpec, candidates: list[dict[str, Any]],
-                offline_estimate: float | None) -> ServerChoice:
+                offline: OfflineChoice | None) -> ServerChoice:
     best: ServerChoice | None = None
     for i, options in enumerate(candidates, 1):
         label = f"{i}/{len(candidates)} " if len(candidates) > 1 else ""
-        capacity_trial = require_success(_offline_trial(runner, spec, options, offline_estimate, "capacity", label))
+        # The tuned Offline throughput is a good length estimate only for the same settings.
+        estimate = offline.samples_per_s if offline and offline.backend_options == options else None
+        capacity_trial = require_success(_offline_trial(runner, spec, options, estimate, "capacity", label))
         capacity = capacity_trial.samples_per_s or 0.0
         if capacity <= 0:
             raise RunFailed(f"capacity trial #{capacity_trial.number} measured no throughput")

@@ -94,17 +94,16 @@ def tune(req: TuneRequest) -> dict[str, Any]:
           f"{spec.trial_duration_ms} ms trials; trial logs in {work_dir}", flush=True)
 
     results: dict[str, dict[str, Any]] = dict(existing.get("scenarios", {}))
-    offline_estimate: float | None = None
+    offline_choice = None
     if "Offline" in req.scenarios:
-        choice = tune_offline(runner, spec, candidates["Offline"])
-        offline_estimate = choice.samples_per_s
+        choice = offline_choice = tune_offline(runner, spec, candidates["Offline"])
         if req.confirm:
             choice.target_qps, choice.confirmed, numbers = confirm(
                 runner, spec, "Offline", choice.backend_options, choice.target_qps)
             choice.trials += numbers
         results["Offline"] = {**dataclasses.asdict(choice), "tuned_at": stamp}
     if "Server" in req.scenarios:
-        server = tune_server(runner, spec, candidates["Server"], offline_estimate)
+        server = tune_server(runner, spec, candidates["Server"], offline_choice)
         if req.confirm:
             server.target_qps, server.confirmed, numbers = confirm(
                 runner, spec, "Server", server.backend_options, server.target_qps)
@@ -156,5 +155,8 @@ def _print_summary(record: dict[str, Any], runner: TrialRunner, conf_out: Path, 
             print(f"    full-length confirmation: {'VALID' if result['confirmed'] else 'NOT VALID'}")
     if "server_offline_efficiency" in record:
         print(f"  Server/Offline efficiency: {record['server_offline_efficiency']:.3f}")
-    print(f"tune: wrote {conf_out} and {json_out}\n"
-          f"      use it with USER_CONF={conf_out} (the chosen backend options are read from it by mlperf-bnas run)")
+    print(f"tune: wrote {conf_out} and {json_out}")
+    for scenario, result in record["scenarios"].items():
+        sets = " ".join(f"--set backend_options.{k}={v}" for k, v in sorted(result["backend_options"].items()))
+        script = "run_offline.sh" if scenario == "Offline" else "run_server.sh"
+        print(f"  {scenario}: USER_CONF={conf_out} {Path(record['tuned_conf']).parent / script} {sets}".rstrip())
