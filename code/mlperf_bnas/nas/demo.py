@@ -78,8 +78,9 @@ def digits_loaders(batch_size: int, seed: int, size: int = DIGITS_SIZE, val_frac
     perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
     n_val = int(len(labels) * val_fraction)
     val_idx, train_idx = perm[:n_val], perm[n_val:]
+    # The shuffle follows torch's global RNG, which the trainer seeds per epoch (exact resume).
     train = DataLoader(TensorDataset(images[train_idx], labels[train_idx]), batch_size=batch_size, shuffle=True,
-                       generator=torch.Generator().manual_seed(seed), drop_last=True)
+                       drop_last=True)
     val = DataLoader(TensorDataset(images[val_idx], labels[val_idx]), batch_size=256, shuffle=False)
     return train, val
 

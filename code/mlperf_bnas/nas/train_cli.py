@@ -1,0 +1,335 @@
+"""``mlperf-bnas nas train|export|info|demo``: entry points over the library functions.
+
+* ``train``  -- progressive shrinking from a config file and pre-trained weights;
+* ``export`` -- a sub-network of a trained super-network as a ``mlperf-bnas-subnet`` checkpoint;
+* ``info``   -- the super-network generated for a model (blocks, width groups, kernels, space);
+* ``demo``   -- the embedded example: pre-train a small CNN on sklearn digits, build and train
+  its super-network, export the minimum and maximum sub-networks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from mlperf_bnas.errors import UserError
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[3]
+DEMO_CONFIG = REPO / "code" / "bootstrapnas" / "configs" / "digits_progressive_shrinking.json"
+NAS_BUILD = Path("build") / "bootstrapnas"
+
+
+# -- shared helpers -----------------------------------------------------------------------
+def load_state_dict_file(path: Path) -> dict:
+    """Weights a user hands us: a state dict (or {"state_dict": ...}), loaded weights-only."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: pre-trained weights not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise UserError(f"{path}: not a readable torch checkpoint ({exc})") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UserError(f"{path}: expected a state dict of tensors")
+    return obj
+
+
+def build_pretrained(model_name: str, pretrained: str | None) -> torch.nn.Module:
+    from mlperf_bnas.nas.export import build_base_model
+
+    if pretrained == "torchvision":
+        if model_name != "resnet50":
+            raise UserError(f"--pretrained torchvision is only available for resnet50, not {model_name!r}")
+        import torchvision  # downloads the ImageNet weights on first use (needs internet)
+
+        return torchvision.models.resnet50(weights=torchvision.models.ResNet50_Weights.IMAGENET1K_V1).eval()
+    if pretrained is None:
+        raise UserError(f"model {model_name!r} needs pre-trained weights: pass --pretrained FILE "
+                        "(a state dict) or, for resnet50, --pretrained torchvision")
+    state = load_state_dict_file(Path(pretrained))
+    model, _ = build_base_model(model_name, state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise UserError(f"{pretrained}: weights do not fit {model_name} ({str(exc).splitlines()[0]})") from None
+    return model.eval()
+
+
+def data_loaders(dataset: str, batch_size: int, seed: int, data_dir: str | None, input_size: tuple[int, ...]):
+    if dataset == "digits":
+        from mlperf_bnas.nas.demo import digits_loaders
+
+        return digits_loaders(batch_size, seed, size=input_size[-1])
+    if dataset == "imagefolder":
+        if not data_dir:
+            raise UserError("dataset 'imagefolder' needs --data-dir holding train/ and val/ class folders")
+        import torchvision.transforms as T
+        from torch.utils.data import DataLoader
+        from torchvision.datasets import ImageFolder
+
+        root = Path(data_dir)
+        for split in ("train", "val"):
+            if not (root / split).is_dir():
+                raise UserError(f"{root / split}: missing; --data-dir must hold train/ and val/ class folders")
+        size = input_size[-1]
+        norm = T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+        train = ImageFolder(root / "train", T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(),
+                                                       T.ToTensor(), norm]))
+        val = ImageFolder(root / "val", T.Compose([T.Resize(int(size / 0.875)), T.CenterCrop(size), T.ToTensor(), norm]))
+        return (DataLoader(train, batch_size=batch_size, shuffle=True, num_workers=4, drop_last=True),
+                DataLoader(val, batch_size=batch_size, shuffle=False, num_workers=4))
+    raise UserError(f"unknown NAS dataset {dataset!r}; valid: digits, imagefolder")
+
+
+def preprocess_for(model_name: str, input_size: tuple[int, ...]) -> dict:
+    if model_name == "digits_resnet":
+        from mlperf_bnas.nas.demo import DIGITS_PREPROCESS
+
+        return dict(DIGITS_PREPROCESS)
+    return {"input_size": list(input_size[1:]), "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+            "resize": int(round(input_size[-1] / 0.875)), "crop": input_size[-1], "interpolation": "bilinear"}
+
+
+def set_aside(path: Path, output_dir: Path) -> None:
+    """Move an earlier run's folder to build/archive/ (never delete what a user has)."""
+    if path.exists() and any(path.iterdir()):
+        archive = output_dir / "build" / "archive" / f"{path.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(path), str(archive))
+        log.info("moved the earlier %s to %s", path, archive)
+
+
+def load_supernet(path: Path):
+    from mlperf_bnas.nas.export import build_base_model
+    from mlperf_bnas.nas.supernet import SuperNetwork
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: super-network checkpoint not found; train one with `mlperf-bnas nas train`")
+    try:
+        header = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise UserError(f"{path}: not a readable torch checkpoint ({exc})") from None
+    base = header.get("extra", {}).get("base_model") if isinstance(header, dict) else None
+    if base is None:
+        raise UserError(f"{path}: super-network checkpoint does not name its base model (extra.base_model)")
+    supernet = SuperNetwork.load(path, lambda: build_base_model(base)[0].to(default_device_for_cli()))
+    return supernet, base, header["extra"].get("preprocess", {})
+
+
+def default_device_for_cli() -> torch.device:
+    from mlperf_bnas.nas.train import default_device
+
+    return default_device()
+
+
+def resolve_subnet(supernet, spec: str) -> dict:
+    """'max', 'min', a JSON object, or a .json file holding one."""
+    if spec in ("max", "maximum"):
+        return supernet.space.maximum()
+    if spec in ("min", "minimum"):
+        return supernet.space.minimum()
+    text = spec
+    if not spec.lstrip().startswith("{"):
+        path = Path(spec)
+        if not path.is_file():
+            raise UserError(f"--subnet {spec!r}: give max, min, a JSON object or an existing .json file")
+        text = path.read_text()
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--subnet: not valid JSON ({exc})") from None
+    if isinstance(config, dict) and "subnet_config" in config:
+        config = config["subnet_config"]
+    return supernet.full_space.validate(config)
+
+
+# -- train ----------------------------------------------------------------------------------
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, type=Path, help="BootstrapNAS config (.json/.yaml, NNCF format)")
+    p.add_argument("--output-dir", required=True, type=Path, help="folder for checkpoints and the training log")
+    p.add_argument("--pretrained", help="pre-trained weights (state dict file), or 'torchvision' for resnet50")
+    p.add_argument("--data-dir", help="dataset root for dataset 'imagefolder'")
+    p.add_argument("--resume", action="store_true", help=f"continue from <output-dir>/supernet_last.pt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def train_from_config(config_path: Path, output_dir: Path, pretrained_model: torch.nn.Module, resume: bool,
+                      data_dir: str | None = None, progress: bool = True):
+    """Build (or resume) the super-network for ``config_path`` and train it; returns (supernet, state)."""
+    from mlperf_bnas.nas.config import load_nas_config
+    from mlperf_bnas.nas.export import build_base_model
+    from mlperf_bnas.nas.supernet import SuperNetwork
+    from mlperf_bnas.nas.train import LAST_CHECKPOINT, default_device, train_progressive_shrinking
+
+    cfg = load_nas_config(config_path)
+    device = default_device()
+    torch.manual_seed(cfg.seed)
+    teacher = pretrained_model.to(device).eval()
+    train_loader, val_loader = data_loaders(cfg.dataset, cfg.batch_size, cfg.seed, data_dir, cfg.input_size)
+    extra = {"base_model": cfg.model, "preprocess": preprocess_for(cfg.model, cfg.input_size),
+             "config": str(config_path)}
+    if resume:
+        supernet = SuperNetwork.load(output_dir / LAST_CHECKPOINT, lambda: build_base_model(cfg.model)[0].to(device))
+    else:
+        supernet = SuperNetwork.from_model(teacher, cfg.training.elasticity,
+                                           torch.zeros(cfg.input_size, device=device))
+    state = train_progressive_shrinking(supernet, teacher, train_loader, val_loader, cfg.training, cfg.optimizer,
+                                        output_dir, cfg.seed, resume=resume, checkpoint_extra=extra,
+                                        progress=progress)
+    return supernet, state
+
+
+def _train(args: argparse.Namespace) -> int:
+    from mlperf_bnas.nas.config import load_nas_config
+
+    cfg = load_nas_config(args.config)
+    if not args.resume and (args.output_dir / "supernet_last.pt").exists():
+        raise UserError(f"{args.output_dir} already holds a training run; pass --resume to continue it or "
+                        "choose another --output-dir")
+    model = build_pretrained(cfg.model, args.pretrained)
+    _, state = train_from_config(args.config, args.output_dir, model, args.resume, args.data_dir,
+                                 not args.no_progress)
+    last = state.history[-1] if state.history else {}
+    print(json.dumps({"supernet": str(args.output_dir / "supernet.pt"), "last_epoch": last}, indent=2))
+    return 0
+
+
+# -- export ---------------------------------------------------------------------------------
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--supernet", required=True, type=Path, help="trained super-network checkpoint (supernet.pt)")
+    p.add_argument("--subnet", default="min", help="max, min, a JSON config, or a .json file (a search result row)")
+    p.add_argument("--output", required=True, type=Path, help="sub-network checkpoint to write (.pt)")
+    p.add_argument("--bn-samples", type=int, default=0,
+                   help="re-calibrate BN statistics on this many training samples first (digits dataset only)")
+
+
+def _export(args: argparse.Namespace) -> int:
+    from mlperf_bnas.nas.export import save_subnet
+
+    if args.output.exists():
+        raise UserError(f"{args.output} exists; choose another --output (existing files are never overwritten)")
+    supernet, base, preprocess = load_supernet(args.supernet)
+    config = resolve_subnet(supernet, args.subnet)
+    if args.bn_samples > 0:
+        if base != "digits_resnet":
+            raise UserError("--bn-samples needs the built-in digits data; re-calibrate other models before export")
+        from mlperf_bnas.nas.demo import digits_loaders
+
+        train, _ = digits_loaders(64, 0)
+        supernet.activate(config)
+        supernet.bn_adapt(train, args.bn_samples)
+    subnet = supernet.extract_subnet(config)
+    save_subnet(subnet, config, base, preprocess, args.output)
+    print(json.dumps({"output": str(args.output), "subnet_config": config, "macs": supernet.macs(config),
+                      "params": supernet.params(config)}))
+    return 0
+
+
+# -- info -----------------------------------------------------------------------------------
+def _info_args(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--supernet", type=Path, help="a super-network checkpoint")
+    src.add_argument("--config", type=Path, help="a BootstrapNAS config: describe the super-network it generates")
+    p.add_argument("--nodes", action="store_true", help="also list the traced graph's node names")
+
+
+def _info(args: argparse.Namespace) -> int:
+    from mlperf_bnas.nas.config import load_nas_config
+    from mlperf_bnas.nas.export import build_base_model
+    from mlperf_bnas.nas.supernet import SuperNetwork
+
+    if args.supernet:
+        supernet, _, _ = load_supernet(args.supernet)
+    else:
+        cfg = load_nas_config(args.config)
+        model, _ = build_base_model(cfg.model)
+        supernet = SuperNetwork.from_model(model, cfg.training.elasticity, torch.zeros(cfg.input_size))
+    info = supernet.describe()
+    if args.nodes:
+        info["nodes"] = [n.name for n in supernet._graph.nodes]
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+# -- demo -----------------------------------------------------------------------------------
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output-dir", type=Path, default=Path("."), help="OUTPUT_DIR (results under build/bootstrapnas/digits)")
+    p.add_argument("--config", type=Path, default=DEMO_CONFIG, help="training config (default: the digits demo's)")
+    p.add_argument("--pretrain-epochs", type=int, default=8, help="epochs of the pre-trained model")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted demo training")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run_demo(output_dir: Path, config: Path = DEMO_CONFIG, pretrain_epochs: int = 8, resume: bool = False,
+             progress: bool = True) -> dict:
+    from mlperf_bnas.nas.config import load_nas_config
+    from mlperf_bnas.nas.demo import DigitsResNet, digits_loaders, pretrain_digits_model
+    from mlperf_bnas.nas.evaluate import evaluate_accuracy, top1
+    from mlperf_bnas.nas.export import save_subnet
+    from mlperf_bnas.nas.train import default_device
+
+    cfg = load_nas_config(config)
+    if cfg.model != "digits_resnet" or cfg.dataset != "digits":
+        raise UserError(f"{config}: the demo needs model digits_resnet and dataset digits")
+    work = output_dir / NAS_BUILD / "digits"
+    if not resume:
+        set_aside(work, output_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    pretrained_path = work / "pretrained.pt"
+    if resume and pretrained_path.is_file():
+        model = DigitsResNet()
+        model.load_state_dict(load_state_dict_file(pretrained_path))
+        model.eval()
+        _, val = digits_loaders(cfg.batch_size, cfg.seed)
+        base_acc = top1(model, val)
+    else:
+        model, base_acc = pretrain_digits_model(pretrain_epochs, cfg.seed, cfg.batch_size, device=default_device())
+        torch.save(model.state_dict(), pretrained_path)
+    log.info("pre-trained digits model: top-1 %.2f%%", base_acc)
+    supernet, state = train_from_config(config, work, model, resume, progress=progress)
+    train, val = digits_loaders(cfg.batch_size, cfg.seed)
+    n_bn = cfg.training.num_bn_adaptation_samples
+    summary = {"pretrained_top1": base_acc, "subnets": {}}
+    space = supernet.space
+    subnets_dir = work / "subnets"
+    subnets_dir.mkdir(exist_ok=True)
+    for name, sub_cfg in (("max", space.maximum()), ("min", space.minimum())):
+        acc = evaluate_accuracy(supernet, sub_cfg, train, val, n_bn)
+        supernet.activate(sub_cfg)
+        supernet.bn_adapt(train, n_bn)  # export with the statistics the accuracy was measured with
+        subnet = supernet.extract_subnet(sub_cfg)
+        path = subnets_dir / f"subnet_{name}.pt"
+        save_subnet(subnet, sub_cfg, "digits_resnet", preprocess_for("digits_resnet", cfg.input_size), path)
+        summary["subnets"][name] = {"config": sub_cfg, "top1": acc, "macs": supernet.macs(sub_cfg),
+                                    "params": supernet.params(sub_cfg), "checkpoint": str(path)}
+        log.info("%s sub-network: top-1 %.2f%%, %d MACs -> %s", name, acc, supernet.macs(sub_cfg), path)
+    supernet.activate(space.maximum())
+    summary["history"] = state.history
+    (work / "demo_summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _demo(args: argparse.Namespace) -> int:
+    summary = run_demo(args.output_dir, args.config, args.pretrain_epochs, args.resume, not args.no_progress)
+    print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "config"} for k, v in summary["subnets"].items()},
+                     indent=2))
+    return 0
+
+
+ACTIONS = {
+    "train": ("progressive-shrinking training of a BootstrapNAS super-network", _train_args, _train),
+    "export": ("export a sub-network of a trained super-network as a checkpoint", _export_args, _export),
+    "info": ("describe the super-network generated for a model", _info_args, _info),
+    "demo": ("embedded demo: digits CNN -> super-network -> progressive shrinking -> sub-networks", _demo_args, _demo),
+}
