@@ -134,12 +134,12 @@ class LatencyMeter:
         quantization = None
         if s.precision == "int8":
             # Seeded random images: INT8 latency depends on the graph, not on the calibrated ranges.
-            calibration = [rng.integers(0, 256, size=(1, *spec.sample_shape)).astype(spec.dtype) for _ in range(4)]
+            calibration = rng.integers(0, 256, size=(4, *spec.sample_shape)).astype(spec.dtype)
             quantization = QuantizationConfig(subset_size=len(calibration))
         self.work_dir.mkdir(parents=True, exist_ok=True)
         out_dir = Path(tempfile.mkdtemp(dir=self.work_dir, prefix="subnet-"))
         try:
-            model_path = build_openvino_ir(model, spec, calibration, out_dir, quantization)
+            model_path = build_openvino_ir(model, spec, calibration, out_dir / "ir", quantization)
             options = {"performance_hint": "LATENCY", "num_requests": 1, "batch_size": s.batch_size,
                        "warmup_iterations": max(1, s.warmup)}
             if s.num_threads:

@@ -51,6 +51,18 @@ class SupernetEvaluator:
             for name, value in self._bn_state.items():
                 current[name].copy_(value)
 
+    def prepare_export(self, config: dict) -> None:
+        """Give the super-network the BN statistics ``config``'s accuracy was measured with, so the
+        extracted sub-network computes exactly what was measured."""
+        self._restore_bn()
+        previous = self.supernet.active_config()
+        self.supernet.activate(config)
+        try:
+            if self.num_bn_samples > 0:
+                self.supernet.bn_adapt(self.bn_batches, self.num_bn_samples)
+        finally:
+            self.supernet.activate(previous)
+
     def measure(self, config: dict) -> dict[str, float]:
         # Imported here: nas.evaluate belongs to the super-network side and pulls in its data helpers.
         from mlperf_bnas.nas.evaluate import evaluate_accuracy
