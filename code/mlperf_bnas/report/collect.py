@@ -5,7 +5,7 @@ Sources, all written by other steps (nothing here re-computes a result):
 * ``results/<system>/<model>/<Scenario>/performance/run_1/mlperf_log_{summary,detail}.txt``:
   result, VALID or not, and LoadGen's latency percentiles;
   ``mlperf_log_trace.json`` beside them, when the run enabled LoadGen's trace, gives every
-  query's latency (the ``Latency`` counter events' ``issue_to_done``) for the histogram;
+  query's latency (the ``Latency`` counter events) for the histogram;
 * ``results/.../accuracy/accuracy.txt``: accuracy (on synthetic data labelled by the FP32
   model, this is the INT8 model's fidelity to FP32);
 * ``build/<benchmark>/tuning/<system>/tuning.json`` and ``code/<benchmark>/user.<system>.tuned.json``:
@@ -136,18 +136,27 @@ def read_performance(run_dir: Path, scenario: str) -> PerfRun:
 
 def read_trace_latencies(path: Path) -> tuple[list[float] | None, str]:
     """Per-sample latencies (ms) from LoadGen's ``mlperf_log_trace.json`` ``Latency`` counter events."""
-    if not path.is_file():
+    # LoadGen leaves an empty trace file behind when the trace was not enabled.
+    if not path.is_file() or path.stat().st_size == 0:
         return None, ""
     if path.stat().st_size > MAX_TRACE_BYTES:
         log.warning("%s is larger than %d MB; using LoadGen's percentiles instead", path, MAX_TRACE_BYTES >> 20)
         return None, ""
-    try:
-        events = json.loads(path.read_text(encoding="utf-8", errors="replace")).get("traceEvents", [])
-    except (json.JSONDecodeError, AttributeError):
-        log.warning("%s is not a complete trace (was the run interrupted?); using LoadGen's percentiles", path)
-        return None, ""
-    values = [e["args"]["issue_to_done"] / 1e6 for e in events
-              if isinstance(e, dict) and e.get("name") == "Latency" and "issue_to_done" in (e.get("args") or {})]
+    # LoadGen 5.1 writes one event per line but does not escape some values (e.g.
+    # "key":""loadgen_version""), so the file as a whole is not valid JSON: parse the
+    # per-sample "Latency" counter lines on their own.
+    values: list[float] = []
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if not line.startswith('{"name":"Latency"'):
+                continue
+            try:
+                event = json.loads(line.rstrip().rstrip(","))
+                # LoadGen measures latency from the scheduled issue time: issue delay + issue-to-done.
+                values.append((event["args"]["issue_delay"] + event["args"]["issue_to_done"]) / 1e6)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                log.warning("%s: unreadable Latency event %r; using LoadGen's percentiles", path, line[:120])
+                return None, ""
     if not values:
         return None, ""
     return values, f"every query's latency from LoadGen's trace ({path.name}, {len(values)} samples)"
