@@ -61,8 +61,12 @@ def _write_nas(folder: Path) -> None:
 
     (folder / "search_results.csv").write_text(header + "".join(line(r) for r in NAS_ROWS))
     (folder / "pareto.csv").write_text(header + "".join(line(r) for r in NAS_ROWS if r[0] in (0, 1, 2)))
-    (folder / "best_config.json").write_text(json.dumps({"config": {"d": [1, 2]}}))
-    (folder / "nas_record.json").write_text(json.dumps({"algorithm": "nsga2", "seed": 7, "evaluations": 4}))
+    # The shapes `mlperf-bnas nas search` writes (nas/search_cli.py write_outputs).
+    (folder / "best_config.json").write_text(json.dumps({
+        "config": {"d": [1, 2]}, "metrics": {"accuracy": 75.9, "latency": 6.5}, "cost_metric": "latency",
+        "reference": {"config": {"d": [2, 2]}, "metrics": {"accuracy": 76.1, "latency": 9.0}}}))
+    (folder / "nas_record.json").write_text(json.dumps({"format": 1, "base_model": "resnet50",
+                                                        "search": {"algorithm": "nsga2", "seed": 7}}))
 
 
 @pytest.fixture(scope="session")
@@ -167,6 +171,7 @@ def test_report_shows_each_run_as_loadgen_logged_it(results_tree, tmp_path):
     assert any(r[:1] == ["front #3"] for r in page.rows) and not any(r[:1] == ["front #4"] for r in page.rows)
     assert any(r[:4] == ["3", "Server", "bisect", "workers=2"] for r in page.rows)
     assert ["system_name", "Report test <box>"] in page.rows     # escaped in the HTML, intact when parsed
+    assert ["base_model", "resnet50"] in page.rows
     assert "Tuning" in page.headings and "NAS search" in page.headings
 
 

@@ -82,6 +82,7 @@ class ScenarioResult:
 class NasResult:
     where: Path
     metrics: list[str]
+    cost_metric: str | None                 # the search's cost objective (x axis), when recorded
     records: list[dict[str, Any]]          # every evaluated sub-network: metrics + source + config
     front: list[dict[str, Any]]
     reference: dict[str, Any] | None
@@ -277,7 +278,10 @@ def _nas_results(source: Path, nas_dirs: list[Path]) -> list[NasResult]:
             raise UserError(f"{d}: NAS results folder not found (expected search_results.csv / pareto.csv inside)")
     if not dirs:
         # A search writes its CSVs under the output tree (build/...); look a few levels down.
-        found = {p.parent for pattern in ("build/**/search_results.csv", "build/**/pareto.csv", "nas/**/pareto.csv")
+        # (`mlperf-bnas nas search` writes them to its --output-dir, by default $OUTPUT_DIR itself.)
+        found = {p.parent for pattern in ("search_results.csv", "pareto.csv", "nas*/**/pareto.csv",
+                                          "nas*/**/search_results.csv", "build/**/search_results.csv",
+                                          "build/**/pareto.csv")
                  for p in source.glob(pattern)}
         dirs = sorted(found)
     out = []
@@ -315,6 +319,17 @@ def _numeric(rows: list[dict[str, str]], skip: set[str]) -> tuple[list[str], lis
 
 def read_nas(folder: Path) -> NasResult | None:
     results_csv, pareto_csv = folder / "search_results.csv", folder / "pareto.csv"
+    record: dict[str, Any] = {}
+    if (folder / "nas_record.json").is_file():
+        try:
+            record = json.loads((folder / "nas_record.json").read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{folder / 'nas_record.json'}: not valid JSON ({exc})") from None
+        record = record if isinstance(record, dict) else {}
+        # --results_path may have put the results CSV elsewhere; the record names it.
+        named = (record.get("files") or {}).get("results_csv")
+        if named and not results_csv.is_file() and Path(named).is_file():
+            results_csv = Path(named)
     if not results_csv.is_file() and not pareto_csv.is_file():
         return None
     skip = {"index", "source", "config", "genome", "subnet", "name"}
@@ -326,14 +341,9 @@ def read_nas(folder: Path) -> NasResult | None:
     if "accuracy" not in metrics:
         log.warning("%s: no 'accuracy' column; NAS section skipped", folder)
         return None
-    record: dict[str, Any] = {}
-    if (folder / "nas_record.json").is_file():
-        try:
-            record = json.loads((folder / "nas_record.json").read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{folder / 'nas_record.json'}: not valid JSON ({exc})") from None
     reference = next((r for r in records + front if r.get("source") == "reference"), None)
     best = None
+    cost_metric = None
     best_path = folder / "best_config.json"
     if best_path.is_file():
         try:
@@ -343,6 +353,11 @@ def read_nas(folder: Path) -> NasResult | None:
         wanted = best_cfg.get("config", best_cfg) if isinstance(best_cfg, dict) else best_cfg
         key = json.dumps(wanted, sort_keys=True, separators=(",", ":"))
         best = next((r for r in records + front if r.get("config") == key), None)
-        if best is None and isinstance(best_cfg, dict) and isinstance(best_cfg.get("metrics"), dict):
-            best = {**best_cfg["metrics"], "config": key, "source": "best_config.json"}
-    return NasResult(folder, metrics, records, front, reference, best, record if isinstance(record, dict) else {})
+        if isinstance(best_cfg, dict):
+            if best is None and isinstance(best_cfg.get("metrics"), dict):
+                best = {**best_cfg["metrics"], "config": key, "source": "best_config.json"}
+            ref = best_cfg.get("reference")
+            if reference is None and isinstance(ref, dict) and isinstance(ref.get("metrics"), dict):
+                reference = {**ref["metrics"], "source": "reference"}
+            cost_metric = best_cfg.get("cost_metric") if best_cfg.get("cost_metric") in metrics else None
+    return NasResult(folder, metrics, cost_metric, records, front, reference, best, record)

@@ -196,8 +196,8 @@ def _nas_sections(results: list[NasResult]) -> str:
         return '<h2 id="nas">NAS search</h2><p class="muted">No NAS search results found.</p>'
     out = ['<h2 id="nas">NAS search</h2>']
     for nas in results:
-        x_metric = next((m for m in ("latency", "latency_ms", "macs", "params") if m in nas.metrics),
-                        next((m for m in nas.metrics if m != "accuracy"), None))
+        x_metric = nas.cost_metric or next((m for m in ("latency", "latency_ms", "macs", "params") if m in nas.metrics),
+                                           next((m for m in nas.metrics if m != "accuracy"), None))
         out.append(f'<div class="card"><h3>{_e(nas.where)}</h3>')
         out.append(f"<p>{len(nas.records)} evaluated sub-network(s), {len(nas.front)} on the Pareto front.</p>")
         if x_metric:
