@@ -15,7 +15,7 @@ from mlperf_bnas.errors import UserError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input", type=Path, required=True,
+    p.add_argument("--input", type=Path,
                    help="submission root: the folder holding open/ (e.g. $OUTPUT_DIR/submission)")
     p.add_argument("--full-results", type=Path, default=None,
                    help="folder with the full (untruncated) results to verify hashes against "
@@ -33,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{rule_id:<26} official={rule.official:<5} smoke={'yes' if rule.smoke else 'no ':<3} {rule.text}")
         return 0
     root = args.input
+    if root is None:
+        raise UserError("--input is required: the submission root (the folder holding open/, e.g. $OUTPUT_DIR/submission)")
     if not root.is_dir():
         raise UserError(f"{root}: not a folder; pass the submission root (the folder holding open/)")
     if not any((root / d).is_dir() for d in ("open", "closed", "network")):

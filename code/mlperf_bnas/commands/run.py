@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         summary = run_test(request, sut, qsl, settings)
     finally:
         backend.close()
-    result = summary.get("Result is", "?")
+    result = summary.get("Result is", "done" if args.mode == "accuracy" else "?")
     metric = next((f"{k}: {summary[k]}" for k in ("Samples per second", "Completed samples per second",
                                                     "Scheduled samples per second") if k in summary), "")
     print(f"{cfg.loadgen_model} {args.scenario} {args.mode}: {result} {metric} -> {log_dir}")

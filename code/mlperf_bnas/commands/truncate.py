@@ -41,16 +41,16 @@ def run(args: argparse.Namespace) -> int:
         # Full logs of the copy stay in the original tree; the copy needs no backup.
         backup = tmp.with_name(f".{args.output.name}.full-logs")
         try:
-            changed = truncate_tree(tmp, backup)
+            changed = [acc.relative_to(tmp.resolve()) for acc in truncate_tree(tmp, backup)]
         finally:
             shutil.rmtree(backup, ignore_errors=True)
         tmp.rename(args.output)
         where = args.output
     else:
-        changed = truncate_tree(src, args.backup)
+        changed = [acc.relative_to(src.resolve()) for acc in truncate_tree(src, args.backup)]
         where = src
     for acc in changed:
-        print(f"truncated {acc.relative_to(where.resolve())}")
+        print(f"truncated {acc}")
     print(f"{len(changed)} accuracy log(s) truncated under {where}"
           + (f"; full logs kept in {args.backup}" if args.backup else f"; full logs remain in {src}"))
     return 0

@@ -1,0 +1,81 @@
+"""``mlperf-bnas compliance TEST01|TEST04 --scenario S ...``: one compliance run, then its verification.
+
+The audit settings go into ``audit.config`` in a private working folder under
+``build/<benchmark>/compliance/``; LoadGen reads it through
+``StartTestWithLogSettings`` and it is deleted when the run ends, whatever
+happens. Results: ``compliance/<system>/<model>/<Scenario>/<TEST>/`` (see
+``mlperf_bnas.submission.compliance``). Exit status 1 when the verification fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+from mlperf_bnas import pipeline
+from mlperf_bnas.submission.compliance import DTYPES, TESTS
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("test", choices=TESTS)
+    pipeline.add_common_arguments(p)
+    p.add_argument("--scenario", required=True, choices=["Offline", "Server"])
+    p.add_argument("--user-conf", required=True, metavar="FILE", help="the LoadGen user.conf of the submitted runs")
+    p.add_argument("--precision", default="int8", choices=["int8", "fp32"])
+    p.add_argument("--dtype", default="byte", choices=sorted(DTYPES),
+                   help="element type of a response, for TEST01's comparison (MLPerf's --dtype; default byte)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from mlperf_bnas.accuracy import ACCURACY
+    from mlperf_bnas.errors import UserError
+    from mlperf_bnas.loadgen.runner import RunRequest, load_settings, run_test
+    from mlperf_bnas.submission import compliance as C
+    from mlperf_bnas.submission.rules import MLPERF_MODEL
+
+    cfg, paths = pipeline.config_from_args(args, args.scenario)
+    mlperf_model = MLPERF_MODEL.get(cfg.loadgen_model)
+    if mlperf_model is None:
+        raise UserError(f"{cfg.benchmark_dir / 'config.yaml'}: loadgen_model {cfg.loadgen_model!r} has no MLPerf "
+                        "compliance settings; use resnet50 or retinanet")
+    reference = paths.scenario_dir(args.scenario)
+    C.check_reference(args.test, reference)
+    work_root = paths.build_dir / "compliance"
+    work_root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"{args.test}-{args.scenario}-", dir=work_root))
+    audit = work / "audit.config"
+    try:
+        audit.write_text(C.audit_settings(args.test, mlperf_model), encoding="utf-8")
+        request = RunRequest(loadgen_model=cfg.loadgen_model, scenario=args.scenario, mode="performance",
+                             user_conf=Path(args.user_conf), log_dir=work / "run", archive_dir=paths.archive_dir,
+                             audit_config=audit)
+        settings = load_settings(request)
+        sut, qsl, backend = pipeline.open_sut(cfg, args.scenario, paths, args.precision, args.data_dir, args.checkpoint)
+        try:
+            run_test(request, sut, qsl, settings)
+        finally:
+            backend.close()
+            # The audit settings must never outlive their run: a later ordinary run would
+            # silently become a compliance run.
+            audit.unlink(missing_ok=True)
+        scorer = ACCURACY.get(cfg.accuracy)
+        dataset = pipeline.open_dataset(cfg, paths, args.data_dir, args.checkpoint, create=False) \
+            if args.test == "TEST01" else None
+
+        def score(log_path: Path) -> str:
+            return scorer(log_path, dataset).text
+
+        verdict = C.verify_and_publish(args.test, reference, work / "run",
+                                       paths.compliance_dir(args.scenario, args.test), paths.archive_dir,
+                                       args.dtype, score)
+    finally:
+        audit.unlink(missing_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
+    for line in verdict.lines():
+        print(line)
+    return 0 if verdict.passed else 1

@@ -1,0 +1,240 @@
+"""MLPerf compliance tests TEST01 and TEST04: run with an audit.config, then verify, the MLPerf way.
+
+A test is one LoadGen performance run whose audit settings are written to an
+``audit.config`` in a private working folder and handed to
+``StartTestWithLogSettings`` (``RunRequest.audit_config``; never to
+``FromConfig``). The file is removed when the run ends, also when it fails.
+Verification then reproduces MLPerf's ``compliance/nvidia/TEST0x`` scripts
+(run_verification.py, verify_accuracy.py, verify_performance.py) -- same logic,
+same output lines -- and lays the results out as they do::
+
+    compliance/<system>/<model>/<Scenario>/TEST01/{verify_accuracy.txt, verify_performance.txt,
+                                                   accuracy/{mlperf_log_accuracy.json, accuracy.txt},
+                                                   performance/run_1/{mlperf_log_summary.txt, mlperf_log_detail.txt}}
+    compliance/<system>/<model>/<Scenario>/TEST04/{verify_performance.txt, performance/run_1/...}
+
+When TEST01's deterministic check fails, ``baseline_accuracy.txt`` and
+``compliance_accuracy.txt`` are added (MLPerf's fallback accuracy comparison).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from mlperf_bnas.errors import UserError
+from mlperf_bnas.submission import rules as R
+
+TESTS = ("TEST01", "TEST04")
+DTYPES = {"byte": np.byte, "float32": np.float32, "int32": np.int32, "int64": np.int64}
+
+
+def audit_settings(test: str, mlperf_model: str) -> str:
+    """The audit.config of ``test`` (values: MLPerf's compliance/nvidia/TEST0x/audit.config)."""
+    if test == "TEST01":
+        return ("*.*.mode = 2\n"
+                f"*.*.accuracy_log_rng_seed = {R.TEST01_ACCURACY_LOG_RNG_SEED}\n"
+                f"*.*.accuracy_log_sampling_target = {R.TEST01_SAMPLING_TARGET[mlperf_model]}\n")
+    if test == "TEST04":
+        return ("*.*.mode = 2\n"
+                "*.*.performance_issue_unique = 0\n"
+                "*.*.performance_issue_same = 1\n"
+                "*.*.performance_issue_same_index = 3\n")
+    raise UserError(f"unknown compliance test {test!r}; valid: {', '.join(TESTS)}")
+
+
+# ---------------------------------------------------------------------------
+# verification (MLPerf's verify_accuracy.py / verify_performance.py, same output lines)
+# ---------------------------------------------------------------------------
+def verify_accuracy(reference_log: Path, test_log: Path, dtype: str) -> tuple[bool, str]:
+    """TEST01: every response logged in performance mode equals the accuracy run's (first element)."""
+    out = ["Verifying accuracy. This might take a while...", "Reading accuracy mode results..."]
+    acc_data = json.loads(reference_log.read_text(encoding="utf-8"))
+    perf_data = json.loads(test_log.read_text(encoding="utf-8"))
+    np_dtype = DTYPES[dtype]
+    results: dict[int, str] = {}
+    acc_duplicates = acc_mismatch = idx_match = data_mismatch = missing = 0
+    for sample in acc_data:
+        idx, data = sample["qsl_idx"], sample["data"]
+        if idx in results:
+            acc_duplicates += 1
+            acc_mismatch += results[idx] != data
+        else:
+            results[idx] = data
+    out.append("Reading performance mode results...")
+    for sample in perf_data:
+        idx = sample["qsl_idx"]
+        data = np.frombuffer(bytes.fromhex(sample["data"]), np_dtype)
+        if idx in results:
+            idx_match += 1
+            ref = np.frombuffer(bytes.fromhex(results[idx]), np_dtype)
+            if ref.size == 0 or data.size == 0:
+                data_mismatch += ref.size != data.size
+            elif data[0] != ref[0]:
+                data_mismatch += 1
+        else:
+            missing += 1
+        results[idx] = sample["data"]
+    out += [f"num_acc_log_entries = {len(acc_data)}",
+            f"num_acc_log_duplicate_keys = {acc_duplicates}",
+            f"num_acc_log_data_mismatch = {acc_mismatch}",
+            f"num_perf_log_entries = {len(perf_data)}",
+            f"num_perf_log_qsl_idx_match = {idx_match}",
+            f"num_perf_log_data_mismatch = {data_mismatch}",
+            f"num_missing_qsl_idxs = {missing}"]
+    passed = data_mismatch == 0 and idx_match > 0
+    out.append("TEST PASS" if passed else "TEST FAIL")
+    return passed, "\n".join(out) + "\n\n"
+
+
+@dataclass
+class _Summary:
+    mode: str = ""
+    score: str = "0"
+    valid: str = ""
+    target_latency: str | None = None
+    errors: list[str] | None = None
+
+
+def _read_summary(path: Path) -> _Summary:
+    s = _Summary(errors=[])
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True):
+        if re.match("Scenario", line):
+            s.mode = line.split(": ", 1)[1].strip()
+            continue
+        if s.mode == "Server":
+            if re.match("Completed samples per second", line):
+                s.score = line.split(": ", 1)[1].strip()
+                continue
+            if re.match(r"target_latency \(ns\)", line):
+                s.target_latency = line.split(": ", 1)[1].strip()
+                continue
+        if s.mode == "Offline" and re.match("Samples per second", line):
+            s.score = line.split(": ", 1)[1].strip()
+            continue
+        if re.match("Result is", line):
+            s.valid = line.split(": ", 1)[1].strip()
+        if re.match(r"\d+ ERROR", line):
+            s.errors.append(line.split(" ", 1)[0].strip())
+    return s
+
+
+def verify_performance(reference_summary: Path, test_summary: Path, test: str) -> tuple[bool, str]:
+    """TEST01: test score within +-10% of the reference; TEST04: test score < 1.10 x reference."""
+    out = ["Verifying performance."]
+    ref, tst = _read_summary(reference_summary), _read_summary(test_summary)
+    out += [f"WARNING: {e} ERROR reported in reference results" for e in ref.errors or []]
+    if ref.valid == "INVALID":
+        return False, "\n".join(out + ["TEST FAIL: Reference results are invalid"]) + "\n"
+    if tst.mode == "Server" and tst.target_latency is not None and tst.target_latency != ref.target_latency:
+        return False, "\n".join(out + ["TEST FAIL: Server target latency mismatch"]) + "\n"
+    out += [f"WARNING: {e} ERROR reported in test results" for e in tst.errors or []]
+    if tst.valid == "INVALID":
+        return False, "\n".join(out + ["TEST FAIL: Test results are invalid"]) + "\n"
+    if tst.mode != ref.mode:
+        return False, "\n".join(out + ["Test and reference scenarios do not match!", "TEST FAIL"]) + "\n"
+    out += [f"reference score = {ref.score}", f"test score = {tst.score}"]
+    threshold = 0.10
+    ref_score, test_score = float(ref.score), float(tst.score)
+    if test == "TEST04":
+        passed = test_score < ref_score * (1 + threshold)
+    else:
+        passed = ref_score * (1 - threshold) < test_score < ref_score * (1 + threshold)
+    out.append("TEST PASS" if passed else "TEST FAIL: Test score invalid")
+    return passed, "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------
+# publishing
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Verdict:
+    test: str
+    accuracy_pass: bool | None
+    performance_pass: bool
+    out_dir: Path
+
+    @property
+    def passed(self) -> bool:
+        return self.performance_pass and self.accuracy_pass is not False
+
+    def lines(self) -> list[str]:
+        out = []
+        if self.accuracy_pass is not None:
+            out.append(f"Accuracy check pass: {self.accuracy_pass}")
+        out += [f"Performance check pass: {self.performance_pass}", f"{self.test} verification complete",
+                f"results: {self.out_dir}"]
+        return out
+
+
+def _filtered_log(reference_log: Path, test_log: Path, dest: Path) -> Path:
+    """MLPerf's create_accuracy_baseline: the reference entries for the samples the test logged."""
+    wanted = {e["qsl_idx"] for e in json.loads(test_log.read_text(encoding="utf-8"))}
+    entries = [e for e in json.loads(reference_log.read_text(encoding="utf-8")) if e["qsl_idx"] in wanted]
+    dest.write_text(json.dumps(entries), encoding="utf-8")
+    return dest
+
+
+def verify_and_publish(test: str, reference_dir: Path, run_dir: Path, final_dir: Path, archive_dir: Path,
+                       dtype: str, score: Callable[[Path], str]) -> Verdict:
+    """Verify the compliance run in ``run_dir`` against ``reference_dir`` (results/<...>/<Scenario>) and
+    publish ``final_dir`` (``compliance/.../TEST0x``) atomically; an earlier one goes to the archive."""
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{test}.", dir=final_dir.parent))
+    try:
+        perf_ok, perf_text = verify_performance(reference_dir / "performance" / "run_1" / "mlperf_log_summary.txt",
+                                                run_dir / "mlperf_log_summary.txt", test)
+        (stage / "verify_performance.txt").write_text(perf_text, encoding="utf-8")
+        run_1 = stage / "performance" / "run_1"
+        run_1.mkdir(parents=True)
+        for name in ("mlperf_log_summary.txt", "mlperf_log_detail.txt"):
+            shutil.copy2(run_dir / name, run_1 / name)
+        acc_ok = None
+        if test == "TEST01":
+            ref_log = reference_dir / "accuracy" / "mlperf_log_accuracy.json"
+            test_log = run_dir / "mlperf_log_accuracy.json"
+            acc_ok, acc_text = verify_accuracy(ref_log, test_log, dtype)
+            (stage / "verify_accuracy.txt").write_text(acc_text, encoding="utf-8")
+            acc_dir = stage / "accuracy"
+            acc_dir.mkdir()
+            shutil.copy2(test_log, acc_dir / "mlperf_log_accuracy.json")
+            (acc_dir / "accuracy.txt").write_text(score(test_log), encoding="utf-8")
+            if not acc_ok:
+                baseline = _filtered_log(ref_log, test_log, stage / "baseline_log.json")
+                (acc_dir / "baseline_accuracy.txt").write_text(score(baseline), encoding="utf-8")
+                (acc_dir / "compliance_accuracy.txt").write_text(score(test_log), encoding="utf-8")
+                baseline.unlink()
+        if final_dir.exists():
+            target = archive_dir / f"compliance-{time.strftime('%Y%m%d-%H%M%S')}" / final_dir.relative_to(final_dir.parents[3])
+            n = 1
+            while target.exists():
+                target = target.with_name(f"{final_dir.name}-{n}")
+                n += 1
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(final_dir), str(target))
+        stage.chmod(0o755)
+        stage.replace(final_dir)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return Verdict(test, acc_ok, perf_ok, final_dir)
+
+
+def check_reference(test: str, reference_dir: Path) -> None:
+    """The runs a compliance test is compared with must exist before minutes are spent on it."""
+    need = [reference_dir / "performance" / "run_1" / "mlperf_log_summary.txt"]
+    if test == "TEST01":
+        need.append(reference_dir / "accuracy" / "mlperf_log_accuracy.json")
+    for path in need:
+        if not path.is_file():
+            mode = "accuracy" if "accuracy" in path.parts else "performance"
+            raise UserError(f"{path}: missing; {test} is verified against the {mode} run: run it first "
+                            f"(run_{reference_dir.name.lower()}{'_accuracy' if mode == 'accuracy' else ''}.sh)")
