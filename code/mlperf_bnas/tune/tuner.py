@@ -71,8 +71,6 @@ def tune(req: TuneRequest) -> dict[str, Any]:
     spec = parse_tuning({**base_cfg.tuning, **req.spec_overrides}, where)
     conf_out = Path(req.conf_out) if req.conf_out else base_cfg.benchmark_dir / f"user.{req.system}.tuned.conf"
     json_out = conf_out.with_suffix(".json")
-    if conf_out.resolve() == Path(req.user_conf).resolve() and not conf_out.exists():
-        raise UserError(f"{req.user_conf}: user.conf not found")
     # Check both outputs before spending minutes on trials.
     check_replaceable(conf_out)
     existing = _load_existing(json_out)

@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""Server/Offline efficiency of the tuner: tuned Server QPS / tuned Offline samples/s.
+
+Runs ``mlperf-bnas tune`` (real LoadGen trials, one process each) on a benchmark, by default
+ResNet-50 INT8 on OpenVINO with ``user.smoke.conf``'s latency bound, and prints the two tuned
+figures, their ratio and the trials. Build the model first (code/resnet50-openvino/run_calibration.sh
+with the same OUTPUT_DIR).
+
+With ``--simulated`` it also tunes the simulated backend of the tests (known service time,
+2 workers) and compares the Server QPS found with the analytic M/D/c maximum at the same bound:
+that separates the tuner's own loss from the machine's.
+
+Usage:
+  tools/benchmark_tuning.py [--benchmark code/resnet50-openvino] [--output-dir DIR] [--system NAME]
+                            [--user-conf FILE] [--simulated] [--json OUT.json]
+Timings depend on the machine's load: say whether it was shared when you quote them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tune(benchmark: Path, output_dir: Path, system: str, user_conf: Path, conf_out: Path, extra: list[str]) -> dict:
+    cmd = [sys.executable, "-m", "mlperf_bnas", "tune", "--benchmark", str(benchmark), "--output-dir",
+           str(output_dir), "--system", system, "--user-conf", str(user_conf), "--conf-out", str(conf_out), *extra]
+    print("$ " + " ".join(cmd), flush=True)
+    start = time.monotonic()
+    subprocess.run(cmd, check=True)
+    record = json.loads(conf_out.with_suffix(".json").read_text())
+    record["_wall_s"] = round(time.monotonic() - start, 1)
+    return record
+
+
+def efficiency(record: dict) -> tuple[float, float, float]:
+    offline = record["scenarios"]["Offline"]["samples_per_s"]
+    server = record["scenarios"]["Server"]["target_qps"]
+    return server, offline, server / offline
+
+
+def simulated(output_dir: Path) -> dict:
+    from mlperf_bnas.backends.simulated import SimulatedCost
+    from mlperf_bnas.tune.queueing import max_server_qps
+
+    cost = SimulatedCost(fixed_ms=5.5, per_sample_ms=0.5, cache_batch=8, spill_per_sample_ms=1.5)
+    bound_ms = 50
+    bench = output_dir / "simulated-bench"
+    bench.mkdir(parents=True, exist_ok=True)
+    (bench / "config.yaml").write_text(
+        "benchmark: simulated-bench\nloadgen_model: resnet50\nmodel: resnet50\ndataset: imagenet\n"
+        "backend: simulated\naccuracy: imagenet\npostprocess: none\n"
+        f"backend_options: {{fixed_ms: {cost.fixed_ms}, per_sample_ms: {cost.per_sample_ms}, "
+        f"cache_batch: {cost.cache_batch}, spill_per_sample_ms: {cost.spill_per_sample_ms}, workers: 2, batch_size: 1}}\n"
+        "tuning:\n  trial_duration_ms: 2000\n  server_min_queries: 1500\n  qps_precision: 0.02\n"
+        "  Offline: {backend_options: {workers: [2], batch_size: [1, 4, 8, 16]}}\n")
+    (bench / "user.conf").write_text(f"resnet50.*.performance_sample_count_override = 64\n"
+                                     f"resnet50.Server.target_latency = {bound_ms}\n")
+    record = tune(bench, output_dir, "simulated", bench / "user.conf", bench / "user.simulated.tuned.conf", [])
+    analytic = max_server_qps(cost.batch_ms(1) / 1000, 2, bound_ms / 1000)
+    record["_analytic_server_qps"] = analytic
+    record["_analytic_offline"] = cost.offline_capacity_per_s(2, 8)
+    return record
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--benchmark", type=Path, default=REPO / "code" / "resnet50-openvino")
+    p.add_argument("--output-dir", type=Path, default=Path(os.environ.get("OUTPUT_DIR") or REPO))
+    p.add_argument("--system", default=os.environ.get("SYSTEM") or "local_cpu")
+    p.add_argument("--user-conf", type=Path, help="default: <benchmark>/user.smoke.conf")
+    p.add_argument("--simulated", action="store_true", help="also tune the simulated backend (analytic check)")
+    p.add_argument("--skip-benchmark", action="store_true", help="only the simulated backend")
+    p.add_argument("--json", type=Path, help="write the figures here")
+    p.add_argument("tune_args", nargs="*", help="extra arguments for mlperf-bnas tune (after --)")
+    a = p.parse_args()
+    out: dict = {"load_average_at_start": os.getloadavg(), "cpus": os.cpu_count(),
+                 "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+    if a.simulated or a.skip_benchmark:
+        with tempfile.TemporaryDirectory(prefix="bench-tune-sim-") as tmp:
+            sim = simulated(Path(tmp))
+        server, offline, eff = efficiency(sim)
+        out["simulated"] = {"server_qps": server, "offline_samples_per_s": offline, "efficiency": eff,
+                            "analytic_server_qps": sim["_analytic_server_qps"],
+                            "analytic_offline_samples_per_s": sim["_analytic_offline"],
+                            "analytic_efficiency": sim["_analytic_server_qps"] / sim["_analytic_offline"],
+                            "server_vs_analytic": server / sim["_analytic_server_qps"], "wall_s": sim["_wall_s"]}
+    if not a.skip_benchmark:
+        bench = a.benchmark.resolve()
+        user_conf = (a.user_conf or bench / "user.smoke.conf").resolve()
+        work = a.output_dir.resolve() / "build" / bench.name / "tuning-benchmark"
+        work.mkdir(parents=True, exist_ok=True)
+        # The tuned conf goes beside the trials, not into the benchmark directory.
+        record = tune(bench, a.output_dir.resolve(), a.system, user_conf, work / f"user.{a.system}.tuned.conf",
+                      a.tune_args)
+        server, offline, eff = efficiency(record)
+        out["benchmark"] = {"benchmark": bench.name, "user_conf": str(user_conf), "server_qps": server,
+                            "offline_samples_per_s": offline, "efficiency": eff,
+                            "latency_bound_ms": record["scenarios"]["Server"].get("latency_bound_ms"),
+                            "offline_backend_options": record["scenarios"]["Offline"]["backend_options"],
+                            "server_backend_options": record["scenarios"]["Server"]["backend_options"],
+                            "trials": len(record["scenarios"]["Offline"]["trial_records"])
+                            + len(record["scenarios"]["Server"]["trial_records"]),
+                            "wall_s": record["_wall_s"], "record": record["tuned_conf"]}
+    out["load_average_at_end"] = os.getloadavg()
+    print(json.dumps(out, indent=2))
+    for name in ("simulated", "benchmark"):
+        if name in out:
+            r = out[name]
+            print(f"{name}: Server {r['server_qps']:.1f} QPS / Offline {r['offline_samples_per_s']:.1f} samples/s "
+                  f"= efficiency {r['efficiency']:.3f}")
+    if a.json:
+        a.json.write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
