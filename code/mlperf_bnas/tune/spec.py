@@ -60,9 +60,9 @@ class TuningSpec:
 
 def parse_tuning(raw: dict[str, Any] | None, where: str) -> TuningSpec:
     """Build a ``TuningSpec`` from ``config.yaml``'s ``tuning`` mapping; ``where`` names the file."""
+    if raw is not None and not isinstance(raw, dict):
+        raise UserError(f"{where}: 'tuning' must be a mapping, got {type(raw).__name__}")
     raw = dict(raw or {})
-    if not isinstance(raw, dict):
-        raise UserError(f"{where}: 'tuning' must be a mapping")
     values: dict[str, Any] = {}
     grids: dict[str, dict[str, list[Any]]] = {}
     for key, value in raw.items():
