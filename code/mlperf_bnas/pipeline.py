@@ -8,6 +8,7 @@ synthetic data keyed by the labelling model), and writes atomically.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
@@ -179,6 +180,9 @@ def make_labeller(cfg: BenchmarkConfig, module, spec: PreprocessSpec, batch: int
     from PIL import Image
 
     entry = model_entry(cfg)
+    if hasattr(entry, "make_labeller"):
+        # Models whose ground truth is not a class id (detectors) label their own way.
+        return entry.make_labeller(module, spec)
 
     def label(image_paths):
         labels: list[int] = []
@@ -389,8 +393,17 @@ def open_sut(cfg: BenchmarkConfig, scenario: str, paths: OutputPaths, precision:
 
     where = f"{cfg.benchmark_dir / 'config.yaml'} (backend_options)"
     postprocess = POSTPROCESSORS.get(cfg.postprocess)
-    if not BACKENDS.get(cfg.backend).reads_input:
-        backend = create_backend(cfg.backend, None, cfg.backend_options, where)
+    backend_cls = BACKENDS.get(cfg.backend)
+    if not backend_cls.reads_input:
+        # Harness-only measurement (`--set backend=null`) on a real benchmark's config: the
+        # real backend's options do not apply to it; say which ones are left out.
+        known = {f.name for f in dataclasses.fields(backend_cls.Options)}
+        dropped = sorted(set(cfg.backend_options) - known)
+        if dropped:
+            log.warning("backend %s: ignoring backend_options %s (they belong to another backend)",
+                        cfg.backend, ", ".join(dropped))
+        options = {k: v for k, v in cfg.backend_options.items() if k in known}
+        backend = create_backend(cfg.backend, None, options, where)
         perf_count = _performance_sample_count(cfg)
         qsl = QSL(ZeroSamples(perf_count), perf_count)
         backend.warmup(None)

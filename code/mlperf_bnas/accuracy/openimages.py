@@ -1,0 +1,100 @@
+"""OpenImages mAP, computed and printed as MLPerf's ``accuracy-openimages.py`` does.
+
+Each ``mlperf_log_accuracy.json`` entry holds one image's response: float32
+groups of 7 ``[qsl_idx, ymin, xmin, ymax, xmax, score, label]`` with the box
+normalised to the image. The image is ``annotations["images"][qsl_idx]``; boxes are
+scaled by its height/width, labels are category ids (no inverse map), and
+pycocotools' COCOeval (bbox) scores them over every image seen, including images
+without detections. The text is pycocotools' own output followed by ``mAP=X%``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from mlperf_bnas.accuracy import ACCURACY, AccuracyReport
+from mlperf_bnas.accuracy.imagenet import read_accuracy_log
+from mlperf_bnas.errors import UserError
+
+
+def detections_from_log(results: Sequence[dict[str, Any]], images: list[dict[str, Any]],
+                        where: str = "mlperf_log_accuracy.json") -> tuple[list[dict[str, Any]], set[int], dict[str, int]]:
+    """(COCO detections, image ids seen, counts) from the accuracy log entries."""
+    detections: list[dict[str, Any]] = []
+    image_ids: set[int] = set()
+    seen: set[int] = set()
+    no_results = mismatched = 0
+    for entry in results:
+        try:
+            idx = int(entry["qsl_idx"])
+            data = np.frombuffer(bytes.fromhex(entry["data"]), np.float32)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"{where}: malformed entry {entry!r:.80} ({exc})") from None
+        if idx in seen:          # LoadGen may log an image more than once
+            continue
+        seen.add(idx)
+        if not 0 <= idx < len(images):
+            raise UserError(f"{where}: qsl_idx {idx} outside the dataset ({len(images)} images); "
+                            "was the run made with another dataset?")
+        image = images[idx]
+        image_ids.add(int(image["id"]))
+        if len(data) < 7:
+            no_results += 1
+            continue
+        if len(data) % 7:
+            raise UserError(f"{where}: response of qsl_idx {idx} has {len(data)} floats, not a multiple of 7")
+        height, width = float(image["height"]), float(image["width"])
+        for row in data.reshape(-1, 7):
+            image_idx, ymin, xmin, ymax, xmax, score, label = (float(v) for v in row)
+            if int(image_idx) != idx:
+                mismatched += 1
+            ymin, ymax = ymin * height, ymax * height
+            xmin, xmax = xmin * width, xmax * width
+            detections.append({"image_id": int(image["id"]), "category_id": int(label),
+                               "bbox": [xmin, ymin, xmax - xmin, ymax - ymin], "score": score})
+    counts = {"results": len(results), "images": len(image_ids), "no_results": no_results,
+              "duplicates": len(results) - len(seen), "mismatched_idx": mismatched}
+    return detections, image_ids, counts
+
+
+def evaluate(annotation_file: Path, detections: list[dict[str, Any]], image_ids: set[int]) -> tuple[float, str]:
+    """COCOeval bbox over ``image_ids``: (mAP in %, pycocotools' printed output)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        coco_gt = COCO(str(annotation_file))
+        if detections:
+            coco_dt = coco_gt.loadRes(detections)
+        else:
+            # loadRes refuses an empty list; an empty result set scores 0 (every image missed).
+            coco_dt = COCO()
+            coco_dt.dataset = {"images": coco_gt.dataset["images"], "categories": coco_gt.dataset["categories"],
+                               "annotations": []}
+            coco_dt.createIndex()
+        coco_eval = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        coco_eval.params.imgIds = sorted(image_ids)
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    stat = float(coco_eval.stats[0])
+    # COCOeval reports -1 when no ground truth exists for any evaluated image.
+    return 100.0 * max(stat, 0.0), out.getvalue()
+
+
+@ACCURACY.register("openimages")
+def score(accuracy_log: Path, dataset: Any) -> AccuracyReport:
+    annotation_file = Path(dataset.ground_truth())
+    images = [{"id": im.id, "height": im.height, "width": im.width} for im in dataset.images]
+    detections, image_ids, counts = detections_from_log(read_accuracy_log(accuracy_log), images,
+                                                        where=str(accuracy_log))
+    if not image_ids:
+        raise UserError(f"{accuracy_log}: no responses to score; rerun the accuracy mode")
+    m_ap, printed = evaluate(annotation_file, detections, image_ids)
+    text = printed + "mAP={:.3f}%\n".format(m_ap)
+    return AccuracyReport(text=text, metrics={"mAP": m_ap, **counts})

@@ -1,0 +1,320 @@
+"""The PyTorch CPU backend (registered "pytorch") and its model builder.
+
+Build (``BUILDERS["pytorch"]``, run by ``mlperf-bnas build``): the model entry's
+FP32 module is exported with ``torch.export`` -- for INT8 first rewritten so no
+module is used twice (the entry's ``prepare_for_quantization``) and quantized by
+NNCF ``quantize_pt2e`` with ``X86InductorQuantizer`` (``quantize/nncf.py``) --
+and saved as an ``ExportedProgram`` (``model.pt2``, ``torch.export.save``) with
+``quantization.json``. A run loads that program, so it never re-quantizes.
+
+Run: the program is loaded and, with ``engine: inductor`` (default),
+``torch.compile``d with Inductor freezing (constant weights, which is what lets
+the INT8 q/dq patterns lower to oneDNN INT8 convolutions), then warmed up before
+LoadGen starts. ``engine: eager`` runs the exported graph op by op (the FP32
+baseline); ``engine: ipex`` compiles with Intel Extension for PyTorch's
+``ipex`` backend (optional; a separate environment with torch 2.8).
+
+Parallelism: ``instances`` worker threads take batches from one queue; each
+runs the model with ``threads`` intra-op (OpenMP) threads. Torch's thread count
+is process-global in name but OpenMP's is per calling thread, and Inductor bakes
+``threads`` into its kernels at compile time, so ``instances x threads`` is
+realised as ``instances`` concurrent OpenMP teams of ``threads`` threads each.
+Instances share one compiled program: its weights are read-only constants and
+each call allocates its own activations, so copies would only cost memory and
+compile time. ``done`` is called exactly once per batch, from the worker thread,
+with the outputs or the exception.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mlperf_bnas.backends.base import BACKENDS, Backend, Completion
+from mlperf_bnas.errors import UserError
+from mlperf_bnas.pipeline import BUILDERS, BuildContext, model_entry, sha256_file, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+PROGRAM_NAME = "model.pt2"
+INFO_NAME = "quantization.json"
+ENGINES = ("inductor", "eager", "ipex")
+
+
+def _register_quantized_ops() -> None:
+    """``quantized_decomposed`` ops used by INT8 programs live in torchao since torch left torch.ao."""
+    import torchao.quantization.pt2e  # noqa: F401  (registers torch.ops.quantized_decomposed)
+    import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401  (Inductor INT8 lowerings)
+
+
+# ---------------------------------------------------------------------------
+# build
+# ---------------------------------------------------------------------------
+def export_program(module: torch.nn.Module, example: torch.Tensor) -> Any:
+    with torch.no_grad():
+        return torch.export.export(module, (example,))
+
+
+def load_program(path: Path) -> torch.nn.Module:
+    """Our own saved ``ExportedProgram`` as a callable module (built by ``mlperf-bnas build``)."""
+    _register_quantized_ops()
+    try:
+        program = torch.export.load(str(path))
+    except (OSError, RuntimeError, ValueError, KeyError) as exc:
+        raise UserError(f"{path}: cannot load the built program ({type(exc).__name__}: {str(exc)[:160]}); "
+                        "rebuild it with run_calibration.sh / mlperf-bnas build") from None
+    return program.module()
+
+
+def count_quantized_convolutions(module: torch.nn.Module) -> dict[str, int]:
+    """Convolutions whose weight comes from an INT8 dequantize, and all convolutions, in an FX graph."""
+    graph = module.graph
+    convs = [n for n in graph.nodes if n.op == "call_function" and "convolution" in str(n.target) or
+             n.op == "call_function" and "conv2d" in str(n.target)]
+    quantized = [n for n in convs if len(n.args) > 1 and "dequantize" in str(getattr(n.args[1], "target", ""))]
+    return {"convolutions": len(convs), "int8_convolutions": len(quantized)}
+
+
+@BUILDERS.register("pytorch")
+def build_pytorch(ctx: BuildContext) -> Path:
+    """FP32: export the module. INT8: rewrite, quantize (NNCF pt2e), export. Saved to ``ctx.out_dir``."""
+    entry = model_entry(ctx.cfg)
+    options = PyTorchBackend.Options(**{k: v for k, v in ctx.cfg.backend_options.items()
+                                        if k in PyTorchBackend.Options.__dataclass_fields__})
+    batch = options.batch_size
+    example = entry.example_input(batch)
+    started = time.time()
+    info: dict[str, Any] = {"benchmark": ctx.cfg.benchmark, "model": ctx.cfg.model,
+                            "model_options": {k: list(v) if isinstance(v, tuple) else v
+                                              for k, v in vars(entry.options).items()},
+                            "weights": ctx.weights.describe(), "dataset": ctx.cfg.dataset,
+                            "precision": ctx.precision, "batch_size": batch, "torch_version": torch.__version__,
+                            "preprocess": ctx.spec.to_dict(), "preprocess_key": ctx.spec.key,
+                            "format": "torch.export ExportedProgram (torch.export.save)"}
+    module = ctx.torch_model.eval()
+    if ctx.precision == "int8":
+        from mlperf_bnas.quantize.nncf import quantize_torch_fx
+
+        qcfg = ctx.quantization
+        if getattr(ctx.dataset, "has_calibration_set", lambda: False)():
+            # A separate calibration split (OpenImages: 500 train images), cached beside the dataset's.
+            samples, names = ctx.dataset.calibration_samples(ctx.spec, ctx.paths.cache_root(ctx.cfg.dataset),
+                                                             qcfg.subset_size)
+        else:
+            samples = ctx.cache.load(ctx.calibration_indices)
+            names = [ctx.cache.names[i] for i in ctx.calibration_indices]
+        samples = samples[:qcfg.subset_size]
+        if len(samples) < qcfg.subset_size:
+            log.warning("quantization.subset_size=%d but only %d calibration image(s) exist: using %d",
+                        qcfg.subset_size, len(samples), len(samples))
+        bs = qcfg.calibration_batch_size
+        inputs = [entry.to_torch_input(samples[i:i + bs], ctx.spec) for i in range(0, len(samples), bs)]
+        prepare = getattr(entry, "prepare_for_quantization", None)
+        target = prepare(module) if prepare else module
+        ignored = list(getattr(entry, "quantization_ignored_modules", lambda: [])())
+        quantized, record = quantize_torch_fx(target, entry.example_input(bs), inputs, qcfg, ignored)
+        record["calibration"] = {"count": len(samples), "names": names[:len(samples)]}
+        record["model_rewrites"] = getattr(entry, "quantization_rewrites", lambda: [])()
+        info["quantization"] = record
+        module = quantized
+    else:
+        info["quantization"] = None
+    program = export_program(module, example)
+    info.update(count_quantized_convolutions(program.module()))
+    info["fake_quantize_ops"] = info["quantization"]["quantize_ops"] if info["quantization"] else 0
+    if ctx.precision == "int8" and info["int8_convolutions"] == 0:
+        raise RuntimeError("quantization produced no INT8 convolution; see the NNCF log above")
+    info["build_seconds"] = round(time.time() - started, 1)
+    out_dir = Path(ctx.out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building.", dir=out_dir.parent))
+    try:
+        torch.export.save(program, str(tmp / PROGRAM_NAME))
+        info["program_sha256"] = sha256_file(tmp / PROGRAM_NAME)
+        write_json_atomic(tmp / INFO_NAME, info)
+        old = None
+        if out_dir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
+            os.replace(out_dir, old / out_dir.name)
+        os.replace(tmp, out_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("built %s %s program in %s (%s convolutions, %s INT8)", ctx.cfg.model, ctx.precision, out_dir,
+             info["convolutions"], info["int8_convolutions"])
+    return out_dir / PROGRAM_NAME
+
+
+# ---------------------------------------------------------------------------
+# run
+# ---------------------------------------------------------------------------
+def compile_program(module: torch.nn.Module, engine: str) -> Any:
+    """The callable that runs batches: Inductor (freezing), IPEX's dynamo backend, or the graph as is."""
+    if engine == "eager":
+        return module
+    if engine == "ipex":
+        try:
+            import intel_extension_for_pytorch  # noqa: F401  (registers the "ipex" torch.compile backend)
+        except ImportError:
+            raise UserError("backend_options.engine=ipex needs intel-extension-for-pytorch (2.8, with torch 2.8 in "
+                            "its own environment); install it there or use engine: inductor") from None
+        return torch.compile(module, backend="ipex")
+    import torch._inductor.config as inductor_config
+
+    # Freezing turns the weights into constants: the INT8 q/dq patterns only lower to
+    # oneDNN INT8 convolutions (and FP32 convs only get prepacked) with it. Process-wide
+    # on purpose: a run process compiles only this program.
+    inductor_config.freezing = True
+    return torch.compile(module, backend="inductor")
+
+
+@BACKENDS.register("pytorch")
+class PyTorchBackend(Backend):
+    @dataclass(frozen=True)
+    class Options:
+        #: Worker threads, each running whole batches.
+        instances: int = 1
+        #: Intra-op (OpenMP) threads per instance; default: the cores divided among the instances.
+        threads: int | None = None
+        batch_size: int = 1
+        #: inductor (torch.compile, default), eager (the exported graph op by op), ipex (optional).
+        engine: str = "inductor"
+        #: Warm-up iterations before LoadGen starts (compilation happens in the first).
+        warmup_iterations: int = 2
+
+        def __post_init__(self) -> None:
+            if self.instances < 1:
+                raise ValueError(f"instances must be >= 1, got {self.instances}")
+            if self.threads is not None and self.threads < 1:
+                raise ValueError(f"threads must be >= 1, got {self.threads}")
+            if self.batch_size < 1:
+                raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            if self.engine not in ENGINES:
+                raise ValueError(f"engine {self.engine!r} not one of {', '.join(ENGINES)}")
+            if self.warmup_iterations < 1:
+                raise ValueError(f"warmup_iterations must be >= 1, got {self.warmup_iterations}")
+
+    def __init__(self, model_path: Path | None, options: "PyTorchBackend.Options"):
+        if model_path is None:
+            raise UserError("the pytorch backend needs a built model; run mlperf-bnas build first")
+        path = Path(model_path)
+        program = path / PROGRAM_NAME if path.is_dir() else path
+        if not program.is_file():
+            raise UserError(f"{program}: built model not found; run run_calibration.sh (INT8) or "
+                            "mlperf-bnas build --precision fp32 first")
+        self.info: dict[str, Any] = {}
+        info_path = program.parent / INFO_NAME
+        if info_path.is_file():
+            self.info = json.loads(info_path.read_text())
+            built_batch = self.info.get("batch_size")
+            if built_batch is not None and built_batch != options.batch_size:
+                raise UserError(f"{program}: built for batch_size {built_batch}, backend_options.batch_size is "
+                                f"{options.batch_size}; rebuild with the same batch size")
+        self.options = options
+        self.batch_size = options.batch_size
+        cores = os.cpu_count() or 1
+        self.threads = options.threads or max(1, cores // options.instances)
+        torch.set_num_threads(self.threads)
+        self.program_path = program
+        with torch.no_grad():
+            self._model = compile_program(load_program(program), options.engine)
+        self._queue: queue.Queue = queue.Queue()
+        self._pending = 0
+        self._idle = threading.Condition()
+        self._workers = [threading.Thread(target=self._work, name=f"pytorch-instance-{i}", daemon=True)
+                         for i in range(options.instances)]
+        for worker in self._workers:
+            worker.start()
+
+    # -- inference -----------------------------------------------------------
+    def _infer(self, batch: np.ndarray, size: int) -> tuple:
+        x = torch.from_numpy(np.ascontiguousarray(batch))
+        if x.shape[0] < self.batch_size:
+            # The program is compiled for a fixed batch: pad the tail batch, drop the padding after.
+            pad = torch.zeros((self.batch_size - x.shape[0], *x.shape[1:]), dtype=x.dtype)
+            x = torch.cat([x, pad])
+        with torch.no_grad():
+            outputs = self._model(x)
+        if isinstance(outputs, torch.Tensor):
+            outputs = (outputs,)
+        # Per-sample outputs keep the batch axis; constant outputs (RetinaNet's geometry) do not.
+        return tuple(o[:size] if o.dim() > 0 and o.shape[0] == self.batch_size and o.dim() > 1 else o
+                     for o in outputs)
+
+    def _work(self) -> None:
+        torch.set_num_threads(self.threads)      # OpenMP's thread count is per calling thread
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch, size, done = item
+            outputs, error = None, None
+            try:
+                outputs = self._infer(batch, size)
+            except BaseException as exc:  # noqa: BLE001 - handed to the SUT, which fails the run
+                error = exc
+            try:
+                done(outputs if error is None else None, error)
+            except BaseException:  # noqa: BLE001 - the SUT completes its samples itself; keep serving
+                log.exception("completion callback raised")
+            finally:
+                with self._idle:
+                    self._pending -= 1
+                    if self._pending == 0:
+                        self._idle.notify_all()
+
+    def submit(self, batch: np.ndarray | None, size: int, done: Completion) -> None:
+        if batch is None:
+            raise ValueError("the pytorch backend reads its input; got no batch")
+        with self._idle:
+            self._pending += 1
+        self._queue.put((batch, size, done))
+
+    def drain(self) -> None:
+        with self._idle:
+            while self._pending:
+                self._idle.wait()
+
+    def warmup(self, batch: np.ndarray | None, iterations: int | None = None) -> None:
+        """Compile (first call, one thread), then run every instance concurrently so all start warm."""
+        started = time.time()
+        errors: list[BaseException] = []
+
+        def done(_outputs: Any, error: BaseException | None) -> None:
+            if error is not None:
+                errors.append(error)
+
+        self.submit(batch, len(batch), done)
+        self.drain()
+        for _ in range(iterations or self.options.warmup_iterations):
+            for _ in self._workers:
+                self.submit(batch, len(batch), done)
+            self.drain()
+        if errors:
+            raise errors[0]
+        log.info("warm-up (%s, incl. compilation) took %.1f s", self.options.engine, time.time() - started)
+
+    def close(self) -> None:
+        for _ in self._workers:
+            self._queue.put(None)
+        for worker in self._workers:
+            worker.join(timeout=60)
+
+    def describe(self) -> dict[str, Any]:
+        return {"batch_size": self.batch_size, "instances": self.options.instances, "threads": self.threads,
+                "engine": self.options.engine, "program": str(self.program_path),
+                "precision": self.info.get("precision")}

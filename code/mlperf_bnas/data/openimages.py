@@ -1,0 +1,245 @@
+"""OpenImages, MLPerf subset (264 classes): the layout MLPerf's download scripts produce.
+
+```
+<root>/annotations/openimages-mlperf.json              COCO-style: images, annotations, categories
+<root>/validation/data/<image id>.jpg                  the 24781 validation images
+<root>/annotations/openimages-calibration-mlperf.json  (optional) calibration set, train split
+<root>/calibration/data/<image id>.jpg                 (optional) its 500 images
+```
+
+QSL index ``i`` is ``annotations["images"][i]`` -- the order MLPerf's
+``accuracy-openimages.py`` assumes (it looks images up as ``images[qsl_idx]``).
+Category ids are used as the model's labels directly (MLPerf's RetinaNet was
+trained on ids 0..263; no inverse label map).
+
+The synthetic stand-in (no ``DATA_DIR``) has the same layout; its images come
+from ``data/synthetic.py`` and its boxes are the FP32 model's own best detections
+(``make_labeller`` of the model entry), so an INT8 mAP on it measures how
+faithfully INT8 reproduces FP32.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlperf_bnas.data import DATASETS
+from mlperf_bnas.data.base import Dataset, Labeller
+from mlperf_bnas.data.cache import CachedSamples, SourceItem, build_cache
+from mlperf_bnas.data.spec import PreprocessSpec
+from mlperf_bnas.data.synthetic import synthetic_image
+from mlperf_bnas.errors import UserError
+
+log = logging.getLogger(__name__)
+
+ANNOTATIONS = Path("annotations") / "openimages-mlperf.json"
+CALIBRATION_ANNOTATIONS = Path("annotations") / "openimages-calibration-mlperf.json"
+IMAGES = Path("validation") / "data"
+CALIBRATION_IMAGES = Path("calibration") / "data"
+SYNTHETIC_STAMP = "synthetic.json"
+NUM_CLASSES = 264
+
+
+@dataclass(frozen=True)
+class Image:
+    """One entry of ``annotations["images"]`` (QSL index = its position)."""
+
+    id: int
+    file_name: str
+    height: int
+    width: int
+
+
+def read_annotations(path: Path, image_dir: Path, check_files: bool = True) -> tuple[list[Image], dict[str, Any]]:
+    """Parse and check a COCO-style OpenImages annotation file; one-line ``UserError`` on any problem."""
+    if not path.is_file():
+        raise UserError(f"{path}: annotations file not found; download the dataset with "
+                        "code/retinanet-pytorch-cpu/openimages_mlperf.sh (or unset DATA_DIR for synthetic data)")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: not readable JSON ({exc}); download it again") from None
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
+        raise UserError(f"{path}: expected COCO-style JSON with 'images', 'annotations' and 'categories' lists")
+    images = []
+    for n, entry in enumerate(data["images"]):
+        try:
+            images.append(Image(int(entry["id"]), str(entry["file_name"]), int(entry["height"]), int(entry["width"])))
+        except (KeyError, TypeError, ValueError):
+            raise UserError(f"{path}: images[{n}] lacks a valid id/file_name/height/width") from None
+    if not images:
+        raise UserError(f"{path}: lists no images")
+    ids = {im.id for im in images}
+    if len(ids) != len(images):
+        raise UserError(f"{path}: duplicate image ids")
+    orphans = [a.get("image_id") for a in data["annotations"] if a.get("image_id") not in ids]
+    if orphans:
+        raise UserError(f"{path}: {len(orphans)} annotation(s) refer to image ids not in 'images' "
+                        f"(first: {orphans[0]}); the annotations and images do not belong together")
+    if check_files:
+        missing = [im.file_name for im in images if not (image_dir / im.file_name).is_file()]
+        if missing:
+            raise UserError(f"{path}: {len(missing)} listed image(s) not found in {image_dir} (first: {missing[0]}); "
+                            "restore them or download the dataset again")
+    return images, data
+
+
+@DATASETS.register("openimages")
+class OpenImages(Dataset):
+    name = "openimages"
+
+    @dataclass(frozen=True)
+    class Options:
+        #: Use only the first N images (quick runs; a submission needs all 24781).
+        count: int | None = None
+        #: Synthetic stand-in (used when no data folder is given).
+        synthetic_count: int = 8
+        synthetic_seed: int = 0
+        #: Synthetic ground truth: the FP32 model's best N detections per image.
+        synthetic_boxes_per_image: int = 10
+        #: Preprocessing worker processes (default: all cores).
+        workers: int | None = None
+
+        def __post_init__(self) -> None:
+            if self.count is not None and self.count < 1:
+                raise ValueError(f"count must be >= 1, got {self.count}")
+            if self.synthetic_count < 1:
+                raise ValueError(f"synthetic_count must be >= 1, got {self.synthetic_count}")
+            if self.synthetic_boxes_per_image < 1:
+                raise ValueError(f"synthetic_boxes_per_image must be >= 1, got {self.synthetic_boxes_per_image}")
+
+    def __init__(self, root: Path, options: "OpenImages.Options", images: list[Image], annotation_file: Path):
+        super().__init__(root, options)
+        self.images = images
+        self.annotation_file = annotation_file
+
+    @classmethod
+    def open(cls, root: Path, options: "OpenImages.Options") -> "OpenImages":
+        root = Path(root)
+        if not root.is_dir():
+            raise UserError(f"{root}: OpenImages folder not found; set DATA_DIR to the folder holding "
+                            f"{ANNOTATIONS} and {IMAGES}/ (or unset it for synthetic data)")
+        images, _ = read_annotations(root / ANNOTATIONS, root / IMAGES)
+        if options.count is not None:
+            images = images[:options.count]
+        return cls(root, options, images, root / ANNOTATIONS)
+
+    def items(self) -> list[SourceItem]:
+        return [SourceItem(im.file_name, self.root / IMAGES / im.file_name) for im in self.images]
+
+    def ground_truth(self) -> Path:
+        """The COCO annotation file (the accuracy script evaluates against it)."""
+        return self.annotation_file
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    # -- calibration --------------------------------------------------------------
+    def has_calibration_set(self) -> bool:
+        """True when MLPerf's separate calibration images are present (never for synthetic data)."""
+        return not self.is_synthetic() and (self.root / CALIBRATION_ANNOTATIONS).is_file()
+
+    def calibration_items(self) -> list[SourceItem]:
+        """MLPerf's calibration images (train split) when downloaded; the synthetic set calibrates on itself."""
+        if self.is_synthetic():
+            return self.items()
+        if not self.has_calibration_set():
+            raise UserError(f"{self.root / CALIBRATION_ANNOTATIONS}: calibration set not found; run "
+                            "code/retinanet-pytorch-cpu/openimages_calibration_mlperf.sh with the same dataset folder")
+        images, _ = read_annotations(self.root / CALIBRATION_ANNOTATIONS, self.root / CALIBRATION_IMAGES)
+        return [SourceItem(im.file_name, self.root / CALIBRATION_IMAGES / im.file_name) for im in images]
+
+    def calibration_indices(self, calibration_list: Path | None) -> list[int]:
+        """Indices into ``calibration_items()`` (a separate image set for real OpenImages)."""
+        return list(range(len(self.calibration_items())))
+
+    def calibration_samples(self, spec: PreprocessSpec, cache_root: Path, count: int,
+                            progress: bool = True) -> tuple[np.ndarray, list[str]]:
+        """The first ``count`` calibration images, preprocessed (and cached) with ``spec``."""
+        items = self.calibration_items()[:max(1, count)]
+        cache: CachedSamples = build_cache("openimages-calibration", items, spec, Path(cache_root) / "calibration",
+                                           workers=self.options.workers, progress=progress)
+        return cache.load(list(range(len(cache)))), list(cache.names)
+
+    # -- synthetic stand-in ---------------------------------------------------------
+    def is_synthetic(self) -> bool:
+        return (self.root / SYNTHETIC_STAMP).is_file()
+
+    @classmethod
+    def _stamp(cls, options: "OpenImages.Options", stamp: dict[str, Any]) -> dict[str, Any]:
+        return {"generator": "mlperf_bnas.data.openimages/1", "count": options.synthetic_count,
+                "seed": options.synthetic_seed, "boxes_per_image": options.synthetic_boxes_per_image,
+                "labeller": stamp}
+
+    @classmethod
+    def synthetic_is_current(cls, root: Path, options: "OpenImages.Options", stamp: dict[str, Any]) -> bool:
+        try:
+            return json.loads((Path(root) / SYNTHETIC_STAMP).read_text()) == cls._stamp(options, stamp)
+        except (OSError, json.JSONDecodeError):
+            return False
+
+    @classmethod
+    def make_synthetic(cls, root: Path, options: "OpenImages.Options", labeller: Labeller,
+                       stamp: dict[str, Any]) -> None:
+        """JPEGs + ``openimages-mlperf.json`` labelled by ``labeller``, written to a private folder, then swapped in."""
+        root = Path(root)
+        if root.exists() and not (root / SYNTHETIC_STAMP).is_file():
+            raise UserError(f"{root}: exists but is not a synthetic dataset made by mlperf-bnas; "
+                            "move it away or choose another --output-dir")
+        root.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.building.", dir=root.parent))
+        try:
+            (tmp / IMAGES).mkdir(parents=True)
+            (tmp / ANNOTATIONS).parent.mkdir(parents=True)
+            # Wider range of sizes and aspect ratios than ImageNet's stand-in: the
+            # model resizes every image to a square, as it does OpenImages photos.
+            names, paths, sizes = [], [], []
+            for i in range(options.synthetic_count):
+                name = f"{i:016x}.jpg"         # OpenImages ids are 16 hex digits
+                img = synthetic_image(options.synthetic_seed, i, min_side=300, max_side=640)
+                img.save(tmp / IMAGES / name, "JPEG", quality=92)
+                names.append(name)
+                paths.append(tmp / IMAGES / name)
+                sizes.append(img.size)
+            detections = list(labeller(paths))
+            if len(detections) != len(names):
+                raise RuntimeError(f"labeller returned {len(detections)} results for {len(names)} images")
+            images, annotations = [], []
+            for i, (name, (w, h), det) in enumerate(zip(names, sizes, detections)):
+                images.append({"id": i + 1, "file_name": name, "height": h, "width": w,
+                               "license": None, "coco_url": None})
+                keep = 0
+                for box, label in zip(det["boxes"], det["labels"]):
+                    if keep >= options.synthetic_boxes_per_image:
+                        break
+                    x, y, bw, bh = (float(v) for v in box)
+                    if bw < 1.0 or bh < 1.0:      # degenerate (clipped) boxes are no ground truth
+                        continue
+                    annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": int(label),
+                                        "bbox": [x, y, bw, bh], "area": bw * bh, "iscrowd": 0})
+                    keep += 1
+            categories = [{"id": c, "name": f"synthetic class {c}", "supercategory": None} for c in range(NUM_CLASSES)]
+            coco = {"info": {"dataset": "openimages_mlperf (synthetic, labelled by the FP32 model)", "version": "v6"},
+                    "licenses": [], "categories": categories, "images": images, "annotations": annotations}
+            (tmp / ANNOTATIONS).write_text(json.dumps(coco))
+            (tmp / SYNTHETIC_STAMP).write_text(json.dumps(cls._stamp(options, stamp), indent=1))
+            if root.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old.", dir=root.parent))
+                os.replace(root, old / "data")
+                os.replace(tmp, root)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, root)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        log.info("synthetic OpenImages: %d images, %d boxes, %d distinct classes, in %s", len(images),
+                 len(annotations), len({a["category_id"] for a in annotations}), root)

@@ -1,0 +1,482 @@
+"""MLPerf RetinaNet (ResNeXt50-32x4d FPN, 264 OpenImages classes, 800x800), from torchvision parts.
+
+The model is split in two, as the MLPerf reference splits it implicitly:
+
+* ``RetinaNetTensorPart`` -- everything that is convolutions: input scaling
+  (uint8 0..255 -> ImageNet-normalised float), backbone + FPN, classification and
+  box-regression heads. This is what is exported, quantized (NNCF) and compiled.
+  It returns ``(cls_logits [N, K, C], bbox_regression [N, K, 4], geometry)``
+  where K is the number of anchors over all pyramid levels and ``geometry`` is a
+  small constant float32 vector ``[image_h, image_w, (level, grid_h, grid_w) * L]``
+  that lets the post-processor rebuild the anchors without knowing the model's
+  options (see ``retinanet_postprocess.py``).
+* post-processing -- anchor decoding, score threshold, per-level top-k and NMS
+  in float with ``torchvision.ops`` (the ``retinanet`` postprocessor).
+
+The cached sample is raw ``uint8`` RGB NCHW pixels; ``/255`` and the ImageNet
+mean/std (MLPerf's ``GeneralizedRCNNTransform``) happen in the model as one
+multiply-add, which is cheaper than keeping a float32 cache (4x the memory and
+disk) and lets INT8 and FP32 read the same cache.
+
+BootstrapNAS variant: ``fpn_levels`` chooses the pyramid levels (default
+P3..P7 as MLPerf). The seed's "we remove a level in RetinaNet's FPN" is, e.g.,
+``fpn_levels: [3, 4, 5, 6]`` (no P7) or ``[4, 5, 6, 7]`` (no P3); the FPN's
+lateral/extra blocks, the anchor generator and the heads follow the levels.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torchvision.models import resnext50_32x4d
+from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+from torchvision.models.detection.retinanet import RetinaNetHead
+from torchvision.models.resnet import Bottleneck
+from torchvision.ops.feature_pyramid_network import ExtraFPNBlock
+
+from mlperf_bnas.data.spec import PreprocessSpec
+from mlperf_bnas.errors import UserError
+from mlperf_bnas.models.registry import MODELS, ModelEntry
+
+#: ImageNet statistics of MLPerf's GeneralizedRCNNTransform, on the 0..1 scale.
+IMAGE_MEAN = (0.485, 0.456, 0.406)
+IMAGE_STD = (0.229, 0.224, 0.225)
+ALL_LEVELS = (3, 4, 5, 6, 7)
+ANCHORS_PER_LOCATION = 9
+
+
+@dataclass(frozen=True)
+class RetinaNetOptions:
+    """``model_options`` of the ``retinanet`` model."""
+
+    num_classes: int = 264
+    image_size: int = 800
+    fpn_levels: tuple[int, ...] = ALL_LEVELS
+    #: Seed of the weights used when no checkpoint is given (synthetic runs and tests).
+    seed: int = 0
+    # Post-processing, as MLPerf's reference (score >= 0.05, NMS 0.5, 1000 per level, 300 per image).
+    score_threshold: float = 0.05
+    nms_threshold: float = 0.5
+    topk_candidates: int = 1000
+    detections_per_image: int = 300
+
+    def __post_init__(self) -> None:
+        levels = tuple(int(v) for v in self.fpn_levels)
+        object.__setattr__(self, "fpn_levels", levels)
+        problems = []
+        if not levels or any(lv not in ALL_LEVELS for lv in levels) or list(levels) != list(
+                range(levels[0], levels[0] + len(levels))):
+            problems.append(f"fpn_levels must be consecutive pyramid levels from {list(ALL_LEVELS)}, got {list(levels)}")
+        elif levels[0] > 5:
+            problems.append(f"fpn_levels must include at least one backbone level (3, 4 or 5), got {list(levels)}")
+        if self.num_classes < 1:
+            problems.append(f"num_classes must be >= 1, got {self.num_classes}")
+        if self.image_size < 64 or self.image_size % 32:
+            problems.append(f"image_size must be a multiple of 32 and >= 64, got {self.image_size}")
+        if not 0.0 <= self.score_threshold < 1.0:
+            problems.append(f"score_threshold must be in [0, 1), got {self.score_threshold}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def grid_size(self, level: int) -> int:
+        """Feature-map side at ``level``: every stride-2 stage rounds up (conv pad 1 / pool pad 1)."""
+        return math.ceil(self.image_size / 2 ** level)
+
+    def geometry(self) -> list[float]:
+        out = [float(self.image_size), float(self.image_size)]
+        for level in self.fpn_levels:
+            g = float(self.grid_size(level))
+            out += [float(level), g, g]
+        return out
+
+
+class _ExtraLevels(ExtraFPNBlock):
+    """P6 (and P7) from P5, like torchvision's ``LastLevelP6P7(256, 256)`` (same parameter names).
+
+    Only the levels the model keeps are built, so a model without P7 has no
+    ``p7`` weights to load or quantize.
+    """
+
+    def __init__(self, channels: int, p6: bool, p7: bool):
+        super().__init__()
+        if p6:
+            self.p6 = nn.Conv2d(channels, channels, 3, 2, 1)
+        if p7:
+            self.p7 = nn.Conv2d(channels, channels, 3, 2, 1)
+        for module in self.children():
+            nn.init.kaiming_uniform_(module.weight, a=1)
+            nn.init.constant_(module.bias, 0)
+        self.emit_p6 = p6
+
+    def forward(self, p: list[Tensor], c: list[Tensor], names: list[str]) -> tuple[list[Tensor], list[str]]:
+        if hasattr(self, "p6"):
+            p6 = self.p6(p[-1])
+            p.append(p6)
+            names.append("p6")
+            if hasattr(self, "p7"):
+                p.append(self.p7(F.relu(p6)))
+                names.append("p7")
+        return p, names
+
+
+class RetinaNetTensorPart(nn.Module):
+    """uint8/float images in 0..255, NCHW -> (cls_logits, bbox_regression, geometry)."""
+
+    def __init__(self, options: RetinaNetOptions):
+        super().__init__()
+        self.options = options
+        levels = options.fpn_levels
+        body_levels = [lv for lv in levels if lv <= 5]
+        # Backbone BatchNorm in eval mode (not FrozenBatchNorm2d): export and the
+        # pt2e quantizer fold it into the convolutions. Same state-dict keys as MLPerf's.
+        trunk = resnext50_32x4d(weights=None, norm_layer=nn.BatchNorm2d)
+        extra = _ExtraLevels(256, p6=6 in levels, p7=7 in levels)
+        self.backbone = _resnet_fpn_extractor(trunk, trainable_layers=5,
+                                              returned_layers=[lv - 1 for lv in body_levels],
+                                              extra_blocks=extra)
+        self.head = RetinaNetHead(256, ANCHORS_PER_LOCATION, options.num_classes)
+        # (x/255 - mean)/std as one multiply-add per channel.
+        std = torch.tensor(IMAGE_STD).view(1, 3, 1, 1)
+        mean = torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1)
+        self.register_buffer("input_scale", 1.0 / (255.0 * std), persistent=False)
+        self.register_buffer("input_shift", -mean / std, persistent=False)
+        self.register_buffer("geometry", torch.tensor(options.geometry(), dtype=torch.float32), persistent=False)
+
+    def features(self, images: Tensor) -> list[Tensor]:
+        x = images.float() * self.input_scale + self.input_shift
+        return list(self.backbone(x).values())
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        feats = self.features(images)
+        out = self.head(feats)
+        return out["cls_logits"], out["bbox_regression"], self.geometry.clone()
+
+
+# -- weights ------------------------------------------------------------------
+
+def seed_weights(model: RetinaNetTensorPart, seed: int) -> None:
+    """Deterministic weights that make a random-weight model *detect* things.
+
+    torchvision's initialisation gives the classification head a prior of 0.01
+    (below the 0.05 score threshold) and near-constant outputs, so a seeded
+    model would answer nothing. Here the head's convolutions get a larger,
+    seeded spread and the class biases sit around the threshold, so scores vary
+    with the image and a few hundred anchors per image pass 0.05: the synthetic
+    ground truth is then the FP32 model's own, image-dependent detections.
+    """
+    gen = torch.Generator().manual_seed(int(seed))
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, nn.Conv2d):
+                fan_in = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+                std = math.sqrt(2.0 / fan_in)
+                if name.endswith("cls_logits"):
+                    std = 0.03 / math.sqrt(fan_in)
+                elif name.endswith("bbox_reg"):
+                    std = 0.01 / math.sqrt(fan_in)
+                module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * std)
+                if module.bias is not None:
+                    module.bias.zero_()
+            elif isinstance(module, nn.BatchNorm2d):
+                module.weight.fill_(1.0)
+                module.bias.zero_()
+                module.running_mean.zero_()
+                module.running_var.fill_(1.0)
+        cls_bias = model.head.classification_head.cls_logits.bias
+        cls_bias.copy_(-4.0 + 0.5 * torch.randn(cls_bias.shape, generator=gen))
+
+
+def calibrate_seeded_statistics(model: RetinaNetTensorPart, images: Tensor) -> None:
+    """Set BatchNorm running statistics from ``images`` so activations stay O(1) through 50 layers.
+
+    A random-weight ResNeXt with identity BatchNorm grows its activations by
+    orders of magnitude; real checkpoints never look like that. One pass in
+    train mode over a few seeded images gives every BN realistic statistics.
+    """
+    was_training = model.training
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None          # cumulative average over the pass
+    model.train()
+    with torch.no_grad():
+        model.features(images)
+    model.train(was_training)
+
+
+def _state_dict_from_checkpoint(obj: Any, path: Path) -> dict[str, Tensor]:
+    """A plain state dict, MLPerf training's ``{"model": state_dict}`` or ``{"state_dict": ...}``."""
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]
+    elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise UserError(f"{path}: not a RetinaNet state dict (expected name -> tensor, or {{'model': state_dict}}); "
+                        "save one with torch.save(model.state_dict(), path)")
+    # Checkpoints saved from a DataParallel/DistributedDataParallel model prefix every key.
+    if all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return dict(obj)
+
+
+def _v1_key(key: str) -> str:
+    """torchvision's v1 -> v2 renames (FPN blocks and head towers became Conv2dNormActivation)."""
+    for prefix in ("backbone.fpn.inner_blocks.", "backbone.fpn.layer_blocks."):
+        if key.startswith(prefix):
+            rest = key[len(prefix):].split(".")
+            if len(rest) == 2:
+                return f"{prefix}{rest[0]}.0.{rest[1]}"
+    for prefix in ("head.classification_head.conv.", "head.regression_head.conv."):
+        if key.startswith(prefix):
+            rest = key[len(prefix):].split(".")
+            if len(rest) == 2:
+                return f"{prefix}{int(rest[0]) // 2}.0.{rest[1]}"
+    return key
+
+
+def load_checkpoint(model: RetinaNetTensorPart, path: Path) -> None:
+    """Load MLPerf's RetinaNet weights (as a state dict) or our own, with one-line errors.
+
+    ``weights_only=True``: a checkpoint a user hands us never runs code. MLPerf's
+    published ``resnext50_32x4d_fpn.pth`` is a whole pickled model; convert it once,
+    where you trust it: ``torch.save(torch.load(p, weights_only=False).state_dict(), out)``.
+    MLPerf training's ``{"model": state_dict}`` files load directly. Old torchvision
+    key names (``fpn.inner_blocks.0.weight``, ``head.*.conv.0.weight``) are accepted.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found; set CHECKPOINT to an existing .pth file or unset it for seeded weights")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, ValueError, AttributeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{path}: cannot load as a weights-only checkpoint ({first[:160]}); if it is MLPerf's pickled "
+                        "model, convert it to a state dict first (docs/retinanet-pytorch-cpu.md)") from None
+    state = {_v1_key(k): v for k, v in _state_dict_from_checkpoint(obj, path).items()}
+    state.pop("anchor_generator.cell_anchors", None)
+    own = model.state_dict()
+    # nn.BatchNorm2d counts batches; FrozenBatchNorm2d checkpoints (MLPerf's) have no such buffer.
+    for key in own:
+        if key.endswith("num_batches_tracked") and key not in state:
+            state[key] = own[key]
+    where = f"RetinaNet(fpn_levels={list(model.options.fpn_levels)}, num_classes={model.options.num_classes})"
+    bad = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if bad:
+        k, got, want = bad[0]
+        raise UserError(f"{path}: {len(bad)} tensor(s) of the wrong shape for {where}, e.g. {k}: {got} in the "
+                        f"checkpoint, {want} in the model; pass a checkpoint of this architecture or fix model_options")
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        detail = []
+        if missing:
+            detail.append(f"{len(missing)} missing (e.g. {', '.join(missing[:2])})")
+        if unexpected:
+            detail.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:2])})")
+        raise UserError(f"{path}: checkpoint does not match {where}: {'; '.join(detail)} keys; "
+                        "pass the matching checkpoint or fix model_options")
+    model.load_state_dict(state, strict=True)
+
+
+def build_retinanet(options: RetinaNetOptions, checkpoint: Path | None = None) -> RetinaNetTensorPart:
+    """The FP32 tensor part in eval mode: checkpoint weights, or seeded ones when ``checkpoint`` is None."""
+    with torch.random.fork_rng(devices=[]):     # construction draws random numbers: keep global state untouched
+        model = RetinaNetTensorPart(options)
+    if checkpoint is not None:
+        load_checkpoint(model, Path(checkpoint))
+    else:
+        seed_weights(model, options.seed)
+        calibrate_seeded_statistics(model, seeded_statistics_images(options))
+    return model.eval()
+
+
+def seeded_statistics_images(options: RetinaNetOptions, count: int = 2) -> Tensor:
+    """A few deterministic structured images for ``calibrate_seeded_statistics`` (uint8, NCHW)."""
+    from mlperf_bnas.data.synthetic import synthetic_image   # PIL only; keeps model import light
+
+    size = min(options.image_size, 320)
+    out = []
+    for i in range(count):
+        img = synthetic_image(options.seed + 7919, i).resize((size, size))
+        out.append(torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1))
+    return torch.stack(out)
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """sha256 of the state dict (names, shapes, bytes): identifies the model that labelled a synthetic set."""
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().contiguous().cpu()
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+# -- rewrites for quantization ------------------------------------------------
+
+class _UnsharedBottleneck(nn.Module):
+    """torchvision's Bottleneck with one ReLU per use (it calls ``self.relu`` three times).
+
+    Each use gets its own quantizer/observer when ops are annotated per module;
+    the arithmetic is unchanged (ReLU has no state), so outputs are bit-identical.
+    """
+
+    def __init__(self, block: Bottleneck):
+        super().__init__()
+        self.conv1, self.bn1 = block.conv1, block.bn1
+        self.conv2, self.bn2 = block.conv2, block.bn2
+        self.conv3, self.bn3 = block.conv3, block.bn3
+        self.downsample = block.downsample
+        self.relu1 = nn.ReLU(inplace=True)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.relu3 = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.relu2(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        return self.relu3(out + identity)
+
+
+class _PerLevelHead(nn.Module):
+    """RetinaNet's head with its own copy of the conv towers for every pyramid level.
+
+    torchvision runs one set of convolutions over all levels; a per-level copy
+    (same weights) lets each level have its own activation ranges when quantized.
+    """
+
+    def __init__(self, head: RetinaNetHead, num_levels: int):
+        super().__init__()
+        cls_head, reg_head = head.classification_head, head.regression_head
+        self.num_classes = cls_head.num_classes
+        self.cls_towers = nn.ModuleList(copy.deepcopy(cls_head.conv) for _ in range(num_levels))
+        self.cls_logits = nn.ModuleList(copy.deepcopy(cls_head.cls_logits) for _ in range(num_levels))
+        self.reg_towers = nn.ModuleList(copy.deepcopy(reg_head.conv) for _ in range(num_levels))
+        self.bbox_reg = nn.ModuleList(copy.deepcopy(reg_head.bbox_reg) for _ in range(num_levels))
+
+    def forward(self, features: list[Tensor]) -> dict[str, Tensor]:
+        all_cls, all_reg = [], []
+        for i, feat in enumerate(features):
+            cls = self.cls_logits[i](self.cls_towers[i](feat))
+            n, _, h, w = cls.shape
+            all_cls.append(cls.view(n, -1, self.num_classes, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, self.num_classes))
+            reg = self.bbox_reg[i](self.reg_towers[i](feat))
+            all_reg.append(reg.view(n, -1, 4, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, 4))
+        return {"cls_logits": torch.cat(all_cls, dim=1), "bbox_regression": torch.cat(all_reg, dim=1)}
+
+
+def unshare_for_quantization(model: RetinaNetTensorPart) -> RetinaNetTensorPart:
+    """A copy of ``model`` with no module used twice (per-use ReLUs, per-level head). Same outputs."""
+    out = copy.deepcopy(model)
+    body = out.backbone.body
+    for layer_name, layer in body.named_children():
+        if isinstance(layer, nn.Sequential):
+            for idx, block in list(layer.named_children()):
+                if isinstance(block, Bottleneck):
+                    layer[int(idx)] = _UnsharedBottleneck(block)
+    out.head = _PerLevelHead(out.head, len(out.options.fpn_levels))
+    return out.eval()
+
+
+def example_input(options: RetinaNetOptions, batch: int = 1) -> Tensor:
+    return torch.zeros((batch, 3, options.image_size, options.image_size), dtype=torch.uint8)
+
+
+
+
+# -- the models-registry entry ---------------------------------------------------
+
+@MODELS.register("retinanet")
+class RetinaNet(ModelEntry):
+    """``model: retinanet``: the tensor part as the built module; ``retinanet`` postprocessor."""
+
+    Options = RetinaNetOptions
+    postprocess = "retinanet"
+    performance_sample_count = 64
+
+    def preprocess_spec(self, checkpoint: Path | None = None) -> PreprocessSpec:
+        # MLPerf: RGB, the whole image resized to 800x800 (no crop), /255 and the ImageNet
+        # mean/std inside the model. Cached as uint8 NCHW (the model does the float scaling).
+        return PreprocessSpec(size=self.options.image_size, resize=None, interpolation="bilinear",
+                              layout="NCHW", dtype="uint8", channel_order="RGB", mean=None, scale=None,
+                              normalize="graph")
+
+    def to_torch_input(self, samples: np.ndarray, spec: PreprocessSpec) -> Tensor:
+        if spec.layout != "NCHW" or spec.mean is not None:
+            raise UserError(f"RetinaNet expects raw NCHW pixels in its cache, got layout={spec.layout}, "
+                            f"mean={spec.mean}; rebuild the cache with the model's own preprocessing spec")
+        return torch.from_numpy(np.ascontiguousarray(samples))
+
+    def build(self, checkpoint: Path | None) -> RetinaNetTensorPart:
+        return build_retinanet(self.options, checkpoint)
+
+    def example_input(self, batch: int = 1, checkpoint: Path | None = None) -> Tensor:
+        return example_input(self.options, batch)
+
+    # -- INT8 hooks used by the pytorch builder ---------------------------------
+    def prepare_for_quantization(self, module: RetinaNetTensorPart) -> RetinaNetTensorPart:
+        return unshare_for_quantization(module)
+
+    def quantization_rewrites(self) -> list[str]:
+        return ["Bottleneck: one ReLU per use (torchvision reuses self.relu 3x)",
+                "RetinaNet head: one copy of the conv towers per pyramid level (torchvision shares them)",
+                "outputs bit-identical to the FP32 model (tests/test_retinanet_model.py)"]
+
+    def quantization_ignored_modules(self) -> list[str]:
+        # Pre-processing (the x/255 and mean/std multiply-add) holds no quantizable op and
+        # post-processing is outside the program, so both stay float without naming them.
+        return []
+
+    def detection_settings(self):
+        from mlperf_bnas.models.retinanet_postprocess import DetectionSettings
+
+        o = self.options
+        return DetectionSettings(o.score_threshold, o.nms_threshold, o.topk_candidates, o.detections_per_image)
+
+    def make_labeller(self, module: RetinaNetTensorPart, spec: PreprocessSpec, batch: int = 2):
+        """labeller(image paths) -> per image, the FP32 model's detections in that image's pixels.
+
+        Each entry is ``{"boxes": [[x, y, w, h], ...], "scores": [...], "labels": [...]}``,
+        best first: the synthetic ground truth (see ``data/openimages.py``).
+        """
+        from PIL import Image
+
+        from mlperf_bnas.models.retinanet_postprocess import detect
+
+        settings = self.detection_settings()
+
+        def label(image_paths):
+            out = []
+            for start in range(0, len(image_paths), batch):
+                samples, sizes = [], []
+                for p in image_paths[start:start + batch]:
+                    with Image.open(p) as img:
+                        sizes.append(img.size)
+                        samples.append(spec.apply(img))
+                with torch.no_grad():
+                    cls, reg, geometry = module(self.to_torch_input(np.stack(samples), spec))
+                    dets = detect(cls, reg, geometry.tolist(), settings)
+                size = float(self.options.image_size)
+                for (w, h), (boxes, scores, labels) in zip(sizes, dets):
+                    b = boxes.double()
+                    x1, y1 = b[:, 0] * w / size, b[:, 1] * h / size
+                    x2, y2 = b[:, 2] * w / size, b[:, 3] * h / size
+                    xywh = torch.stack([x1, y1, x2 - x1, y2 - y1], dim=1)
+                    out.append({"boxes": xywh.tolist(), "scores": scores.tolist(),
+                                "labels": [int(v) for v in labels]})
+            return out
+
+        return label
