@@ -2,6 +2,7 @@
 # MLPerf compliance tests for one scenario: TEST01 (accuracy in performance mode) and
 # TEST04 (no caching), each a LoadGen run with its audit.config, then verified against
 # the submitted runs (run them first: run_<scenario>.sh and run_<scenario>_accuracy.sh).
+# Both tests run even if the first fails; the exit status is non-zero if either fails.
 # Usage: run_compliance.sh [Offline|Server] [extra mlperf-bnas arguments]
 # Results: $OUTPUT_DIR/compliance/$SYSTEM/resnet50/<Scenario>/TEST0{1,4}/
 # Environment: OUTPUT_DIR, DATA_DIR (unset: synthetic), CHECKPOINT, USER_CONF, SYSTEM.
@@ -12,6 +13,5 @@ source "$REPO/tools/env.sh" "$HERE"
 SCENARIO="${1:-Offline}"
 shift || true
 # Responses are int32 class ids (postprocess: argmax).
-ARGS=("${COMMON_ARGS[@]}" --scenario "$SCENARIO" --user-conf "$USER_CONF" --dtype int32 "$@")
-mlperf-bnas compliance TEST01 "${ARGS[@]}"
-exec mlperf-bnas compliance TEST04 "${ARGS[@]}"
+exec mlperf-bnas compliance TEST01 TEST04 "${COMMON_ARGS[@]}" --scenario "$SCENARIO" --user-conf "$USER_CONF" \
+  --dtype int32 "$@"

@@ -1,4 +1,8 @@
-"""``mlperf-bnas compliance TEST01|TEST04 --scenario S ...``: one compliance run, then its verification.
+"""``mlperf-bnas compliance TEST01 [TEST04] --scenario S ...``: compliance runs, then their verification.
+
+With one test, this process is the LoadGen run. With several, each runs in its own
+child process (LoadGen allows one ``FromConfig`` per process), all of them even if
+an earlier one fails, and the exit status reports every verdict.
 
 The audit settings go into ``audit.config`` in a private working folder under
 ``build/<benchmark>/compliance/``; LoadGen reads it through
@@ -12,6 +16,8 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -22,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("test", choices=TESTS)
+    p.add_argument("tests", nargs="+", choices=TESTS, metavar="TEST", help=f"one or more of {', '.join(TESTS)}")
     pipeline.add_common_arguments(p)
     p.add_argument("--scenario", required=True, choices=["Offline", "Server"])
     p.add_argument("--user-conf", required=True, metavar="FILE", help="the LoadGen user.conf of the submitted runs")
@@ -31,7 +37,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="element type of a response, for TEST01's comparison (MLPerf's --dtype; default byte)")
 
 
+def _child_argv(args: argparse.Namespace, test: str) -> list[str]:
+    argv = ["compliance", test, "--benchmark", str(args.benchmark), "--output-dir", str(args.output_dir),
+            "--system", args.system, "--scenario", args.scenario, "--user-conf", str(args.user_conf),
+            "--precision", args.precision, "--dtype", args.dtype]
+    if args.data_dir:
+        argv += ["--data-dir", str(args.data_dir)]
+    if args.checkpoint:
+        argv += ["--checkpoint", str(args.checkpoint)]
+    for item in args.set:
+        argv += ["--set", item]
+    return argv
+
+
 def run(args: argparse.Namespace) -> int:
+    tests = list(dict.fromkeys(args.tests))
+    if len(tests) == 1:
+        return run_one(args, tests[0])
+    failed = []
+    for test in tests:
+        rc = subprocess.run([sys.executable, "-m", "mlperf_bnas", *_child_argv(args, test)]).returncode
+        if rc != 0:
+            failed.append(f"{test} (exit {rc})")
+    print("compliance: " + (f"FAILED {', '.join(failed)}" if failed else f"{', '.join(tests)} passed"))
+    return 1 if failed else 0
+
+
+def run_one(args: argparse.Namespace, test: str) -> int:
     from mlperf_bnas.accuracy import ACCURACY
     from mlperf_bnas.errors import UserError
     from mlperf_bnas.loadgen.runner import RunRequest, load_settings, run_test
@@ -44,13 +76,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{cfg.benchmark_dir / 'config.yaml'}: loadgen_model {cfg.loadgen_model!r} has no MLPerf "
                         "compliance settings; use resnet50 or retinanet")
     reference = paths.scenario_dir(args.scenario)
-    C.check_reference(args.test, reference)
+    C.check_reference(test, reference)
     work_root = paths.build_dir / "compliance"
     work_root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"{args.test}-{args.scenario}-", dir=work_root))
+    work = Path(tempfile.mkdtemp(prefix=f"{test}-{args.scenario}-", dir=work_root))
     audit = work / "audit.config"
     try:
-        audit.write_text(C.audit_settings(args.test, mlperf_model), encoding="utf-8")
+        audit.write_text(C.audit_settings(test, mlperf_model), encoding="utf-8")
         request = RunRequest(loadgen_model=cfg.loadgen_model, scenario=args.scenario, mode="performance",
                              user_conf=Path(args.user_conf), log_dir=work / "run", archive_dir=paths.archive_dir,
                              audit_config=audit)
@@ -65,13 +97,13 @@ def run(args: argparse.Namespace) -> int:
             audit.unlink(missing_ok=True)
         scorer = ACCURACY.get(cfg.accuracy)
         dataset = pipeline.open_dataset(cfg, paths, args.data_dir, args.checkpoint, create=False) \
-            if args.test == "TEST01" else None
+            if test == "TEST01" else None
 
         def score(log_path: Path) -> str:
             return scorer(log_path, dataset).text
 
-        verdict = C.verify_and_publish(args.test, reference, work / "run",
-                                       paths.compliance_dir(args.scenario, args.test), paths.archive_dir,
+        verdict = C.verify_and_publish(test, reference, work / "run",
+                                       paths.compliance_dir(args.scenario, test), paths.archive_dir,
                                        args.dtype, score)
     finally:
         audit.unlink(missing_ok=True)
