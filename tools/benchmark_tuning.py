@@ -47,6 +47,27 @@ def efficiency(record: dict) -> tuple[float, float, float]:
     return server, offline, server / offline
 
 
+def queueing_ceiling(record: dict, parallel_key: str) -> dict | None:
+    """What an ideal tuner could reach on this machine: the M/D/c maximum at the same bound.
+
+    Server queries are single samples on ``c`` parallel infer requests/streams; with the
+    capacity ``C`` measured by the tuner's capacity trial, each takes about ``D = c / C``.
+    Deterministic service is an idealisation (real service times vary, which only lowers
+    the maximum), so this is an upper bound for any Server setting without batching."""
+    from mlperf_bnas.tune.queueing import max_server_qps
+
+    server = record["scenarios"]["Server"]
+    c = server["backend_options"].get(parallel_key)
+    bound = server.get("latency_bound_ms")
+    if not isinstance(c, int) or not bound:
+        return None
+    capacity = server["capacity_samples_per_s"]
+    qps = max_server_qps(c / capacity, c, bound / 1000)
+    return {"parallel": c, "service_ms": 1000 * c / capacity, "max_server_qps": qps,
+            "efficiency_ceiling": qps / record["scenarios"]["Offline"]["samples_per_s"],
+            "tuned_vs_ceiling": server["target_qps"] / qps}
+
+
 def simulated(output_dir: Path) -> dict:
     from mlperf_bnas.backends.simulated import SimulatedCost
     from mlperf_bnas.tune.queueing import max_server_qps
@@ -80,6 +101,8 @@ def main() -> int:
     p.add_argument("--simulated", action="store_true", help="also tune the simulated backend (analytic check)")
     p.add_argument("--skip-benchmark", action="store_true", help="only the simulated backend")
     p.add_argument("--json", type=Path, help="write the figures here")
+    p.add_argument("--parallel-key", default="num_streams",
+                   help="backend option that counts parallel Server requests (for the analytic ceiling)")
     p.add_argument("tune_args", nargs="*", help="extra arguments for mlperf-bnas tune (after --)")
     a = p.parse_args()
     out: dict = {"load_average_at_start": os.getloadavg(), "cpus": os.cpu_count(),
@@ -102,7 +125,8 @@ def main() -> int:
         record = tune(bench, a.output_dir.resolve(), a.system, user_conf, work / f"user.{a.system}.tuned.conf",
                       a.tune_args)
         server, offline, eff = efficiency(record)
-        out["benchmark"] = {"benchmark": bench.name, "user_conf": str(user_conf), "server_qps": server,
+        ceiling = queueing_ceiling(record, a.parallel_key)
+        out["benchmark"] = {"analytic_ceiling": ceiling,"benchmark": bench.name, "user_conf": str(user_conf), "server_qps": server,
                             "offline_samples_per_s": offline, "efficiency": eff,
                             "latency_bound_ms": record["scenarios"]["Server"].get("latency_bound_ms"),
                             "offline_backend_options": record["scenarios"]["Offline"]["backend_options"],
