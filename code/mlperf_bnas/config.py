@@ -94,6 +94,10 @@ def parse_set_options(pairs: list[str]) -> dict[str, Any]:
             raise UserError(f"--set {pair!r}: expected KEY=VALUE, e.g. backend_options.num_streams=2")
         key, raw = pair.split("=", 1)
         value = yaml.safe_load(raw) if raw else None
+        if "." not in key and key not in OPTION_SECTIONS and key in _TOP_LEVEL:
+            # Top-level values are component names: `--set backend=null` means the null
+            # backend, not YAML's null.
+            value = raw
         if "." in key:
             section, sub = key.split(".", 1)
             out.setdefault(section, {})[sub] = value

@@ -136,6 +136,9 @@ class OpenVINOBackend(Backend):
         batch_size: int = 1
         inference_num_threads: int | None = None
         enable_cpu_pinning: bool | None = None
+        #: INFERENCE_PRECISION_HINT ("f32", "bf16", "f16"); None: the plugin's default, which on CPUs
+        #: with bf16 support runs an FP32 IR's float layers in bf16.
+        inference_precision: str | None = None
         warmup_iterations: int = 4
 
         def __post_init__(self) -> None:
@@ -145,6 +148,8 @@ class OpenVINOBackend(Backend):
                 value = getattr(self, name)
                 if value is not None and (not isinstance(value, int) or value < 1):
                     raise ValueError(f"{name} must be a positive integer or null, got {value!r}")
+            if self.inference_precision not in (None, "f32", "bf16", "f16"):
+                raise ValueError(f"inference_precision {self.inference_precision!r} not one of f32, bf16, f16")
             if not isinstance(self.batch_size, int) or self.batch_size < 1:
                 raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
 
@@ -170,6 +175,8 @@ class OpenVINOBackend(Backend):
             config["NUM_STREAMS"] = str(options.num_streams)
         if options.inference_num_threads is not None:
             config["INFERENCE_NUM_THREADS"] = options.inference_num_threads
+        if options.inference_precision is not None:
+            config["INFERENCE_PRECISION_HINT"] = options.inference_precision
         if options.enable_cpu_pinning is not None:
             config["ENABLE_CPU_PINNING"] = options.enable_cpu_pinning
         try:

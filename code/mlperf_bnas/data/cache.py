@@ -114,7 +114,7 @@ def _preprocess_chunk(samples_path: str, spec_dict: dict, start: int, paths: lis
 
 
 def build_cache(dataset: str, items: Sequence[SourceItem], spec: PreprocessSpec, cache_root: Path,
-                workers: int | None = None, progress: bool = True) -> CachedSamples:
+                workers: int | None = None, progress: bool = True, chunk: int = _CHUNK) -> CachedSamples:
     """Preprocess ``items`` with ``spec`` into ``cache_root/<spec.key>/`` (or reuse it)."""
     items = list(items)
     if not items:
@@ -133,7 +133,7 @@ def build_cache(dataset: str, items: Sequence[SourceItem], spec: PreprocessSpec,
         arr = np.lib.format.open_memmap(samples_path, mode="w+", dtype=np.dtype(spec.dtype),
                                         shape=(len(items), *spec.sample_shape))
         del arr
-        chunks = [(s, [str(it.path) for it in items[s:s + _CHUNK]]) for s in range(0, len(items), _CHUNK)]
+        chunks = [(s, [str(it.path) for it in items[s:s + chunk]]) for s in range(0, len(items), chunk)]
         workers = workers if workers is not None else (os.cpu_count() or 1)
         bar = tqdm(total=len(items), desc=f"preprocessing {dataset}", unit="img", disable=not progress)
         failure: tuple[str, str] | None = None

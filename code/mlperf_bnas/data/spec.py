@@ -76,9 +76,9 @@ class PreprocessSpec:
             problems.append(f"normalize {self.normalize!r} not one of {_NORMALIZE}")
         if (self.mean is None) != (self.scale is None):
             problems.append("mean and scale must both be given or both be None")
-        if self.mean is not None and (len(self.mean) != 3 or len(self.scale) != 3):
+        elif self.mean is not None and (len(self.mean) != 3 or len(self.scale) != 3):
             problems.append("mean and scale need 3 values (R, G, B)")
-        if self.scale is not None and any(s == 0 for s in self.scale):
+        elif self.scale is not None and any(s == 0 for s in self.scale):
             problems.append("scale values must be non-zero")
         if self.normalize == "cache" and self.mean is not None and self.dtype != "float32":
             problems.append("normalize='cache' stores normalised values: dtype must be float32")

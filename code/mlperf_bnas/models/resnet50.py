@@ -131,19 +131,22 @@ class ResNet50(ModelEntry):
             raise UserError(f"{checkpoint}: expected a torchvision ResNet-50 state dict (name -> tensor), "
                             f"found {type(state).__name__}")
         model = torchvision.models.resnet50(weights=None, num_classes=self.options.num_classes)
-        result = model.load_state_dict(state, strict=False)
-        shape_errors = [k for k, v in state.items() if k in model.state_dict() and model.state_dict()[k].shape != v.shape]
-        if result.missing_keys or result.unexpected_keys or shape_errors:
+        expected = model.state_dict()
+        missing = [k for k in expected if k not in state]
+        unexpected = [k for k in state if k not in expected]
+        shape_errors = [k for k, v in state.items() if k in expected and expected[k].shape != v.shape]
+        if missing or unexpected or shape_errors:
             detail = []
-            if result.missing_keys:
-                detail.append(f"{len(result.missing_keys)} missing (e.g. {result.missing_keys[0]})")
-            if result.unexpected_keys:
-                detail.append(f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[0]})")
+            if missing:
+                detail.append(f"{len(missing)} missing (e.g. {missing[0]})")
+            if unexpected:
+                detail.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
             if shape_errors:
                 detail.append(f"{len(shape_errors)} of wrong shape (e.g. {shape_errors[0]})")
             raise UserError(f"{checkpoint}: not a torchvision ResNet-50 ({self.options.num_classes} classes) "
                             f"state dict: {'; '.join(detail)} keys; pass resnet50 weights "
                             "(torchvision.models.resnet50().state_dict())")
+        model.load_state_dict(state, strict=True)
         return model.eval()
 
     def _seeded(self) -> torch.nn.Module:
