@@ -202,7 +202,10 @@ def collect(source: Path, systems: list[str] | None, extra_tuning: list[Path] = 
                     raise UserError(f"{sys_dir}: no results for system {system!r}; systems with results here: "
                                     + (", ".join(found) or "none"))
                 continue
-            system_desc.setdefault(system, _system_description(system, [root, source, repo]))
+            # A results tree has no systems/ of its own once packaged: the description is in the
+            # submission the packager wrote beside it.
+            packaged = sorted(source.glob("submission/open/*"))
+            system_desc.setdefault(system, _system_description(system, [root, source, *packaged, repo]))
             for model_dir in sorted(p for p in sys_dir.iterdir() if p.is_dir()):
                 for scenario in SCENARIOS:
                     scen_dir = model_dir / scenario
