@@ -111,6 +111,8 @@ class SuperNetwork:
         options = nas_config if isinstance(nas_config, ElasticityOptions) else parse_elasticity(nas_config)
         dims = options.available_elasticity_dims
         model = copy.deepcopy(model)
+        for param in model.parameters():  # the whole super-network trains, even if the source was frozen
+            param.requires_grad_(True)
         device = next(model.parameters()).device
         example_input = example_input[:1].detach().to(device)
         gm = trace(model)

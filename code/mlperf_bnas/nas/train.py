@@ -93,9 +93,7 @@ def train_progressive_shrinking(supernet: SuperNetwork, teacher: nn.Module, trai
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = supernet.example_input.device
-    teacher = teacher.to(device).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
+    teacher = teacher.to(device).eval()  # run under no_grad in train_step: frozen
     state = TrainState()
     saved_opt = None
     if resume:
