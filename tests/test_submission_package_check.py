@@ -295,6 +295,8 @@ CORRUPTIONS = {
     "compliance-verdict-fail": (lambda t: _replace_in(
         t / "compliance" / SYSTEM / "resnet50" / "Server" / "TEST04" / "verify_performance.txt",
         "TEST PASS", "TEST FAIL: Test score invalid"), "compliance-verdict", "not 'TEST PASS'"),
+    "unknown-benchmark": (lambda t: (t / "results" / SYSTEM / "resnet50").rename(t / "results" / SYSTEM / "mobilebert"),
+                          "unknown-benchmark", "mobilebert"),
     "compliance-missing-log": (lambda t: (t / "compliance" / SYSTEM / "resnet50" / "Server" / "TEST04" / "performance"
                                           / "run_1" / "mlperf_log_detail.txt").unlink(), "compliance-files", "missing"),
 }

@@ -64,6 +64,8 @@ RULES: dict[str, Rule] = {
     "measurements-json": Rule("fail", "measurements hold <system>_<implementation>_<scenario>.json"),
     "measurements-field": Rule("fail", "the measurements JSON has every required field, non-empty"),
     "code-dir-missing": Rule("fail", "code/<benchmark> exists"),
+    "unknown-benchmark": Rule("fail", "results/<system>/<benchmark> is resnet50/resnet or retinanet "
+                                      "(or mapped to one in model_mapping.json)"),
     "user-conf-mismatch": Rule("no", "the submitted user.conf is the one the performance run used"),
     # -- performance ----------------------------------------------------------------------
     "perf-file-list": Rule("fail", "performance/run_1 holds exactly mlperf_log_summary.txt and mlperf_log_detail.txt"),
@@ -206,8 +208,8 @@ class _Checker:
                     mlperf_model = (mapped or {}).get(model_dir.name)
                 if mlperf_model not in R.PERFORMANCE_SAMPLE_COUNT:
                     # Not a benchmark this checker knows the rules of: say so instead of guessing.
-                    self.add("code-dir-missing", model_dir, f"benchmark {model_dir.name!r} is neither resnet50/resnet nor "
-                             "retinanet and has no model_mapping.json entry; this checker only knows those")
+                    self.add("unknown-benchmark", model_dir, f"benchmark {model_dir.name!r} is neither resnet50/resnet "
+                             "nor retinanet and has no model_mapping.json entry; this checker only knows those")
                     continue
                 for scen_dir in _dirs(model_dir):
                     self.check_result(sub, system_dir.name, model_dir.name, mlperf_model, scen_dir, system_json)
@@ -440,6 +442,13 @@ class _Checker:
             for rel in needed:
                 if not (tdir / rel).is_file():
                     self.add("compliance-files", tdir / rel, "missing")
+            if test == "TEST01" and (tdir / "accuracy").is_dir() and (tdir / "verify_accuracy.txt").is_file():
+                # MLPerf's fallback: a failed deterministic check needs both accuracy results beside the log.
+                passed = "TEST PASS" in (tdir / "verify_accuracy.txt").read_text(encoding="utf-8", errors="replace")
+                required = ["mlperf_log_accuracy.json", "accuracy.txt"]
+                if not passed:
+                    required += ["baseline_accuracy.txt", "compliance_accuracy.txt"]
+                self.file_list("compliance-files", tdir / "accuracy", required)
             for verdict in ("verify_accuracy.txt", "verify_performance.txt"):
                 f = tdir / verdict
                 if f.is_file():
