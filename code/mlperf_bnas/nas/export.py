@@ -35,7 +35,9 @@ SUBNET_FORMAT = "mlperf-bnas-subnet"
 BASE_MODELS: Registry[Callable[[dict], tuple[nn.Module, torch.Tensor]]] = Registry("NAS base model")
 
 
-def _num_classes(state_dict: dict, key: str) -> int:
+def _num_classes(state_dict: dict, key: str, default: int) -> int:
+    if not state_dict:
+        return default  # a fresh model (e.g. to load a super-network checkpoint into)
     if key not in state_dict:
         raise UserError(f"sub-network state dict has no {key!r}; the checkpoint does not match its base model")
     return int(state_dict[key].shape[0])
@@ -45,14 +47,14 @@ def _num_classes(state_dict: dict, key: str) -> int:
 def _resnet50(state_dict: dict) -> tuple[nn.Module, torch.Tensor]:
     import torchvision
 
-    return torchvision.models.resnet50(num_classes=_num_classes(state_dict, "fc.weight")), torch.zeros(1, 3, 224, 224)
+    return torchvision.models.resnet50(num_classes=_num_classes(state_dict, "fc.weight", 1000)), torch.zeros(1, 3, 224, 224)
 
 
 @BASE_MODELS.register("digits_resnet")
 def _digits_resnet(state_dict: dict) -> tuple[nn.Module, torch.Tensor]:
     from mlperf_bnas.nas.demo import DIGITS_SIZE, DigitsResNet
 
-    return DigitsResNet(num_classes=_num_classes(state_dict, "fc.weight")), torch.zeros(1, 3, DIGITS_SIZE, DIGITS_SIZE)
+    return DigitsResNet(num_classes=_num_classes(state_dict, "fc.weight", 10)), torch.zeros(1, 3, DIGITS_SIZE, DIGITS_SIZE)
 
 
 def build_base_model(name: str, state_dict: dict | None = None) -> tuple[nn.Module, torch.Tensor]:

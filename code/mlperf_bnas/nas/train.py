@@ -161,8 +161,8 @@ def train_progressive_shrinking(supernet: SuperNetwork, teacher: nn.Module, trai
                                                           "optimizer": optimizer.state_dict()})
         state.stage += 1
         state.epoch = 0
-    # After training every elastic dimension is searchable over its whole range.
-    supernet.set_stage(supernet.options.available_elasticity_dims, {})
+    # The search space after training is the last stage's (what was trained), which the
+    # checkpoint's elasticity state carries to `nas export` and the search.
     supernet.activate(supernet.space.maximum())
     supernet.save(out_dir / FINAL_CHECKPOINT, extra={**(checkpoint_extra or {}), "train_state": state.to_dict()})
     tmp = out_dir / (TRAIN_LOG + ".tmp")
