@@ -76,9 +76,14 @@ def bisect_server_qps(runner: TrialRunner, spec: TuningSpec, options: dict[str, 
     """
     low, high = 0.0, capacity
     guess = 0.8 * capacity
+    floor = max(spec.min_server_fraction * capacity, spec.server_min_queries / spec.max_server_trial_s)
     bound_ms: float | None = None
     numbers: list[int] = []
     for step in range(spec.max_server_trials):
+        if guess < floor:
+            print(f"    Server search stops: {guess:.2f} QPS is below the floor {floor:.2f} "
+                  f"(tuning.min_server_fraction / max_server_trial_s)", flush=True)
+            break
         trial = require_success(runner.run("Server", "bisect", options, {
             "target_qps": round(guess, 3), "min_duration": spec.trial_duration_ms,
             "min_query_count": spec.server_min_queries}, f"{label}step {step + 1}, bracket [{low:.1f}, {high:.1f}]"))
@@ -88,6 +93,11 @@ def bisect_server_qps(runner: TrialRunner, spec: TuningSpec, options: dict[str, 
             low = guess
         else:
             high = guess
+            fastest = trial.latency_ms.get("min")
+            if bound_ms and fastest is not None and fastest > bound_ms:
+                print(f"    Server search stops: even the fastest query took {fastest:.1f} ms, more than the "
+                      f"{bound_ms:g} ms bound, so no lower QPS can be VALID with these settings", flush=True)
+                break
         if high - low <= spec.qps_precision * high:
             break
         guess = (low + high) / 2
@@ -111,8 +121,13 @@ def tune_server(runner: TrialRunner, spec: TuningSpec, candidates: list[dict[str
             best = choice
     assert best is not None
     if best.target_qps <= 0:
-        raise RunFailed("no Server target_qps tested met the latency bound; check the bound in user.conf "
-                        "(target_latency) and the trial logs listed above")
+        last = runner.trials[-1]
+        p50 = last.latency_ms.get("p50")
+        raise RunFailed(
+            f"no Server target_qps tested was VALID at the {best.latency_bound_ms} ms bound (last trial #{last.number}: "
+            f"{last.conf_values.get('target_qps')} QPS, p50 {p50 if p50 is None else round(p50, 1)} ms); the service "
+            "time is too close to the bound on this machine: raise target_latency in user.conf, or add faster "
+            "Server settings to tuning.Server (e.g. fewer streams, more threads each)")
     return best
 
 

@@ -9,6 +9,8 @@
       max_server_trials: 12
       server_min_queries: 1000       # Server trials also run at least this many queries
       probe_samples: 64              # samples of the first, throughput-estimating Offline run
+      min_server_fraction: 0.05      # Server search floor, as a fraction of the measured capacity
+      max_server_trial_s: 180        # ... and the QPS below which one Server trial would run longer
       Offline:
         backend_options:             # candidate values; every combination is tried
           num_streams: [1, 2]
@@ -33,7 +35,7 @@ from mlperf_bnas.errors import UserError
 SCENARIOS = ("Offline", "Server")
 _SCALARS = {"trial_duration_ms": int, "offline_margin": float, "qps_precision": float,
             "max_server_trials": int, "max_offline_trials": int, "server_min_queries": int,
-            "probe_samples": int}
+            "probe_samples": int, "min_server_fraction": float, "max_server_trial_s": float}
 _SCENARIO_KEYS = ("backend_options",)
 
 
@@ -49,6 +51,10 @@ class TuningSpec:
     server_min_queries: int = 1000
     # The first Offline trial runs this many samples to estimate throughput before the timed trials.
     probe_samples: int = 64
+    # The Server search gives up below this fraction of the capacity, and below the QPS at
+    # which server_min_queries would take longer than max_server_trial_s.
+    min_server_fraction: float = 0.05
+    max_server_trial_s: float = 180.0
     grids: dict[str, dict[str, list[Any]]] = field(default_factory=dict)   # scenario -> option -> values
 
     def candidates(self, scenario: str) -> list[dict[str, Any]]:
@@ -84,6 +90,8 @@ def parse_tuning(raw: dict[str, Any] | None, where: str) -> TuningSpec:
                         f"duration (got {spec.offline_margin})")
     if not 0 < spec.qps_precision < 0.5:
         raise UserError(f"{where}: tuning.qps_precision must be in (0, 0.5) (got {spec.qps_precision})")
+    if not 0 < spec.min_server_fraction < 1 or spec.max_server_trial_s <= 0:
+        raise UserError(f"{where}: tuning.min_server_fraction must be in (0, 1) and max_server_trial_s > 0")
     if spec.server_min_queries < 1 or spec.probe_samples < 1:
         raise UserError(f"{where}: tuning.server_min_queries and tuning.probe_samples must be >= 1")
     if spec.max_server_trials < 2 or spec.max_offline_trials < 1:

@@ -57,7 +57,7 @@ class Trial:
         return ", ".join(parts)
 
 
-_PERCENTILES = {"p50": "result_50.00_percentile_latency_ns", "p90": "result_90.00_percentile_latency_ns",
+_PERCENTILES = {"min": "result_min_latency_ns", "p50": "result_50.00_percentile_latency_ns", "p90": "result_90.00_percentile_latency_ns",
                 "p95": "result_95.00_percentile_latency_ns", "p97": "result_97.00_percentile_latency_ns",
                 "p99": "result_99.00_percentile_latency_ns", "p99.9": "result_99.90_percentile_latency_ns",
                 "mean": "result_mean_latency_ns", "max": "result_max_latency_ns"}
