@@ -416,6 +416,16 @@ def test_package_bad_overrides_is_one_line(smoke, tmp_path):
     assert proc.returncode == 2 and "unknown key 'cooling_system'" in proc.stderr
 
 
+@pytest.mark.parametrize("cpu,expected", [
+    ("Intel(R) Xeon(R) Platinum 8380 CPU @ 2.30GHz", "Intel_Xeon_Platinum_8380"),
+    ("AMD EPYC 9654 96-Core Processor", "AMD_EPYC_9654_96_Core"),
+    ("", "cpu"),
+])
+def test_system_name_sanitising(cpu, expected):
+    from mlperf_bnas.submission.system import _sanitize
+    assert _sanitize(cpu) == expected
+
+
 def test_default_system_name_is_fast_and_file_safe():
     proc = run_cli("package", "--default-system-name")
     name = proc.stdout.strip()
