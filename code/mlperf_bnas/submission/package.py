@@ -94,12 +94,12 @@ def _results_for(req: PackageRequest) -> dict[str, BenchmarkConfig]:
     """loadgen_model -> the benchmark whose results are packaged for it."""
     found: dict[str, BenchmarkConfig] = {}
     for cfg in req.benchmarks:
-        if cfg.loadgen_model not in MLPERF_MODEL:
-            raise UserError(f"{cfg.benchmark_dir / 'config.yaml'}: loadgen_model {cfg.loadgen_model!r} is not an MLPerf "
-                            f"benchmark name; use one of {', '.join(sorted(MLPERF_MODEL))}")
         model_dir = req.output_dir / "results" / req.system / cfg.loadgen_model
         if not model_dir.is_dir():
             continue
+        if cfg.loadgen_model not in MLPERF_MODEL:
+            raise UserError(f"{cfg.benchmark_dir / 'config.yaml'}: loadgen_model {cfg.loadgen_model!r} is not an MLPerf "
+                            f"benchmark name; use one of {', '.join(sorted(MLPERF_MODEL))}")
         if cfg.loadgen_model in found:
             raise UserError(f"both {found[cfg.loadgen_model].benchmark_dir.name} and {cfg.benchmark_dir.name} write "
                             f"{model_dir}; pass --benchmark to say which one produced these results")
