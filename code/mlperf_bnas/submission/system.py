@@ -51,9 +51,6 @@ VALID_STATUS = ("available", "preview", "rdi")
 VALID_SYSTEM_TYPES = ("datacenter", "edge", "datacenter,edge", "edge,datacenter")
 VALID_DIVISIONS = ("open", "closed", "network")
 
-#: Keys of systems/overrides.yaml that are not system fields.
-OVERRIDE_META_KEYS = ("system_name_override",)
-
 #: Software whose versions go into ``framework`` / ``other_software_stack``.
 _FRAMEWORK_PACKAGES = ("openvino", "torch")
 _STACK_PACKAGES = ("mlcommons-loadgen", "nncf", "torchvision", "torchao", "numpy", "pycocotools", "pymoo")
@@ -252,7 +249,7 @@ def load_overrides(path: Path) -> dict[str, Any]:
         raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the file") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of system fields at the top level")
-    allowed = set(REQUIRED_FIELDS) | set(OVERRIDE_META_KEYS)
+    allowed = set(REQUIRED_FIELDS)
     for key, value in data.items():
         if key not in allowed:
             raise UserError(f"{path}: unknown key {key!r}; valid keys are the v5.1 system fields "
@@ -273,9 +270,7 @@ def describe_system(system_name: str, overrides_path: Path, storage_path: Path |
     overrides = load_overrides(overrides_path)
     desc: dict[str, Any] = {"division": "open", "system_name": system_name}
     desc.update(detect(storage_path))
-    desc.update({k: v for k, v in overrides.items() if k not in OVERRIDE_META_KEYS})
-    if "system_name_override" in overrides:
-        desc["system_name"] = overrides["system_name_override"]
+    desc.update(overrides)
     missing = [f for f in REQUIRED_FIELDS if f not in desc]
     if missing:
         raise UserError(f"{overrides_path}: add the system field(s) that cannot be detected: {', '.join(missing)}")
