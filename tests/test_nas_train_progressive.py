@@ -15,7 +15,7 @@ from mlperf_bnas.nas.config import load_nas_config
 from mlperf_bnas.nas.demo import DIGITS_SIZE, DigitsResNet, digits_tensors
 from mlperf_bnas.nas.supernet import SuperNetwork
 from mlperf_bnas.nas.train import LAST_CHECKPOINT, TRAIN_LOG, train_progressive_shrinking, train_step
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 
 STAGES = [
     {"train_dims": ["kernel"], "epochs": 1, "init_lr": 0.01},
@@ -142,3 +142,10 @@ def test_bad_config_on_the_command_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "max_block_size" in lines[0] and str(path) in lines[0], proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "code" / "bootstrapnas" / "configs").glob("*progressive_shrinking.json")),
+                         ids=lambda p: p.name)
+def test_shipped_training_configs_are_valid(path):
+    cfg = load_nas_config(path)
+    assert cfg.training.stages and cfg.model in ("digits_resnet", "resnet50")
