@@ -94,10 +94,6 @@ def is_fusable_follower(gm: fx.GraphModule, node: fx.Node) -> bool:
     return False
 
 
-def tensor_args(node: fx.Node) -> list[fx.Node]:
-    return [a for a in node.all_input_nodes if shape_of(a) is not None]
-
-
 def flat_args(args: Any) -> list[fx.Node]:
     out: list[fx.Node] = []
     fx.node.map_arg(args, out.append)

@@ -33,7 +33,7 @@ from mlperf_bnas.errors import UserError
 from mlperf_bnas.nas.blocks import Block, blocks_from_names, find_blocks, group_blocks, remove_blocks
 from mlperf_bnas.nas.config import ElasticityOptions, parse_elasticity
 from mlperf_bnas.nas.elastic import (
-    ELASTIC_TYPES, ElasticBatchNorm2d, ElasticConv2d, ElasticLinear, make_elastic,
+    ELASTIC_TYPES, ElasticBatchNorm2d, make_elastic,
 )
 from mlperf_bnas.nas.graph import propagate_shapes, shape_of, trace
 from mlperf_bnas.nas.kernel import find_kernel_convs

@@ -160,7 +160,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-dir", required=True, type=Path, help="folder for checkpoints and the training log")
     p.add_argument("--pretrained", help="pre-trained weights (state dict file), or 'torchvision' for resnet50")
     p.add_argument("--data-dir", help="dataset root for dataset 'imagefolder'")
-    p.add_argument("--resume", action="store_true", help=f"continue from <output-dir>/supernet_last.pt")
+    p.add_argument("--resume", action="store_true", help="continue from <output-dir>/supernet_last.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

@@ -110,8 +110,7 @@ def find_width_groups(gm: fx.GraphModule) -> list[WidthGroup]:
             continue  # sizes, shapes, python values: no channels
         first = inputs[0] if inputs else None
         module = gm.get_submodule(node.target) if node.op == "call_module" else None
-        stateful = module is not None and any(True for _ in module.parameters()) or any(True for _ in module.buffers()) \
-            if module is not None else False
+        stateful = module is not None and any(True for _ in [*module.parameters(), *module.buffers()])
         if stateful and calls[node.target] > 1:
             for a in inputs:  # a layer applied twice: its slices would have to agree, keep it whole
                 spaces.fix(space[a])
