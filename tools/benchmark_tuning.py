@@ -35,15 +35,22 @@ def tune(benchmark: Path, output_dir: Path, system: str, user_conf: Path, conf_o
            str(output_dir), "--system", system, "--user-conf", str(user_conf), "--conf-out", str(conf_out), *extra]
     print("$ " + " ".join(cmd), flush=True)
     start = time.monotonic()
-    subprocess.run(cmd, check=True)
-    record = json.loads(conf_out.with_suffix(".json").read_text())
+    rc = subprocess.run(cmd).returncode
+    evidence = conf_out.with_suffix(".json")
+    if not evidence.is_file():
+        raise SystemExit(f"mlperf-bnas tune exited {rc} before tuning any scenario; see its output above")
+    record = json.loads(evidence.read_text())
     record["_wall_s"] = round(time.monotonic() - start, 1)
+    if rc != 0:
+        # tune saves the Offline result before the Server search; a failed Server search
+        # (no QPS VALID at the bound) counts as 0 QPS, with the reason from its output above.
+        record["_server_failed"] = f"mlperf-bnas tune exited {rc}: no Server target_qps was VALID (see above)"
     return record
 
 
 def efficiency(record: dict) -> tuple[float, float, float]:
     offline = record["scenarios"]["Offline"]["samples_per_s"]
-    server = record["scenarios"]["Server"]["target_qps"]
+    server = record["scenarios"]["Server"]["target_qps"] if "Server" in record["scenarios"] else 0.0
     return server, offline, server / offline
 
 
@@ -115,7 +122,9 @@ def main() -> int:
                             "analytic_server_qps": sim["_analytic_server_qps"],
                             "analytic_offline_samples_per_s": sim["_analytic_offline"],
                             "analytic_efficiency": sim["_analytic_server_qps"] / sim["_analytic_offline"],
-                            "server_vs_analytic": server / sim["_analytic_server_qps"], "wall_s": sim["_wall_s"]}
+                            "server_vs_analytic": server / sim["_analytic_server_qps"],
+                            "server_vs_same_settings_offline": server / sim["scenarios"]["Server"]["capacity_samples_per_s"],
+                            "wall_s": sim["_wall_s"]}
     if not a.skip_benchmark:
         bench = a.benchmark.resolve()
         user_conf = (a.user_conf or bench / "user.smoke.conf").resolve()
@@ -125,14 +134,15 @@ def main() -> int:
         record = tune(bench, a.output_dir.resolve(), a.system, user_conf, work / f"user.{a.system}.tuned.conf",
                       a.tune_args)
         server, offline, eff = efficiency(record)
-        ceiling = queueing_ceiling(record, a.parallel_key)
+        ceiling = queueing_ceiling(record, a.parallel_key) if "Server" in record["scenarios"] else None
         out["benchmark"] = {"analytic_ceiling": ceiling,"benchmark": bench.name, "user_conf": str(user_conf), "server_qps": server,
                             "offline_samples_per_s": offline, "efficiency": eff,
-                            "latency_bound_ms": record["scenarios"]["Server"].get("latency_bound_ms"),
+                            "server_failed": record.get("_server_failed"),
+                            "server_vs_same_settings_offline": (server / record["scenarios"]["Server"]["capacity_samples_per_s"]
+                                                                if "Server" in record["scenarios"] else None),
+                            "latency_bound_ms": record["scenarios"].get("Server", {}).get("latency_bound_ms"),
                             "offline_backend_options": record["scenarios"]["Offline"]["backend_options"],
-                            "server_backend_options": record["scenarios"]["Server"]["backend_options"],
-                            "trials": len(record["scenarios"]["Offline"]["trial_records"])
-                            + len(record["scenarios"]["Server"]["trial_records"]),
+                            "server_backend_options": record["scenarios"].get("Server", {}).get("backend_options"),
                             "wall_s": record["_wall_s"], "record": record["tuned_conf"]}
     out["load_average_at_end"] = os.getloadavg()
     print(json.dumps(out, indent=2))

@@ -20,7 +20,7 @@ from typing import Any
 
 from mlperf_bnas.backends import BACKENDS
 from mlperf_bnas.config import BenchmarkConfig, check_options, load_config
-from mlperf_bnas.errors import UserError
+from mlperf_bnas.errors import RunFailed, UserError
 from mlperf_bnas.tune.conf import atomic_write, base_conf_text, check_replaceable, tuned_conf_text
 from mlperf_bnas.tune.search import confirm, tune_offline, tune_server
 from mlperf_bnas.tune.spec import TuningSpec, parse_tuning
@@ -92,6 +92,32 @@ def tune(req: TuneRequest) -> dict[str, Any]:
           f"{spec.trial_duration_ms} ms trials; trial logs in {work_dir}", flush=True)
 
     results: dict[str, dict[str, Any]] = dict(existing.get("scenarios", {}))
+    header = [f"benchmark: {base_cfg.benchmark}  system: {req.system}  updated: {stamp}",
+              f"evidence (every trial): {json_out.name}"]
+
+    def save() -> dict[str, Any]:
+        """Write the conf and the evidence for what is tuned so far (each scenario as it finishes)."""
+        trials = [t.as_dict() for t in runner.trials]
+        for scenario in req.scenarios:
+            if scenario in results and results[scenario].get("tuned_at") == stamp:
+                results[scenario]["trial_records"] = [t for t in trials if t["number"] in results[scenario]["trials"]]
+        record = {
+            "generated_by": GENERATED_BY, "benchmark": base_cfg.benchmark, "loadgen_model": base_cfg.loadgen_model,
+            "system": req.system, "backend": base_cfg.backend, "base_user_conf": str(Path(req.user_conf).resolve()),
+            "tuned_conf": str(conf_out.resolve()), "updated": stamp, "trial_dir": str(work_dir),
+            "spec": dataclasses.asdict(spec), "scenarios": results,
+        }
+        if "Offline" in results and "Server" in results and results["Offline"].get("samples_per_s"):
+            record["server_offline_efficiency"] = results["Server"]["target_qps"] / results["Offline"]["samples_per_s"]
+        tuned = {s: {"target_qps": results[s]["target_qps"], "backend_options": results[s]["backend_options"]}
+                 for s in ("Offline", "Server") if s in results}
+        atomic_write(conf_out, tuned_conf_text(Path(req.user_conf).resolve(), base_conf, base_cfg.loadgen_model,
+                                               header, tuned))
+        text = json.dumps(record, indent=2) + "\n"
+        atomic_write(json_out, text)
+        atomic_write(work_dir.parent / "tuning.json", text)
+        return record
+
     offline_choice = None
     if "Offline" in req.scenarios:
         choice = offline_choice = tune_offline(runner, spec, candidates["Offline"])
@@ -100,43 +126,33 @@ def tune(req: TuneRequest) -> dict[str, Any]:
                 runner, spec, "Offline", choice.backend_options, choice.target_qps)
             choice.trials += numbers
         results["Offline"] = {**dataclasses.asdict(choice), "tuned_at": stamp}
+        record = save()
     if "Server" in req.scenarios:
-        server = tune_server(runner, spec, candidates["Server"], offline_choice)
+        try:
+            server = tune_server(runner, spec, candidates["Server"], offline_choice)
+        except RunFailed:
+            _print_trials(runner)
+            if "Offline" in req.scenarios:
+                print(f"tune: the Offline result is saved in {conf_out}; the Server search failed:", flush=True)
+            raise
         if req.confirm:
             server.target_qps, server.confirmed, numbers = confirm(
                 runner, spec, "Server", server.backend_options, server.target_qps)
             server.trials += numbers
         results["Server"] = {**dataclasses.asdict(server), "tuned_at": stamp}
-
-    trials = [t.as_dict() for t in runner.trials]
-    for scenario in req.scenarios:
-        results[scenario]["trial_records"] = [t for t in trials if t["number"] in results[scenario]["trials"]]
-    record = {
-        "generated_by": GENERATED_BY, "benchmark": base_cfg.benchmark, "loadgen_model": base_cfg.loadgen_model,
-        "system": req.system, "backend": base_cfg.backend, "base_user_conf": str(Path(req.user_conf).resolve()),
-        "tuned_conf": str(conf_out.resolve()), "updated": stamp, "trial_dir": str(work_dir),
-        "spec": {k: v for k, v in dataclasses.asdict(spec).items()},
-        "scenarios": results,
-    }
-    if "Offline" in results and "Server" in results and results["Offline"].get("samples_per_s"):
-        record["server_offline_efficiency"] = results["Server"]["target_qps"] / results["Offline"]["samples_per_s"]
-    tuned = {s: {"target_qps": results[s]["target_qps"], "backend_options": results[s]["backend_options"]}
-             for s in ("Offline", "Server") if s in results}
-    header = [f"benchmark: {base_cfg.benchmark}  system: {req.system}  updated: {stamp}",
-              f"evidence (every trial): {json_out.name}"]
-    atomic_write(conf_out, tuned_conf_text(Path(req.user_conf).resolve(), base_conf, base_cfg.loadgen_model,
-                                           header, tuned))
-    text = json.dumps(record, indent=2, sort_keys=False) + "\n"
-    atomic_write(json_out, text)
-    atomic_write(work_dir.parent / "tuning.json", text)
+        record = save()
     _print_summary(record, runner, conf_out, json_out)
     return record
 
 
-def _print_summary(record: dict[str, Any], runner: TrialRunner, conf_out: Path, json_out: Path) -> None:
+def _print_trials(runner: TrialRunner) -> None:
     print("\ntune: trials")
     for trial in runner.trials:
         print(f"  #{trial.number:<3} {trial.scenario:<7} {trial.purpose:<8} {trial.describe()}")
+
+
+def _print_summary(record: dict[str, Any], runner: TrialRunner, conf_out: Path, json_out: Path) -> None:
+    _print_trials(runner)
     print("tune: choice")
     for scenario, result in record["scenarios"].items():
         opts = " ".join(f"{k}={v}" for k, v in sorted(result["backend_options"].items())) or "(config defaults)"
