@@ -162,3 +162,23 @@ def test_md1_tail_matches_erlangs_exact_formula():
         assert numeric == pytest.approx(exact, rel=0.02), (rate, threshold)
     # More workers at the same per-worker load wait less (pooling).
     assert waiting_time_tail(300, 0.005, 2, 0.02) < waiting_time_tail(150, 0.005, 1, 0.02)
+
+
+def test_unreachable_bound_fails_clearly_and_keeps_the_offline_result(tmp_path):
+    """A 60 ms service time cannot meet a 50 ms bound at any QPS: the search stops after one
+    trial (its fastest query already misses the bound), exits 1 with the reason, and the Offline
+    result tuned before it is saved."""
+    config = CONFIG.split("backend_options:")[0] + (
+        "backend_options: {fixed_ms: 60.0, per_sample_ms: 0.0, workers: 1, batch_size: 1}\n"
+        "tuning: {trial_duration_ms: 500, server_min_queries: 20, probe_samples: 8}\n")
+    bench = make_benchmark(tmp_path, config)
+    proc = run_cli("tune", "--benchmark", str(bench), "--output-dir", str(tmp_path / "out"), "--system", SYSTEM,
+                   "--user-conf", str(bench / "user.conf"), check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert "no Server target_qps tested was VALID" in proc.stderr
+    assert "even the fastest query took" in proc.stdout
+    record = json.loads((bench / f"user.{SYSTEM}.tuned.json").read_text())
+    assert set(record["scenarios"]) == {"Offline"}
+    assert 1000 / 60 * 0.8 < record["scenarios"]["Offline"]["samples_per_s"] <= 1000 / 60 * 1.02
+    assert "resnet50.Server.target_qps" not in (bench / f"user.{SYSTEM}.tuned.conf").read_text().split(
+        "end of base conf")[1]
