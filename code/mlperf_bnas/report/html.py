@@ -138,8 +138,12 @@ def _tuning_sections(records: list[dict[str, Any]]) -> str:
         scen = rec.get("scenarios", {})
         eff = rec.get("server_offline_efficiency")
         if eff is not None:
+            server = scen.get("Server") or {}
+            same = (f"; Server QPS / Offline throughput at the Server's own settings: "
+                    f"{server['target_qps'] / server['capacity_samples_per_s']:.3f}"
+                    if server.get("capacity_samples_per_s") else "")
             out.append(f"<p><b>Server/Offline efficiency</b>: {eff:.3f} "
-                       f"(tuned Server QPS / tuned Offline samples/s)</p>")
+                       f"(tuned Server QPS / tuned Offline samples/s){same}</p>")
         for name in ("Offline", "Server"):
             s = scen.get(name)
             if not s:
