@@ -132,7 +132,7 @@ def main() -> int:
 
     if "null" not in args.skip:
         null = ["--set", "backend=null", "--set", "postprocess=none"]
-        s = harness(common, work, "Offline", f"resnet50.Offline.target_qps = 2000000\n"
+        s = harness(common, work, "Offline", f"resnet50.Offline.target_qps = 150000\n"
                     f"resnet50.Offline.min_duration = {ms}\n"
                     "resnet50.Offline.performance_sample_count_override = 1024\n", *null)
         figures["null_offline"] = float(s["Samples per second"])
