@@ -169,3 +169,21 @@ def test_retinanet_backbone_supernet():
         for key, value in subnet(x).items():
             torch.testing.assert_close(value, active[key], rtol=1e-5, atol=1e-5)
             assert value.shape == expected[key].shape  # FPN outputs keep their 256 channels
+
+
+def test_resnet50_benchmark_reads_an_exported_subnet(supernet, images, tmp_path):
+    """The ResNet-50 benchmark's CHECKPOINT= loader delegates to load_subnet and takes the
+    sub-network's own preprocessing."""
+    from mlperf_bnas.models.registry import create_model
+    from mlperf_bnas.nas.train_cli import preprocess_for
+
+    config = supernet.space.minimum()
+    subnet = supernet.extract_subnet(config)
+    path = tmp_path / "subnet.pt"
+    save_subnet(subnet, config, "resnet50", preprocess_for("resnet50", (1, 3, 64, 64)), path)
+    entry = create_model("resnet50", {})
+    spec = entry.preprocess_spec(path)
+    assert spec.size == 64 and spec.resize == 73
+    built = entry.build(path)
+    with torch.no_grad():
+        torch.testing.assert_close(built(images), subnet(images))
