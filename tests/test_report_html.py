@@ -86,6 +86,12 @@ def results_tree(tmp_path_factory):
     (out / "systems").mkdir()
     (out / "systems" / f"{SYSTEM}.json").write_text(json.dumps(SYSTEM_JSON))
     _write_nas(out / "build" / "nas" / "search")
+    # What `mlperf-bnas dataset` leaves for generated data (data/synthetic.py): the report must
+    # then call the accuracy figure what it is, the INT8 model's fidelity to FP32.
+    marker = out / "build" / "resnet50-openvino" / "data" / "imagenet" / "synthetic.json"
+    marker.parent.mkdir(parents=True)
+    marker.write_text(json.dumps({"generator": "mlperf_bnas.data.synthetic/1", "count": 64,
+                                  "labeller": {"model": "resnet50", "weights_sha256": "0" * 64}}))
     return out
 
 
@@ -162,7 +168,7 @@ def test_report_shows_each_run_as_loadgen_logged_it(results_tree, tmp_path):
         assert row[3].startswith(f"{detail.get(key):.2f}")
         assert row[4] == verdict
         assert row[7] == f"{detail.get('result_99.00_percentile_latency_ns') / 1e6:.2f}"
-        assert row[8] == "accuracy = 74.512%"
+        assert row[8] == "accuracy = 74.512% (INT8 vs FP32, synthetic data)"
     # The Server latency bound from the log, the NAS choice, the tuning evidence, the system.
     assert any(r[:2] == ["latency bound (p99)", "40 ms"] for r in page.rows)
     nas_rows = {r[0]: r for r in page.rows if r and r[0] in ("original model", "chosen sub-network")}

@@ -69,12 +69,21 @@ class AccuracyResult:
 
 
 @dataclass
+class DataSource:
+    """What the accuracy figure measures: real data, or synthetic data labelled by the FP32 model."""
+    benchmark: str
+    synthetic: bool
+    description: str
+
+
+@dataclass
 class ScenarioResult:
     system: str
     model: str
     scenario: str
     performance: PerfRun | None = None
     accuracy: AccuracyResult | None = None
+    data_source: DataSource | None = None
     problems: list[str] = field(default_factory=list)
 
 
@@ -213,6 +222,9 @@ def collect(source: Path, systems: list[str] | None, extra_tuning: list[Path] = 
                         results.append(_scenario(system, model_dir.name, scenario, scen_dir))
     if not results and not systems:
         raise UserError(f"{source}: results/ holds no <system>/<model>/<Scenario> runs yet; run a benchmark first")
+    sources = _data_sources(source, repo)
+    for result in results:
+        result.data_source = sources.get(result.model)
     tuning = _tuning_records(source, repo, list(system_desc) or (systems or []), extra_tuning)
     nas = _nas_results(source, nas_dirs)
     return ReportData(source, kind, system_desc, results, tuning, nas)
@@ -230,6 +242,49 @@ def _scenario(system: str, model: str, scenario: str, scen_dir: Path) -> Scenari
         out.accuracy = read_accuracy(acc)
     else:
         out.problems.append(f"no accuracy result ({acc} missing)")
+    return out
+
+
+def _data_sources(source: Path, repo: Path | None) -> dict[str, DataSource]:
+    """loadgen model -> where its accuracy data came from, from the build tree the runs used.
+
+    ``build/<benchmark>/data/<dataset>/synthetic.json`` marks generated data whose labels are the
+    FP32 model's own predictions (so accuracy on it is the INT8 model's fidelity to FP32);
+    ``model/int8/quantization.json`` names the weights."""
+    from mlperf_bnas.config import load_config
+
+    out: dict[str, DataSource] = {}
+    if repo is None:
+        return out
+    for bench_build in sorted(p for p in source.glob("build/*") if p.is_dir()):
+        config = repo / "code" / bench_build.name / "config.yaml"
+        if not config.is_file():
+            continue
+        try:
+            model = load_config(config.parent).loadgen_model
+        except UserError:
+            continue
+        weights = ""
+        quant = bench_build / "model" / "int8" / "quantization.json"
+        if quant.is_file():
+            try:
+                weights = str((json.loads(quant.read_text(encoding="utf-8")).get("weights") or {}).get("source", ""))
+            except (json.JSONDecodeError, AttributeError):
+                weights = ""
+        marker = next(iter(sorted(bench_build.glob("data/*/synthetic.json"))), None)
+        if marker is not None:
+            try:
+                info = json.loads(marker.read_text(encoding="utf-8"))
+            except json.JSONDecodeError:
+                info = {}
+            labeller = (info.get("labeller") or {}).get("model", "the FP32 model")
+            text = (f"synthetic data ({info.get('count', '?')} images, {marker.parent}) labelled by the FP32 "
+                    f"{labeller}'s own predictions: this accuracy is the INT8 model's fidelity to FP32, "
+                    f"not accuracy on the real dataset")
+            out[model] = DataSource(bench_build.name, True, text + (f"; weights: {weights}" if weights else ""))
+        else:
+            out[model] = DataSource(bench_build.name, False,
+                                    "real dataset (DATA_DIR)" + (f"; weights: {weights}" if weights else ""))
     return out
 
 

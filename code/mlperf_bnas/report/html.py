@@ -70,6 +70,8 @@ def _summary_table(results: list[ScenarioResult]) -> str:
         p = r.performance
         acc = r.accuracy
         acc_text = f"{acc.metric} = {acc.value:g}%" if acc and acc.value is not None else ("see below" if acc else "")
+        if acc_text and r.data_source and r.data_source.synthetic:
+            acc_text += " (INT8 vs FP32, synthetic data)"
         if p is None:
             rows.append(f"<tr><td>{_e(r.system)}</td><td>{_e(r.model)}</td><td>{_e(r.scenario)}</td>"
                         f"<td colspan=\"5\">no performance run</td><td>{_e(acc_text)}</td></tr>")
@@ -116,7 +118,10 @@ def _scenario_section(r: ScenarioResult) -> str:
     a = r.accuracy
     if a is not None:
         head = f"{a.metric} = {a.value:g}%" if a.value is not None else "no accuracy figure found in the file"
-        out.append(f"<p><b>Accuracy</b> ({_e(a.path)}): {_e(head)}</p>")
+        kind = "INT8 fidelity" if r.data_source and r.data_source.synthetic else "Accuracy"
+        out.append(f"<p><b>{kind}</b> ({_e(a.path)}): {_e(head)}</p>")
+        if r.data_source:
+            out.append(f'<p class="muted">Data: {_e(r.data_source.description)}.</p>')
         out.append(f"<pre>{_e(a.text.strip()[-3000:])}</pre>")
     out.append("</div>")
     return "\n".join(out)
