@@ -137,3 +137,29 @@ def test_null_backend_harness_run(built, tmp_path):
     run_cli("run", *built.common("--scenario", "Offline", "--user-conf", str(conf), "--set", "backend=null",
                                  "--set", "postprocess=none", "--log-dir", str(tmp_path / "null")))
     assert read_summary(tmp_path / "null" / "mlperf_log_summary.txt")["Result is"] == "VALID"
+
+
+def test_nas_subnet_checkpoint_is_delegated(tmp_path):
+    """A `mlperf-bnas nas export` file (here: the full network, no block removed) loads through the
+    resnet50 entry, computes what the same torchvision weights compute, and carries its preprocessing."""
+    import torch
+    import torchvision
+
+    from mlperf_bnas.models import create_model
+
+    torch.manual_seed(1)
+    reference = torchvision.models.resnet50().eval()
+    path = tmp_path / "subnet.pt"
+    torch.save({"format": "mlperf-bnas-subnet", "base_model": "resnet50", "subnet_config": {},
+                "structure": {"removed_blocks": []}, "state_dict": reference.state_dict(),
+                "preprocess": {"input_size": [192, 192], "mean": [0.485, 0.456, 0.406],
+                               "std": [0.229, 0.224, 0.225], "resize": 219, "crop": 192,
+                               "interpolation": "bilinear"}}, path)
+    entry = create_model("resnet50", {})
+    spec = entry.preprocess_spec(path)
+    assert (spec.size, spec.resize, spec.channel_order) == (192, 219, "BGR")
+    assert spec.mean == entry.preprocess_spec().mean and spec.scale == entry.preprocess_spec().scale
+    model = entry.build(path)
+    x = torch.randn(2, 3, 192, 192)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), rtol=1e-4, atol=1e-4)

@@ -66,6 +66,28 @@ def _load_subnet(path: Path) -> torch.nn.Module:
     return load_subnet(path)
 
 
+def subnet_spec(base: PreprocessSpec, preprocess: dict[str, Any]) -> PreprocessSpec:
+    """A sub-network's own preprocessing, in this benchmark's cache form (u8 NHWC BGR, graph normalisation).
+
+    Accepts the NAS export's torchvision-style keys (``crop``, ``resize``, ``mean``/``std``
+    on the 0..1 scale, ``input_size``, ``interpolation``) or ``PreprocessSpec`` field names.
+    """
+    fields = dict(preprocess)
+    changes: dict[str, Any] = {}
+    if "crop" in fields or "input_size" in fields:
+        crop = fields.pop("crop", None)
+        size = fields.pop("input_size", None)
+        changes["size"] = int(crop if crop is not None else (size[-1] if isinstance(size, (list, tuple)) else size))
+    if "std" in fields:
+        mean, std = fields.pop("mean"), fields.pop("std")
+        unit = max(max(mean), max(std)) <= 1.0        # torchvision style: fractions of 255
+        # Rounded so 0.229 * 255 and 58.395 give the same spec (and share one cache).
+        changes["mean"] = tuple(round(float(m) * (255.0 if unit else 1.0), 6) for m in mean)
+        changes["scale"] = tuple(round(float(v) * (255.0 if unit else 1.0), 6) for v in std)
+    changes.update(fields)
+    return PreprocessSpec.from_dict({**base.to_dict(), **changes})
+
+
 def settle_seeded_weights(model: torch.nn.Module, inputs: torch.Tensor) -> None:
     """Estimate BN running statistics and centre the classifier on ``inputs`` (in place)."""
     for module in model.modules():
@@ -107,8 +129,8 @@ class ResNet50(ModelEntry):
             obj = load_checkpoint_file(checkpoint)
             if is_subnet(obj) and obj.get("preprocess"):
                 try:
-                    spec = PreprocessSpec.from_dict({**spec.to_dict(), **obj["preprocess"]})
-                except (TypeError, ValueError) as exc:
+                    spec = subnet_spec(spec, dict(obj["preprocess"]))
+                except (TypeError, ValueError, KeyError) as exc:
                     raise UserError(f"{checkpoint}: invalid 'preprocess' in the sub-network file ({exc})") from None
         return spec
 
