@@ -1,0 +1,118 @@
+"""RetinaNet end to end through the command line: synthetic data -> FP32/INT8 build -> real LoadGen runs
+-> accuracy. One session-scoped build (one NNCF quantization) at 256 px is shared; one run compiles with
+Inductor, the others run the exported graph eagerly; one smoke run uses the full 800x800 input."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, run_cli
+from mlperf_bnas.backends.pytorch import PROGRAM_NAME, PyTorchBackend, count_quantized_convolutions, load_program
+
+BENCH = REPO / "code" / "retinanet-pytorch-cpu"
+SMOKE_CONF = BENCH / "user.smoke.conf"
+SIZE = 256
+IMAGES = 4
+
+
+def _args(out, *extra, size=SIZE, images=IMAGES):
+    return ["--benchmark", str(BENCH), "--output-dir", str(out), "--system", "t",
+            "--set", f"model_options.image_size={size}", "--set", f"dataset_options.synthetic_count={images}", *extra]
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("retinanet")
+    run_cli("dataset", *_args(out, "--no-progress"))
+    run_cli("build", *_args(out, "--precision", "all"))
+    return out
+
+
+def _model_dir(out, precision):
+    return out / "build" / "retinanet-pytorch-cpu" / "model" / precision
+
+
+def _map(text: str) -> float:
+    return float(re.search(r"^mAP=([\d.]+)%$", text, re.M).group(1))
+
+
+def test_int8_program_really_contains_quantized_convolutions(built):
+    info = json.loads((_model_dir(built, "int8") / "quantization.json").read_text())
+    q = info["quantization"]
+    assert info["int8_convolutions"] == info["convolutions"] == 111
+    assert q["activations"] == "symmetric" and q["overflow_fix"] == "disable" and q["bias_correction"] == "none"
+    assert q["calibration_samples_used"] == IMAGES and q["quantized_weights"] == 111
+    program = load_program(_model_dir(built, "int8") / PROGRAM_NAME)
+    assert count_quantized_convolutions(program)["int8_convolutions"] == 111
+    # Weights per-tensor: one scale repeated over the output channels, zero point 0, range [-127, 127].
+    scales = [b for name, b in program.named_buffers() if "_int8_weight_scale_" in name]
+    assert len(scales) == 111 and all(torch.all(s == s[0]) for s in scales)
+    # Pre-processing stays float: the first quantize reads the normalised input (mul -> add), not the pixels.
+    first_q = next(n for n in program.graph.nodes if "quantize_per_tensor" in str(n.target))
+    assert "add" in str(first_q.args[0].target)
+    fp32 = json.loads((_model_dir(built, "fp32") / "quantization.json").read_text())
+    assert fp32["int8_convolutions"] == 0 and fp32["quantization"] is None
+
+
+def test_offline_accuracy_int8_inductor_and_fp32(built):
+    """INT8 (compiled) reproduces the FP32 detections the synthetic ground truth came from."""
+    run_cli("run", *_args(built, "--scenario", "Offline", "--mode", "accuracy", "--user-conf", str(SMOKE_CONF)))
+    int8 = run_cli("accuracy", *_args(built, "--scenario", "Offline")).stdout
+    acc_dir = built / "results" / "t" / "retinanet" / "Offline" / "accuracy"
+    assert (acc_dir / "accuracy.txt").read_text() == int8
+    assert "Average Precision  (AP) @[ IoU=0.50:0.95" in int8
+    run_cli("run", *_args(built, "--scenario", "Offline", "--mode", "accuracy", "--user-conf", str(SMOKE_CONF),
+                          "--precision", "fp32", "--set", "backend_options.engine=eager"))
+    fp32 = run_cli("accuracy", *_args(built, "--scenario", "Offline")).stdout
+    assert _map(fp32) > 90.0, fp32
+    assert _map(int8) > 50.0, int8
+    # The INT8 result was archived by the FP32 re-run, never deleted.
+    assert any((built / "build" / "archive").rglob("accuracy.txt"))
+
+
+def test_server_performance_two_instances(built):
+    proc = run_cli("run", *_args(built, "--scenario", "Server", "--mode", "performance", "--user-conf", str(SMOKE_CONF),
+                                 "--set", "backend_options.engine=eager", "--set", "backend_options.instances=2",
+                                 "--set", "backend_options.threads=1"))
+    run_dir = built / "results" / "t" / "retinanet" / "Server" / "performance" / "run_1"
+    summary = (run_dir / "mlperf_log_summary.txt").read_text()
+    assert "Scenario : Server" in summary and "Completed samples per second" in summary
+    detail = (run_dir / "mlperf_log_detail.txt").read_text()
+    assert '"effective_qsl_rng_seed", "value": 1780908523862526354' in detail.replace(":", ",", 0) or \
+        "1780908523862526354" in detail
+    assert "'instances': 2" in proc.stderr + proc.stdout
+
+
+def test_backend_completes_each_batch_exactly_once_even_on_errors(built):
+    backend = PyTorchBackend(_model_dir(built, "fp32"), PyTorchBackend.Options(engine="eager", instances=2, threads=1))
+    calls: list = []
+    good = np.zeros((1, 3, SIZE, SIZE), np.uint8)
+    bad = np.zeros((1, 3, SIZE + 32, SIZE), np.uint8)     # wrong shape: the program raises
+    try:
+        for batch in (good, bad, good, bad):
+            backend.submit(batch, 1, lambda out, err: calls.append((out, err)))
+        backend.drain()
+    finally:
+        backend.close()
+    assert len(calls) == 4
+    assert sum(err is None and out is not None for out, err in calls) == 2
+    assert sum(err is not None and out is None for out, err in calls) == 2
+
+
+def test_full_size_800_smoke(tmp_path):
+    """The real input size through dataset -> FP32 build -> Offline performance (2 images, eager)."""
+    out = tmp_path / "full"
+    args = _args(out, size=800, images=2)
+    run_cli("build", *args, "--precision", "fp32")
+    run_cli("run", *args, "--scenario", "Offline", "--mode", "performance", "--user-conf", str(SMOKE_CONF),
+            "--precision", "fp32", "--set", "backend_options.engine=eager")
+    summary = (out / "results" / "t" / "retinanet" / "Offline" / "performance" / "run_1" /
+               "mlperf_log_summary.txt").read_text()
+    assert "Samples per second" in summary
+    spec = json.loads((out / "build" / "retinanet-pytorch-cpu" / "model" / "fp32" / "quantization.json").read_text())
+    assert spec["preprocess"]["size"] == 800 and spec["model_options"]["fpn_levels"] == [3, 4, 5, 6, 7]
