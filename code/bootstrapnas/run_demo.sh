@@ -28,9 +28,16 @@ mlperf-bnas nas demo --output-dir "$OUTPUT_DIR" --config "$HERE/configs/digits_p
 # Writes $DEMO_DIR/search/{search_results.csv, pareto.csv, pareto.png, best_config.json,
 # best_subnet.pt, nas_record.json}; the chosen configuration is what gets exported below
 # unless SUBNET was set. Other search settings: code/bootstrapnas/search.sh.
-mlperf-bnas nas search --supernet "$DEMO_DIR/supernet.pt" --output-dir "$DEMO_DIR/search" \
-  --search_tactic evolutionary --search_algo nsga2 --num_evals 64 --population 16 --seed 0 \
-  --measurements accuracy macs params latency --latency_iterations 10
+SEARCH_ARGS=(--supernet "$DEMO_DIR/supernet.pt" --output-dir "$DEMO_DIR/search"
+  --search_tactic evolutionary --search_algo nsga2 --num_evals 64 --population 16 --seed 0
+  --measurements accuracy macs params latency --latency_iterations 10)
+# A resumed demo keeps its folder, and its super-network may have changed since that search:
+# move the earlier search aside (never deleted) and search again.
+if [ -d "$DEMO_DIR/search" ]; then
+  mkdir -p "$OUTPUT_DIR/build/archive"
+  mv "$DEMO_DIR/search" "$OUTPUT_DIR/build/archive/digits-search-$(date -u +%Y%m%d-%H%M%S)"
+fi
+mlperf-bnas nas search "${SEARCH_ARGS[@]}"
 if [ "$SUBNET_SET" = 0 ]; then SUBNET="$DEMO_DIR/search/nas_record.json"; fi
 
 # --- export the chosen sub-network ---

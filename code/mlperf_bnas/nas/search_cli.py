@@ -214,12 +214,32 @@ def _search_process(plan: Plan, rank: int, world: int) -> int:
     pool = distributed.DistributedPool(evaluator.measure) if world > 1 else LocalPool(evaluator)
     try:
         plan.out_dir.mkdir(parents=True, exist_ok=True)
+        _check_same_supernet(plan)
         outcome = run_search(supernet.space, pool, plan.settings, plan.results_path, resume=plan.args.resume)
     finally:
         if world > 1:
             pool.close()
     write_outputs(plan, supernet, evaluator, outcome, world)
     return 0
+
+
+def _check_same_supernet(plan: Plan) -> None:
+    """A resumed search must measure the super-network its CSV was measured on."""
+    from mlperf_bnas.nas.search import atomic_write_text
+
+    state_path = plan.results_path.with_name(plan.results_path.stem + ".supernet.json")
+    current = {"supernet": str(plan.supernet_path), "sha256": sha256_file(plan.supernet_path),
+               "base_model": plan.base_model}
+    if plan.args.resume and state_path.is_file():
+        try:
+            earlier = json.loads(state_path.read_text())
+        except json.JSONDecodeError:
+            earlier = {}
+        if earlier.get("sha256") != current["sha256"]:
+            raise UserError(f"--resume: {plan.results_path} was measured on super-network sha256 "
+                            f"{earlier.get('sha256')} ({earlier.get('supernet')}), not on {plan.supernet_path}; "
+                            "start a new search in another --output-dir")
+    atomic_write_text(state_path, json.dumps(current, indent=1) + "\n")
 
 
 def _spawned(rank: int, world: int, port: int, args: argparse.Namespace) -> None:
