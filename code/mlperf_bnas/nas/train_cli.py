@@ -305,9 +305,10 @@ def run_demo(output_dir: Path, config: Path = DEMO_CONFIG, pretrain_epochs: int 
     subnets_dir = work / "subnets"
     subnets_dir.mkdir(exist_ok=True)
     for name, sub_cfg in (("max", space.maximum()), ("min", space.minimum())):
-        acc = evaluate_accuracy(supernet, sub_cfg, train, val, n_bn)
         supernet.activate(sub_cfg)
-        supernet.bn_adapt(train, n_bn)  # export with the statistics the accuracy was measured with
+        supernet.bn_adapt(train, n_bn)
+        # Measured and exported with the same re-calibrated BN statistics.
+        acc = evaluate_accuracy(supernet, sub_cfg, train, val, 0)
         subnet = supernet.extract_subnet(sub_cfg)
         path = subnets_dir / f"subnet_{name}.pt"
         save_subnet(subnet, sub_cfg, "digits_resnet", preprocess_for("digits_resnet", cfg.input_size), path)
