@@ -152,6 +152,8 @@ def quantize_torch_fx(model: Any, example_input: Any, calibration_inputs: Sequen
     from nncf.experimental.torch.fx import quantize_pt2e
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer
 
+    from mlperf_bnas.errors import UserError
+
     if not calibration_inputs:
         raise ValueError("quantize_torch_fx needs at least one calibration input")
     if config.model_type is not None:
@@ -164,6 +166,11 @@ def quantize_torch_fx(model: Any, example_input: Any, calibration_inputs: Sequen
     quantizer = X86InductorQuantizer()
     quantizer.set_global(_x86_quantization_config(symmetric_activations=config.preset == "performance"))
     ignored = list(dict.fromkeys([*ignored_module_names, *config.ignored_names]))
+    modules = dict(model.named_modules())
+    unknown = [name for name in ignored if name not in modules]
+    if unknown:
+        raise UserError(f"quantization.ignored_names: no module named {unknown[0]!r} in the model (the torch-fx "
+                        f"path takes module names, e.g. {next(iter(list(modules)[1:2]), 'backbone')!r})")
     for name in ignored:
         quantizer.set_module_name_qconfig(name, None)
     log.info("NNCF %s quantize_pt2e: %d calibration step(s) x %d sample(s), preset=%s, ignored modules: %s",
