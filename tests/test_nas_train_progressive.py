@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -149,3 +150,28 @@ def test_bad_config_on_the_command_line(tmp_path):
 def test_shipped_training_configs_are_valid(path):
     cfg = load_nas_config(path)
     assert cfg.training.stages and cfg.model in ("digits_resnet", "resnet50")
+
+
+def test_imagefolder_training(teacher, tmp_path):
+    """The `imagefolder` dataset (train/ and val/ class folders, as for ImageNet) feeds training."""
+    from PIL import Image
+
+    from mlperf_bnas.nas.train_cli import train_from_config
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for label in range(10):
+            folder = tmp_path / "data" / split / f"class{label}"
+            folder.mkdir(parents=True)
+            for k in range(4 if split == "train" else 1):
+                Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(folder / f"{k}.png")
+    cfg = config_dict(STAGES[:1])
+    cfg.update(dataset="imagefolder", batch_size=8)
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(cfg))
+    supernet, state = train_from_config(path, tmp_path / "run", teacher, resume=False,
+                                        data_dir=str(tmp_path / "data"), progress=False)
+    assert len(state.history) == 1 and 0.0 <= state.history[0]["top1_max"] <= 100.0
+    assert (tmp_path / "run" / "supernet.pt").is_file()
+    with pytest.raises(UserError, match="train/ and val/"):
+        train_from_config(path, tmp_path / "run2", teacher, resume=False, data_dir=str(tmp_path), progress=False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -86,8 +87,9 @@ def data_loaders(dataset: str, batch_size: int, seed: int, data_dir: str | None,
         train = ImageFolder(root / "train", T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(),
                                                        T.ToTensor(), norm]))
         val = ImageFolder(root / "val", T.Compose([T.Resize(int(size / 0.875)), T.CenterCrop(size), T.ToTensor(), norm]))
-        return (DataLoader(train, batch_size=batch_size, shuffle=True, num_workers=4, drop_last=True),
-                DataLoader(val, batch_size=batch_size, shuffle=False, num_workers=4))
+        workers = min(4, os.cpu_count() or 1)
+        return (DataLoader(train, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True),
+                DataLoader(val, batch_size=batch_size, shuffle=False, num_workers=workers))
     raise UserError(f"unknown NAS dataset {dataset!r}; valid: digits, imagefolder")
 
 
