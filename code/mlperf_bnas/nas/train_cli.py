@@ -297,7 +297,9 @@ def run_demo(output_dir: Path, config: Path = DEMO_CONFIG, pretrain_epochs: int 
         base_acc = top1(model, val)
     else:
         model, base_acc = pretrain_digits_model(pretrain_epochs, cfg.seed, cfg.batch_size, device=default_device())
-        torch.save(model.state_dict(), pretrained_path)
+        tmp = pretrained_path.with_name(pretrained_path.name + ".tmp")
+        torch.save(model.state_dict(), tmp)
+        os.replace(tmp, pretrained_path)
     log.info("pre-trained digits model: top-1 %.2f%%", base_acc)
     supernet, state = train_from_config(config, work, model, resume, progress=progress)
     train, val = digits_loaders(cfg.batch_size, cfg.seed)
@@ -319,7 +321,9 @@ def run_demo(output_dir: Path, config: Path = DEMO_CONFIG, pretrain_epochs: int 
         log.info("%s sub-network: top-1 %.2f%%, %d MACs -> %s", name, acc, supernet.macs(sub_cfg), path)
     supernet.activate(space.maximum())
     summary["history"] = state.history
-    (work / "demo_summary.json").write_text(json.dumps(summary, indent=2))
+    tmp = work / "demo_summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, work / "demo_summary.json")
     return summary
 
 
