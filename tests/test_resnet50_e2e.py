@@ -132,7 +132,7 @@ def test_rerun_archives_earlier_results(built):
 def test_null_backend_harness_run(built, tmp_path):
     conf = tmp_path / "null.conf"
     # The null backend answers in microseconds: ask for enough samples to fill min_duration.
-    conf.write_text("resnet50.Offline.target_qps = 200000\nresnet50.*.min_duration = 1000\n"
+    conf.write_text("resnet50.Offline.target_qps = 600000\nresnet50.*.min_duration = 1000\n"
                     "resnet50.*.performance_sample_count_override = 32\n")
     run_cli("run", *built.common("--scenario", "Offline", "--user-conf", str(conf), "--set", "backend=null",
                                  "--set", "postprocess=none", "--log-dir", str(tmp_path / "null")))
