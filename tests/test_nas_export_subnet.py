@@ -96,3 +96,15 @@ def test_openvino_conversion_matches_torch():
     compiled = ovb.core().compile_model(ov_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     got = compiled(x.numpy())[0]
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_train_refuses_an_existing_run_and_resumes_it(trained):
+    args = ["nas", "train", "--config", str(trained / "config.json"), "--output-dir", str(trained / "run"),
+            "--pretrained", str(trained / "pretrained.pt"), "--no-progress"]
+    before = (trained / "run" / "supernet_last.pt").read_bytes()
+    refused = run_cli(*args, check=False)
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+    assert (trained / "run" / "supernet_last.pt").read_bytes() == before
+    resumed = run_cli(*args, "--resume")  # the schedule is complete: nothing left to train
+    assert json.loads(resumed.stdout[resumed.stdout.index("{"):])["last_epoch"]["epoch"] == 1
+    assert len(json.loads((trained / "run" / "train_log.json").read_text())) == 1
