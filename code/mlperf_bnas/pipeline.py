@@ -296,7 +296,7 @@ def build_openvino_ir(torch_model, preprocess_spec: PreprocessSpec, calibration_
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building.", dir=out_dir.parent))
     try:
         ovb.save_ir(ov_model, tmp / ovb.IR_NAME)
-        info["ir_sha256"] = sha256_file(tmp / ovb.IR_NAME.replace(".xml", ".bin"))
+        info["ir_bin_sha256"] = sha256_file(tmp / ovb.IR_NAME.replace(".xml", ".bin"))
         write_json_atomic(tmp / "quantization.json", info)
         _replace_dir(tmp, out_dir)
     except BaseException:
