@@ -13,6 +13,7 @@ import torch
 
 from conftest import REPO, run_cli
 from mlperf_bnas.backends.pytorch import PROGRAM_NAME, PyTorchBackend, count_quantized_convolutions, load_program
+from mlperf_bnas.loadgen.logs import read_detail_log
 
 BENCH = REPO / "code" / "retinanet-pytorch-cpu"
 SMOKE_CONF = BENCH / "user.smoke.conf"
@@ -69,8 +70,10 @@ def test_offline_accuracy_int8_inductor_and_fp32(built):
     run_cli("run", *_args(built, "--scenario", "Offline", "--mode", "accuracy", "--user-conf", str(SMOKE_CONF),
                           "--precision", "fp32", "--set", "backend_options.engine=eager"))
     fp32 = run_cli("accuracy", *_args(built, "--scenario", "Offline")).stdout
-    assert _map(fp32) > 90.0, fp32
-    assert _map(int8) > 50.0, int8
+    assert _map(fp32) > 99.0, fp32           # the ground truth is FP32's own detections
+    # INT8 of the seeded model on 4 calibration images: ~49% mAP (AP@0.5 ~77%) measured; a broken
+    # quantization (wrong scales, lost outputs) scores near 0.
+    assert 30.0 < _map(int8) < 100.0, int8
     # The INT8 result was archived by the FP32 re-run, never deleted.
     assert any((built / "build" / "archive").rglob("accuracy.txt"))
 
@@ -82,9 +85,9 @@ def test_server_performance_two_instances(built):
     run_dir = built / "results" / "t" / "retinanet" / "Server" / "performance" / "run_1"
     summary = (run_dir / "mlperf_log_summary.txt").read_text()
     assert "Scenario : Server" in summary and "Completed samples per second" in summary
-    detail = (run_dir / "mlperf_log_detail.txt").read_text()
-    assert '"effective_qsl_rng_seed", "value": 1780908523862526354' in detail.replace(":", ",", 0) or \
-        "1780908523862526354" in detail
+    detail = read_detail_log(run_dir / "mlperf_log_detail.txt")
+    assert int(detail.get("effective_qsl_rng_seed")) == 1780908523862526354      # the v5.1 seeds
+    assert not detail.errors
     assert "'instances': 2" in proc.stderr + proc.stdout
 
 
