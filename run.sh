@@ -17,7 +17,9 @@ export OUTPUT_DIR="${OUTPUT_DIR:-$REPO/output}"
 mkdir -p "$OUTPUT_DIR/logs"
 source "$REPO/tools/env.sh" ""
 read -r -a BENCHMARKS <<< "${BENCHMARKS:-resnet50-openvino retinanet-pytorch-cpu}"
-STEPS=(run_calibration run_offline run_offline_accuracy run_server run_server_accuracy run_compliance)
+# Each step is "<script> [arguments]"; compliance verifies against the runs before it.
+STEPS=(run_calibration run_offline run_offline_accuracy run_server run_server_accuracy
+       "run_compliance Offline" "run_compliance Server")
 
 start=$(date +%s)
 step() {  # step <label> <command...>: run with output teed to $OUTPUT_DIR/logs/<label>.log
@@ -34,8 +36,9 @@ for bench in "${BENCHMARKS[@]}"; do
   bench_dir="$REPO/code/$bench"
   [ -d "$bench_dir" ] || { echo "run.sh: unknown benchmark '$bench' (no $bench_dir)" >&2; exit 2; }
   for s in "${STEPS[@]}"; do
+    read -r -a words <<< "$s"
     # USER_CONF is resolved per benchmark by tools/env.sh unless the caller set it.
-    step "$bench.$s" "$bench_dir/$s.sh"
+    step "$bench.${s// /.}" "$bench_dir/${words[0]}.sh" "${words[@]:1}"
   done
 done
 
