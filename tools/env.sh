@@ -21,15 +21,22 @@ if [ -z "${SYSTEM:-}" ]; then
   SYSTEM="$(mlperf-bnas package --default-system-name 2>/dev/null || echo local_cpu)"
 fi
 export SYSTEM
-if [ -z "${USER_CONF:-}" ]; then
-  # Synthetic data (no DATA_DIR) gets the short smoke settings; real data the real rules.
-  if [ -z "$DATA_DIR" ] && [ -n "$BENCH_DIR" ] && [ -f "$BENCH_DIR/user.smoke.conf" ]; then
-    USER_CONF="$BENCH_DIR/user.smoke.conf"
-  else
-    USER_CONF="$BENCH_DIR/user.conf"
+# USER_CONF is resolved per benchmark (a caller without a benchmark, like run.sh, leaves it
+# alone so each benchmark script picks its own); a value the user set is always kept.
+if [ -n "$BENCH_DIR" ]; then
+  if [ -z "${USER_CONF:-}" ]; then
+    # Synthetic data (no DATA_DIR) gets the short smoke settings; real data the real rules.
+    if [ -z "$DATA_DIR" ] && [ -f "$BENCH_DIR/user.smoke.conf" ]; then
+      USER_CONF="$BENCH_DIR/user.smoke.conf"
+    else
+      USER_CONF="$BENCH_DIR/user.conf"
+    fi
+  elif [ ! -f "$USER_CONF" ] && [ -f "$BENCH_DIR/$USER_CONF" ]; then
+    # USER_CONF=user.conf means the benchmark's own file.
+    USER_CONF="$BENCH_DIR/$USER_CONF"
   fi
+  export USER_CONF
 fi
-export USER_CONF
 # Common arguments for mlperf-bnas pipeline steps, as an array (no string-built commands).
 COMMON_ARGS=(--benchmark "$BENCH_DIR" --output-dir "$OUTPUT_DIR" --system "$SYSTEM")
 # `if`, not `[ ] && ...`: a false test as the file's last command would make `source`
