@@ -179,6 +179,11 @@ def test_unreachable_bound_fails_clearly_and_keeps_the_offline_result(tmp_path):
     assert "even the fastest query took" in proc.stdout
     record = json.loads((bench / f"user.{SYSTEM}.tuned.json").read_text())
     assert set(record["scenarios"]) == {"Offline"}
+    # The failed search's evidence is kept: its capacity trial and the one Server trial.
+    failed = record["failed_searches"]["Server"]
+    assert "no Server target_qps" in failed["error"]
+    server_trials = [t for t in failed["trial_records"] if t["scenario"] == "Server"]
+    assert len(server_trials) == 1 and server_trials[0]["latency_ms"]["min"] > BOUND_MS
     assert 1000 / 60 * 0.8 < record["scenarios"]["Offline"]["samples_per_s"] <= 1000 / 60 * 1.02
     assert "resnet50.Server.target_qps" not in (bench / f"user.{SYSTEM}.tuned.conf").read_text().split(
         "end of base conf")[1]

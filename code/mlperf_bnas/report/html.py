@@ -167,8 +167,18 @@ def _tuning_sections(records: list[dict[str, Any]]) -> str:
                 out.append(_img(plots.tuning_server_plot(s.get("trial_records", []), s["target_qps"], bound,
                                                          "Server bisection"), "Server tuning trials"))
             out.append(_trial_table(s.get("trial_records", []), s))
+        for name, failure in (rec.get("failed_searches") or {}).items():
+            out.append(f'<div class="warn"><b>{_e(name)} search found no VALID setting</b>: {_e(failure.get("error"))}</div>')
+            out.append(_img(plots.tuning_server_plot(failure.get("trial_records", []), 0.0,
+                                                     _bound(failure.get("trial_records", [])), f"{name} search (failed)"),
+                            f"{name} failed search"))
+            out.append(_trial_table(failure.get("trial_records", []), {}))
         out.append("</div>")
     return "\n".join(out)
+
+
+def _bound(trials: list[dict[str, Any]]) -> float | None:
+    return next((t["latency_bound_ms"] for t in trials if t.get("latency_bound_ms")), None)
 
 
 def _confirmed(s: dict[str, Any]) -> str:

@@ -84,7 +84,8 @@ def tuning_server_plot(trials: list[dict[str, Any]], chosen_qps: float, bound_ms
                     textcoords="offset points", xytext=(3, 3), fontsize=7)
     if bound_ms:
         ax.axhline(bound_ms, color="tab:red", ls="--", lw=1, label=f"bound {bound_ms:g} ms")
-    ax.axvline(chosen_qps, color="tab:orange", lw=1.2, label=f"chosen {chosen_qps:.1f} QPS")
+    if chosen_qps > 0:
+        ax.axvline(chosen_qps, color="tab:orange", lw=1.2, label=f"chosen {chosen_qps:.1f} QPS")
     ax.set_xlabel("target QPS")
     ax.set_ylabel("p99 latency (ms)")
     ax.legend(fontsize=8)

@@ -92,6 +92,7 @@ def tune(req: TuneRequest) -> dict[str, Any]:
           f"{spec.trial_duration_ms} ms trials; trial logs in {work_dir}", flush=True)
 
     results: dict[str, dict[str, Any]] = dict(existing.get("scenarios", {}))
+    failed: dict[str, dict[str, Any]] = {}     # searches of this run that found nothing, with their trials
     header = [f"benchmark: {base_cfg.benchmark}  system: {req.system}  updated: {stamp}",
               f"evidence (every trial): {json_out.name}"]
 
@@ -107,6 +108,8 @@ def tune(req: TuneRequest) -> dict[str, Any]:
             "tuned_conf": str(conf_out.resolve()), "updated": stamp, "trial_dir": str(work_dir),
             "spec": dataclasses.asdict(spec), "scenarios": results,
         }
+        if failed:
+            record["failed_searches"] = failed
         if "Offline" in results and "Server" in results and results["Offline"].get("samples_per_s"):
             record["server_offline_efficiency"] = results["Server"]["target_qps"] / results["Offline"]["samples_per_s"]
         tuned = {s: {"target_qps": results[s]["target_qps"], "backend_options": results[s]["backend_options"]}
@@ -130,10 +133,15 @@ def tune(req: TuneRequest) -> dict[str, Any]:
     if "Server" in req.scenarios:
         try:
             server = tune_server(runner, spec, candidates["Server"], offline_choice)
-        except RunFailed:
+        except RunFailed as exc:
             _print_trials(runner)
-            if "Offline" in req.scenarios:
-                print(f"tune: the Offline result is saved in {conf_out}; the Server search failed:", flush=True)
+            done = {n for r in results.values() if r.get("tuned_at") == stamp for n in r.get("trials", [])}
+            failed["Server"] = {"error": str(exc), "tuned_at": stamp,
+                                "trial_records": [t.as_dict() for t in runner.trials if t.number not in done]}
+            save()
+            print(f"tune: the Server search failed (its trials are recorded in {json_out})"
+                  + ("; the Offline result is saved in " + str(conf_out) if "Offline" in req.scenarios else ""),
+                  flush=True)
             raise
         if req.confirm:
             server.target_qps, server.confirmed, numbers = confirm(
