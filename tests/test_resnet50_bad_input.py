@@ -96,6 +96,10 @@ def test_user_conf_loadgen_rejects_leaves_results_alone(tmp_path):
     assert (earlier / "mlperf_log_summary.txt").read_text() == "Result is : VALID\n"
 
 
-def test_model_not_built(tmp_path):
-    _fails("run", *_common(tmp_path, "--scenario", "Offline", "--user-conf", str(BENCH / "user.smoke.conf"),
-                           "--data-dir", str(tmp_path)), expect="val_map.txt")
+def test_model_not_built(real_copy, tmp_path):
+    _fails("run", *_common(tmp_path / "out", "--scenario", "Offline", "--user-conf", str(BENCH / "user.smoke.conf"),
+                           "--data-dir", str(real_copy)), expect="model not built")
+
+
+def test_data_dir_without_val_map(tmp_path):
+    _fails("dataset", *_common(tmp_path / "out", "--data-dir", str(tmp_path)), expect="val_map.txt: not found")
