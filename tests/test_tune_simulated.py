@@ -187,3 +187,15 @@ def test_unreachable_bound_fails_clearly_and_keeps_the_offline_result(tmp_path):
     assert 1000 / 60 * 0.8 < record["scenarios"]["Offline"]["samples_per_s"] <= 1000 / 60 * 1.02
     assert "resnet50.Server.target_qps" not in (bench / f"user.{SYSTEM}.tuned.conf").read_text().split(
         "end of base conf")[1]
+
+
+def test_set_changes_one_tuning_key(tmp_path):
+    bench = make_benchmark(tmp_path)
+    common = ["tune", "--benchmark", str(bench), "--output-dir", str(tmp_path / "out"), "--system", SYSTEM,
+              "--user-conf", str(bench / "user.conf")]
+    proc = run_cli(*common, "--set", "tuning={}", check=False)
+    assert proc.returncode == 2 and "set one key at a time" in proc.stderr
+    # A tuning key from the command line is validated like config.yaml's (no trial runs).
+    proc = run_cli(*common, "--set", "tuning.Offline={backend_options: {workers: []}}", check=False)
+    assert proc.returncode == 2 and "tuning.Offline.backend_options.workers must be a non-empty list" in proc.stderr
+    assert not (tmp_path / "out" / "build").exists()

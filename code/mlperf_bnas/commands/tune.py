@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import yaml
+
 from mlperf_bnas.config import parse_set_options
 from mlperf_bnas.errors import UserError
 
@@ -27,7 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--conf-out", help="tuned conf to write (default: <benchmark>/user.<system>.tuned.conf)")
     p.add_argument("--trial-duration-ms", type=int, help="override tuning.trial_duration_ms")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value for the search and every trial")
+                   help="override a config value for the search and every trial; tuning.<key>=<yaml> "
+                        "changes one key of the tuning section")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,13 +45,28 @@ def run(args: argparse.Namespace) -> int:
         run_args += ["--data-dir", args.data_dir]
     if args.checkpoint:
         run_args += ["--checkpoint", args.checkpoint]
-    spec_overrides = {}
+    # `--set tuning.<key>=<yaml>` changes one key of the tuning section (e.g. a grid); the
+    # other --set values go to the configuration and to every trial run.
+    spec_overrides: dict = {}
+    config_sets = []
+    for pair in args.set:
+        key, _, raw = pair.partition("=")
+        if key == "tuning":
+            raise UserError(f"--set {pair!r}: set one key at a time, e.g. --set 'tuning.Offline="
+                            "{backend_options: {batch_size: [1, 4]}}' or --set tuning.trial_duration_ms=2000")
+        if key.startswith("tuning."):
+            try:
+                spec_overrides[key.split(".", 1)[1]] = yaml.safe_load(raw)
+            except yaml.YAMLError as exc:
+                raise UserError(f"--set {pair!r}: the value is not valid YAML ({exc})") from None
+        else:
+            config_sets.append(pair)
     if args.trial_duration_ms is not None:
         spec_overrides["trial_duration_ms"] = args.trial_duration_ms
     scenarios = ("Offline", "Server") if args.scenario == "all" else (args.scenario,)
     tune(TuneRequest(benchmark_dir=bench, output_dir=Path(args.output_dir), system=args.system,
-                     user_conf=user_conf, scenarios=scenarios, overrides=parse_set_options(args.set),
-                     set_args=list(args.set), run_args=run_args,
+                     user_conf=user_conf, scenarios=scenarios, overrides=parse_set_options(config_sets),
+                     set_args=config_sets, run_args=run_args,
                      conf_out=Path(args.conf_out) if args.conf_out else None, confirm=args.confirm,
                      spec_overrides=spec_overrides))
     return 0

@@ -104,7 +104,8 @@ def tune(req: TuneRequest) -> dict[str, Any]:
                 results[scenario]["trial_records"] = [t for t in trials if t["number"] in results[scenario]["trials"]]
         record = {
             "generated_by": GENERATED_BY, "benchmark": base_cfg.benchmark, "loadgen_model": base_cfg.loadgen_model,
-            "system": req.system, "backend": base_cfg.backend, "base_user_conf": str(Path(req.user_conf).resolve()),
+            "system": req.system, "backend": base_cfg.backend, "benchmark_dir": str(base_cfg.benchmark_dir),
+            "base_user_conf": str(Path(req.user_conf).resolve()),
             "tuned_conf": str(conf_out.resolve()), "updated": stamp, "trial_dir": str(work_dir),
             "spec": dataclasses.asdict(spec), "scenarios": results,
         }
@@ -181,4 +182,4 @@ def _print_summary(record: dict[str, Any], runner: TrialRunner, conf_out: Path, 
     for scenario, result in record["scenarios"].items():
         sets = " ".join(f"--set backend_options.{k}={v}" for k, v in sorted(result["backend_options"].items()))
         script = "run_offline.sh" if scenario == "Offline" else "run_server.sh"
-        print(f"  {scenario}: USER_CONF={conf_out} {Path(record['tuned_conf']).parent / script} {sets}".rstrip())
+        print(f"  {scenario}: USER_CONF={conf_out} {Path(record['benchmark_dir']) / script} {sets}".rstrip())
