@@ -20,6 +20,7 @@ The best sub-network follows NNCF's rule: the lowest cost (the first efficiency 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import logging
@@ -217,8 +218,15 @@ def _integer_operators(s: SearchSettings) -> dict:
     )
 
 
-def _ref_dirs(n_obj: int, population: int, seed: int) -> np.ndarray:
+@functools.lru_cache(maxsize=16)
+def _energy_ref_dirs(n_obj: int, population: int, seed: int) -> np.ndarray:
+    # Riesz-energy directions (DyNAS-T's choice) for any point count; seconds to compute, so
+    # computed once per process (LINAS builds a new algorithm every round).
     return get_reference_directions("energy", n_obj, population, seed=seed).astype("float64")
+
+
+def _ref_dirs(n_obj: int, population: int, seed: int) -> np.ndarray:
+    return _energy_ref_dirs(n_obj, population, seed).copy()
 
 
 @ALGORITHMS.register("ga")
@@ -229,7 +237,11 @@ def _ga(s: SearchSettings, n_obj: int, population: int):
 @ALGORITHMS.register("cmaes")
 def _cmaes(s: SearchSettings, n_obj: int, population: int):
     # Continuous by nature: genomes are rounded and clipped when decoded (problem.as_genomes).
-    return CMAES(pop_size=population, restarts=0)
+    algorithm = CMAES(pop_size=population, restarts=0)
+    # x0 is the best of n_sample_points random points; pymoo's 20 would overrun small budgets. Its
+    # constructor forwards unknown keywords to the cma package, so the attribute is set here.
+    algorithm.n_sample_points = population
+    return algorithm
 
 
 @ALGORITHMS.register("nsga2")
