@@ -44,8 +44,16 @@ done
 
 step package mlperf-bnas package --output-dir "$OUTPUT_DIR" --system "$SYSTEM"
 checker_status=0
-step check mlperf-bnas check "$OUTPUT_DIR/submission" || checker_status=$?
-step report mlperf-bnas report --output-dir "$OUTPUT_DIR" --system "$SYSTEM"
+step check mlperf-bnas check --input "$OUTPUT_DIR/submission" --full-results "$OUTPUT_DIR/results" \
+  --json "$OUTPUT_DIR/logs/check.json" || checker_status=$?
+step report mlperf-bnas report --output-dir "$OUTPUT_DIR" --system "$SYSTEM" \
+  --table --checker-json "$OUTPUT_DIR/logs/check.json"
 echo
 echo "Finished in $(( $(date +%s) - start ))s. Submission: $OUTPUT_DIR/submission  Report: $OUTPUT_DIR/report/index.html"
+# A smoke submission (embedded default) fails, by design, exactly the rules a short run on
+# synthetic data cannot meet; that is the expected outcome, not an error of the main job.
+if [ "$checker_status" -ne 0 ] && grep -q '"smoke": true' "$OUTPUT_DIR/logs/check.json" && [ -z "$DATA_DIR" ]; then
+  echo "Checker: SMOKE submission, as expected on synthetic data with short runs (see $OUTPUT_DIR/logs/check.log)."
+  checker_status=0
+fi
 exit "$checker_status"

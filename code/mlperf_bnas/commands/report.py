@@ -20,6 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="HTML file to write (default: <output-dir>/report/index.html)")
     p.add_argument("--tuning", action="append", default=[], help="extra tuning record (JSON) to include")
     p.add_argument("--nas", action="append", default=[], help="NAS results folder (pareto.csv...) to include")
+    p.add_argument("--table", action="store_true", help="also print the results table on stdout")
+    p.add_argument("--checker-json", type=Path, default=None,
+                   help="findings of `mlperf-bnas check --json FILE`, for the table's checker column")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,6 +34,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else output_dir / "report" / "index.html"
     write_report(data, out)
     valid = sum(1 for r in data.results if r.performance and r.performance.valid)
+    if args.table:
+        from mlperf_bnas.report.table import results_table
+
+        print(results_table(data, args.checker_json))
     print(f"report: {out} ({len(data.results)} benchmark x scenario result(s), {valid} VALID; "
           f"{len(data.tuning)} tuning record(s); {len(data.nas)} NAS search(es))")
     return 0

@@ -1,0 +1,57 @@
+"""The plain-text results table ``run.sh`` ends with."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mlperf_bnas.report.collect import ReportData, ScenarioResult
+
+
+def _checker_verdicts(checker_json: Path | None) -> tuple[dict[tuple[str, str, str], str], str | None]:
+    """Per (system, model, scenario): the error rules our checker found under that result."""
+    if checker_json is None or not checker_json.is_file():
+        return {}, None
+    data = json.loads(checker_json.read_text())
+    errors: dict[tuple[str, str, str], set[str]] = {}
+    for system, model, scenario, *_ in data.get("results", []):
+        errors.setdefault((system, model, scenario), set())
+    for f in data.get("findings", []):
+        if f.get("severity") != "error":
+            continue
+        for key, rules in errors.items():
+            system, model, scenario = key
+            if f"/{system}/{model}/{scenario}/" in f"/{f.get('path', '')}/":
+                rules.add(f["rule"])
+    verdicts = {k: ("pass" if not v else ("smoke: " if data.get("smoke") else "FAIL: ") + ",".join(sorted(v)))
+                for k, v in errors.items()}
+    overall = "SMOKE" if data.get("smoke") else ("FAIL" if any(f.get("severity") == "error"
+                                                             for f in data.get("findings", [])) else "PASS")
+    return verdicts, overall
+
+
+def _row(r: ScenarioResult, verdicts: dict) -> list[str]:
+    perf, acc = r.performance, r.accuracy
+    unit = "samples/s" if r.scenario == "Offline" else "QPS"
+    metric = f"{perf.metric:.2f} {unit}" if perf and perf.metric is not None else "-"
+    p99 = perf.percentiles_ms.get("p99") if perf else None
+    accuracy = (f"{acc.metric}={acc.value:.3f}%" if acc and acc.value is not None else "-")
+    fidelity = "-"
+    if r.data_source is not None:
+        fidelity = "yes (synthetic, FP32-labelled)" if r.data_source.synthetic else "no (real labels)"
+    return [r.model, r.scenario, metric, f"{p99:.1f} ms" if p99 is not None else "-",
+            perf.result_line if perf else "-", accuracy, fidelity,
+            verdicts.get((r.system, r.model, r.scenario), "not checked")]
+
+
+def results_table(data: ReportData, checker_json: Path | None = None) -> str:
+    verdicts, overall = _checker_verdicts(checker_json)
+    header = ["benchmark", "scenario", "result", "p99 latency", "LoadGen", "accuracy",
+              "accuracy = INT8 fidelity", "checker"]
+    rows = [header] + [_row(r, verdicts) for r in data.results]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    if overall:
+        lines.append(f"checker verdict: {overall}")
+    return "\n".join(lines)
