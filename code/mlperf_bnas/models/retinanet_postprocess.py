@@ -16,6 +16,7 @@ Anchors come from torchvision's ``AnchorGenerator`` with MLPerf's sizes
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -85,15 +86,21 @@ def detect(cls_logits: Tensor, bbox_regression: Tensor, geometry: Sequence[float
     cls_logits = cls_logits.float()
     bbox_regression = bbox_regression.float()
     num_classes = cls_logits.shape[-1]
+    t = settings.score_threshold
+    # A hair below logit(t), so float rounding never drops a score the reference would keep.
+    logit_threshold = math.log(t / (1.0 - t)) - 1e-4 if t > 0 else -math.inf
     results = []
     for n in range(cls_logits.shape[0]):
         boxes_all, scores_all, labels_all = [], [], []
         for logits, regression, level_anchors in zip(cls_logits[n].split(per_level), bbox_regression[n].split(per_level),
                                                      anchors.split(per_level)):
-            scores = torch.sigmoid(logits).flatten()
-            keep = scores > settings.score_threshold
-            scores = scores[keep]
-            idxs = torch.where(keep)[0]
+            # sigmoid(x) > t  <=>  x > logit(t): threshold the logits and take the sigmoid of the
+            # few survivors only (the full sigmoid over K x 264 scores dominated the cost).
+            flat = logits.flatten()
+            idxs = torch.where(flat > logit_threshold)[0]
+            scores = torch.sigmoid(flat[idxs])
+            above = scores > settings.score_threshold       # the reference's test, on the survivors
+            scores, idxs = scores[above], idxs[above]
             num_topk = min(settings.topk_candidates, idxs.numel())
             scores, order = scores.topk(num_topk)
             idxs = idxs[order]
