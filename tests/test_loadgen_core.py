@@ -97,3 +97,10 @@ def test_rejected_user_conf_is_a_clear_error(tmp_path):
     proc, _, _ = drive(tmp_path, "Offline", conf="this line is not a setting\n")
     assert proc.returncode != 0
     assert "LoadGen rejected this user.conf" in proc.stderr and "user.conf" in proc.stderr
+
+
+def test_unknown_user_conf_key_is_named(tmp_path):
+    # LoadGen itself ignores unknown keys: a typo would silently run with default settings.
+    proc, _, _ = drive(tmp_path, "Offline", conf=SHORT_CONF + "*.Offline.target_qsp = 10\n")
+    assert proc.returncode != 0
+    assert "user.conf:8: LoadGen has no setting 'target_qsp'" in proc.stderr

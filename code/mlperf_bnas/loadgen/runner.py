@@ -41,6 +41,41 @@ class RunRequest:
     audit_config: Path | None = None   # compliance only: TEST01/TEST04 settings
 
 
+# Keys LoadGen 5.1's user.conf parser reads (test_settings_internal.cc, FromConfig). LoadGen
+# silently ignores any other key, so a typo ("target_qsp") would quietly run with defaults.
+USER_CONF_KEYS = frozenset("""
+mode min_duration max_duration min_query_count max_query_count qsl_rng_seed sample_index_rng_seed
+schedule_rng_seed accuracy_log_rng_seed accuracy_log_probability accuracy_log_sampling_target
+print_timestamps performance_issue_unique performance_issue_same performance_issue_same_index
+performance_sample_count_override performance_sample_count sample_concatenate_permutation
+test05 test05_qsl_rng_seed test05_sample_index_rng_seed test05_schedule_rng_seed
+target_latency_percentile target_latency target_qps samples_per_query max_async_queries
+coalesce_queries server_num_issue_query_threads use_token_latencies ttft_latency tpot_latency
+infer_token_latencies token_latency_scaling_factor enable_early_stopping early_stopping_min_queries
+""".split())
+USER_CONF_SCENARIOS = frozenset({"*", "SingleStream", "MultiStream", "Server", "Offline"})
+
+
+def check_user_conf_keys(path: Path) -> None:
+    """Reject keys LoadGen would silently ignore, naming the file and line."""
+    for number, raw in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line or "=" not in line:
+            continue  # LoadGen itself rejects malformed lines (FromConfig returns an error)
+        key = line.split("=", 1)[0].strip()
+        parts = key.split(".")
+        if len(parts) != 3:
+            raise UserError(f"{path}:{number}: {key!r} is not <model>.<scenario>.<key> "
+                            "(e.g. resnet50.Offline.target_qps); fix the line")
+        _model, scenario, name = parts
+        if scenario not in USER_CONF_SCENARIOS:
+            raise UserError(f"{path}:{number}: unknown scenario {scenario!r} in {key!r}; "
+                            f"valid: {', '.join(sorted(USER_CONF_SCENARIOS))}")
+        if name not in USER_CONF_KEYS:
+            raise UserError(f"{path}:{number}: LoadGen has no setting {name!r} (it would be ignored "
+                            f"silently); valid settings: {', '.join(sorted(USER_CONF_KEYS))}")
+
+
 def load_settings(req: RunRequest) -> lg.TestSettings:
     global _from_config_done
     if _from_config_done:
@@ -52,6 +87,7 @@ def load_settings(req: RunRequest) -> lg.TestSettings:
     conf = Path(req.user_conf)
     if not conf.is_file():
         raise UserError(f"{conf}: user.conf not found; set USER_CONF to an existing file")
+    check_user_conf_keys(conf)
     settings = lg.TestSettings()
     _from_config_done = True
     rc = settings.FromConfig(str(conf), req.loadgen_model, req.scenario)
