@@ -111,9 +111,13 @@ def test_full_size_800_smoke(tmp_path):
     """The real input size through dataset -> FP32 build -> Offline performance (2 images, eager)."""
     out = tmp_path / "full"
     args = _args(out, size=800, images=2)
+    conf = tmp_path / "user.conf"         # two queries: an 800x800 FP32 image takes seconds here
+    conf.write_text("retinanet.*.performance_sample_count_override = 2\nretinanet.*.min_query_count = 2\n"
+                    "retinanet.*.min_duration = 0\nretinanet.Offline.target_qps = 0.5\n")
     run_cli("build", *args, "--precision", "fp32")
-    run_cli("run", *args, "--scenario", "Offline", "--mode", "performance", "--user-conf", str(SMOKE_CONF),
-            "--precision", "fp32", "--set", "backend_options.engine=eager")
+    run_cli("run", *args, "--scenario", "Offline", "--mode", "performance", "--user-conf", str(conf),
+            "--precision", "fp32", "--set", "backend_options.engine=eager",
+            "--set", "backend_options.warmup_iterations=1")
     summary = (out / "results" / "t" / "retinanet" / "Offline" / "performance" / "run_1" /
                "mlperf_log_summary.txt").read_text()
     assert "Samples per second" in summary

@@ -200,7 +200,7 @@ class OpenImages(Dataset):
 
     @classmethod
     def _stamp(cls, options: "OpenImages.Options", stamp: dict[str, Any]) -> dict[str, Any]:
-        return {"generator": "mlperf_bnas.data.openimages/1", "count": options.synthetic_count,
+        return {"generator": "mlperf_bnas.data.openimages/2", "count": options.synthetic_count,
                 "seed": options.synthetic_seed, "boxes_per_image": options.synthetic_boxes_per_image,
                 "labeller": stamp}
 
