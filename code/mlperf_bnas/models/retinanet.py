@@ -27,7 +27,6 @@ lateral/extra blocks, the anchor generator and the heads follow the levels.
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import pickle
 from dataclasses import dataclass
@@ -316,17 +315,6 @@ def seeded_statistics_images(options: RetinaNetOptions, count: int = 2) -> Tenso
         img = synthetic_image(options.seed + 7919, i).resize((size, size))
         out.append(torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1))
     return torch.stack(out)
-
-
-def weights_fingerprint(model: nn.Module) -> str:
-    """sha256 of the state dict (names, shapes, bytes): identifies the model that labelled a synthetic set."""
-    h = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        t = tensor.detach().contiguous().cpu()
-        h.update(name.encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
 
 
 # -- rewrites for quantization ------------------------------------------------
