@@ -174,7 +174,7 @@ def test_every_algorithm_on_the_demo_supernet(supernet_path, tmp_path, algo):
                          tmp_path / "r.csv")
     assert 2 <= outcome.num_full_evaluations <= 8
     F = objective_matrix(outcome.records, metrics)
-    assert len(outcome.front) == len(front_indices(F)) >= 1
+    assert len(outcome.front) == len({tuple(F[i]) for i in front_indices(F)}) >= 1
 
 
 @pytest.mark.parametrize("flags,message", [

@@ -30,9 +30,18 @@ def objective_matrix(records: Sequence, objectives: Sequence[str]) -> np.ndarray
 
 
 def pareto_records(records: Sequence, objectives: Sequence[str]) -> list:
-    """Non-dominated records, sorted by their first cost objective (or accuracy alone)."""
+    """Non-dominated records, sorted by their first cost objective (or accuracy alone).
+
+    Sub-networks with identical objective values (e.g. configs differing only in a skipped
+    block's width) are one point of the front: the first measured one stands for it.
+    """
     F = objective_matrix(records, objectives)
-    front = [records[i] for i in front_indices(F)]
+    front, seen = [], set()
+    for i in front_indices(F):
+        key = tuple(F[i])
+        if key not in seen:
+            seen.add(key)
+            front.append(records[i])
     key = next((m for m in objectives if m != "accuracy"), objectives[0])
     return sorted(front, key=lambda r: objective_values(r.metrics, [key])[0])
 
