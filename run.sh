@@ -38,7 +38,14 @@ for bench in "${BENCHMARKS[@]}"; do
   for s in "${STEPS[@]}"; do
     read -r -a words <<< "$s"
     # USER_CONF is resolved per benchmark by tools/env.sh unless the caller set it.
-    step "$bench.${s// /.}" "$bench_dir/${words[0]}.sh" "${words[@]:1}"
+    if [ "${words[0]}" = run_compliance ]; then
+      # A failed compliance verdict (e.g. TEST01's +-10% performance check on a busy machine)
+      # is a finding for the checker and the table, not a reason to stop the main job.
+      step "$bench.${s// /.}" "$bench_dir/${words[0]}.sh" "${words[@]:1}" \
+        || echo "    compliance reported a failure: see $OUTPUT_DIR/compliance and the checker below"
+    else
+      step "$bench.${s// /.}" "$bench_dir/${words[0]}.sh" "${words[@]:1}"
+    fi
   done
 done
 
