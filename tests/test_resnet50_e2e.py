@@ -25,7 +25,9 @@ TEST_CONF = f"""
 resnet50.*.performance_sample_count_override = {IMAGES}
 resnet50.*.min_duration = 2000
 resnet50.*.min_query_count = 64
-resnet50.Offline.target_qps = 10
+# Offline: LoadGen issues target_qps x min_duration x 1.1 samples at once; the run is VALID only
+# if they take >= min_duration, so target_qps must exceed what the machine can do (~100/s idle).
+resnet50.Offline.target_qps = 200
 resnet50.Server.target_qps = 8
 resnet50.Server.target_latency = 2000
 resnet50.Server.target_latency_percentile = 90

@@ -22,7 +22,7 @@ CONF = f"""\
 resnet50.*.performance_sample_count_override = {IMAGES}
 resnet50.*.min_duration = 1500
 resnet50.*.min_query_count = 32
-resnet50.Offline.target_qps = 60
+resnet50.Offline.target_qps = 250
 """
 
 
