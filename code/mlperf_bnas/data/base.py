@@ -11,12 +11,21 @@ deterministic stand-in in the same on-disk form, labelled by a model.
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import tempfile
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 from mlperf_bnas.data.cache import CachedSamples, SourceItem, build_cache
 from mlperf_bnas.data.spec import PreprocessSpec
+from mlperf_bnas.errors import UserError
+
+#: Written into every synthetic dataset: what made it (generator, options, labelling model).
+SYNTHETIC_STAMP = "synthetic.json"
 
 #: labeller(image paths) -> the dataset's ground truth for them (ImageNet: one class id per image).
 Labeller = Callable[[Sequence[Path]], Any]
@@ -59,9 +68,17 @@ class Dataset(ABC):
         """
 
     @classmethod
+    def synthetic_stamp(cls, options: Any, stamp: dict[str, Any]) -> dict[str, Any]:
+        """What identifies a synthetic set: generator version, options and the labeller's ``stamp``."""
+        raise NotImplementedError
+
+    @classmethod
     def synthetic_is_current(cls, root: Path, options: Any, stamp: dict[str, Any]) -> bool:
         """True when ``root`` holds a synthetic set made with these options and this labeller."""
-        return False
+        try:
+            return json.loads((Path(root) / SYNTHETIC_STAMP).read_text()) == cls.synthetic_stamp(options, stamp)
+        except (OSError, json.JSONDecodeError):
+            return False
 
     def preprocess_to_cache(self, spec: PreprocessSpec, cache_root: Path, workers: int | None = None,
                             progress: bool = True) -> CachedSamples:
@@ -69,3 +86,31 @@ class Dataset(ABC):
 
     def __len__(self) -> int:
         return len(self.items())
+
+
+@contextmanager
+def building_synthetic(root: Path, stamp: dict[str, Any]) -> Iterator[Path]:
+    """A private folder to write a synthetic dataset into, swapped in at ``root`` when the block succeeds.
+
+    An existing folder that is not a synthetic set of ours is never replaced; a failure
+    leaves whatever was at ``root`` untouched.
+    """
+    root = Path(root)
+    if root.exists() and not (root / SYNTHETIC_STAMP).is_file():
+        raise UserError(f"{root}: exists but is not a synthetic dataset made by mlperf-bnas; "
+                        "move it away or choose another --output-dir")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.building.", dir=root.parent))
+    try:
+        yield tmp
+        (tmp / SYNTHETIC_STAMP).write_text(json.dumps(stamp, indent=1))
+        if root.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old.", dir=root.parent))
+            os.replace(root, old / "data")
+            os.replace(tmp, root)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

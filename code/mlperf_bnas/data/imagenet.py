@@ -8,11 +8,8 @@ images NNCF uses for range initialisation.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from mlperf_bnas.data import DATASETS
-from mlperf_bnas.data.base import Dataset, Labeller
+from mlperf_bnas.data.base import Dataset, Labeller, building_synthetic
 from mlperf_bnas.data.cache import SourceItem
 from mlperf_bnas.data.synthetic import synthetic_image
 from mlperf_bnas.errors import UserError
@@ -29,7 +26,6 @@ log = logging.getLogger(__name__)
 
 VAL_MAP = "val_map.txt"
 CALIBRATION_LIST = "cal_image_list_option_1.txt"
-SYNTHETIC_STAMP = "synthetic.json"
 
 
 def read_val_map(path: Path) -> list[tuple[str, int]]:
@@ -148,28 +144,15 @@ class ImageNet(Dataset):
 
     # -- synthetic stand-in ------------------------------------------------------
     @classmethod
-    def _stamp(cls, options: "ImageNet.Options", stamp: dict[str, Any]) -> dict[str, Any]:
+    def synthetic_stamp(cls, options: "ImageNet.Options", stamp: dict[str, Any]) -> dict[str, Any]:
         return {"generator": "mlperf_bnas.data.synthetic/1", "count": options.synthetic_count,
                 "seed": options.synthetic_seed, "labeller": stamp}
-
-    @classmethod
-    def synthetic_is_current(cls, root: Path, options: "ImageNet.Options", stamp: dict[str, Any]) -> bool:
-        try:
-            return json.loads((Path(root) / SYNTHETIC_STAMP).read_text()) == cls._stamp(options, stamp)
-        except (OSError, json.JSONDecodeError):
-            return False
 
     @classmethod
     def make_synthetic(cls, root: Path, options: "ImageNet.Options", labeller: Labeller,
                        stamp: dict[str, Any]) -> None:
         """JPEGs + ``val_map.txt`` (labels from ``labeller``) + a calibration list, written atomically."""
-        root = Path(root)
-        if root.exists() and not (root / SYNTHETIC_STAMP).is_file():
-            raise UserError(f"{root}: exists but is not a synthetic dataset made by mlperf-bnas; "
-                            "move it away or choose another --output-dir")
-        root.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.building.", dir=root.parent))
-        try:
+        with building_synthetic(root, cls.synthetic_stamp(options, stamp)) as tmp:
             names = [f"ILSVRC2012_val_{i + 1:08d}.JPEG" for i in range(options.synthetic_count)]
             paths = []
             for i, name in enumerate(names):
@@ -182,16 +165,5 @@ class ImageNet(Dataset):
             (tmp / VAL_MAP).write_text("".join(f"{n} {lab}\n" for n, lab in zip(names, labels)))
             # There is no separate calibration split for synthetic data: calibrate on every image.
             (tmp / CALIBRATION_LIST).write_text("".join(f"{n}\n" for n in names))
-            (tmp / SYNTHETIC_STAMP).write_text(json.dumps(cls._stamp(options, stamp), indent=1))
-            if root.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old.", dir=root.parent))
-                os.replace(root, old / "data")
-                os.replace(tmp, root)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, root)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         distinct = len(set(labels))
         log.info("synthetic ImageNet: %d images, %d distinct labels, in %s", len(names), distinct, root)

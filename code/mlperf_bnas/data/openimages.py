@@ -22,9 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from mlperf_bnas.data import DATASETS
-from mlperf_bnas.data.base import Dataset, Labeller
+from mlperf_bnas.data.base import SYNTHETIC_STAMP, Dataset, Labeller, building_synthetic
 from mlperf_bnas.data.cache import CachedSamples, SourceItem, build_cache
 from mlperf_bnas.data.spec import PreprocessSpec
 from mlperf_bnas.data.synthetic import synthetic_image
@@ -44,7 +41,6 @@ ANNOTATIONS = Path("annotations") / "openimages-mlperf.json"
 CALIBRATION_ANNOTATIONS = Path("annotations") / "openimages-calibration-mlperf.json"
 IMAGES = Path("validation") / "data"
 CALIBRATION_IMAGES = Path("calibration") / "data"
-SYNTHETIC_STAMP = "synthetic.json"
 NUM_CLASSES = 264
 
 
@@ -199,29 +195,16 @@ class OpenImages(Dataset):
         return (self.root / SYNTHETIC_STAMP).is_file()
 
     @classmethod
-    def _stamp(cls, options: "OpenImages.Options", stamp: dict[str, Any]) -> dict[str, Any]:
+    def synthetic_stamp(cls, options: "OpenImages.Options", stamp: dict[str, Any]) -> dict[str, Any]:
         return {"generator": "mlperf_bnas.data.openimages/2", "count": options.synthetic_count,
                 "seed": options.synthetic_seed, "boxes_per_image": options.synthetic_boxes_per_image,
                 "labeller": stamp}
 
     @classmethod
-    def synthetic_is_current(cls, root: Path, options: "OpenImages.Options", stamp: dict[str, Any]) -> bool:
-        try:
-            return json.loads((Path(root) / SYNTHETIC_STAMP).read_text()) == cls._stamp(options, stamp)
-        except (OSError, json.JSONDecodeError):
-            return False
-
-    @classmethod
     def make_synthetic(cls, root: Path, options: "OpenImages.Options", labeller: Labeller,
                        stamp: dict[str, Any]) -> None:
         """JPEGs + ``openimages-mlperf.json`` labelled by ``labeller``, written to a private folder, then swapped in."""
-        root = Path(root)
-        if root.exists() and not (root / SYNTHETIC_STAMP).is_file():
-            raise UserError(f"{root}: exists but is not a synthetic dataset made by mlperf-bnas; "
-                            "move it away or choose another --output-dir")
-        root.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.building.", dir=root.parent))
-        try:
+        with building_synthetic(root, cls.synthetic_stamp(options, stamp)) as tmp:
             (tmp / IMAGES).mkdir(parents=True)
             (tmp / ANNOTATIONS).parent.mkdir(parents=True)
             # Wider range of sizes and aspect ratios than ImageNet's stand-in: the
@@ -244,16 +227,5 @@ class OpenImages(Dataset):
             coco = {"info": {"dataset": "openimages_mlperf (synthetic, labelled by the FP32 model)", "version": "v6"},
                     "licenses": [], "categories": categories, "images": images, "annotations": annotations}
             (tmp / ANNOTATIONS).write_text(json.dumps(coco))
-            (tmp / SYNTHETIC_STAMP).write_text(json.dumps(cls._stamp(options, stamp), indent=1))
-            if root.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old.", dir=root.parent))
-                os.replace(root, old / "data")
-                os.replace(tmp, root)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, root)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         log.info("synthetic OpenImages: %d images, %d boxes, %d distinct classes, in %s", len(images),
                  len(annotations), len({a["category_id"] for a in annotations}), root)
