@@ -349,6 +349,10 @@ class _Checker:
             lat = log.get("effective_target_latency_ns")
             if bound and (not isinstance(lat, (int, float)) or lat > bound):
                 self.add("latency-bound", path, f"target latency {lat} ns exceeds the {bound} ns bound")
+            # The bound holds at the 99th percentile; a lower percentile would loosen it.
+            percentile = log.get("effective_target_latency_percentile")
+            if not isinstance(percentile, (int, float)) or percentile < 0.99:
+                self.add("latency-bound", path, f"target latency percentile is {percentile}, the rule is 0.99")
         min_duration = log.get("effective_min_duration_ms")
         if not isinstance(min_duration, (int, float)) or min_duration < R.MIN_DURATION_MS:
             self.add("min-duration", path, f"min_duration is {min_duration} ms, needs >= {R.MIN_DURATION_MS} ms")
