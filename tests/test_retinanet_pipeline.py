@@ -78,8 +78,12 @@ def test_offline_accuracy_int8_inductor_and_fp32(built):
     assert any((built / "build" / "archive").rglob("accuracy.txt"))
 
 
-def test_server_performance_two_instances(built):
-    proc = run_cli("run", *_args(built, "--scenario", "Server", "--mode", "performance", "--user-conf", str(SMOKE_CONF),
+def test_server_performance_two_instances(built, tmp_path):
+    conf = tmp_path / "server.conf"      # a short Server run: 24 queries at 2 QPS (256 px, eager)
+    conf.write_text("retinanet.*.performance_sample_count_override = 4\nretinanet.Server.min_duration = 2000\n"
+                    "retinanet.Server.min_query_count = 24\nretinanet.Server.target_qps = 2\n"
+                    "retinanet.Server.target_latency = 20000\n")
+    proc = run_cli("run", *_args(built, "--scenario", "Server", "--mode", "performance", "--user-conf", str(conf),
                                  "--set", "backend_options.engine=eager", "--set", "backend_options.instances=2",
                                  "--set", "backend_options.threads=1"))
     run_dir = built / "results" / "t" / "retinanet" / "Server" / "performance" / "run_1"
