@@ -27,6 +27,7 @@ import numpy as np
 from mlperf_bnas.config import BenchmarkConfig, check_options
 from mlperf_bnas.data import DATASETS, CachedSamples, Dataset, PreprocessSpec
 from mlperf_bnas.errors import UserError
+from mlperf_bnas.fileio import write_atomic
 from mlperf_bnas.paths import OutputPaths
 from mlperf_bnas.quantize.config import QuantizationConfig
 from mlperf_bnas.registry import Registry
@@ -75,20 +76,11 @@ def sha256_file(path: Path) -> str:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True)
-        fh.write("\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+# Kept under its historical name for the pipeline's callers.
+write_text_atomic = write_atomic
 
 
 def model_entry(cfg: BenchmarkConfig):

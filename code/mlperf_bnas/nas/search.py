@@ -25,7 +25,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
@@ -46,6 +45,7 @@ from pymoo.operators.sampling.rnd import IntegerRandomSampling
 from pymoo.util.ref_dirs import get_reference_directions
 
 from mlperf_bnas.errors import UserError
+from mlperf_bnas.fileio import write_atomic as atomic_write_text
 from mlperf_bnas.nas.pareto import pareto_records
 from mlperf_bnas.nas.problem import SubnetProblem, as_genomes, genome_bounds
 from mlperf_bnas.nas.search_config import SearchSettings
@@ -141,19 +141,6 @@ class ResultsStore:
                                     "comes from another super-network/search space; use a new --results_path")
                 self.add(config, genome, metrics, row["source"])
         return len(self.records)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # --------------------------------------------------------------------------- measuring

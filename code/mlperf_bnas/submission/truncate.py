@@ -12,20 +12,17 @@ functions here read a source file and write the result atomically elsewhere.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 from mlperf_bnas.errors import UserError
+from mlperf_bnas.fileio import write_atomic
 
 MAX_ACCURACY_LOG_SIZE = 10 * 1024
 VIEWABLE_SIZE = 4096
 ELLIPSIS = "\n\n...\n\n"
 HASH_LINE = re.compile(r"^hash=([\w\d]+)$")
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 def file_sha256(path: Path) -> str:
@@ -43,19 +40,6 @@ def hash_in_accuracy_txt(path: Path) -> str | None:
         if m:
             return m.group(1)
     return None
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file ordinary permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def truncated_text(full_log: Path) -> str:
