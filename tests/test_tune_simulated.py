@@ -125,6 +125,26 @@ def test_tuned_conf_keeps_the_user_conf_and_records_the_choice(tuned):
     assert json.loads((out / "build" / bench.name / "tuning" / SYSTEM / "tuning.json").read_text()) == record
 
 
+
+def test_a_run_with_the_tuned_conf_uses_the_tuned_backend_settings(tuned, tmp_path):
+    # The tuned target_qps was measured on the tuned settings; `mlperf-bnas run` with that conf
+    # must apply them without any --set (and an explicit --set still wins).
+    bench, _out, _record, _stdout = tuned
+    short = "resnet50.*.min_duration = 300\nresnet50.Offline.min_query_count = 64\n"
+    conf = tmp_path / "tuned.conf"            # still a tuned conf (marker first), made short
+    conf.write_text((bench / f"user.{SYSTEM}.tuned.conf").read_text() + short)
+    plain = tmp_path / "plain.conf"
+    plain.write_text(USER_CONF + short)
+    common = ("run", "--benchmark", str(bench), "--output-dir", str(tmp_path), "--system", SYSTEM,
+              "--scenario", "Offline", "--log-dir")
+    proc = run_cli(*common, str(tmp_path / "tuned"), "--user-conf", str(conf))
+    assert "backend: {'batch_size': 8, 'workers': 2" in proc.stderr
+    proc = run_cli(*common, str(tmp_path / "set"), "--user-conf", str(conf), "--set", "backend_options.batch_size=4")
+    assert "backend: {'batch_size': 4, 'workers': 2" in proc.stderr
+    # The user's own conf carries no settings: config.yaml's apply (workers 2, batch 1).
+    proc = run_cli(*common, str(tmp_path / "plain"), "--user-conf", str(plain))
+    assert "backend: {'batch_size': 1, 'workers': 2" in proc.stderr
+
 def test_refuses_to_replace_a_file_the_user_wrote(tmp_path):
     bench = make_benchmark(tmp_path)
     mine = bench / f"user.{SYSTEM}.tuned.conf"

@@ -53,11 +53,32 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
                    help="override a config value, e.g. backend_options.num_streams=2 (repeatable)")
 
 
-def config_from_args(args: argparse.Namespace, scenario: str | None = None) -> tuple[BenchmarkConfig, OutputPaths]:
+def config_from_args(args: argparse.Namespace, scenario: str | None = None,
+                     tuned: tuple[dict[str, Any], str] | None = None) -> tuple[BenchmarkConfig, OutputPaths]:
+    """The benchmark's config for ``scenario``: config.yaml, then ``tuned`` = (backend options, their
+    source) when the run uses a tuned conf, then ``--set`` (the command line always wins)."""
     from mlperf_bnas.config import load_config, parse_set_options
 
-    cfg = load_config(args.benchmark, scenario, parse_set_options(args.set))
+    sets = parse_set_options(args.set)
+    cfg = load_config(args.benchmark, scenario)
+    if tuned and tuned[0]:
+        cfg = cfg.with_overrides({"backend_options": tuned[0]}, tuned[1])
+    if sets:
+        cfg = cfg.with_overrides(sets, "command line")
     return cfg, output_paths(cfg, args.output_dir, args.system)
+
+
+def run_config_from_args(args: argparse.Namespace, scenario: str) -> tuple[BenchmarkConfig, OutputPaths]:
+    """``config_from_args`` for a LoadGen run with ``args.user_conf``: a conf written by
+    `mlperf-bnas tune` carries the backend settings its target_qps was measured with, and
+    they apply (running that target_qps on other settings would be another system)."""
+    from mlperf_bnas.tune.conf import tuned_backend_options
+
+    user_conf = Path(args.user_conf)
+    tuned = tuned_backend_options(user_conf, scenario) if user_conf.is_file() else {}
+    if tuned:
+        log.info("backend options from the tuned conf %s: %s", user_conf, tuned)
+    return config_from_args(args, scenario, (tuned, f"{user_conf} (tuned)"))
 
 
 # ---------------------------------------------------------------------------

@@ -70,7 +70,7 @@ def run_one(args: argparse.Namespace, test: str) -> int:
     from mlperf_bnas.submission import compliance as C
     from mlperf_bnas.submission.rules import MLPERF_MODEL
 
-    cfg, paths = pipeline.config_from_args(args, args.scenario)
+    cfg, paths = pipeline.run_config_from_args(args, args.scenario)
     mlperf_model = MLPERF_MODEL.get(cfg.loadgen_model)
     if mlperf_model is None:
         raise UserError(f"{cfg.benchmark_dir / 'config.yaml'}: loadgen_model {cfg.loadgen_model!r} has no MLPerf "

@@ -25,10 +25,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg, paths = pipeline.config_from_args(args, args.scenario)
+    user_conf = Path(args.user_conf)
+    cfg, paths = pipeline.run_config_from_args(args, args.scenario)
     log_dir = Path(args.log_dir).resolve() if args.log_dir else paths.results_dir(args.scenario, args.mode)
     request = RunRequest(loadgen_model=cfg.loadgen_model, scenario=args.scenario, mode=args.mode,
-                         user_conf=Path(args.user_conf), log_dir=log_dir, archive_dir=paths.archive_dir)
+                         user_conf=user_conf, log_dir=log_dir, archive_dir=paths.archive_dir)
     # Settings first: a user.conf LoadGen rejects fails before minutes of loading.
     settings = load_settings(request)
     sut, qsl, backend = pipeline.open_sut(cfg, args.scenario, paths, args.precision, args.data_dir,

@@ -179,7 +179,7 @@ def _print_summary(record: dict[str, Any], runner: TrialRunner, conf_out: Path, 
     if "server_offline_efficiency" in record:
         print(f"  Server/Offline efficiency: {record['server_offline_efficiency']:.3f}")
     print(f"tune: wrote {conf_out} and {json_out}")
-    for scenario, result in record["scenarios"].items():
-        sets = " ".join(f"--set backend_options.{k}={v}" for k, v in sorted(result["backend_options"].items()))
+    # The conf carries the backend options too: `mlperf-bnas run` applies them from it.
+    for scenario in record["scenarios"]:
         script = "run_offline.sh" if scenario == "Offline" else "run_server.sh"
-        print(f"  {scenario}: USER_CONF={conf_out} {Path(record['benchmark_dir']) / script} {sets}".rstrip())
+        print(f"  {scenario}: USER_CONF={conf_out} {Path(record['benchmark_dir']) / script}")
