@@ -64,12 +64,18 @@ def main() -> int:
     p.add_argument("user_conf")
     p.add_argument("log_dir")
     p.add_argument("--mode", default="performance")
-    p.add_argument("--backend", default="echo", choices=["echo", "null"])
+    p.add_argument("--backend", default="echo", choices=["echo", "null", "simulated"])
+    p.add_argument("--batch-size", type=int, default=8, help="simulated backend: largest batch")
     p.add_argument("--fail-every", type=int, default=0)
     p.add_argument("--samples", type=int, default=256)
     a = p.parse_args()
     if a.backend == "null":
         backend = create_backend("null", None, {})
+        post = POSTPROCESSORS.get("none")
+    elif a.backend == "simulated":
+        # One worker; a batch of b takes 5 + 0.5*b ms: 182 samples/s at batch 1, 889 at batch 8.
+        backend = create_backend("simulated", None, {"workers": 1, "batch_size": a.batch_size,
+                                                     "fixed_ms": 5.0, "per_sample_ms": 0.5})
         post = POSTPROCESSORS.get("none")
     else:
         backend = EchoBackend(8, a.fail_every)
@@ -84,7 +90,8 @@ def main() -> int:
         print(json.dumps({"failed": str(exc), "failed_samples": sut.failed_samples,
                           "completed": sut.completed_samples}))
         return 1
-    print(json.dumps({"summary": summary, "completed": sut.completed_samples}))
+    print(json.dumps({"summary": summary, "completed": sut.completed_samples,
+                      "batches": getattr(sut, "batches", None)}))
     return 0
 
 

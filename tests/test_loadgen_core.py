@@ -104,3 +104,24 @@ def test_unknown_user_conf_key_is_named(tmp_path):
     proc, _, _ = drive(tmp_path, "Offline", conf=SHORT_CONF + "*.Offline.target_qsp = 10\n")
     assert proc.returncode != 0
     assert "user.conf:8: LoadGen has no setting 'target_qsp'" in proc.stderr
+
+
+SERVER_300 = """\
+*.Server.min_duration = 2000
+*.Server.min_query_count = 600
+*.Server.target_qps = 300
+*.Server.target_latency = 50
+"""
+
+
+@pytest.mark.parametrize("batch_size, valid", [(1, False), (8, True)])
+def test_server_dynamic_batching_raises_capacity(tmp_path, batch_size, valid):
+    """300 QPS on one simulated worker serving a batch of b in 5 + 0.5*b ms: one sample at a
+    time it serves 182/s and the queue grows without bound; batching up to 8 (889/s at full
+    batches) keeps p99 under 50 ms, and the batches it forms are larger than one sample."""
+    proc, out, _log_dir = drive(tmp_path, "Server", "--backend", "simulated", "--batch-size", str(batch_size),
+                                conf=SERVER_300)
+    assert proc.returncode == 0, proc.stderr
+    assert (out["summary"]["Result is"] == "VALID") is valid, out["summary"]
+    if batch_size > 1:
+        assert out["completed"] / out["batches"] > 1.2

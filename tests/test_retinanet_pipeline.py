@@ -67,8 +67,10 @@ def test_offline_accuracy_int8_inductor_and_fp32(built):
     acc_dir = built / "results" / "t" / "retinanet" / "Offline" / "accuracy"
     assert (acc_dir / "accuracy.txt").read_text() == int8
     assert "Average Precision  (AP) @[ IoU=0.50:0.95" in int8
+    # Post-processing on a completion thread (not the instance's) must give the same answers.
     run_cli("run", *_args(built, "--scenario", "Offline", "--mode", "accuracy", "--user-conf", str(SMOKE_CONF),
-                          "--precision", "fp32", "--set", "backend_options.engine=eager"))
+                          "--precision", "fp32", "--set", "backend_options.engine=eager",
+                          "--set", "backend_options.completion_threads=1"))
     fp32 = run_cli("accuracy", *_args(built, "--scenario", "Offline")).stdout
     assert _map(fp32) > 99.0, fp32           # the ground truth is FP32's own detections
     # INT8 of the seeded model on 4 calibration images: ~49% mAP (AP@0.5 ~77%) measured; a broken
@@ -95,8 +97,10 @@ def test_server_performance_two_instances(built, tmp_path):
     assert "'instances': 2" in proc.stderr + proc.stdout
 
 
-def test_backend_completes_each_batch_exactly_once_even_on_errors(built):
-    backend = PyTorchBackend(_model_dir(built, "fp32"), PyTorchBackend.Options(engine="eager", instances=2, threads=1))
+@pytest.mark.parametrize("completion_threads", [0, 2])
+def test_backend_completes_each_batch_exactly_once_even_on_errors(built, completion_threads):
+    backend = PyTorchBackend(_model_dir(built, "fp32"), PyTorchBackend.Options(
+        engine="eager", instances=2, threads=1, completion_threads=completion_threads))
     calls: list = []
     good = np.zeros((1, 3, SIZE, SIZE), np.uint8)
     bad = np.zeros((1, 3, SIZE + 32, SIZE), np.uint8)     # wrong shape: the program raises

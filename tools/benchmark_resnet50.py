@@ -28,26 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from mlperf_bnas.loadgen.logs import read_summary
+from mlperf_bnas.benchtools import cli, harness_run as harness
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "code" / "resnet50-openvino"
-
-
-def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "mlperf_bnas", *args], capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        sys.exit(f"mlperf-bnas {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return proc
-
-
-def harness(common: list[str], work: Path, scenario: str, conf_text: str, *extra: str) -> dict[str, str]:
-    log_dir = Path(tempfile.mkdtemp(prefix=f"{scenario}-", dir=work))
-    conf = log_dir.with_suffix(".conf")
-    conf.write_text(conf_text)
-    shutil.rmtree(log_dir)
-    cli("run", *common, "--scenario", scenario, "--user-conf", str(conf), "--log-dir", str(log_dir), *extra)
-    return read_summary(log_dir / "mlperf_log_summary.txt")
 
 
 def benchmark_app(xml: Path, seconds: int, batch: int, hint: str, precision: str | None) -> float:

@@ -27,6 +27,10 @@ class Backend(ABC):
     Options: type
     #: Largest batch the compiled model accepts; the Offline SUT splits queries into batches of this size.
     batch_size: int = 1
+    #: Batches it runs at once (infer requests, instances, workers): the batching Server SUT
+    #: keeps at most this many in flight, so samples wait in its queue, where they can still
+    #: join a larger batch, instead of in the backend's.
+    parallelism: int = 1
     #: False for backends that never look at the input (the null backend), so the
     #: SUT skips gathering samples and the harness overhead is measured alone.
     reads_input: bool = True

@@ -134,6 +134,9 @@ class OpenVINOBackend(Backend):
         num_requests: int | None = None
         #: Samples per inference (the IR is reshaped to it); Offline queries are split in such batches.
         batch_size: int = 1
+        #: Compile for any batch of 1..batch_size instead of exactly batch_size, so a partial batch
+        #: (Server's dynamic batching) costs what it holds instead of a padded full batch.
+        dynamic_batch: bool = False
         inference_num_threads: int | None = None
         enable_cpu_pinning: bool | None = None
         #: INFERENCE_PRECISION_HINT ("f32", "bf16", "f16"); None: the plugin's default, which on CPUs
@@ -164,9 +167,11 @@ class OpenVINOBackend(Backend):
         if shape.rank.is_dynamic or any(d.is_dynamic for d in list(shape)[1:]):
             raise UserError(f"{self.model_path}: input shape {shape} has dynamic non-batch dimensions; "
                             "rebuild the model with `mlperf-bnas build`")
-        static = [options.batch_size, *(d.get_length() for d in list(shape)[1:])]
-        model.reshape({model.input(0): ov.PartialShape(static)})
-        self._input_shape = tuple(model.input(0).get_shape())
+        sample_shape = [d.get_length() for d in list(shape)[1:]]
+        batch_dim = ov.Dimension(1, options.batch_size) if options.dynamic_batch else ov.Dimension(options.batch_size)
+        model.reshape({model.input(0): ov.PartialShape([batch_dim, *(ov.Dimension(d) for d in sample_shape)])})
+        self._input_shape = (options.batch_size, *sample_shape)
+        self._pads = not options.dynamic_batch
         self._input_dtype = model.input(0).get_element_type().to_dtype()
         config: dict[str, Any] = {}
         if options.performance_hint:
@@ -186,6 +191,7 @@ class OpenVINOBackend(Backend):
                             f"{options.device} with {config} ({str(exc).splitlines()[0]})") from None
         self.num_requests = options.num_requests or int(
             self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self.parallelism = self.num_requests
         self._queue = ov.AsyncInferQueue(self.compiled, self.num_requests)
         self._queue.set_callback(self._on_done)
         self._single_output = len(self.compiled.outputs) == 1
@@ -208,7 +214,7 @@ class OpenVINOBackend(Backend):
     def submit(self, batch: np.ndarray | None, size: int, done: Completion) -> None:
         if batch is None:
             raise ValueError("the openvino backend needs input samples")
-        if size < self.batch_size:
+        if size < self.batch_size and self._pads:
             padded = np.zeros(self._input_shape, batch.dtype)
             padded[:size] = batch[:size]
             batch = padded
@@ -249,4 +255,5 @@ class OpenVINOBackend(Backend):
             except RuntimeError:
                 pass
         return {"model": str(self.model_path), "device": self.options.device, "batch_size": self.batch_size,
+                "dynamic_batch": self.options.dynamic_batch,
                 "num_requests": self.num_requests, **props}

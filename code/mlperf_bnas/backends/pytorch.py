@@ -27,6 +27,7 @@ with the outputs or the exception.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import logging
 import os
@@ -195,6 +196,9 @@ class PyTorchBackend(Backend):
         engine: str = "inductor"
         #: Warm-up iterations before LoadGen starts (compilation happens in the first).
         warmup_iterations: int = 2
+        #: Threads that run completions (the SUT's post-processing: RetinaNet's decode + NMS) so an
+        #: instance starts its next batch at once; 0 runs them in the instance's own thread.
+        completion_threads: int = 0
 
         def __post_init__(self) -> None:
             if self.instances < 1:
@@ -207,6 +211,8 @@ class PyTorchBackend(Backend):
                 raise ValueError(f"engine {self.engine!r} not one of {', '.join(ENGINES)}")
             if self.warmup_iterations < 1:
                 raise ValueError(f"warmup_iterations must be >= 1, got {self.warmup_iterations}")
+            if self.completion_threads < 0:
+                raise ValueError(f"completion_threads must be >= 0, got {self.completion_threads}")
 
     def __init__(self, model_path: Path | None, options: "PyTorchBackend.Options"):
         if model_path is None:
@@ -226,6 +232,7 @@ class PyTorchBackend(Backend):
                                 f"{options.batch_size}; rebuild with the same batch size")
         self.options = options
         self.batch_size = options.batch_size
+        self.parallelism = options.instances
         cores = os.cpu_count() or 1
         self.threads = options.threads or max(1, cores // options.instances)
         torch.set_num_threads(self.threads)
@@ -233,6 +240,11 @@ class PyTorchBackend(Backend):
         with torch.no_grad():
             self._model = compile_program(load_program(program), options.engine)
         self._queue: queue.Queue = queue.Queue()
+        # One intra-op thread per completion thread: the instances already use every core, and
+        # two OpenMP pools spinning on the same cores would slow both.
+        self._completions = (concurrent.futures.ThreadPoolExecutor(
+            options.completion_threads, "pytorch-completion", initializer=torch.set_num_threads, initargs=(1,))
+            if options.completion_threads else None)
         self._pending = 0
         self._idle = threading.Condition()
         self._workers = [threading.Thread(target=self._work, name=f"pytorch-instance-{i}", daemon=True)
@@ -267,15 +279,21 @@ class PyTorchBackend(Backend):
                 outputs = self._infer(batch, size)
             except BaseException as exc:  # noqa: BLE001 - handed to the SUT, which fails the run
                 error = exc
-            try:
-                done(outputs if error is None else None, error)
-            except BaseException:  # noqa: BLE001 - the SUT completes its samples itself; keep serving
-                log.exception("completion callback raised")
-            finally:
-                with self._idle:
-                    self._pending -= 1
-                    if self._pending == 0:
-                        self._idle.notify_all()
+            if self._completions is not None:
+                self._completions.submit(self._complete, done, outputs, error)
+            else:
+                self._complete(done, outputs, error)
+
+    def _complete(self, done: Completion, outputs: Any, error: BaseException | None) -> None:
+        try:
+            done(outputs if error is None else None, error)
+        except BaseException:  # noqa: BLE001 - the SUT completes its samples itself; keep serving
+            log.exception("completion callback raised")
+        finally:
+            with self._idle:
+                self._pending -= 1
+                if self._pending == 0:
+                    self._idle.notify_all()
 
     def submit(self, batch: np.ndarray | None, size: int, done: Completion) -> None:
         if batch is None:
@@ -319,8 +337,11 @@ class PyTorchBackend(Backend):
             self._queue.put(None)
         for worker in self._workers:
             worker.join(timeout=60)
+        if self._completions is not None:
+            self._completions.shutdown(wait=True)
 
     def describe(self) -> dict[str, Any]:
         return {"batch_size": self.batch_size, "instances": self.options.instances, "threads": self.threads,
+                "completion_threads": self.options.completion_threads,
                 "engine": self.options.engine, "program": str(self.program_path),
                 "precision": self.info.get("precision")}

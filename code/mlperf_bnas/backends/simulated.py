@@ -68,6 +68,7 @@ class SimulatedBackend(Backend):
     def __init__(self, model_path, options: "SimulatedBackend.Options"):
         self.options = options
         self.batch_size = options.batch_size
+        self.parallelism = options.workers
         self.cost = SimulatedCost(options.fixed_ms, options.per_sample_ms, options.cache_batch,
                                   options.spill_per_sample_ms)
         self._outputs = np.zeros((options.batch_size, options.output_size), np.float32)

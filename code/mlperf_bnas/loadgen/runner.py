@@ -144,6 +144,7 @@ def run_test(req: RunRequest, sut: SUTBase, qsl: QSL, settings: lg.TestSettings 
         lg.StartTestWithLogSettings(lg_sut, lg_qsl, settings, log_settings, audit)
         sut.backend.drain()
     finally:
+        sut.close()
         lg.DestroyQSL(lg_qsl)
         lg.DestroySUT(lg_sut)
     try:

@@ -2,7 +2,11 @@
 
 ``OfflineSUT`` and ``ServerSUT`` differ only in how they batch: Offline receives
 the whole run as one query and spreads it over the backend in batches of
-``backend.batch_size``; Server dispatches each query as it arrives.
+``backend.batch_size``; Server dispatches each query as it arrives. With a Server
+``batch_size`` above 1, ``BatchingServerSUT`` batches dynamically instead: queued
+samples leave in one batch of up to ``batch_size`` whenever the backend has a free
+slot, so a lightly loaded server answers every query alone and batches grow only
+under load, when the extra throughput is what keeps the latency bounded.
 
 Every sample LoadGen issues is completed exactly once. When an inference (or its
 postprocessing) raises, the affected samples are completed with empty responses,
@@ -11,6 +15,7 @@ the error is counted, and ``raise_if_failed`` fails the run after LoadGen return
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 from typing import Any
@@ -86,6 +91,9 @@ class SUTBase:
             self.completed_samples += len(ids)
 
     # -- after the run -----------------------------------------------------
+    def close(self) -> None:
+        """Stop the SUT's own threads (after LoadGen has returned)."""
+
     def raise_if_failed(self) -> None:
         if self.failed_samples:
             raise RunFailed(
@@ -124,5 +132,64 @@ class ServerSUT(SUTBase):
             self._dispatch(ids[start:start + step], indices[start:start + step])
 
 
+class BatchingServerSUT(SUTBase):
+    """Server with dynamic batching, up to ``backend.batch_size`` samples per batch.
+
+    LoadGen's issue thread only queues samples (it never waits for the backend); one
+    dispatcher thread sends the queued samples, as one batch of at most ``batch_size``,
+    each time one of the backend's ``parallelism`` slots is free. No batch waits to
+    fill: waiting would add latency at low load, where batching buys nothing.
+    """
+
+    def __init__(self, backend: Backend, qsl: QSL, postprocess: Postprocessor):
+        super().__init__(backend, qsl, postprocess)
+        self._waiting: collections.deque[tuple[int, int]] = collections.deque()
+        self._changed = threading.Condition()
+        self._free_slots = max(1, backend.parallelism)
+        self._stopping = False
+        self.batches = 0
+        self._dispatcher = threading.Thread(target=self._dispatch_loop, name="server-batcher", daemon=True)
+        self._dispatcher.start()
+
+    def issue_queries(self, query_samples) -> None:
+        with self._changed:
+            self._waiting.extend((q.id, q.index) for q in query_samples)
+            self._changed.notify()
+
+    def _dispatch_loop(self) -> None:
+        limit = max(1, self.backend.batch_size)
+        while True:
+            with self._changed:
+                while not self._stopping and not (self._waiting and self._free_slots):
+                    self._changed.wait()
+                if self._stopping:
+                    return
+                taken = [self._waiting.popleft() for _ in range(min(limit, len(self._waiting)))]
+                self._free_slots -= 1
+                self.batches += 1
+            ids = np.fromiter((i for i, _ in taken), dtype=np.uint64, count=len(taken))
+            indices = np.fromiter((k for _, k in taken), dtype=np.int64, count=len(taken))
+            self._dispatch(ids, indices)
+
+    def _complete(self, ids: np.ndarray, indices: np.ndarray, outputs: Any, error: BaseException | None) -> None:
+        try:
+            super()._complete(ids, indices, outputs, error)
+        finally:
+            with self._changed:
+                self._free_slots += 1
+                self._changed.notify()
+
+    def close(self) -> None:
+        with self._changed:
+            self._stopping = True
+            self._changed.notify()
+        self._dispatcher.join(timeout=10)
+        if self.batches:
+            log.info("server batching: %d samples in %d batches (mean %.2f, limit %d)", self.completed_samples,
+                     self.batches, self.completed_samples / self.batches, self.backend.batch_size)
+
+
 def make_sut(scenario: str, backend: Backend, qsl: QSL, postprocess: Postprocessor) -> SUTBase:
+    if scenario == "Server" and backend.batch_size > 1:
+        return BatchingServerSUT(backend, qsl, postprocess)
     return {"Offline": OfflineSUT, "Server": ServerSUT}[scenario](backend, qsl, postprocess)
