@@ -3,8 +3,8 @@
 One session fixture runs `mlperf-bnas run` (Offline/Server x performance/accuracy) and
 `mlperf-bnas compliance TEST04` for a benchmark directory whose config selects the null
 backend, then packages it. The tests check the packaged tree, the checker's smoke verdict
-(it fails exactly the rules a short synthetic run cannot meet), 30 deliberate corruptions
-(each caught by the right rule), and that a failed or interrupted packaging leaves the
+(it fails exactly the rules a short synthetic run cannot meet), the deliberate corruptions
+of mlperf_bnas.submission.corruptions (each caught by the right rule), and that a failed or interrupted packaging leaves the
 earlier submission untouched.
 """
 
@@ -21,6 +21,7 @@ import pytest
 from conftest import REPO, run_cli
 from mlperf_bnas.submission import check as C
 from mlperf_bnas.submission import package as P
+from mlperf_bnas.submission.corruptions import CORRUPTIONS, Tree, edit_detail
 
 SYSTEM = "ci_null_cpu"
 SUBMITTER = "BootstrapNAS-community"   # systems/overrides.yaml's default
@@ -179,142 +180,24 @@ def baseline(smoke):
     return {(f.rule, f.path) for f in report.findings}
 
 
-# -- 30 deliberate corruptions -------------------------------------------------------------------
+# -- deliberate corruptions (the list lives in mlperf_bnas.submission.corruptions) ---------------
 def _perf(t, scen="Offline"):
     return t / "results" / SYSTEM / "resnet50" / scen / "performance" / "run_1"
 
 
-def _acc(t, scen="Offline"):
-    return t / "results" / SYSTEM / "resnet50" / scen / "accuracy"
-
-
-def _meas(t, scen="Offline"):
-    return t / "measurements" / SYSTEM / "resnet50" / scen
-
-
-def _system(t):
-    return t / "systems" / f"{SYSTEM}.json"
-
-
-def _edit_json(path, **changes):
-    data = json.loads(path.read_text())
-    for key, value in changes.items():
-        if value is _DELETE:
-            del data[key]
-        else:
-            data[key] = value
-    path.write_text(json.dumps(data))
-
-
-_DELETE = object()
-
-
-def _edit_detail(path, key, value):
-    lines = []
-    for line in path.read_text().splitlines(keepends=True):
-        if f'"key": "{key}"' in line:
-            rec = json.loads(line.split(":::MLLOG ", 1)[1])
-            rec["value"] = value
-            line = ":::MLLOG " + json.dumps(rec) + "\n"
-        lines.append(line)
-    path.write_text("".join(lines))
-
-
-def _add_loadgen_error(path):
-    rec = {"key": "error_runtime", "value": "Injected: SUT reported a failed query", "time_ms": 1.0,
-           "namespace": "mlperf::logging", "event_type": "POINT_IN_TIME",
-           "metadata": {"is_error": True, "is_warning": False, "file": "loadgen.cc", "line_no": 1}}
-    with open(path, "a") as fh:
-        fh.write(":::MLLOG " + json.dumps(rec) + "\n")
-
-
-def _replace_in(path, old, new):
-    text = path.read_text()
-    assert old in text, (path, old)
-    path.write_text(text.replace(old, new, 1))
-
-
-CORRUPTIONS = {
-    # name: (mutation, rule that must catch it, fragment of its message)
-    "tampered-qsl-seed": (lambda t: _edit_detail(_perf(t) / "mlperf_log_detail.txt", "effective_qsl_rng_seed", 42),
-                          "seeds", "qsl_rng_seed is wrong"),
-    "tampered-schedule-seed": (lambda t: _edit_detail(_perf(t, "Server") / "mlperf_log_detail.txt",
-                                                      "effective_schedule_rng_seed", 7), "seeds", "schedule_rng_seed"),
-    "missing-perf-summary": (lambda t: (_perf(t) / "mlperf_log_summary.txt").unlink(),
-                             "perf-file-list", "missing mlperf_log_summary.txt"),
-    "stray-file-in-perf": (lambda t: (_perf(t) / "notes.txt").write_text("x"), "perf-file-list", "unexpected notes.txt"),
-    "untruncated-accuracy-log": (lambda t: shutil.copy2(
-        t.parents[2] / "results" / SYSTEM / "resnet50" / "Offline" / "accuracy" / "mlperf_log_accuracy.json",
-        _acc(t) / "mlperf_log_accuracy.json"), "acc-log-size", "not truncated"),
-    "edited-truncated-log": (lambda t: _replace_in(_acc(t) / "mlperf_log_accuracy.json", '"qsl_idx"', '"qsl_IDX"'),
-                             "acc-truncation", "first and last 4096"),
-    "wrong-hash": (lambda t: _replace_in(_acc(t) / "accuracy.txt", "hash=", "hash=0"), "acc-hash-mismatch", "sha256"),
-    "missing-hash": (lambda t: (_acc(t) / "accuracy.txt").write_text(
-        "\n".join(l for l in (_acc(t) / "accuracy.txt").read_text().splitlines() if not l.startswith("hash="))),
-        "acc-hash-missing", "no hash="),
-    "missing-accuracy-txt": (lambda t: (_acc(t, "Server") / "accuracy.txt").unlink(), "acc-file-list", "accuracy.txt"),
-    "accuracy-value-removed": (lambda t: _replace_in(_acc(t) / "accuracy.txt", "accuracy=", "acc="), "acc-value", "no accuracy="),
-    "empty-system-field": (lambda t: _edit_json(_system(t), host_memory_capacity=""), "system-field-empty",
-                           "host_memory_capacity"),
-    "missing-system-field": (lambda t: _edit_json(_system(t), cooling=_DELETE), "system-field-missing", "'cooling'"),
-    "invalid-status": (lambda t: _edit_json(_system(t), status="beta"), "system-status", "beta"),
-    "invalid-system-type": (lambda t: _edit_json(_system(t), system_type="laptop"), "system-type", "laptop"),
-    "submitter-mismatch": (lambda t: _edit_json(_system(t), submitter="SomeoneElse"), "system-submitter", "SomeoneElse"),
-    "missing-system-json": (lambda t: _system(t).unlink(), "system-json-missing", "no system description"),
-    "unused-system-json": (lambda t: shutil.copy2(_system(t), t / "systems" / "other_system.json"),
-                           "unused-system", "without results"),
-    "loadgen-error-in-log": (lambda t: _add_loadgen_error(_perf(t, "Server") / "mlperf_log_detail.txt"),
-                             "loadgen-errors", "Injected"),
-    "invalid-result": (lambda t: _edit_detail(_perf(t) / "mlperf_log_detail.txt", "result_validity", "INVALID"),
-                       "result-invalid", "INVALID"),
-    "low-perf-sample-count": (lambda t: _edit_detail(_perf(t) / "mlperf_log_detail.txt",
-                                                     "effective_performance_sample_count", 64),
-                              "perf-sample-count", "needs to be >= 1024"),
-    "early-stopping-not-met": (lambda t: _edit_detail(_perf(t, "Server") / "mlperf_log_detail.txt",
-                                                      "early_stopping_met", False), "early-stopping", "not met"),
-    "scenario-swapped": (lambda t: [shutil.copy2(p, _perf(t, "Server") / p.name) for p in _perf(t).iterdir()],
-                         "scenario-mismatch", "'Offline' run in the 'Server' folder"),
-    "accuracy-log-from-performance-run": (lambda t: shutil.copy2(_perf(t) / "mlperf_log_detail.txt",
-                                                                 _acc(t) / "mlperf_log_detail.txt"),
-                                          "test-mode", "expected AccuracyOnly"),
-    "missing-measurements-readme": (lambda t: (_meas(t) / "README.md").unlink(), "measurements-file", "README.md"),
-    "empty-user-conf": (lambda t: (_meas(t, "Server") / "user.conf").write_text(""), "measurements-file", "empty"),
-    "user-conf-not-the-one-used": (lambda t: _replace_in(_meas(t) / "user.conf", "min_duration = 500",
-                                                         "min_duration = 600000"), "user-conf-mismatch", "min_duration"),
-    "empty-measurement-field": (lambda t: _edit_json(next(_meas(t).glob("*.json")), weight_data_types=""),
-                                "measurements-field", "weight_data_types"),
-    "missing-measurement-json": (lambda t: next(_meas(t).glob("*.json")).unlink(), "measurements-json", "missing"),
-    "missing-code-dir": (lambda t: shutil.rmtree(t / "code" / "resnet50"), "code-dir-missing", "missing"),
-    "pycache-in-code": (lambda t: (t / "code" / "resnet50" / "__pycache__").mkdir() or
-                        (t / "code" / "resnet50" / "__pycache__" / "x.pyc").write_bytes(b"0"), "pycache", "__pycache__"),
-    "hidden-file": (lambda t: (t / "results" / ".DS_Store").write_text("x"), "hidden-names", "starts with '.'"),
-    "space-in-name": (lambda t: (t / "code" / "resnet50" / "my notes.md").write_text("x"), "spaces-in-names", "space"),
-    "empty-folder": (lambda t: (t / "code" / "resnet50" / "empty").mkdir(), "empty-dirs", "empty folder"),
-    "file-beside-divisions": (lambda t: (t.parents[1] / "stray.txt").write_text("x"), "root-extra-files", "outside"),
-    "missing-calibration-doc": (lambda t: (t / "calibration.md").unlink(), "calibration-doc", "missing"),
-    "compliance-verdict-fail": (lambda t: _replace_in(
-        t / "compliance" / SYSTEM / "resnet50" / "Server" / "TEST04" / "verify_performance.txt",
-        "TEST PASS", "TEST FAIL: Test score invalid"), "compliance-verdict", "not 'TEST PASS'"),
-    "unknown-benchmark": (lambda t: (t / "results" / SYSTEM / "resnet50").rename(t / "results" / SYSTEM / "mobilebert"),
-                          "unknown-benchmark", "mobilebert"),
-    "compliance-missing-log": (lambda t: (t / "compliance" / SYSTEM / "resnet50" / "Server" / "TEST04" / "performance"
-                                          / "run_1" / "mlperf_log_detail.txt").unlink(), "compliance-files", "missing"),
-}
-
-
 @pytest.mark.parametrize("name", sorted(CORRUPTIONS))
 def test_corruption_is_caught(smoke, baseline, tmp_path, name):
-    mutate, rule, fragment = CORRUPTIONS[name]
+    corruption = CORRUPTIONS[name]
+    rule, fragment = corruption.rule, corruption.fragment
     sub_root = tmp_path / "submission"
     shutil.copytree(smoke["out"] / "submission", sub_root)
-    tree = sub_root / "open" / SUBMITTER
     compliance_ok = (smoke["tree"] / "compliance" / SYSTEM / "resnet50" / "Server" / "TEST04" /
                      "verify_performance.txt").read_text().strip().endswith("TEST PASS")
     if name == "compliance-verdict-fail" and not compliance_ok:
         pytest.skip("TEST04 did not pass on this (loaded) machine, so there is no PASS to corrupt")
     # The copy's hash check needs the full logs: they stay in the fixture's results/.
     (tmp_path / "results").symlink_to(smoke["out"] / "results")
-    mutate(tree)
+    corruption.mutate(Tree.locate(sub_root, tmp_path / "results"))
     report = C.check_submission(sub_root, tmp_path / "results")
     new = [f for f in report.findings if (f.rule, f.path) not in baseline]
     assert any(f.rule == rule and (fragment in f.message or fragment in f.path) for f in new), \
@@ -325,13 +208,19 @@ def test_corruption_is_caught(smoke, baseline, tmp_path, name):
 
 
 def test_at_least_twenty_distinct_rules_exercised():
-    assert len(CORRUPTIONS) >= 20 and len({rule for _, rule, _ in CORRUPTIONS.values()}) >= 20
+    assert len(CORRUPTIONS) >= 20 and len({c.rule for c in CORRUPTIONS.values()}) >= 20
+
+
+def test_corruptions_locate_the_packaged_layout(smoke):
+    tree = Tree.locate(smoke["out"] / "submission", smoke["out"] / "results")
+    assert (tree.system, tree.benchmark) == (SYSTEM, "resnet50")
+    assert tree.perf("Server").is_dir() and tree.system_json().is_file() and tree.full_accuracy_log().is_file()
 
 
 def test_check_cli_rejects_a_corrupted_tree_with_one_line_per_finding(smoke, tmp_path):
     sub_root = tmp_path / "submission"
     shutil.copytree(smoke["out"] / "submission", sub_root)
-    _edit_detail(_perf(sub_root / "open" / SUBMITTER) / "mlperf_log_detail.txt", "effective_sample_index_rng_seed", 1)
+    edit_detail(_perf(sub_root / "open" / SUBMITTER) / "mlperf_log_detail.txt", "effective_sample_index_rng_seed", 1)
     proc = run_cli("check", "--input", str(sub_root), "--json", str(tmp_path / "f.json"), check=False)
     assert proc.returncode == 1
     line = next(l for l in proc.stdout.splitlines() if "[seeds]" in l)

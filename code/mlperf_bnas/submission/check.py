@@ -1,11 +1,14 @@
 """Our submission checker: a v5.1 open-division tree against the official rules, and a few stricter ones.
 
 Every finding names the file and a rule id; ``RULES`` says, for each rule, what
-the official MLPerf v5.1 checker (mlcommons/inference tools/submission) does with
-the same defect in the open division -- ``fail`` (the submission is rejected),
-``logs`` (an error line, but the result is still accepted) or ``no`` (not
-checked) -- so our verdict can be compared with theirs line by line
-(docs/submission.md). Rules marked ``smoke`` are the ones a short run on
+the official MLPerf checker run with ``--version v5.1`` (mlcommons/inference
+tools/submission: its ``submission_checker`` package, the newest version that
+supports v5.1) does with the same defect in the open division -- ``fail`` (the
+result is rejected), ``logs`` (an error line, but the result is still accepted)
+or ``no`` (not checked) -- so our verdict can be compared with theirs
+(docs/submission.md; ``tools/compare_with_official_checker.py`` runs both). Where
+the older single-file ``submission_checker.py`` rejects more (folder hygiene,
+calibration.md, unused systems), the rule says so in its text. Rules marked ``smoke`` are the ones a short run on
 synthetic data cannot meet; a tree that fails only those is reported as a smoke
 submission.
 
@@ -38,17 +41,19 @@ class Rule:
 
 
 RULES: dict[str, Rule] = {
-    # -- tree layout (official: check_results_dir's folder checks) -----------------
-    "root-extra-files": Rule("fail", "only .md/.pdf files may sit beside the division folders"),
-    "division-extra-files": Rule("fail", "only submitter folders may sit in the division folder"),
-    "invalid-division": Rule("logs", "division folders are closed, open or network", severity="warning"),
-    "hidden-names": Rule("fail", "no file or folder name may start with '.' (git unfriendly)"),
-    "spaces-in-names": Rule("fail", "no file or folder name may contain a space"),
-    "pycache": Rule("fail", "no __pycache__ folders"),
-    "empty-dirs": Rule("fail", "no empty folders"),
-    "file-size": Rule("fail", "no file over 50 MB"),
-    "broken-symlinks": Rule("fail", "no broken symbolic links"),
-    "calibration-doc": Rule("fail", "calibration.md documents how the model was calibrated/quantized"),
+    # -- tree layout: the package checker runs no folder checks; the single-file
+    #    submission_checker.py (check_results_dir) rejects all of these --------------
+    "root-extra-files": Rule("no", "only .md/.pdf files may sit beside the division folders (single-file checker: fails)"),
+    "division-extra-files": Rule("no", "only submitter folders may sit in the division folder (single-file checker: fails)"),
+    "invalid-division": Rule("no", "division folders are closed, open or network", severity="warning"),
+    "hidden-names": Rule("no", "no file or folder name may start with '.' (git unfriendly; single-file checker: fails)"),
+    "spaces-in-names": Rule("no", "no file or folder name may contain a space (single-file checker: fails)"),
+    "pycache": Rule("no", "no __pycache__ folders (single-file checker: fails)"),
+    "empty-dirs": Rule("no", "no empty folders (single-file checker: fails)"),
+    "file-size": Rule("no", "no file over 50 MB (single-file checker: fails)"),
+    "broken-symlinks": Rule("no", "no broken symbolic links (single-file checker: fails)"),
+    "calibration-doc": Rule("no", "calibration.md documents how the model was calibrated/quantized "
+                                  "(the v5.1 single-file checker: fails; the newest one skips it for open)"),
     # -- systems/ ----------------------------------------------------------------------
     "system-json-missing": Rule("fail", "every results/<system> has systems/<system>.json"),
     "system-field-missing": Rule("fail", "systems/<system>.json has every v5.1 field"),
@@ -57,20 +62,24 @@ RULES: dict[str, Rule] = {
     "system-type": Rule("fail", "system_type is datacenter, edge or datacenter,edge"),
     "system-submitter": Rule("fail", "submitter matches the submitter folder"),
     "system-division": Rule("fail", "division matches the division folder"),
-    "unused-system": Rule("fail", "every systems/<system>.json has results"),
+    "unused-system": Rule("no", "every systems/<system>.json has results (single-file checker: fails)"),
     # -- measurements/ and code/ --------------------------------------------------------
     "measurements-dir-missing": Rule("fail", "every result has measurements/<system>/<benchmark>/<scenario>/"),
     "measurements-file": Rule("fail", "measurements hold a non-empty README.md and user.conf"),
     "measurements-json": Rule("fail", "measurements hold <system>_<implementation>_<scenario>.json"),
     "measurements-field": Rule("fail", "the measurements JSON has every required field, non-empty"),
-    "code-dir-missing": Rule("fail", "code/<benchmark> exists"),
+    "code-dir-missing": Rule("fail", "code/ exists"),
+    "code-benchmark-dir": Rule("no", "code/<benchmark> exists (the official checker only needs code/)"),
     "unknown-benchmark": Rule("fail", "results/<system>/<benchmark> is resnet50/resnet or retinanet "
                                       "(or mapped to one in model_mapping.json)"),
     "user-conf-mismatch": Rule("no", "the submitted user.conf is the one the performance run used"),
     # -- performance ----------------------------------------------------------------------
-    "perf-file-list": Rule("fail", "performance/run_1 holds exactly mlperf_log_summary.txt and mlperf_log_detail.txt"),
-    "result-invalid": Rule("fail", "LoadGen reported 'Result is : VALID'"),
-    "loadgen-errors": Rule("fail", "no LoadGen errors in mlperf_log_detail.txt"),
+    "perf-log-missing": Rule("fail", "performance/run_1/mlperf_log_detail.txt exists"),
+    "perf-file-list": Rule("no", "performance/run_1 holds exactly mlperf_log_summary.txt and mlperf_log_detail.txt "
+                                 "(single-file checker: fails)"),
+    "result-invalid": Rule("no", "LoadGen reported 'Result is : VALID' (single-file checker: fails)"),
+    "perf-loadgen-errors": Rule("no", "no LoadGen errors in the performance mlperf_log_detail.txt (the package's "
+                                      "check only fails with --submission-exceptions; single-file checker: fails)"),
     "test-mode": Rule("no", "performance logs come from PerformanceOnly runs, accuracy logs from AccuracyOnly runs"),
     "perf-sample-count": Rule("fail", "effective performance_sample_count >= the benchmark's "
                                       "(a synthetic set smaller than that cannot meet it)", smoke=True),
@@ -79,11 +88,15 @@ RULES: dict[str, Rule] = {
     "early-stopping": Rule("fail", "Server: early stopping criterion met"),
     "latency-bound": Rule("fail", "Server: target latency within the benchmark's bound "
                                   "(user.smoke.conf relaxes it for small machines)", smoke=True),
+    "latency-percentile": Rule("no", "Server: the latency bound holds at the 99th percentile "
+                                     "(a smoke conf may relax it)", smoke=True),
     "min-duration": Rule("fail", "min_duration >= 600 s", smoke=True),
     "min-query-count": Rule("no", "the round's query counts: Server min_query_count 270336, Offline >= 24576 samples "
                                   "(official checker: closed division only)", smoke=True),
     # -- accuracy ---------------------------------------------------------------------------
-    "acc-file-list": Rule("fail", "accuracy/ holds exactly accuracy.txt, mlperf_log_accuracy.json, summary and detail logs"),
+    "acc-file-missing": Rule("fail", "accuracy/ holds accuracy.txt, mlperf_log_accuracy.json and mlperf_log_detail.txt"),
+    "acc-file-list": Rule("no", "accuracy/ holds exactly those and mlperf_log_summary.txt (single-file checker: fails)"),
+    "loadgen-errors": Rule("fail", "no LoadGen errors in the accuracy run's mlperf_log_detail.txt"),
     "acc-log-size": Rule("fail", "mlperf_log_accuracy.json is truncated (< 10 KiB)"),
     "acc-hash-missing": Rule("logs", "accuracy.txt ends with hash=<sha256 of the full accuracy log>"),
     "acc-hash-mismatch": Rule("no", "the recorded hash is the full accuracy log's"),
@@ -95,6 +108,7 @@ RULES: dict[str, Rule] = {
     "compliance-missing": Rule("no", "TEST01 (and TEST04 for resnet) were run", severity="warning"),
     "compliance-files": Rule("no", "compliance folders hold MLPerf's verification outputs (official: closed only)"),
     "compliance-verdict": Rule("no", "compliance verifications end in TEST PASS (official: closed only)"),
+    "compliance-loadgen-errors": Rule("no", "no LoadGen errors in the compliance runs' logs (official: closed only)"),
 }
 SMOKE_RULES = tuple(k for k, r in RULES.items() if r.smoke)
 
@@ -170,7 +184,10 @@ class _Checker:
     def add(self, rule: str, path: Path | str, message: str) -> None:
         if rule not in RULES:
             raise KeyError(rule)
-        rel = str(Path(path).resolve().relative_to(self.root)) if Path(path).is_absolute() else str(path)
+        rel = str(path)
+        if Path(path).is_absolute() and Path(path).resolve().is_relative_to(self.root):
+            rel = str(Path(path).resolve().relative_to(self.root))
+        # else: a file outside the tree (the full accuracy logs under --full-results) keeps its own path
         self.report.findings.append(Finding(rule, rel, message))
 
     # -- tree ----------------------------------------------------------------------------
@@ -272,10 +289,12 @@ class _Checker:
         perf = scen_dir / "performance" / "run_1"
         metric = "no valid performance log"
         perf_log: DetailLog | None = None
-        if not perf.is_dir():
-            self.add("perf-file-list", perf, "missing")
-        else:
-            self.file_list("perf-file-list", perf, R.REQUIRED_PERF_FILES, R.OPTIONAL_PERF_FILES)
+        if not (perf / "mlperf_log_detail.txt").is_file():
+            # The official checker cannot load the result without it; the other files it does not list.
+            self.add("perf-log-missing", perf / "mlperf_log_detail.txt", "missing")
+        if perf.is_dir():
+            self.file_list("perf-file-list", perf, ("mlperf_log_summary.txt",),
+                           ("mlperf_log_detail.txt",) + R.OPTIONAL_PERF_FILES)
             if (perf / "mlperf_log_detail.txt").is_file():
                 perf_log = read_detail_log(perf / "mlperf_log_detail.txt")
                 metric = self.check_performance(perf / "mlperf_log_detail.txt", perf_log, mlperf_model, scenario, system_json)
@@ -321,14 +340,16 @@ class _Checker:
                         self.add("measurements-field", chosen, f"field {k!r} is missing")
                     elif not data[k]:
                         self.add("measurements-field", chosen, f"field {k!r} is missing a meaningful value")
-        if not (sub / "code" / model).exists():
-            self.add("code-dir-missing", sub / "code" / model, "missing (the code that produced the result)")
+        if not (sub / "code").is_dir():
+            self.add("code-dir-missing", sub / "code", "missing (the code that produced the results)")
+        elif not (sub / "code" / model).exists():
+            self.add("code-benchmark-dir", sub / "code" / model, "missing (the code that produced the result)")
 
     def check_performance(self, path: Path, log: DetailLog, model: str, scenario: str,
                           system_json: dict[str, Any] | None) -> str:
         if log.get("result_validity") != "VALID":
             self.add("result-invalid", path, f"result_validity is {log.get('result_validity')!r}")
-        self.loadgen_errors(path, log)
+        self.loadgen_errors("perf-loadgen-errors", path, log)
         if log.get("effective_test_mode") not in (None, "PerformanceOnly"):
             self.add("test-mode", path, f"effective_test_mode is {log.get('effective_test_mode')!r}, expected PerformanceOnly")
         need = R.PERFORMANCE_SAMPLE_COUNT[model]
@@ -352,7 +373,7 @@ class _Checker:
             # The bound holds at the 99th percentile; a lower percentile would loosen it.
             percentile = log.get("effective_target_latency_percentile")
             if not isinstance(percentile, (int, float)) or percentile < 0.99:
-                self.add("latency-bound", path, f"target latency percentile is {percentile}, the rule is 0.99")
+                self.add("latency-percentile", path, f"target latency percentile is {percentile}, the rule is 0.99")
         min_duration = log.get("effective_min_duration_ms")
         if not isinstance(min_duration, (int, float)) or min_duration < R.MIN_DURATION_MS:
             self.add("min-duration", path, f"min_duration is {min_duration} ms, needs >= {R.MIN_DURATION_MS} ms")
@@ -370,16 +391,21 @@ class _Checker:
         value = log.get(key) if key else None
         return f"{key}={value}" if value is not None else "no result value in the log"
 
-    def loadgen_errors(self, path: Path, log: DetailLog) -> None:
+    def loadgen_errors(self, rule: str, path: Path, log: DetailLog) -> None:
         if log.errors:
             first = str(log.errors[0].get("value"))[:160]
-            self.add("loadgen-errors", path, f"{len(log.errors)} LoadGen error(s), first: {first!r}")
+            self.add(rule, path, f"{len(log.errors)} LoadGen error(s), first: {first!r}")
 
     def check_accuracy(self, acc: Path, model: str, system: str, folder_model: str, scenario: str) -> str:
+        for name in ("accuracy.txt", "mlperf_log_detail.txt", "mlperf_log_accuracy.json"):
+            if not (acc / name).is_file():
+                hint = "; generate it with `mlperf-bnas accuracy`" if name == "accuracy.txt" else ""
+                self.add("acc-file-missing", acc / name, f"missing{hint}")
+        if acc.is_dir():
+            self.file_list("acc-file-list", acc, ("mlperf_log_summary.txt",),
+                           ("accuracy.txt", "mlperf_log_detail.txt", "mlperf_log_accuracy.json"))
         if not (acc / "accuracy.txt").is_file():
-            self.add("acc-file-list", acc / "accuracy.txt", "missing; generate it with `mlperf-bnas accuracy`")
             return "missing"
-        self.file_list("acc-file-list", acc, R.REQUIRED_ACC_FILES)
         value = "not found"
         text = (acc / "accuracy.txt").read_text(encoding="utf-8", errors="replace")
         recorded = None
@@ -400,7 +426,7 @@ class _Checker:
         detail = None
         if (acc / "mlperf_log_detail.txt").is_file():
             detail = read_detail_log(acc / "mlperf_log_detail.txt")
-            self.loadgen_errors(acc / "mlperf_log_detail.txt", detail)
+            self.loadgen_errors("loadgen-errors", acc / "mlperf_log_detail.txt", detail)
             if detail.get("effective_test_mode") not in (None, "AccuracyOnly"):
                 self.add("test-mode", acc / "mlperf_log_detail.txt",
                          f"effective_test_mode is {detail.get('effective_test_mode')!r}, expected AccuracyOnly")
@@ -461,7 +487,7 @@ class _Checker:
                         self.add("compliance-verdict", f, f"ends with {lines[-1] if lines else 'nothing'!r}, not 'TEST PASS'")
             detail = tdir / "performance" / "run_1" / "mlperf_log_detail.txt"
             if detail.is_file():
-                self.loadgen_errors(detail, read_detail_log(detail))
+                self.loadgen_errors("compliance-loadgen-errors", detail, read_detail_log(detail))
 
 
 def _dirs(p: Path) -> list[Path]:
