@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Sequence
 
@@ -29,6 +30,25 @@ SYNTHETIC_STAMP = "synthetic.json"
 
 #: labeller(image paths) -> the dataset's ground truth for them (ImageNet: one class id per image).
 Labeller = Callable[[Sequence[Path]], Any]
+
+
+@dataclass(frozen=True)
+class DatasetOptions:
+    """Options every dataset has; a dataset's own ``Options`` subclasses this and adds its fields."""
+
+    #: Use only the first N entries (quick runs; a submission needs the whole set).
+    count: int | None = None
+    #: Synthetic stand-in (used when no data folder is given).
+    synthetic_count: int = 64
+    synthetic_seed: int = 0
+    #: Preprocessing worker processes (default: all cores).
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.count is not None and self.count < 1:
+            raise ValueError(f"count must be >= 1, got {self.count}")
+        if self.synthetic_count < 1:
+            raise ValueError(f"synthetic_count must be >= 1, got {self.synthetic_count}")
 
 
 class Dataset(ABC):

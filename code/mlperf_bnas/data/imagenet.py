@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from mlperf_bnas.data import DATASETS
-from mlperf_bnas.data.base import Dataset, Labeller, building_synthetic
+from mlperf_bnas.data.base import Dataset, DatasetOptions, Labeller, building_synthetic
 from mlperf_bnas.data.cache import SourceItem
 from mlperf_bnas.data.synthetic import synthetic_image
 from mlperf_bnas.errors import UserError
@@ -63,22 +63,9 @@ class ImageNet(Dataset):
     name = "imagenet"
 
     @dataclass(frozen=True)
-    class Options:
-        #: Use only the first N entries of val_map.txt (quick runs; a submission needs all 50000).
-        count: int | None = None
+    class Options(DatasetOptions):
         #: Calibration list; default: <data>/cal_image_list_option_1.txt, then the downloaded copy.
         calibration_list: str | None = None
-        #: Synthetic stand-in (used when no data folder is given).
-        synthetic_count: int = 64
-        synthetic_seed: int = 0
-        #: Preprocessing worker processes (default: all cores).
-        workers: int | None = None
-
-        def __post_init__(self) -> None:
-            if self.count is not None and self.count < 1:
-                raise ValueError(f"count must be >= 1, got {self.count}")
-            if self.synthetic_count < 1:
-                raise ValueError(f"synthetic_count must be >= 1, got {self.synthetic_count}")
 
     def __init__(self, root: Path, options: "ImageNet.Options", entries: list[tuple[str, int]]):
         super().__init__(root, options)
