@@ -136,6 +136,7 @@ def test_accuracy_log_truncated_and_hashed(smoke):
 
 # -- our checker on the smoke tree -------------------------------------------------------------
 GOLDEN_SMOKE = """\
+WARNING [system-type-benchmark] results/{S}/resnet50
 ERROR [min-duration] results/{S}/resnet50/Offline/performance/run_1/mlperf_log_detail.txt
 ERROR [dataset-coverage] results/{S}/resnet50/Offline/accuracy/mlperf_log_detail.txt
 WARNING [compliance-missing] compliance/{S}/resnet50/Offline/TEST01

@@ -53,7 +53,7 @@ RULES: dict[str, Rule] = {
     "file-size": Rule("no", "no file over 50 MB (single-file checker: fails)"),
     "broken-symlinks": Rule("no", "no broken symbolic links (single-file checker: fails)"),
     "calibration-doc": Rule("no", "calibration.md documents how the model was calibrated/quantized "
-                                  "(the v5.1 single-file checker: fails; the newest one skips it for open)"),
+                                  "(official: closed division only)"),
     # -- systems/ ----------------------------------------------------------------------
     "system-json-missing": Rule("fail", "every results/<system> has systems/<system>.json"),
     "system-field-missing": Rule("fail", "systems/<system>.json has every v5.1 field"),
@@ -72,6 +72,9 @@ RULES: dict[str, Rule] = {
     "code-benchmark-dir": Rule("no", "code/<benchmark> exists (the official checker only needs code/)"),
     "unknown-benchmark": Rule("fail", "results/<system>/<benchmark> is resnet50/resnet or retinanet "
                                       "(or mapped to one in model_mapping.json)"),
+    "system-type-benchmark": Rule("no", "the benchmark exists for the system's system_type in v5.1 (resnet is "
+                                        "edge only): the newest official checker skips this in open, the single-file "
+                                        "submission_checker.py rejects the result ('invalid model')", severity="warning"),
     "user-conf-mismatch": Rule("no", "the submitted user.conf is the one the performance run used"),
     # -- performance ----------------------------------------------------------------------
     "perf-log-missing": Rule("fail", "performance/run_1/mlperf_log_detail.txt exists"),
@@ -228,6 +231,11 @@ class _Checker:
                     self.add("unknown-benchmark", model_dir, f"benchmark {model_dir.name!r} is neither resnet50/resnet "
                              "nor retinanet and has no model_mapping.json entry; this checker only knows those")
                     continue
+                system_type = (system_json or {}).get("system_type")
+                if system_type in R.SYSTEM_TYPE_BENCHMARKS and mlperf_model not in R.SYSTEM_TYPE_BENCHMARKS[system_type]:
+                    self.add("system-type-benchmark", model_dir,
+                             f"v5.1 has no {mlperf_model} benchmark for system_type {system_type!r}; set system_type to "
+                             "'edge' or 'datacenter,edge' (systems/overrides.yaml)")
                 for scen_dir in _dirs(model_dir):
                     self.check_result(sub, system_dir.name, model_dir.name, mlperf_model, scen_dir, system_json)
         systems_dir = sub / "systems"

@@ -19,6 +19,10 @@ SEEDS = {
     "sample_index_rng_seed": 14771362308971278857,
     "schedule_rng_seed": 18209322760996052031,
 }
+#: Benchmarks of each v5.1 system type (the checker's required-scenarios-<type> tables):
+#: ResNet-50 is an edge benchmark only in v5.1.
+SYSTEM_TYPE_BENCHMARKS = {"datacenter": ("retinanet",), "edge": ("resnet", "retinanet"),
+                          "datacenter,edge": ("resnet", "retinanet"), "edge,datacenter": ("resnet", "retinanet")}
 PERFORMANCE_SAMPLE_COUNT = {"resnet": 1024, "retinanet": 64}
 DATASET_SIZE = {"resnet": 50000, "retinanet": 24781}
 #: Server latency bound (99th percentile), ns.
