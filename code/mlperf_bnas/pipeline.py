@@ -100,9 +100,6 @@ def write_json_atomic(path: Path, data: Any) -> None:
     write_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
-# Kept under its historical name for the pipeline's callers.
-write_text_atomic = write_atomic
-
 
 def model_entry(cfg: BenchmarkConfig):
     from mlperf_bnas.models import create_model

@@ -171,7 +171,6 @@ class OpenVINOBackend(Backend):
         batch_dim = ov.Dimension(1, options.batch_size) if options.dynamic_batch else ov.Dimension(options.batch_size)
         model.reshape({model.input(0): ov.PartialShape([batch_dim, *(ov.Dimension(d) for d in sample_shape)])})
         self._input_shape = (options.batch_size, *sample_shape)
-        self._pads = not options.dynamic_batch
         self._input_dtype = model.input(0).get_element_type().to_dtype()
         config: dict[str, Any] = {}
         if options.performance_hint:
@@ -214,7 +213,7 @@ class OpenVINOBackend(Backend):
     def submit(self, batch: np.ndarray | None, size: int, done: Completion) -> None:
         if batch is None:
             raise ValueError("the openvino backend needs input samples")
-        if size < self.batch_size and self._pads:
+        if size < self.batch_size and not self.options.dynamic_batch:
             padded = np.zeros(self._input_shape, batch.dtype)
             padded[:size] = batch[:size]
             batch = padded

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from mlperf_bnas import pipeline
 from mlperf_bnas.accuracy import ACCURACY
+from mlperf_bnas.fileio import write_atomic
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,6 +23,6 @@ def run(args: argparse.Namespace) -> int:
     scorer = ACCURACY.get(cfg.accuracy)
     dataset = pipeline.open_dataset(cfg, paths, args.data_dir, args.checkpoint, create=False)
     report = scorer(log_dir / "mlperf_log_accuracy.json", dataset)
-    pipeline.write_text_atomic(log_dir / "accuracy.txt", report.text)
+    write_atomic(log_dir / "accuracy.txt", report.text)
     print(report.text, end="")
     return 0

@@ -119,17 +119,12 @@ class OfflineSUT(SUTBase):
 
 
 class ServerSUT(SUTBase):
-    """Dispatch each query as LoadGen issues it (one sample per query, normally)."""
+    """Dispatch each sample as LoadGen issues it (backend batch size 1; larger ones batch
+    dynamically in ``BatchingServerSUT``)."""
 
     def issue_queries(self, query_samples) -> None:
-        if len(query_samples) == 1:
-            q = query_samples[0]
+        for q in query_samples:
             self._dispatch(np.array([q.id], np.uint64), np.array([q.index], np.int64))
-            return
-        ids, indices = _ids_and_indices(query_samples)
-        step = max(1, self.backend.batch_size)
-        for start in range(0, len(ids), step):
-            self._dispatch(ids[start:start + step], indices[start:start + step])
 
 
 class BatchingServerSUT(SUTBase):
@@ -157,7 +152,7 @@ class BatchingServerSUT(SUTBase):
             self._changed.notify()
 
     def _dispatch_loop(self) -> None:
-        limit = max(1, self.backend.batch_size)
+        limit = self.backend.batch_size
         while True:
             with self._changed:
                 while not self._stopping and not (self._waiting and self._free_slots):

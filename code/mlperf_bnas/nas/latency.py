@@ -31,7 +31,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from mlperf_bnas.nas.search import atomic_write_text, config_key
+from mlperf_bnas.fileio import write_atomic
+from mlperf_bnas.nas.search import config_key
 from mlperf_bnas.nas.search_config import LatencySettings
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ class LatencyMeter:
             "precision": self.settings.precision, "batch_size": self.settings.batch_size,
             "input_shape": list(self.input_shape), "cpu": self.cpu, "iterations": len(times),
             "min_ms": float(min(times)), "max_ms": float(max(times))}
-        atomic_write_text(self.cache_path, json.dumps(self._cache, indent=1, sort_keys=True))
+        write_atomic(self.cache_path, json.dumps(self._cache, indent=1, sort_keys=True))
         self.measured += 1
         return latency
 

@@ -45,7 +45,7 @@ from pymoo.operators.sampling.rnd import IntegerRandomSampling
 from pymoo.util.ref_dirs import get_reference_directions
 
 from mlperf_bnas.errors import UserError
-from mlperf_bnas.fileio import write_atomic as atomic_write_text
+from mlperf_bnas.fileio import write_atomic
 from mlperf_bnas.nas.pareto import pareto_records
 from mlperf_bnas.nas.problem import SubnetProblem, as_genomes, genome_bounds
 from mlperf_bnas.nas.search_config import SearchSettings
@@ -117,7 +117,7 @@ class ResultsStore:
         writer.writeheader()
         for rec in self.records:
             writer.writerow(rec.row(self.metrics))
-        atomic_write_text(self.path, buf.getvalue())
+        write_atomic(self.path, buf.getvalue())
 
     def load(self) -> int:
         """Read an earlier run's CSV (resume). Returns the number of rows read."""

@@ -225,7 +225,7 @@ def _search_process(plan: Plan, rank: int, world: int) -> int:
 
 def _check_same_supernet(plan: Plan) -> None:
     """A resumed search must measure the super-network its CSV was measured on."""
-    from mlperf_bnas.nas.search import atomic_write_text
+    from mlperf_bnas.fileio import write_atomic
 
     state_path = plan.results_path.with_name(plan.results_path.stem + ".supernet.json")
     current = {"supernet": str(plan.supernet_path), "sha256": sha256_file(plan.supernet_path),
@@ -239,7 +239,7 @@ def _check_same_supernet(plan: Plan) -> None:
             raise UserError(f"--resume: {plan.results_path} was measured on super-network sha256 "
                             f"{earlier.get('sha256')} ({earlier.get('supernet')}), not on {plan.supernet_path}; "
                             "start a new search in another --output-dir")
-    atomic_write_text(state_path, json.dumps(current, indent=1) + "\n")
+    write_atomic(state_path, json.dumps(current, indent=1) + "\n")
 
 
 def _spawned(rank: int, world: int, port: int, args: argparse.Namespace) -> None:
@@ -293,7 +293,8 @@ def _metrics_out(metrics: dict) -> dict:
 def write_outputs(plan: Plan, supernet, evaluator, outcome, world: int) -> None:
     from mlperf_bnas.nas.export import save_subnet
     from mlperf_bnas.nas.pareto import plot_front
-    from mlperf_bnas.nas.search import ResultsStore, atomic_write_text
+    from mlperf_bnas.fileio import write_atomic
+    from mlperf_bnas.nas.search import ResultsStore
 
     s = plan.settings
     out = plan.out_dir
@@ -311,14 +312,14 @@ def write_outputs(plan: Plan, supernet, evaluator, outcome, world: int) -> None:
             "satisfies_accuracy_bound": outcome.best_satisfies, "ref_acc": outcome.ref_acc,
             "acc_delta": s.acc_delta, "cost_metric": s.cost_metric, "rule": rule,
             "reference": {"config": outcome.reference.config, "metrics": _metrics_out(outcome.reference.metrics)}}
-    atomic_write_text(out / BEST_CONFIG, json.dumps(best, indent=2) + "\n")
+    write_atomic(out / BEST_CONFIG, json.dumps(best, indent=2) + "\n")
 
     if outcome.predictor_log:
         lines = ["round,metric,n,n_train,mae,mape_pct,kendall_tau"]
         for e in outcome.predictor_log:
             lines.append(f"{e['round']},{e['metric']},{e['n']},{e['n_train']},{e['mae']!r},{e['mape_pct']!r},"
                          f"{e['kendall_tau']!r}")
-        atomic_write_text(out / LINAS_LOG, "\n".join(lines) + "\n")
+        write_atomic(out / LINAS_LOG, "\n".join(lines) + "\n")
 
     evaluator.prepare_export(outcome.best.config)
     subnet = supernet.extract_subnet(outcome.best.config)
@@ -347,7 +348,7 @@ def write_outputs(plan: Plan, supernet, evaluator, outcome, world: int) -> None:
         "created_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": " ".join(["mlperf-bnas", *sys.argv[1:]]),
     }
-    atomic_write_text(out / NAS_RECORD, json.dumps(record, indent=2) + "\n")
+    write_atomic(out / NAS_RECORD, json.dumps(record, indent=2) + "\n")
     b = outcome.best.metrics
     print(f"search: {outcome.num_full_evaluations} sub-networks measured ({outcome.measured_now} now), "
           f"front of {len(outcome.front)}; best: accuracy {b['accuracy']:.2f}% "

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from mlperf_bnas.errors import UserError
+from mlperf_bnas.fileio import write_atomic
 from mlperf_bnas.report.collect import ReportData, collect
 from mlperf_bnas.report.html import MARKER, render
-from mlperf_bnas.tune.conf import atomic_write
 
 
 def write_report(data: ReportData, out: Path) -> Path:
@@ -17,7 +17,7 @@ def write_report(data: ReportData, out: Path) -> Path:
         head = out.read_text(encoding="utf-8", errors="replace")[:2000]
         if MARKER not in head:
             raise UserError(f"{out}: exists and was not written by mlperf-bnas report; move it away or pass --out")
-    atomic_write(out, render(data))
+    write_atomic(out, render(data))
     return out
 
 

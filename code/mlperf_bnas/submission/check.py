@@ -297,12 +297,12 @@ class _Checker:
         perf = scen_dir / "performance" / "run_1"
         metric = "no valid performance log"
         perf_log: DetailLog | None = None
-        if not (perf / "mlperf_log_detail.txt").is_file():
+        for name in R.PERF_LOADED_FILES:
             # The official checker cannot load the result without it; the other files it does not list.
-            self.add("perf-log-missing", perf / "mlperf_log_detail.txt", "missing")
+            if not (perf / name).is_file():
+                self.add("perf-log-missing", perf / name, "missing")
         if perf.is_dir():
-            self.file_list("perf-file-list", perf, ("mlperf_log_summary.txt",),
-                           ("mlperf_log_detail.txt",) + R.OPTIONAL_PERF_FILES)
+            self.file_list("perf-file-list", perf, R.PERF_LISTED_FILES, R.PERF_LOADED_FILES + R.OPTIONAL_PERF_FILES)
             if (perf / "mlperf_log_detail.txt").is_file():
                 perf_log = read_detail_log(perf / "mlperf_log_detail.txt")
                 metric = self.check_performance(perf / "mlperf_log_detail.txt", perf_log, mlperf_model, scenario, system_json)
@@ -405,13 +405,12 @@ class _Checker:
             self.add(rule, path, f"{len(log.errors)} LoadGen error(s), first: {first!r}")
 
     def check_accuracy(self, acc: Path, model: str, system: str, folder_model: str, scenario: str) -> str:
-        for name in ("accuracy.txt", "mlperf_log_detail.txt", "mlperf_log_accuracy.json"):
+        for name in R.ACC_LOADED_FILES:
             if not (acc / name).is_file():
                 hint = "; generate it with `mlperf-bnas accuracy`" if name == "accuracy.txt" else ""
                 self.add("acc-file-missing", acc / name, f"missing{hint}")
         if acc.is_dir():
-            self.file_list("acc-file-list", acc, ("mlperf_log_summary.txt",),
-                           ("accuracy.txt", "mlperf_log_detail.txt", "mlperf_log_accuracy.json"))
+            self.file_list("acc-file-list", acc, R.ACC_LISTED_FILES, R.ACC_LOADED_FILES)
         if not (acc / "accuracy.txt").is_file():
             return "missing"
         value = "not found"

@@ -43,9 +43,13 @@ COMPLIANCE_TESTS = {"resnet": ("TEST01", "TEST04"), "retinanet": ("TEST01",)}
 TEST01_SAMPLING_TARGET = {"resnet": 4096, "retinanet": 256}
 TEST01_ACCURACY_LOG_RNG_SEED = 720381539243781796
 
-REQUIRED_PERF_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt")
+#: Files the official checker loads a result from (without them it cannot score it) ...
+PERF_LOADED_FILES = ("mlperf_log_detail.txt",)
+ACC_LOADED_FILES = ("accuracy.txt", "mlperf_log_detail.txt", "mlperf_log_accuracy.json")
+#: ... and the rest of the exact file lists the single-file checker also demands.
+PERF_LISTED_FILES = ("mlperf_log_summary.txt",)
+ACC_LISTED_FILES = ("mlperf_log_summary.txt",)
 OPTIONAL_PERF_FILES = ("mlperf_log_accuracy.json",)
-REQUIRED_ACC_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt", "accuracy.txt", "mlperf_log_accuracy.json")
 REQUIRED_MEASURE_FILES = ("user.conf", "README.md")
 MEASUREMENT_FIELDS = ("input_data_types", "retraining", "starting_weights_filename",
                       "weight_data_types", "weight_transformations")

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from mlperf_bnas.errors import RunFailed
+from mlperf_bnas.fileio import write_atomic
 from mlperf_bnas.loadgen.logs import read_detail_log, read_summary
-from mlperf_bnas.tune.conf import atomic_write, trial_conf_text
+from mlperf_bnas.tune.conf import trial_conf_text
 
 
 @dataclass
@@ -83,7 +84,7 @@ class TrialRunner:
         trial_dir = self.work_dir / f"trial_{number:03d}_{scenario}_{purpose}"
         trial_dir.mkdir(parents=True, exist_ok=True)
         conf = trial_dir / "user.conf"
-        atomic_write(conf, trial_conf_text(self.base_conf, self.loadgen_model, scenario, conf_values))
+        write_atomic(conf, trial_conf_text(self.base_conf, self.loadgen_model, scenario, conf_values))
         log_dir = trial_dir / "logs"
         cmd = [sys.executable, "-m", "mlperf_bnas", "run", "--benchmark", str(self.benchmark_dir),
                "--output-dir", str(self.output_dir), "--system", self.system, "--scenario", scenario,

@@ -21,7 +21,8 @@ from typing import Any
 from mlperf_bnas.backends import BACKENDS
 from mlperf_bnas.config import BenchmarkConfig, check_options, load_config
 from mlperf_bnas.errors import RunFailed, UserError
-from mlperf_bnas.tune.conf import atomic_write, base_conf_text, check_replaceable, tuned_conf_text
+from mlperf_bnas.fileio import write_atomic
+from mlperf_bnas.tune.conf import base_conf_text, check_replaceable, tuned_conf_text
 from mlperf_bnas.tune.search import confirm, tune_offline, tune_server
 from mlperf_bnas.tune.spec import parse_tuning
 from mlperf_bnas.tune.trials import TrialRunner
@@ -115,11 +116,11 @@ def tune(req: TuneRequest) -> dict[str, Any]:
             record["server_offline_efficiency"] = results["Server"]["target_qps"] / results["Offline"]["samples_per_s"]
         tuned = {s: {"target_qps": results[s]["target_qps"], "backend_options": results[s]["backend_options"]}
                  for s in ("Offline", "Server") if s in results}
-        atomic_write(conf_out, tuned_conf_text(Path(req.user_conf).resolve(), base_conf, base_cfg.loadgen_model,
+        write_atomic(conf_out, tuned_conf_text(Path(req.user_conf).resolve(), base_conf, base_cfg.loadgen_model,
                                                header, tuned))
         text = json.dumps(record, indent=2) + "\n"
-        atomic_write(json_out, text)
-        atomic_write(work_dir.parent / "tuning.json", text)
+        write_atomic(json_out, text)
+        write_atomic(work_dir.parent / "tuning.json", text)
         return record
 
     offline_choice = None
