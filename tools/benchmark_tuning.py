@@ -10,9 +10,16 @@ With ``--simulated`` it also tunes the simulated backend of the tests (known ser
 2 workers) and compares the Server QPS found with the analytic M/D/c maximum at the same bound:
 that separates the tuner's own loss from the machine's.
 
+With ``--nas-subnet NAME`` (or ``--checkpoint FILE``) it tunes a BootstrapNAS sub-network of
+ResNet-50 instead of the full model: the sub-network is exported from the seeded ResNet-50
+super-network (the space and names of tools/benchmark_nas_subnets.py; speed does not depend on
+the weights), built to INT8 with the benchmark's own ``dataset``/``build`` steps in a folder of
+its own under the output directory, and tuned exactly like the full model.
+
 Usage:
   tools/benchmark_tuning.py [--benchmark code/resnet50-openvino] [--output-dir DIR] [--system NAME]
                             [--user-conf FILE] [--simulated] [--json OUT.json]
+                            [--nas-subnet width75 | --checkpoint SUBNET.pt] [-- TUNE ARGS]
 Timings depend on the machine's load: say whether it was shared when you quote them.
 """
 
@@ -28,6 +35,44 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# --nas-subnet names -> the sub-network names of tools/benchmark_nas_subnets.py.
+NAS_SUBNETS = {"depth1": "depth -1/group", "width75": "width 75%", "width75-depth1": "width 75%, depth -1/group",
+               "width50-depth2": "width 50%, depth -2/group", "min": "minimum"}
+
+
+def export_nas_subnet(slug: str, out_dir: Path) -> Path:
+    """A sub-network of the seeded ResNet-50 super-network, as `mlperf-bnas nas export` writes it."""
+    ckpt = out_dir / f"resnet50_{slug}.pt"
+    if ckpt.is_file():  # the export is deterministic (seed 0): keep an earlier one
+        return ckpt
+    import torch
+    import torchvision
+    from benchmark_nas_subnets import ELASTICITY, chosen_subnets  # tools/ is on sys.path
+
+    from mlperf_bnas.models.resnet50 import ResNet50
+    from mlperf_bnas.nas.export import save_subnet
+    from mlperf_bnas.nas.supernet import SuperNetwork
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet50().eval()
+    supernet = SuperNetwork.from_model(model, ELASTICITY, torch.zeros(1, 3, 224, 224))
+    config = chosen_subnets(supernet)[NAS_SUBNETS[slug]]
+    spec = ResNet50(ResNet50.Options()).preprocess_spec()
+    save_subnet(supernet.extract_subnet(config), config, "resnet50", spec.to_dict(), ckpt)
+    print(f"exported {NAS_SUBNETS[slug]!r}: {supernet.macs(config) / 1e9:.2f} GMACs "
+          f"(full model {supernet.macs(supernet.space.maximum()) / 1e9:.2f}) -> {ckpt}", flush=True)
+    return ckpt
+
+
+def build_int8(benchmark: Path, output_dir: Path, system: str, checkpoint: Path) -> None:
+    """The benchmark's own steps (run_calibration.sh, INT8 only) for these weights."""
+    common = ["--benchmark", str(benchmark), "--output-dir", str(output_dir), "--system", system,
+              "--checkpoint", str(checkpoint)]
+    for step in (["dataset"], ["build", "--precision", "int8"]):
+        cmd = [sys.executable, "-m", "mlperf_bnas", step[0], *common, *step[1:]]
+        print("$ " + " ".join(cmd), flush=True)
+        if subprocess.run(cmd).returncode != 0:
+            raise SystemExit(f"mlperf-bnas {step[0]} failed for {checkpoint}; see its output above")
 
 
 def tune(benchmark: Path, output_dir: Path, system: str, user_conf: Path, conf_out: Path, extra: list[str]) -> dict:
@@ -64,6 +109,8 @@ def queueing_ceiling(record: dict, parallel_key: str) -> dict | None:
     from mlperf_bnas.tune.queueing import max_server_qps
 
     server = record["scenarios"]["Server"]
+    if server["backend_options"].get("batch_size", 1) != 1:
+        return None  # batches of varying size: not an M/D/c queue
     c = server["backend_options"].get(parallel_key)
     bound = server.get("latency_bound_ms")
     if not isinstance(c, int) or not bound:
@@ -110,6 +157,11 @@ def main() -> int:
     p.add_argument("--json", type=Path, help="write the figures here")
     p.add_argument("--parallel-key", default="num_streams",
                    help="backend option that counts parallel Server requests (for the analytic ceiling)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--nas-subnet", choices=sorted(NAS_SUBNETS),
+                       help="tune this BootstrapNAS sub-network of the seeded ResNet-50 instead of the full model")
+    which.add_argument("--checkpoint", type=Path, help="tune the benchmark built from these weights "
+                       "(e.g. an exported sub-network); built into <output-dir>/checkpoint-<name>/")
     p.add_argument("tune_args", nargs="*", help="extra arguments for mlperf-bnas tune (after --)")
     a = p.parse_args()
     out: dict = {"load_average_at_start": os.getloadavg(), "cpus": os.cpu_count(),
@@ -128,14 +180,29 @@ def main() -> int:
     if not a.skip_benchmark:
         bench = a.benchmark.resolve()
         user_conf = (a.user_conf or bench / "user.smoke.conf").resolve()
-        work = a.output_dir.resolve() / "build" / bench.name / "tuning-benchmark"
+        output_dir = a.output_dir.resolve()
+        tune_args = list(a.tune_args)
+        checkpoint = a.checkpoint.resolve() if a.checkpoint else None
+        if a.nas_subnet:
+            output_dir = output_dir / f"nas-subnet-{a.nas_subnet}"
+            checkpoint = export_nas_subnet(a.nas_subnet, output_dir)
+        elif checkpoint:
+            if not checkpoint.is_file():
+                raise SystemExit(f"{checkpoint}: checkpoint not found")
+            output_dir = output_dir / f"checkpoint-{checkpoint.stem}"
+        if checkpoint:
+            # Its own output folder: the full model's build, data and tuning stay as they are.
+            build_int8(bench, output_dir, a.system, checkpoint)
+            tune_args = ["--checkpoint", str(checkpoint), *tune_args]
+            out["checkpoint"] = str(checkpoint)
+        work = output_dir / "build" / bench.name / "tuning-benchmark"
         work.mkdir(parents=True, exist_ok=True)
         # The tuned conf goes beside the trials, not into the benchmark directory.
-        record = tune(bench, a.output_dir.resolve(), a.system, user_conf, work / f"user.{a.system}.tuned.conf",
-                      a.tune_args)
+        record = tune(bench, output_dir, a.system, user_conf, work / f"user.{a.system}.tuned.conf", tune_args)
         server, offline, eff = efficiency(record)
         ceiling = queueing_ceiling(record, a.parallel_key) if "Server" in record["scenarios"] else None
-        out["benchmark"] = {"analytic_ceiling": ceiling,"benchmark": bench.name, "user_conf": str(user_conf), "server_qps": server,
+        out["benchmark"] = {"analytic_ceiling": ceiling, "benchmark": bench.name, "nas_subnet": a.nas_subnet,
+                            "user_conf": str(user_conf), "server_qps": server,
                             "offline_samples_per_s": offline, "efficiency": eff,
                             "server_failed": record.get("_server_failed"),
                             "server_vs_same_settings_offline": (server / record["scenarios"]["Server"]["capacity_samples_per_s"]
