@@ -1,0 +1,55 @@
+"""The searches' logic against a scripted machine (no LoadGen; the LoadGen-backed tuner is
+tested end to end in test_tune_simulated.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlperf_bnas.tune.search import tune_offline, tune_server
+from mlperf_bnas.tune.spec import TuningSpec
+from mlperf_bnas.tune.trials import Trial
+
+
+class ScriptedMachine:
+    """Offline runs measure the next figure of a noisy series; a Server run is VALID exactly
+    when its target QPS is at most ``server_max_qps``."""
+
+    def __init__(self, offline_rates: list[float], server_max_qps: float):
+        self.offline_rates = list(offline_rates)
+        self.server_max_qps = server_max_qps
+        self.trials: list[Trial] = []
+
+    def run(self, scenario: str, purpose: str, backend_options: dict[str, Any], conf_values: dict[str, Any],
+            progress: str = "") -> Trial:
+        trial = Trial(len(self.trials) + 1, scenario, purpose, dict(backend_options), dict(conf_values), "-")
+        if scenario == "Offline":
+            trial.samples_per_s, trial.valid = self.offline_rates.pop(0), True
+        else:
+            qps = conf_values["target_qps"]
+            trial.samples_per_s, trial.valid = qps, qps <= self.server_max_qps
+            trial.latency_bound_ms, trial.latency_ms = 100.0, {"min": 5.0}
+        self.trials.append(trial)
+        return trial
+
+
+def test_a_low_capacity_measurement_does_not_cap_the_server_search():
+    # probe 300, grid 540, then the capacity run of the same settings stalls and reads 455:
+    # the settings can serve 500 QPS, which only a bracket up to 540 can find.
+    machine = ScriptedMachine([300.0, 540.0, 455.0], server_max_qps=500.0)
+    spec = TuningSpec(qps_precision=0.02)
+    options = {"num_streams": 2}
+    offline = tune_offline(machine, spec, [options])
+    server = tune_server(machine, spec, [options], offline)
+    assert server.capacity_samples_per_s == 540.0
+    assert 500.0 * (1 - spec.qps_precision) <= server.target_qps <= 500.0
+
+
+def test_capacity_comes_only_from_the_same_settings():
+    # Another candidate's faster Offline run must not widen this candidate's bracket.
+    machine = ScriptedMachine([300.0, 900.0, 400.0, 410.0], server_max_qps=380.0)
+    spec = TuningSpec(qps_precision=0.02)
+    fast, slow = {"num_streams": 2, "batch_size": 8}, {"num_streams": 2, "batch_size": 1}
+    offline = tune_offline(machine, spec, [fast])
+    server = tune_server(machine, spec, [slow], offline)
+    assert server.capacity_samples_per_s == 410.0
+    assert 380.0 * (1 - spec.qps_precision) <= server.target_qps <= 380.0
