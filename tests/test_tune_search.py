@@ -53,3 +53,34 @@ def test_capacity_comes_only_from_the_same_settings():
     server = tune_server(machine, spec, [slow], offline)
     assert server.capacity_samples_per_s == 410.0
     assert 380.0 * (1 - spec.qps_precision) <= server.target_qps <= 380.0
+
+
+def _server_trials(machine: ScriptedMachine, options: dict[str, Any]) -> list[Trial]:
+    return [t for t in machine.trials if t.scenario == "Server" and t.backend_options == options]
+
+
+def test_a_candidate_that_cannot_beat_the_best_costs_one_trial():
+    first, second = {"num_streams": 2}, {"num_streams": 1}
+    machine = ScriptedMachine([100.0] * 6, server_max_qps=80.0)
+    spec = TuningSpec(qps_precision=0.02)
+    server = tune_server(machine, spec, [first], None)
+    assert 80.0 * (1 - spec.qps_precision) <= server.target_qps <= 80.0
+    # The same machine answers for the second candidate: it is no better, and one INVALID run
+    # just above the best QPS shows it.
+    best = tune_server(machine, spec, [first, second], None)
+    assert best.backend_options == first
+    assert len(_server_trials(machine, second)) == 1
+    assert _server_trials(machine, second)[0].conf_values["target_qps"] > best.target_qps
+
+
+def test_a_better_later_candidate_is_still_found():
+    class TwoCandidates(ScriptedMachine):
+        def run(self, scenario, purpose, backend_options, conf_values, progress=""):
+            self.server_max_qps = 60.0 if backend_options["num_streams"] == 1 else 90.0
+            return super().run(scenario, purpose, backend_options, conf_values, progress)
+
+    machine = TwoCandidates([100.0] * 4, server_max_qps=0.0)
+    spec = TuningSpec(qps_precision=0.02)
+    best = tune_server(machine, spec, [{"num_streams": 1}, {"num_streams": 2}], None)
+    assert best.backend_options == {"num_streams": 2}
+    assert 90.0 * (1 - spec.qps_precision) <= best.target_qps <= 90.0

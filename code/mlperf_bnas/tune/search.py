@@ -66,16 +66,28 @@ def tune_offline(runner: TrialRunner, spec: TuningSpec, candidates: list[dict[st
 
 
 def bisect_server_qps(runner: TrialRunner, spec: TuningSpec, options: dict[str, Any], capacity: float,
-                      label: str = "") -> tuple[float, float | None, list[int]]:
+                      label: str = "", to_beat: float = 0.0) -> tuple[float, float | None, list[int]]:
     """Highest target QPS whose short Server run is VALID (latency bound + early stopping met).
 
     The answer lies in (0, capacity]: a Server run cannot complete more than the Offline
     throughput with the same settings. The first guess is 80% of it (where a CPU backend's
     Server result usually lands), then plain bisection until the bracket is within
     ``qps_precision``. Returns (qps, latency bound in ms, trial numbers).
+
+    ``to_beat`` (the best earlier candidate's QPS): this candidate only matters above it, so
+    the search starts just above it and the bracket's lower end never goes below it. A
+    candidate that cannot beat it costs one INVALID trial instead of a bisection down to its
+    own, lower, maximum (those are the slowest trials: 500 queries at a low rate). Returns
+    QPS 0 when it is not beaten.
     """
     low, high = 0.0, capacity
     guess = 0.8 * capacity
+    if to_beat:
+        guess = to_beat * (1 + spec.qps_precision)
+        if guess > capacity:
+            print(f"    Server search skipped: capacity {capacity:.1f} samples/s cannot beat the best "
+                  f"candidate's {to_beat:.1f} QPS", flush=True)
+            return 0.0, None, []
     floor = max(spec.min_server_fraction * capacity, spec.server_min_queries / spec.max_server_trial_s)
     bound_ms: float | None = None
     numbers: list[int] = []
@@ -98,9 +110,13 @@ def bisect_server_qps(runner: TrialRunner, spec: TuningSpec, options: dict[str, 
                 print(f"    Server search stops: even the fastest query took {fastest:.1f} ms, more than the "
                       f"{bound_ms:g} ms bound, so no lower QPS can be VALID with these settings", flush=True)
                 break
-        if high - low <= spec.qps_precision * high:
+        bottom = max(low, to_beat)
+        if high - bottom <= spec.qps_precision * high:
+            if to_beat and not low:
+                print(f"    Server search stops: {high:.1f} QPS was not VALID, so these settings do not beat "
+                      f"the best candidate's {to_beat:.1f} QPS", flush=True)
             break
-        guess = (low + high) / 2
+        guess = (bottom + high) / 2
     return low, bound_ms, numbers
 
 
@@ -128,7 +144,8 @@ def tune_server(runner: TrialRunner, spec: TuningSpec, candidates: list[dict[str
         capacity = measured_capacity(runner, options)
         if capacity <= 0:
             raise RunFailed(f"capacity trial #{capacity_trial.number} measured no throughput")
-        qps, bound_ms, numbers = bisect_server_qps(runner, spec, options, capacity, label)
+        qps, bound_ms, numbers = bisect_server_qps(runner, spec, options, capacity, label,
+                                                   to_beat=best.target_qps if best else 0.0)
         choice = ServerChoice(options, round(qps, 3), capacity, bound_ms, [capacity_trial.number, *numbers])
         if best is None or choice.target_qps > best.target_qps:
             best = choice
