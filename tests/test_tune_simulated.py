@@ -108,6 +108,15 @@ def test_server_qps_within_10_percent_of_the_md2_maximum(tuned):
     assert any(not t["valid"] for t in bisect)
 
 
+def test_the_evidence_holds_every_trial_of_the_run(tuned):
+    # Probes, capacity runs and losing candidates included, not only the choice's own trials.
+    _bench, _out, record, stdout = tuned
+    printed = {int(line.split("#")[1].split()[0]) for line in stdout.splitlines() if line.startswith("[tune ")}
+    recorded = {t["number"] for s in record["scenarios"].values() for t in s["trial_records"]}
+    assert printed and recorded == printed
+    assert any(t["purpose"] == "probe" for t in record["scenarios"]["Offline"]["trial_records"])
+
+
 def test_tuned_conf_keeps_the_user_conf_and_records_the_choice(tuned):
     bench, out, record, _stdout = tuned
     conf = bench / f"user.{SYSTEM}.tuned.conf"

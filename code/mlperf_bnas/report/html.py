@@ -164,8 +164,9 @@ def _tuning_sections(records: list[dict[str, Any]]) -> str:
                 out.append(f"<p><b>Server choice</b>: {_e(_opts(s['backend_options']))}: target QPS "
                            f"{s['target_qps']:.1f}, VALID at p99 &le; {_e(bound)} ms "
                            f"(capacity {s['capacity_samples_per_s']:.1f} samples/s){_confirmed(s)}</p>")
-                out.append(_img(plots.tuning_server_plot(s.get("trial_records", []), s["target_qps"], bound,
-                                                         "Server bisection"), "Server tuning trials"))
+                chosen = [t for t in s.get("trial_records", []) if t.get("backend_options") == s["backend_options"]]
+                out.append(_img(plots.tuning_server_plot(chosen, s["target_qps"], bound,
+                                                         "Server bisection (chosen settings)"), "Server tuning trials"))
             out.append(_trial_table(s.get("trial_records", []), s))
         for name, failure in (rec.get("failed_searches") or {}).items():
             out.append(f'<div class="warn"><b>{_e(name)} search found no VALID setting</b>: {_e(failure.get("error"))}</div>')

@@ -102,7 +102,9 @@ def tune(req: TuneRequest) -> dict[str, Any]:
         trials = [t.as_dict() for t in runner.trials]
         for scenario in req.scenarios:
             if scenario in results and results[scenario].get("tuned_at") == stamp:
-                results[scenario]["trial_records"] = [t for t in trials if t["number"] in results[scenario]["trials"]]
+                # Every trial of the search (probes, losing candidates), not only the choice's evidence.
+                wanted = set(results[scenario].get("search_trials") or results[scenario]["trials"])
+                results[scenario]["trial_records"] = [t for t in trials if t["number"] in wanted]
         record = {
             "generated_by": GENERATED_BY, "benchmark": base_cfg.benchmark, "loadgen_model": base_cfg.loadgen_model,
             "system": req.system, "backend": base_cfg.backend, "benchmark_dir": str(base_cfg.benchmark_dir),
@@ -123,16 +125,21 @@ def tune(req: TuneRequest) -> dict[str, Any]:
         write_atomic(work_dir.parent / "tuning.json", text)
         return record
 
+    def numbers_since(first: int) -> list[int]:
+        return [t.number for t in runner.trials[first:]]
+
     offline_choice = None
     if "Offline" in req.scenarios:
+        first = len(runner.trials)
         choice = offline_choice = tune_offline(runner, spec, candidates["Offline"])
         if req.confirm:
             choice.target_qps, choice.confirmed, numbers = confirm(
                 runner, spec, "Offline", choice.backend_options, choice.target_qps)
             choice.trials += numbers
-        results["Offline"] = {**dataclasses.asdict(choice), "tuned_at": stamp}
+        results["Offline"] = {**dataclasses.asdict(choice), "tuned_at": stamp, "search_trials": numbers_since(first)}
         record = save()
     if "Server" in req.scenarios:
+        first = len(runner.trials)
         try:
             server = tune_server(runner, spec, candidates["Server"], offline_choice)
         except RunFailed as exc:
@@ -149,7 +156,7 @@ def tune(req: TuneRequest) -> dict[str, Any]:
             server.target_qps, server.confirmed, numbers = confirm(
                 runner, spec, "Server", server.backend_options, server.target_qps)
             server.trials += numbers
-        results["Server"] = {**dataclasses.asdict(server), "tuned_at": stamp}
+        results["Server"] = {**dataclasses.asdict(server), "tuned_at": stamp, "search_trials": numbers_since(first)}
         record = save()
     _print_summary(record, runner, conf_out, json_out)
     return record
