@@ -154,6 +154,25 @@ def test_a_run_with_the_tuned_conf_uses_the_tuned_backend_settings(tuned, tmp_pa
     proc = run_cli(*common, str(tmp_path / "plain"), "--user-conf", str(plain))
     assert "backend: {'batch_size': 1, 'workers': 2" in proc.stderr
 
+def test_run_trace_gives_the_report_every_query_latency(tuned, tmp_path):
+    # Off by default (an empty trace file: LoadGen creates it either way); --trace fills it.
+    from mlperf_bnas.loadgen.logs import read_detail_log
+    from mlperf_bnas.report.collect import read_trace_latencies
+
+    bench, _out, _record, _stdout = tuned
+    conf = tmp_path / "short.conf"
+    conf.write_text(USER_CONF + "resnet50.Server.target_qps = 100\nresnet50.Server.min_duration = 300\n"
+                    "resnet50.Server.min_query_count = 50\n")
+    common = ("run", "--benchmark", str(bench), "--output-dir", str(tmp_path), "--system", SYSTEM,
+              "--scenario", "Server", "--user-conf", str(conf), "--log-dir")
+    run_cli(*common, str(tmp_path / "plain"))
+    assert read_trace_latencies(tmp_path / "plain" / "mlperf_log_trace.json")[0] is None
+    run_cli(*common, str(tmp_path / "traced"), "--trace")
+    latencies, source = read_trace_latencies(tmp_path / "traced" / "mlperf_log_trace.json")
+    assert "trace" in source
+    assert len(latencies) == read_detail_log(tmp_path / "traced" / "mlperf_log_detail.txt").get("result_query_count")
+
+
 def test_refuses_to_replace_a_file_the_user_wrote(tmp_path):
     bench = make_benchmark(tmp_path)
     mine = bench / f"user.{SYSTEM}.tuned.conf"

@@ -22,6 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run this built model instead of build/<benchmark>/model/<precision>")
     p.add_argument("--log-dir", default=None, metavar="DIR",
                    help="write the logs here instead of results/... (tuning trials)")
+    p.add_argument("--trace", action="store_true",
+                   help="also write LoadGen's per-query trace (mlperf_log_trace.json, ~1.3 KB per query), "
+                        "from which the report draws a true latency histogram; never packaged")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     cfg, paths = pipeline.run_config_from_args(args, args.scenario)
     log_dir = Path(args.log_dir).resolve() if args.log_dir else paths.results_dir(args.scenario, args.mode)
     request = RunRequest(loadgen_model=cfg.loadgen_model, scenario=args.scenario, mode=args.mode,
-                         user_conf=user_conf, log_dir=log_dir, archive_dir=paths.archive_dir)
+                         user_conf=user_conf, log_dir=log_dir, archive_dir=paths.archive_dir, trace=args.trace)
     # Settings first: a user.conf LoadGen rejects fails before minutes of loading.
     settings = load_settings(request)
     sut, qsl, backend = pipeline.open_sut(cfg, args.scenario, paths, args.precision, args.data_dir,

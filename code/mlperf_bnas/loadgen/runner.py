@@ -40,6 +40,9 @@ class RunRequest:
     log_dir: Path               # final folder, e.g. results/<sys>/resnet50/Offline/performance/run_1
     archive_dir: Path           # earlier results found at log_dir are moved here, never deleted
     audit_config: Path | None = None   # compliance only: TEST01/TEST04 settings
+    # LoadGen's per-query trace (mlperf_log_trace.json, ~1.3 KB a query): off unless asked,
+    # since a full Server run makes gigabytes; it gives the report a true latency histogram.
+    trace: bool = False
 
 
 # Keys LoadGen 5.1's user.conf parser reads (test_settings_internal.cc, FromConfig). LoadGen
@@ -137,7 +140,7 @@ def run_test(req: RunRequest, sut: SUTBase, qsl: QSL, settings: lg.TestSettings 
     output.copy_summary_to_stdout = False
     log_settings = lg.LogSettings()
     log_settings.log_output = output
-    log_settings.enable_trace = False
+    log_settings.enable_trace = req.trace
 
     lg_sut = lg.ConstructSUT(sut.issue_queries, sut.flush_queries)
     lg_qsl = lg.ConstructQSL(qsl.total_count, qsl.performance_count, qsl.load_samples, qsl.unload_samples)
