@@ -154,6 +154,7 @@ def test_a_run_with_the_tuned_conf_uses_the_tuned_backend_settings(tuned, tmp_pa
     proc = run_cli(*common, str(tmp_path / "plain"), "--user-conf", str(plain))
     assert "backend: {'batch_size': 1, 'workers': 2" in proc.stderr
 
+
 def test_run_trace_gives_the_report_every_query_latency(tuned, tmp_path):
     # Off by default (an empty trace file: LoadGen creates it either way); --trace fills it.
     from mlperf_bnas.loadgen.logs import read_detail_log

@@ -28,7 +28,6 @@ import argparse
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -101,6 +100,7 @@ def _build_int8(module, out_dir: Path) -> Path:
 
 def _harness_offline(name: str, checkpoint: Path | None, out: Path, target_qps: float) -> float:
     """Offline samples/s through the whole harness (dataset -> build -> LoadGen run)."""
+    from mlperf_bnas.benchtools import cli
     from mlperf_bnas.loadgen.logs import read_summary
 
     bench = REPO / "code" / "resnet50-openvino"
@@ -115,7 +115,7 @@ def _harness_offline(name: str, checkpoint: Path | None, out: Path, target_qps: 
                     + f"\nresnet50.Offline.target_qps = {max(1.0, target_qps):.1f}\n")
     for step in (["dataset"], ["build", "--precision", "int8"],
                  ["run", "--scenario", "Offline", "--mode", "performance", "--user-conf", str(conf)]):
-        subprocess.run([sys.executable, "-m", "mlperf_bnas", step[0], *common, *step[1:]], check=True)
+        cli(step[0], *common, *step[1:])
     summary = read_summary(root / "results" / "bench" / "resnet50" / "Offline" / "performance" / "run_1"
                            / "mlperf_log_summary.txt")
     return float(summary["Samples per second"])

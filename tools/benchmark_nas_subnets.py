@@ -41,6 +41,13 @@ REPO = Path(__file__).resolve().parents[1]
 ELASTICITY = {"available_elasticity_dims": ["width", "depth"], "width": {"width_multipliers": [1.0, 0.75, 0.5]}}
 
 
+def seeded_supernet(size: int = 224) -> tuple[torch.nn.Module, SuperNetwork]:
+    """torchvision ResNet-50 with seed-0 random weights, and its super-network."""
+    torch.manual_seed(0)
+    model = torchvision.models.resnet50().eval()
+    return model, SuperNetwork.from_model(model, ELASTICITY, torch.zeros(1, 3, size, size))
+
+
 def chosen_subnets(supernet: SuperNetwork) -> dict[str, dict]:
     space = supernet.space
     maximum, minimum = space.maximum(), space.minimum()
@@ -93,9 +100,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=REPO / "build" / "bootstrapnas" / "benchmark_nas_subnets.json")
     args = parser.parse_args()
 
-    torch.manual_seed(0)
-    model = torchvision.models.resnet50().eval()
-    supernet = SuperNetwork.from_model(model, ELASTICITY, torch.zeros(1, 3, args.size, args.size))
+    model, supernet = seeded_supernet(args.size)
     resize = int(round(args.size / 0.875))
     spec = PreprocessSpec(size=args.size, resize=resize, layout="NHWC", dtype="uint8", channel_order="BGR",
                           mean=MEAN_RGB, scale=SCALE_RGB, normalize="graph")

@@ -45,17 +45,12 @@ def export_nas_subnet(slug: str, out_dir: Path) -> Path:
     ckpt = out_dir / f"resnet50_{slug}.pt"
     if ckpt.is_file():  # the export is deterministic (seed 0): keep an earlier one
         return ckpt
-    import torch
-    import torchvision
-    from benchmark_nas_subnets import ELASTICITY, chosen_subnets  # tools/ is on sys.path
+    from benchmark_nas_subnets import chosen_subnets, seeded_supernet  # tools/ is on sys.path
 
     from mlperf_bnas.models.resnet50 import ResNet50
     from mlperf_bnas.nas.export import save_subnet
-    from mlperf_bnas.nas.supernet import SuperNetwork
 
-    torch.manual_seed(0)
-    model = torchvision.models.resnet50().eval()
-    supernet = SuperNetwork.from_model(model, ELASTICITY, torch.zeros(1, 3, 224, 224))
+    _model, supernet = seeded_supernet()
     config = chosen_subnets(supernet)[NAS_SUBNETS[slug]]
     spec = ResNet50(ResNet50.Options()).preprocess_spec()
     save_subnet(supernet.extract_subnet(config), config, "resnet50", spec.to_dict(), ckpt)
@@ -66,13 +61,13 @@ def export_nas_subnet(slug: str, out_dir: Path) -> Path:
 
 def build_int8(benchmark: Path, output_dir: Path, system: str, checkpoint: Path) -> None:
     """The benchmark's own steps (run_calibration.sh, INT8 only) for these weights."""
+    from mlperf_bnas.benchtools import cli
+
     common = ["--benchmark", str(benchmark), "--output-dir", str(output_dir), "--system", system,
               "--checkpoint", str(checkpoint)]
     for step in (["dataset"], ["build", "--precision", "int8"]):
-        cmd = [sys.executable, "-m", "mlperf_bnas", step[0], *common, *step[1:]]
-        print("$ " + " ".join(cmd), flush=True)
-        if subprocess.run(cmd).returncode != 0:
-            raise SystemExit(f"mlperf-bnas {step[0]} failed for {checkpoint}; see its output above")
+        print(f"mlperf-bnas {step[0]} {' '.join(common + step[1:])}", flush=True)
+        cli(step[0], *common, *step[1:])
 
 
 def tune(benchmark: Path, output_dir: Path, system: str, user_conf: Path, conf_out: Path, extra: list[str]) -> dict:

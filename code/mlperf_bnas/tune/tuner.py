@@ -103,7 +103,7 @@ def tune(req: TuneRequest) -> dict[str, Any]:
         for scenario in req.scenarios:
             if scenario in results and results[scenario].get("tuned_at") == stamp:
                 # Every trial of the search (probes, losing candidates), not only the choice's evidence.
-                wanted = set(results[scenario].get("search_trials") or results[scenario]["trials"])
+                wanted = set(results[scenario]["search_trials"])
                 results[scenario]["trial_records"] = [t for t in trials if t["number"] in wanted]
         record = {
             "generated_by": GENERATED_BY, "benchmark": base_cfg.benchmark, "loadgen_model": base_cfg.loadgen_model,
