@@ -9,6 +9,9 @@ elif [ -x "$REPO/.venv/bin/python" ]; then
   PATH="$REPO/.venv/bin:$PATH"
 fi
 export PATH
+# This checkout's own package first: an editable install made from another checkout (a
+# shared venv, a git worktree) must never run someone else's code.
+export PYTHONPATH="$REPO/code${PYTHONPATH:+:$PYTHONPATH}"
 if ! command -v mlperf-bnas >/dev/null 2>&1; then
   echo "mlperf-bnas not found: run ./prepare_env.sh first" >&2
   exit 1
