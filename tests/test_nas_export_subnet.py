@@ -12,7 +12,7 @@ import torch
 
 from mlperf_bnas.nas.demo import DIGITS_SIZE, DigitsResNet
 from mlperf_bnas.nas.export import load_subnet, read_subnet_checkpoint
-from mlperf_bnas.nas.supernet import SuperNetwork
+from mlperf_bnas.nas.supernet.network import SuperNetwork
 from tests.conftest import run_cli
 from tests.test_nas_train_progressive import config_dict
 

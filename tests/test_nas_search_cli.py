@@ -29,7 +29,7 @@ SMALL = ["--num_evals", "16", "--population", "8", "--num_bn_samples", "128", "-
 @pytest.fixture(scope="session")
 def supernet_path(tmp_path_factory) -> Path:
     from mlperf_bnas.nas.demo import DIGITS_PREPROCESS, DIGITS_SIZE, pretrain_digits_model
-    from mlperf_bnas.nas.supernet import SuperNetwork
+    from mlperf_bnas.nas.supernet.network import SuperNetwork
 
     cfg = json.loads(DEMO_CONFIG.read_text())
     model, _ = pretrain_digits_model(epochs=2, seed=0)
@@ -157,12 +157,12 @@ def test_tactics_and_algorithms_on_the_demo(supernet_path, tmp_path, flags):
 @pytest.mark.parametrize("algo", ["ga", "cmaes", "nsga2", "age", "unsga3", "ctaea", "moead"])
 def test_every_algorithm_on_the_demo_supernet(supernet_path, tmp_path, algo):
     """In-process (no start-up cost): each algorithm drives a short search of the demo super-network."""
-    from mlperf_bnas.nas.pareto import front_indices, objective_matrix
-    from mlperf_bnas.nas.search import LocalPool, run_search
-    from mlperf_bnas.nas.search_config import ALGORITHM_OBJECTIVES, build_settings
-    from mlperf_bnas.nas.search_eval import SupernetEvaluator
-    from mlperf_bnas.nas.search_targets import SEARCH_TARGETS, model_builder
-    from mlperf_bnas.nas.supernet import SuperNetwork
+    from mlperf_bnas.nas.search.pareto import front_indices, objective_matrix
+    from mlperf_bnas.nas.search.tactics import LocalPool, run_search
+    from mlperf_bnas.nas.search.settings import ALGORITHM_OBJECTIVES, build_settings
+    from mlperf_bnas.nas.search.measure import SupernetEvaluator
+    from mlperf_bnas.nas.search.targets import SEARCH_TARGETS, model_builder
+    from mlperf_bnas.nas.supernet.network import SuperNetwork
 
     ckpt = torch.load(supernet_path, map_location="cpu", weights_only=True)
     supernet = SuperNetwork.load(supernet_path, model_builder("digits_resnet", ckpt["state_dict"]))

@@ -13,7 +13,7 @@ from torch import nn
 
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.nas.export import load_subnet, save_subnet
-from mlperf_bnas.nas.supernet import SuperNetwork
+from mlperf_bnas.nas.supernet.network import SuperNetwork
 
 ELASTICITY = {"width": {"width_multipliers": [1.0, 0.75, 0.5, 0.25]}}
 
@@ -174,8 +174,8 @@ def test_retinanet_backbone_supernet():
 def test_resnet50_benchmark_reads_an_exported_subnet(supernet, images, tmp_path):
     """The ResNet-50 benchmark's CHECKPOINT= loader delegates to load_subnet and takes the
     sub-network's own preprocessing."""
-    from mlperf_bnas.models.registry import create_model
-    from mlperf_bnas.nas.train_cli import preprocess_for
+    from mlperf_bnas.models.entry import create_model
+    from mlperf_bnas.nas.train.steps import preprocess_for
 
     config = supernet.space.minimum()
     subnet = supernet.extract_subnet(config)

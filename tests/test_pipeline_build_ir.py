@@ -14,7 +14,7 @@ from mlperf_bnas.backends.openvino import count_ops
 from mlperf_bnas.data.spec import PreprocessSpec
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.pipeline import build_openvino_ir
-from mlperf_bnas.quantize.config import QuantizationConfig
+from mlperf_bnas.quantize.qconfig import QuantizationConfig
 
 SPEC = PreprocessSpec(size=32, resize=36, channel_order="BGR", mean=(123.675, 116.28, 103.53),
                       scale=(58.395, 57.12, 57.375))

@@ -8,7 +8,7 @@ from mlperf_bnas.errors import UserError
 from mlperf_bnas.submission.userconf import settings_for
 from mlperf_bnas.tune.conf import (MARKER, base_conf_text, check_replaceable, trial_conf_text,
                                    tuned_backend_options, tuned_conf_text)
-from mlperf_bnas.tune.spec import parse_tuning
+from mlperf_bnas.tune.tuning_spec import parse_tuning
 
 BASE = "resnet50.*.min_duration = 10000\nresnet50.Server.target_qps = 28   # user's guess\n"
 

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mlperf_bnas.accuracy.imagenet import DTYPES, read_accuracy_log, top1
+from mlperf_bnas.accuracy.top1 import DTYPES, read_accuracy_log, top1
 from mlperf_bnas.data.imagenet import read_val_map
 from mlperf_bnas.errors import UserError
 

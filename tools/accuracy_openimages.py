@@ -14,8 +14,8 @@ import os
 import sys
 from pathlib import Path
 
-from mlperf_bnas.accuracy.imagenet import read_accuracy_log
-from mlperf_bnas.accuracy.openimages import detections_from_log, evaluate
+from mlperf_bnas.accuracy.top1 import read_accuracy_log
+from mlperf_bnas.accuracy.coco_map import detections_from_log, evaluate
 from mlperf_bnas.data.openimages import ANNOTATIONS, IMAGES, read_annotations
 from mlperf_bnas.errors import UserError
 

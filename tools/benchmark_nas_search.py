@@ -3,7 +3,7 @@
 
 ``resnet50``: a ResNet-50 super-network (random weights are fine for speed: latency does not
 depend on weight values) -> OpenVINO INT8 latency of the maximum, the minimum and seeded
-random sub-networks, measured as the search measures it (``nas/latency.py``: the benchmark's
+random sub-networks, measured as the search measures it (``nas/search/latency.py``: the benchmark's
 ``pipeline.build_openvino_ir`` + the ``openvino`` backend, warm, median) -> the hardware-aware
 front (most MACs for the latency: sub-networks no other one beats on both) -> INT8
 throughput of chosen front members relative to the full ResNet-50, side by side in one run,
@@ -48,7 +48,7 @@ def _resnet50_supernet():
     import torch
     import torchvision
 
-    from mlperf_bnas.nas.supernet import SuperNetwork
+    from mlperf_bnas.nas.supernet.network import SuperNetwork
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -91,7 +91,7 @@ def _throughputs(models: dict[str, Path], batch: int, seconds: float, rounds: in
 def _build_int8(module, out_dir: Path) -> Path:
     from mlperf_bnas.models.resnet50 import ResNet50
     from mlperf_bnas.pipeline import build_openvino_ir
-    from mlperf_bnas.quantize.config import QuantizationConfig
+    from mlperf_bnas.quantize.qconfig import QuantizationConfig
 
     spec = ResNet50(ResNet50.Options()).preprocess_spec()
     calib = np.random.default_rng(0).integers(0, 256, size=(8, *spec.sample_shape)).astype(spec.dtype)
@@ -123,9 +123,9 @@ def _harness_offline(name: str, checkpoint: Path | None, out: Path, target_qps: 
 
 def bench_resnet50(args) -> dict:
     from mlperf_bnas.nas.export import save_subnet
-    from mlperf_bnas.nas.latency import LatencyMeter
-    from mlperf_bnas.nas.pareto import front_indices
-    from mlperf_bnas.nas.search_config import LatencySettings
+    from mlperf_bnas.nas.search.latency import LatencyMeter
+    from mlperf_bnas.nas.search.pareto import front_indices
+    from mlperf_bnas.nas.search.settings import LatencySettings
     from mlperf_bnas.models.resnet50 import ResNet50
 
     out = Path(args.out).resolve()
@@ -208,7 +208,7 @@ def print_resnet50(r: dict) -> None:
 # --------------------------------------------------------------------------- LINAS vs evolutionary
 
 def _hv_curve(records, ref_macs: float, checkpoints: list[int]) -> list[float]:
-    from mlperf_bnas.nas.pareto import hypervolume
+    from mlperf_bnas.nas.search.pareto import hypervolume
 
     searched = [r for r in records if r.source != "reference"]
     ref = next(r for r in records if r.source == "reference")
@@ -224,11 +224,11 @@ def _hv_curve(records, ref_macs: float, checkpoints: list[int]) -> list[float]:
 def bench_linas_hv(args) -> dict:
     import torch
 
-    from mlperf_bnas.nas.search import LocalPool, run_search
-    from mlperf_bnas.nas.search_config import build_settings
-    from mlperf_bnas.nas.search_eval import SupernetEvaluator
-    from mlperf_bnas.nas.search_targets import SEARCH_TARGETS, model_builder
-    from mlperf_bnas.nas.supernet import SuperNetwork
+    from mlperf_bnas.nas.search.tactics import LocalPool, run_search
+    from mlperf_bnas.nas.search.settings import build_settings
+    from mlperf_bnas.nas.search.measure import SupernetEvaluator
+    from mlperf_bnas.nas.search.targets import SEARCH_TARGETS, model_builder
+    from mlperf_bnas.nas.supernet.network import SuperNetwork
 
     # One thread: the measurements are counted, not timed, and one thread wastes least on a busy machine.
     torch.set_num_threads(args.threads)

@@ -31,9 +31,9 @@ import torchvision
 from mlperf_bnas.backends.openvino import OpenVINOBackend
 from mlperf_bnas.data.spec import PreprocessSpec
 from mlperf_bnas.models.resnet50 import MEAN_RGB, SCALE_RGB
-from mlperf_bnas.nas.supernet import SuperNetwork
+from mlperf_bnas.nas.supernet.network import SuperNetwork
 from mlperf_bnas.pipeline import build_openvino_ir
-from mlperf_bnas.quantize.config import QuantizationConfig
+from mlperf_bnas.quantize.qconfig import QuantizationConfig
 
 REPO = Path(__file__).resolve().parents[1]
 # The ResNet-50 search space: every width group at 100/75/50 % (multiples of 8), every

@@ -51,7 +51,7 @@ class BenchmarkConfig:
     dataset_options: dict[str, Any] = field(default_factory=dict)
     quantization: dict[str, Any] = field(default_factory=dict)
     backend_options: dict[str, Any] = field(default_factory=dict)
-    # Candidate grids and search settings for `mlperf-bnas tune` (validated in mlperf_bnas/tune/spec.py).
+    # Candidate grids and search settings for `mlperf-bnas tune` (validated in mlperf_bnas/tune/tuning_spec.py).
     tuning: dict[str, Any] = field(default_factory=dict)
     # "where did this value come from", for `mlperf-bnas config show`.
     sources: dict[str, str] = field(default_factory=dict, compare=False)

@@ -29,7 +29,7 @@ from mlperf_bnas.data import DATASETS, CachedSamples, Dataset, PreprocessSpec
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.fileio import write_atomic
 from mlperf_bnas.paths import OutputPaths
-from mlperf_bnas.quantize.config import QuantizationConfig
+from mlperf_bnas.quantize.qconfig import QuantizationConfig
 from mlperf_bnas.registry import Registry
 
 log = logging.getLogger(__name__)

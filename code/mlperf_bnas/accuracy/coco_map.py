@@ -20,7 +20,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from mlperf_bnas.accuracy import ACCURACY, AccuracyReport
-from mlperf_bnas.accuracy.imagenet import read_accuracy_log
+from mlperf_bnas.accuracy.top1 import read_accuracy_log
 from mlperf_bnas.errors import UserError
 
 

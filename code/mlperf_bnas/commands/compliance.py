@@ -8,7 +8,7 @@ The audit settings go into ``audit.config`` in a private working folder under
 ``build/<benchmark>/compliance/``; LoadGen reads it through
 ``StartTestWithLogSettings`` and it is deleted when the run ends, whatever
 happens. Results: ``compliance/<system>/<model>/<Scenario>/<TEST>/`` (see
-``mlperf_bnas.submission.compliance``). Exit status 1 when the verification fails.
+``mlperf_bnas.submission.audit``). Exit status 1 when the verification fails.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from mlperf_bnas import pipeline
-from mlperf_bnas.submission.compliance import DTYPES, TESTS
+from mlperf_bnas.submission.audit import DTYPES, TESTS
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def run_one(args: argparse.Namespace, test: str) -> int:
     from mlperf_bnas.accuracy import ACCURACY
     from mlperf_bnas.errors import UserError
     from mlperf_bnas.loadgen.runner import RunRequest, load_settings, run_test
-    from mlperf_bnas.submission import compliance as C
+    from mlperf_bnas.submission import audit as C
     from mlperf_bnas.submission.rules import MLPERF_MODEL
 
     cfg, paths = pipeline.run_config_from_args(args, args.scenario)

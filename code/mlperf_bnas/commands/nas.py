@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-_MODULES = ("mlperf_bnas.nas.train_cli", "mlperf_bnas.nas.search_cli")
+_MODULES = ("mlperf_bnas.nas.train.steps", "mlperf_bnas.nas.search.plan")
 
 
 def _actions() -> dict:

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
         print(default_system_name())
         return 0
-    from mlperf_bnas.submission.package import PackageRequest, package_submission
+    from mlperf_bnas.submission.packager import PackageRequest, package_submission
 
     summary = package_submission(PackageRequest.resolve(
         output_dir=args.output_dir or (Path(os.environ["OUTPUT_DIR"]) if os.environ.get("OUTPUT_DIR") else None),

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from mlperf_bnas.data import DATASETS
-from mlperf_bnas.data.base import Dataset, DatasetOptions, Labeller, building_synthetic
+from mlperf_bnas.data.dataset import Dataset, DatasetOptions, Labeller, building_synthetic
 from mlperf_bnas.data.cache import SourceItem
 from mlperf_bnas.data.synthetic import synthetic_image
 from mlperf_bnas.errors import UserError

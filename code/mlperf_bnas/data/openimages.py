@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from mlperf_bnas.data import DATASETS
-from mlperf_bnas.data.base import SYNTHETIC_STAMP, Dataset, DatasetOptions, Labeller, building_synthetic
+from mlperf_bnas.data.dataset import SYNTHETIC_STAMP, Dataset, DatasetOptions, Labeller, building_synthetic
 from mlperf_bnas.data.cache import CachedSamples, SourceItem, build_cache
 from mlperf_bnas.data.spec import PreprocessSpec
 from mlperf_bnas.data.synthetic import synthetic_image

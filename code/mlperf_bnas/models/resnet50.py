@@ -29,7 +29,7 @@ import torchvision
 from mlperf_bnas.data.spec import PreprocessSpec
 from mlperf_bnas.data.synthetic import synthetic_image
 from mlperf_bnas.errors import UserError
-from mlperf_bnas.models.registry import MODELS, ModelEntry
+from mlperf_bnas.models.entry import MODELS, ModelEntry
 
 log = logging.getLogger(__name__)
 

@@ -45,7 +45,7 @@ from torchvision.ops.feature_pyramid_network import ExtraFPNBlock
 
 from mlperf_bnas.data.spec import PreprocessSpec
 from mlperf_bnas.errors import UserError
-from mlperf_bnas.models.registry import MODELS, ModelEntry
+from mlperf_bnas.models.entry import MODELS, ModelEntry
 
 #: ImageNet statistics of MLPerf's GeneralizedRCNNTransform, on the 0..1 scale.
 IMAGE_MEAN = (0.485, 0.456, 0.406)

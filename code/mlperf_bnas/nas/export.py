@@ -24,8 +24,8 @@ from torch import fx, nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from mlperf_bnas.errors import UserError
-from mlperf_bnas.nas.blocks import blocks_from_names, remove_blocks
-from mlperf_bnas.nas.graph import propagate_shapes, trace
+from mlperf_bnas.nas.supernet.blocks import blocks_from_names, remove_blocks
+from mlperf_bnas.nas.supernet.graph import propagate_shapes, trace
 from mlperf_bnas.registry import Registry
 
 SUBNET_FORMAT = "mlperf-bnas-subnet"

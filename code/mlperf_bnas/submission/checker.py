@@ -29,7 +29,7 @@ from mlperf_bnas.loadgen.logs import DetailLog, read_detail_log
 from mlperf_bnas.submission import rules as R
 from mlperf_bnas.submission import userconf
 from mlperf_bnas.submission.system import NON_EMPTY_FIELDS, REQUIRED_FIELDS, VALID_STATUS, VALID_SYSTEM_TYPES
-from mlperf_bnas.submission.truncate import HASH_LINE, file_sha256, truncated_text
+from mlperf_bnas.submission.truncation import HASH_LINE, file_sha256, truncated_text
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from mlperf_bnas.loadgen.logs import read_detail_log
 from mlperf_bnas.submission import provenance, userconf
 from mlperf_bnas.submission.rules import MLPERF_MODEL, SCENARIOS
 from mlperf_bnas.submission.system import describe_system, load_overrides
-from mlperf_bnas.submission.truncate import write_atomic, write_truncated
+from mlperf_bnas.submission.truncation import write_atomic, write_truncated
 
 log = logging.getLogger(__name__)
 

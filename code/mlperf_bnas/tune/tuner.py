@@ -23,8 +23,8 @@ from mlperf_bnas.config import BenchmarkConfig, check_options, load_config
 from mlperf_bnas.errors import RunFailed, UserError
 from mlperf_bnas.fileio import write_atomic
 from mlperf_bnas.tune.conf import base_conf_text, check_replaceable, tuned_conf_text
-from mlperf_bnas.tune.search import confirm, tune_offline, tune_server
-from mlperf_bnas.tune.spec import parse_tuning
+from mlperf_bnas.tune.strategy import confirm, tune_offline, tune_server
+from mlperf_bnas.tune.tuning_spec import parse_tuning
 from mlperf_bnas.tune.trials import TrialRunner
 
 GENERATED_BY = "mlperf-bnas tune"

@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from mlperf_bnas.fileio import write_atomic
-from mlperf_bnas.nas.search import config_key
-from mlperf_bnas.nas.search_config import LatencySettings
+from mlperf_bnas.nas.search.tactics import config_key
+from mlperf_bnas.nas.search.settings import LatencySettings
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class LatencyMeter:
         # The spine's build step and backend: the same path the benchmark's model takes.
         from mlperf_bnas.backends import create_backend
         from mlperf_bnas.pipeline import build_openvino_ir
-        from mlperf_bnas.quantize.config import QuantizationConfig
+        from mlperf_bnas.quantize.qconfig import QuantizationConfig
 
         s = self.settings
         spec = self.preprocess_spec

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mlperf_bnas.errors import UserError
-from mlperf_bnas.nas.search_config import (
+from mlperf_bnas.nas.search.settings import (
     ALGORITHM_OBJECTIVES, LATENCY_RUNTIMES, METRICS, PRECISIONS, PREDICTORS, TACTICS, SearchSettings,
     build_settings, read_search_section,
 )
@@ -139,7 +139,7 @@ class Plan:
     """Everything resolved from the command line before any process starts measuring."""
 
     def __init__(self, args: argparse.Namespace, check_outputs: bool = True):
-        from mlperf_bnas.nas.search_targets import SEARCH_TARGETS
+        from mlperf_bnas.nas.search.targets import SEARCH_TARGETS
 
         self.args = args
         self.supernet_path = args.supernet.resolve()
@@ -186,10 +186,10 @@ class Plan:
 # --------------------------------------------------------------------------- one process
 
 def _build_evaluator(plan: Plan, rank: int):
-    from mlperf_bnas.nas.latency import LatencyMeter
-    from mlperf_bnas.nas.search_eval import SupernetEvaluator
-    from mlperf_bnas.nas.search_targets import model_builder
-    from mlperf_bnas.nas.supernet import SuperNetwork
+    from mlperf_bnas.nas.search.latency import LatencyMeter
+    from mlperf_bnas.nas.search.measure import SupernetEvaluator
+    from mlperf_bnas.nas.search.targets import model_builder
+    from mlperf_bnas.nas.supernet.network import SuperNetwork
 
     s = plan.settings
     supernet = SuperNetwork.load(plan.supernet_path, model_builder(plan.base_model, plan.state_dict))
@@ -204,8 +204,8 @@ def _build_evaluator(plan: Plan, rank: int):
 
 
 def _search_process(plan: Plan, rank: int, world: int) -> int:
-    from mlperf_bnas.nas import distributed
-    from mlperf_bnas.nas.search import LocalPool, run_search
+    from mlperf_bnas.nas.search import distributed
+    from mlperf_bnas.nas.search.tactics import LocalPool, run_search
 
     supernet, evaluator = _build_evaluator(plan, rank)
     if world > 1 and rank > 0:
@@ -251,7 +251,7 @@ def _spawned(rank: int, world: int, port: int, args: argparse.Namespace) -> None
 
 
 def _distributed_main(plan: Plan) -> int:
-    from mlperf_bnas.nas import distributed
+    from mlperf_bnas.nas.search import distributed
 
     rank, world = distributed.init()
     try:
@@ -261,7 +261,7 @@ def _distributed_main(plan: Plan) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlperf_bnas.nas import distributed
+    from mlperf_bnas.nas.search import distributed
 
     # Every setting is checked before a process starts. Under torchrun only rank 0 checks the
     # outputs (the others may start after rank 0 has begun writing).
@@ -292,9 +292,9 @@ def _metrics_out(metrics: dict) -> dict:
 
 def write_outputs(plan: Plan, supernet, evaluator, outcome, world: int) -> None:
     from mlperf_bnas.nas.export import save_subnet
-    from mlperf_bnas.nas.pareto import plot_front
+    from mlperf_bnas.nas.search.pareto import plot_front
     from mlperf_bnas.fileio import write_atomic
-    from mlperf_bnas.nas.search import ResultsStore
+    from mlperf_bnas.nas.search.tactics import ResultsStore
 
     s = plan.settings
     out = plan.out_dir

@@ -2,7 +2,7 @@
 
 One integer gene per elastic choice (``SearchSpace.genes``, gene ``i`` takes ``0 ..
 len(choices) - 1``). ``SubnetProblem`` only maps genomes to objectives; the algorithm
-(pymoo) owns selection and the tactic (``search.py``/``linas.py``) owns the loop, so
+(pymoo) owns selection and the tactic (``tactics.py``/``linas.py``) owns the loop, so
 algorithms and tactics are interchangeable (style.md pattern 7).
 
 Accuracy is maximised, so its objective is ``-accuracy``; MACs, parameters and latency

@@ -46,9 +46,9 @@ from pymoo.util.ref_dirs import get_reference_directions
 
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.fileio import write_atomic
-from mlperf_bnas.nas.pareto import pareto_records
-from mlperf_bnas.nas.problem import SubnetProblem, as_genomes, genome_bounds
-from mlperf_bnas.nas.search_config import SearchSettings
+from mlperf_bnas.nas.search.pareto import pareto_records
+from mlperf_bnas.nas.search.problem import SubnetProblem, as_genomes, genome_bounds
+from mlperf_bnas.nas.search.settings import SearchSettings
 from mlperf_bnas.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -322,7 +322,7 @@ def random_search(ctx: SearchContext) -> None:
 
 
 def _linas(ctx: SearchContext) -> None:
-    from mlperf_bnas.nas.linas import run_linas
+    from mlperf_bnas.nas.search.linas import run_linas
     run_linas(ctx)
 
 

@@ -30,15 +30,15 @@ import torch
 from torch import fx, nn
 
 from mlperf_bnas.errors import UserError
-from mlperf_bnas.nas.blocks import Block, blocks_from_names, find_blocks, group_blocks, remove_blocks
-from mlperf_bnas.nas.config import ElasticityOptions, parse_elasticity
-from mlperf_bnas.nas.elastic import (
+from mlperf_bnas.nas.supernet.blocks import Block, blocks_from_names, find_blocks, group_blocks, remove_blocks
+from mlperf_bnas.nas.nas_config import ElasticityOptions, parse_elasticity
+from mlperf_bnas.nas.supernet.elastic import (
     ELASTIC_TYPES, ElasticBatchNorm2d, make_elastic,
 )
-from mlperf_bnas.nas.graph import propagate_shapes, shape_of, trace
-from mlperf_bnas.nas.kernel import find_kernel_convs
-from mlperf_bnas.nas.space import SearchSpace
-from mlperf_bnas.nas.width import WidthGroup, find_width_groups, reorganize_group, width_list
+from mlperf_bnas.nas.supernet.graph import propagate_shapes, shape_of, trace
+from mlperf_bnas.nas.supernet.kernel import find_kernel_convs
+from mlperf_bnas.nas.supernet.space import SearchSpace
+from mlperf_bnas.nas.supernet.width import WidthGroup, find_width_groups, reorganize_group, width_list
 
 log = logging.getLogger(__name__)
 

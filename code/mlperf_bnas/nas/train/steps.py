@@ -113,7 +113,7 @@ def set_aside(path: Path, output_dir: Path) -> None:
 
 def load_supernet(path: Path):
     from mlperf_bnas.nas.export import build_base_model
-    from mlperf_bnas.nas.supernet import SuperNetwork
+    from mlperf_bnas.nas.supernet.network import SuperNetwork
 
     path = Path(path)
     if not path.is_file():
@@ -130,7 +130,7 @@ def load_supernet(path: Path):
 
 
 def default_device_for_cli() -> torch.device:
-    from mlperf_bnas.nas.train import default_device
+    from mlperf_bnas.nas.train.progressive import default_device
 
     return default_device()
 
@@ -169,10 +169,10 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 def train_from_config(config_path: Path, output_dir: Path, pretrained_model: torch.nn.Module, resume: bool,
                       data_dir: str | None = None, progress: bool = True):
     """Build (or resume) the super-network for ``config_path`` and train it; returns (supernet, state)."""
-    from mlperf_bnas.nas.config import load_nas_config
+    from mlperf_bnas.nas.nas_config import load_nas_config
     from mlperf_bnas.nas.export import build_base_model
-    from mlperf_bnas.nas.supernet import SuperNetwork
-    from mlperf_bnas.nas.train import LAST_CHECKPOINT, default_device, train_progressive_shrinking
+    from mlperf_bnas.nas.supernet.network import SuperNetwork
+    from mlperf_bnas.nas.train.progressive import LAST_CHECKPOINT, default_device, train_progressive_shrinking
 
     cfg = load_nas_config(config_path)
     device = default_device()
@@ -193,7 +193,7 @@ def train_from_config(config_path: Path, output_dir: Path, pretrained_model: tor
 
 
 def _train(args: argparse.Namespace) -> int:
-    from mlperf_bnas.nas.config import load_nas_config
+    from mlperf_bnas.nas.nas_config import load_nas_config
 
     cfg = load_nas_config(args.config)
     if not args.resume and (args.output_dir / "supernet_last.pt").exists():
@@ -247,9 +247,9 @@ def _info_args(p: argparse.ArgumentParser) -> None:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from mlperf_bnas.nas.config import load_nas_config
+    from mlperf_bnas.nas.nas_config import load_nas_config
     from mlperf_bnas.nas.export import build_base_model
-    from mlperf_bnas.nas.supernet import SuperNetwork
+    from mlperf_bnas.nas.supernet.network import SuperNetwork
 
     if args.supernet:
         supernet, _, _ = load_supernet(args.supernet)
@@ -275,11 +275,11 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
 
 def run_demo(output_dir: Path, config: Path = DEMO_CONFIG, pretrain_epochs: int = 8, resume: bool = False,
              progress: bool = True) -> dict:
-    from mlperf_bnas.nas.config import load_nas_config
+    from mlperf_bnas.nas.nas_config import load_nas_config
     from mlperf_bnas.nas.demo import DigitsResNet, digits_loaders, pretrain_digits_model
     from mlperf_bnas.nas.evaluate import evaluate_accuracy, top1
     from mlperf_bnas.nas.export import save_subnet
-    from mlperf_bnas.nas.train import default_device
+    from mlperf_bnas.nas.train.progressive import default_device
 
     cfg = load_nas_config(config)
     if cfg.model != "digits_resnet" or cfg.dataset != "digits":
