@@ -176,14 +176,15 @@ def test_resnet50_benchmark_reads_an_exported_subnet(supernet, images, tmp_path)
     sub-network's own preprocessing."""
     from mlperf_bnas.models.entry import create_model
     from mlperf_bnas.nas.train.steps import preprocess_for
+    from mlperf_bnas.pipeline import build_module, checkpoint_spec
 
     config = supernet.space.minimum()
     subnet = supernet.extract_subnet(config)
     path = tmp_path / "subnet.pt"
     save_subnet(subnet, config, "resnet50", preprocess_for("resnet50", (1, 3, 64, 64)), path)
     entry = create_model("resnet50", {})
-    spec = entry.preprocess_spec(path)
+    spec = checkpoint_spec(entry, path)
     assert spec.size == 64 and spec.resize == 73
-    built = entry.build(path)
+    built = build_module(entry, path)
     with torch.no_grad():
         torch.testing.assert_close(built(images), subnet(images))

@@ -148,6 +148,7 @@ def test_nas_subnet_checkpoint_is_delegated(tmp_path):
     import torchvision
 
     from mlperf_bnas.models import create_model
+    from mlperf_bnas.pipeline import build_module, checkpoint_spec
 
     torch.manual_seed(1)
     reference = torchvision.models.resnet50().eval()
@@ -158,10 +159,10 @@ def test_nas_subnet_checkpoint_is_delegated(tmp_path):
                                "std": [0.229, 0.224, 0.225], "resize": 219, "crop": 192,
                                "interpolation": "bilinear"}}, path)
     entry = create_model("resnet50", {})
-    spec = entry.preprocess_spec(path)
+    spec = checkpoint_spec(entry, path)
     assert (spec.size, spec.resize, spec.channel_order) == (192, 219, "BGR")
     assert spec.mean == entry.preprocess_spec().mean and spec.scale == entry.preprocess_spec().scale
-    model = entry.build(path)
+    model = build_module(entry, path)
     x = torch.randn(2, 3, 192, 192)
     with torch.no_grad():
         torch.testing.assert_close(model(x), reference(x), rtol=1e-4, atol=1e-4)

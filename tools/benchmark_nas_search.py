@@ -4,7 +4,7 @@
 ``resnet50``: a ResNet-50 super-network (random weights are fine for speed: latency does not
 depend on weight values) -> OpenVINO INT8 latency of the maximum, the minimum and seeded
 random sub-networks, measured as the search measures it (``nas/search/latency.py``: the benchmark's
-``pipeline.build_openvino_ir`` + the ``openvino`` backend, warm, median) -> the hardware-aware
+``backends.openvino.build_openvino_ir`` + the ``openvino`` backend, warm, median) -> the hardware-aware
 front (most MACs for the latency: sub-networks no other one beats on both) -> INT8
 throughput of chosen front members relative to the full ResNet-50, side by side in one run,
 with the benchmark's OpenVINO backend (THROUGHPUT hint, the Offline batch size), and with
@@ -90,7 +90,7 @@ def _throughputs(models: dict[str, Path], batch: int, seconds: float, rounds: in
 
 def _build_int8(module, out_dir: Path) -> Path:
     from mlperf_bnas.models.resnet50 import ResNet50
-    from mlperf_bnas.pipeline import build_openvino_ir
+    from mlperf_bnas.backends.openvino import build_openvino_ir
     from mlperf_bnas.quantize.qconfig import QuantizationConfig
 
     spec = ResNet50(ResNet50.Options()).preprocess_spec()

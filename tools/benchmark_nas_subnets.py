@@ -5,7 +5,7 @@ relative to the original model, measured side by side in one run (not a test).
 The super-network is generated from torchvision ResNet-50 with random weights (speed does
 not depend on the weights). For the original model and each chosen sub-network it
 extracts the plain sub-network, converts and quantizes it to an INT8 IR with the spine's
-``pipeline.build_openvino_ir`` (NNCF, random calibration images), compiles it with the
+``backends.openvino.build_openvino_ir`` (NNCF, random calibration images), compiles it with the
 OpenVINO backend and counts images per second over ``--seconds``, interleaving the
 models over ``--rounds`` rounds (the best round of each is kept, so machine load hits all
 alike). Goal: the space holds sub-networks >= 2.5x faster than the original.
@@ -32,7 +32,7 @@ from mlperf_bnas.backends.openvino import OpenVINOBackend
 from mlperf_bnas.data.spec import PreprocessSpec
 from mlperf_bnas.models.resnet50 import MEAN_RGB, SCALE_RGB
 from mlperf_bnas.nas.supernet.network import SuperNetwork
-from mlperf_bnas.pipeline import build_openvino_ir
+from mlperf_bnas.backends.openvino import build_openvino_ir
 from mlperf_bnas.quantize.qconfig import QuantizationConfig
 
 REPO = Path(__file__).resolve().parents[1]

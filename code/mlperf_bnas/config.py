@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from mlperf_bnas.errors import UserError
+from mlperf_bnas.fileio import read_mapping
 
 SCENARIOS = ("Offline", "Server")
 OPTION_SECTIONS = ("model_options", "dataset_options", "quantization", "backend_options")
@@ -111,14 +112,8 @@ def load_config(benchmark_dir: str | Path, scenario: str | None = None,
     """Resolve ``<benchmark_dir>/config.yaml`` for one scenario (or none)."""
     bdir = Path(benchmark_dir).resolve()
     path = bdir / "config.yaml"
-    if not path.is_file():
-        raise UserError(f"{path}: benchmark configuration not found; pass a benchmark directory such as code/resnet50-openvino")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({exc}); fix the file") from None
-    if not isinstance(raw, dict):
-        raise UserError(f"{path}: expected a mapping at the top level")
+    raw = read_mapping(path, "benchmark configuration",
+                       "pass a benchmark directory such as code/resnet50-openvino")
     missing = [k for k in _REQUIRED if k not in raw]
     if missing:
         raise UserError(f"{path}: missing required key(s) {', '.join(missing)}")

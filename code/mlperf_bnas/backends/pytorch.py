@@ -1,6 +1,6 @@
 """The PyTorch CPU backend (registered "pytorch") and its model builder.
 
-Build (``BUILDERS["pytorch"]``, run by ``mlperf-bnas build``): the model entry's
+Build (``PyTorchBackend.build``, run by ``mlperf-bnas build``): the model entry's
 FP32 module is exported with ``torch.export`` -- for INT8 first rewritten so no
 module is used twice (the entry's ``prepare_for_quantization``) and quantized by
 NNCF ``quantize_pt2e`` with ``X86InductorQuantizer`` (``quantize/nncf.py``) --
@@ -43,9 +43,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from mlperf_bnas.backends.base import BACKENDS, Backend, Completion
+from mlperf_bnas.backends.base import BACKENDS, Backend, BuildContext, Completion
+from mlperf_bnas.config import check_options
 from mlperf_bnas.errors import UserError
-from mlperf_bnas.pipeline import BUILDERS, BuildContext, model_entry, sha256_file, write_json_atomic
+from mlperf_bnas.fileio import replace_dir, sha256_file, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -88,20 +89,15 @@ def count_quantized_convolutions(module: torch.nn.Module) -> dict[str, int]:
     return {"convolutions": len(convs), "int8_convolutions": len(quantized)}
 
 
-@BUILDERS.register("pytorch")
 def build_pytorch(ctx: BuildContext) -> Path:
     """FP32: export the module. INT8: rewrite, quantize (NNCF pt2e), export. Saved to ``ctx.out_dir``."""
-    entry = model_entry(ctx.cfg)
-    options = PyTorchBackend.Options(**{k: v for k, v in ctx.cfg.backend_options.items()
-                                        if k in PyTorchBackend.Options.__dataclass_fields__})
+    entry = ctx.entry
+    options = check_options("backend_options", ctx.cfg.backend_options, PyTorchBackend.Options, ctx.where)
     batch = options.batch_size
     example = entry.example_input(batch)
     started = time.time()
-    info: dict[str, Any] = {"benchmark": ctx.cfg.benchmark, "model": ctx.cfg.model,
-                            "model_options": {k: list(v) if isinstance(v, tuple) else v
-                                              for k, v in vars(entry.options).items()},
-                            "weights": ctx.weights.describe(), "dataset": ctx.cfg.dataset,
-                            "precision": ctx.precision, "batch_size": batch, "torch_version": torch.__version__,
+    info: dict[str, Any] = {**ctx.record, "precision": ctx.precision, "batch_size": batch,
+                            "torch_version": torch.__version__,
                             "preprocess": ctx.spec.to_dict(), "preprocess_key": ctx.spec.key,
                             "format": "torch.export ExportedProgram (torch.export.save)"}
     module = ctx.torch_model.eval()
@@ -109,24 +105,13 @@ def build_pytorch(ctx: BuildContext) -> Path:
         from mlperf_bnas.quantize.nncf import quantize_torch_fx
 
         qcfg = ctx.quantization
-        if getattr(ctx.dataset, "has_calibration_set", lambda: False)():
-            # A separate calibration split (OpenImages: 500 train images), cached beside the dataset's.
-            samples, names = ctx.dataset.calibration_samples(ctx.spec, ctx.paths.cache_root(ctx.cfg.dataset),
-                                                             qcfg.subset_size)
-        else:
-            samples = ctx.cache.load(ctx.calibration_indices)
-            names = [ctx.cache.names[i] for i in ctx.calibration_indices]
-        samples = samples[:qcfg.subset_size]
-        if len(samples) < qcfg.subset_size:
-            log.warning("quantization.subset_size=%d but only %d calibration image(s) exist: using %d",
-                        qcfg.subset_size, len(samples), len(samples))
+        samples = ctx.calibration.samples[:qcfg.subset_size]
         bs = qcfg.calibration_batch_size
         inputs = [entry.to_torch_input(samples[i:i + bs], ctx.spec) for i in range(0, len(samples), bs)]
         prepare = getattr(entry, "prepare_for_quantization", None)
         target = prepare(module) if prepare else module
         ignored = list(getattr(entry, "quantization_ignored_modules", lambda: [])())
         quantized, record = quantize_torch_fx(target, entry.example_input(bs), inputs, qcfg, ignored)
-        record["calibration"] = {"count": len(samples), "names": names[:len(samples)]}
         record["model_rewrites"] = getattr(entry, "quantization_rewrites", lambda: [])()
         info["quantization"] = record
         module = quantized
@@ -145,13 +130,7 @@ def build_pytorch(ctx: BuildContext) -> Path:
         torch.export.save(program, str(tmp / PROGRAM_NAME))
         info["program_sha256"] = sha256_file(tmp / PROGRAM_NAME)
         write_json_atomic(tmp / INFO_NAME, info)
-        old = None
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
-            os.replace(out_dir, old / out_dir.name)
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -213,6 +192,10 @@ class PyTorchBackend(Backend):
                 raise ValueError(f"warmup_iterations must be >= 1, got {self.warmup_iterations}")
             if self.completion_threads < 0:
                 raise ValueError(f"completion_threads must be >= 0, got {self.completion_threads}")
+
+    @classmethod
+    def build(cls, ctx: BuildContext) -> Path:
+        return build_pytorch(ctx)
 
     def __init__(self, model_path: Path | None, options: "PyTorchBackend.Options"):
         if model_path is None:

@@ -6,17 +6,18 @@ import argparse
 import json
 
 from mlperf_bnas import pipeline
+from mlperf_bnas.commands.arguments import add_common_arguments, add_precision_argument, config_from_args
+from mlperf_bnas.enums import Precision, values
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    pipeline.add_common_arguments(p)
-    p.add_argument("--precision", choices=["int8", "fp32", "all"], default="all",
-                   help="which model(s) to build (default: both)")
+    add_common_arguments(p)
+    add_precision_argument(p, extra=("all",), default="all", help="which model(s) to build (default: all)")
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg, paths = pipeline.config_from_args(args)
-    precisions = ["int8", "fp32"] if args.precision == "all" else [args.precision]
+    cfg, paths = config_from_args(args)
+    precisions = values(Precision) if args.precision == "all" else [args.precision]
     for precision in precisions:
         path = pipeline.build(cfg, paths, args.data_dir, args.checkpoint, precision)
         record_path = path.parent / "quantization.json"

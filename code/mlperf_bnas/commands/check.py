@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mlperf_bnas.submission.checker import RULES, check_submission
-    from mlperf_bnas.submission.truncation import write_atomic
+    from mlperf_bnas.fileio import write_atomic
 
     if args.rules:
         for rule_id, rule in RULES.items():

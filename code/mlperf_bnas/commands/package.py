@@ -11,6 +11,8 @@ import argparse
 import os
 from pathlib import Path
 
+from mlperf_bnas.enums import Precision, values
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--default-system-name", action="store_true",
@@ -24,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="system overrides YAML (default: <repository>/systems/overrides.yaml)")
     p.add_argument("--benchmark", action="append", default=[], metavar="DIR",
                    help="benchmark directory to package (repeatable; default: every code/*/config.yaml with results)")
-    p.add_argument("--precision", default="int8", choices=["int8", "fp32"],
+    p.add_argument("--precision", default=Precision.INT8.value, choices=values(Precision),
                    help="precision of the model the runs used (its build record is documented; default: int8)")
 
 

@@ -2,21 +2,26 @@
 
 An entry is a class constructed from its validated ``model_options``; it gives
 ``build(checkpoint) -> torch.nn.Module`` (FP32, eval mode), the
-``PreprocessSpec`` of the cached samples (``preprocess_spec(checkpoint)``),
+``PreprocessSpec`` of the cached samples (``preprocess_spec()``),
 ``to_torch_input(samples)`` (cached samples -> the module's float input),
-``example_input(batch)`` and the name of its LoadGen postprocessor.
+``example_input(batch)``, how to label synthetic data (``make_labeller``) and the
+name of its LoadGen postprocessor. A model that accepts exported BootstrapNAS
+sub-networks as its checkpoint names their base (``subnet_base``) and turns a
+sub-network's recorded preprocessing into its own cache form (``subnet_preprocess_spec``);
+the sub-network itself is rebuilt above this layer (``pipeline.build_module``).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
 from mlperf_bnas.config import check_options
 from mlperf_bnas.data.spec import PreprocessSpec
+from mlperf_bnas.errors import UserError
 from mlperf_bnas.registry import Registry
 
 
@@ -27,6 +32,9 @@ class ModelEntry(ABC):
     postprocess: ClassVar[str]
     #: LoadGen performance sample count of the benchmark (samples held in RAM during a performance run).
     performance_sample_count: ClassVar[int] = 1024
+    #: Base-model name (``nas.export.BASE_MODELS``) of the NAS sub-networks this model takes as
+    #: its checkpoint; None: it takes none.
+    subnet_base: ClassVar[str | None] = None
 
     def __init__(self, options: Any):
         self.options = options
@@ -36,17 +44,41 @@ class ModelEntry(ABC):
         """The FP32 ``torch.nn.Module`` in eval mode: from ``checkpoint`` or seeded weights."""
 
     @abstractmethod
-    def preprocess_spec(self, checkpoint: Path | None = None) -> PreprocessSpec:
-        """What one cached sample is for this model (a NAS sub-network may carry its own)."""
+    def preprocess_spec(self) -> PreprocessSpec:
+        """What one cached sample is for this model."""
+
+    def subnet_preprocess_spec(self, preprocess: dict[str, Any]) -> PreprocessSpec:
+        """A sub-network's own preprocessing (as its export recorded it), in this model's cache form."""
+        raise UserError(f"model {type(self).__name__} takes no NAS sub-network as its checkpoint")
 
     @abstractmethod
     def to_torch_input(self, samples: np.ndarray, spec: PreprocessSpec):
         """Cached samples (as ``spec`` stores them) -> the float tensor ``build()`` expects."""
 
-    def example_input(self, batch: int = 1, checkpoint: Path | None = None):
-        spec = self.preprocess_spec(checkpoint)
+    def example_input(self, batch: int = 1):
+        spec = self.preprocess_spec()
         samples = np.zeros((batch, *spec.sample_shape), dtype=np.dtype(spec.dtype))
         return self.to_torch_input(samples, spec)
+
+    def make_labeller(self, module, spec: PreprocessSpec, batch: int = 16) -> Callable[[Sequence[Path]], list]:
+        """labeller(image paths) -> the synthetic ground truth: here the FP32 ``module``'s top-1
+        class per image (classifiers); detectors label with their own detections."""
+        import torch
+        from PIL import Image
+
+        def label(image_paths: Sequence[Path]) -> list[int]:
+            labels: list[int] = []
+            for start in range(0, len(image_paths), batch):
+                samples = []
+                for p in image_paths[start:start + batch]:
+                    with Image.open(p) as img:
+                        samples.append(spec.apply(img))
+                with torch.no_grad():
+                    out = module(self.to_torch_input(np.stack(samples), spec))
+                labels.extend(int(v) for v in out.argmax(1))
+            return labels
+
+        return label
 
 
 MODELS: Registry[type[ModelEntry]] = Registry("model")

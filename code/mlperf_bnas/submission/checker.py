@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from mlperf_bnas.fileio import sha256_file
 from mlperf_bnas.loadgen.logs import DetailLog, read_detail_log
 from mlperf_bnas.submission import rules as R
 from mlperf_bnas.submission import userconf
 from mlperf_bnas.submission.system import NON_EMPTY_FIELDS, REQUIRED_FIELDS, VALID_STATUS, VALID_SYSTEM_TYPES
-from mlperf_bnas.submission.truncation import HASH_LINE, file_sha256, truncated_text
+from mlperf_bnas.submission.truncation import HASH_LINE, truncated_text
 
 
 @dataclass(frozen=True)
@@ -444,7 +445,7 @@ class _Checker:
         full = self.full_results / system / folder_model / scenario / "accuracy" / "mlperf_log_accuracy.json" \
             if self.full_results else None
         if full is not None and full.is_file():
-            if recorded is not None and recorded != file_sha256(full):
+            if recorded is not None and recorded != sha256_file(full):
                 self.add("acc-hash-mismatch", acc / "accuracy.txt",
                          f"hash={recorded[:12]}... is not the sha256 of the full log {full}")
             if log_path.is_file() and log_path.read_text(encoding="utf-8", errors="replace") != truncated_text(full):

@@ -30,11 +30,12 @@ from pathlib import Path
 
 from mlperf_bnas.config import BenchmarkConfig, load_config
 from mlperf_bnas.errors import UserError
+from mlperf_bnas.fileio import write_atomic
 from mlperf_bnas.loadgen.logs import read_detail_log
 from mlperf_bnas.submission import provenance, userconf
 from mlperf_bnas.submission.rules import MLPERF_MODEL, SCENARIOS
 from mlperf_bnas.submission.system import describe_system, load_overrides
-from mlperf_bnas.submission.truncation import write_atomic, write_truncated
+from mlperf_bnas.submission.truncation import write_truncated
 
 log = logging.getLogger(__name__)
 

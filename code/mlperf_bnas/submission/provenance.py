@@ -19,6 +19,7 @@ from typing import Any
 
 from mlperf_bnas.config import BenchmarkConfig
 from mlperf_bnas.errors import UserError
+from mlperf_bnas.fileio import load_checkpoint
 from mlperf_bnas.paths import OutputPaths
 
 
@@ -80,14 +81,11 @@ def _subnet_of(record: dict[str, Any]) -> dict[str, Any] | None:
     path = _first(record, "weights.path")
     if not path or _first(record, "weights.source") != "user checkpoint" or not Path(path).is_file():
         return None
-    import torch  # only for a user checkpoint; --default-system-name and check never get here
+    # Only for a user checkpoint (torch is imported here); --default-system-name and check never get here.
+    from mlperf_bnas.nas.export import is_subnet_checkpoint
 
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError, EOFError) as exc:
-        raise UserError(f"{path}: the checkpoint named in the build record cannot be read ({exc}); "
-                        "rebuild or restore the file") from None
-    if not (isinstance(obj, dict) and obj.get("format") == "mlperf-bnas-subnet"):
+    obj = load_checkpoint(Path(path), "checkpoint named in the build record", "rebuild or restore the file")
+    if not is_subnet_checkpoint(obj):
         return None
     return {k: v for k, v in obj.items() if isinstance(v, (str, int, float, bool, list, dict)) and k != "state_dict"
             and not _has_tensor(v)}

@@ -4,7 +4,7 @@
 into what the benchmark runs and times single inferences after a warm-up, reporting the
 median in milliseconds:
 
-* ``openvino`` + ``int8``: the spine's ``pipeline.build_openvino_ir`` (torch -> OpenVINO IR,
+* ``openvino`` + ``int8``: the spine's ``backends.openvino.build_openvino_ir`` (torch -> OpenVINO IR,
   NNCF INT8 on seeded calibration images: INT8 latency does not depend on calibration
   values) and the ``openvino`` backend with the LATENCY hint, one infer request;
 * ``openvino`` + ``fp32``: the same without quantization;
@@ -125,7 +125,7 @@ class LatencyMeter:
     def _time_openvino(self, model: torch.nn.Module) -> list[float]:
         # The spine's build step and backend: the same path the benchmark's model takes.
         from mlperf_bnas.backends import create_backend
-        from mlperf_bnas.pipeline import build_openvino_ir
+        from mlperf_bnas.backends.openvino import build_openvino_ir
         from mlperf_bnas.quantize.qconfig import QuantizationConfig
 
         s = self.settings

@@ -15,6 +15,7 @@ import logging
 
 import numpy as np
 
+from mlperf_bnas.nas.search.algorithms import ask_tell, build_algorithm
 from mlperf_bnas.nas.search.predictors import ObjectivePredictor
 from mlperf_bnas.nas.search.problem import PredictedProblem, as_genomes, genome_bounds
 
@@ -40,9 +41,6 @@ def _unmeasured(ctx, genomes: np.ndarray, limit: int) -> list[np.ndarray]:
 
 
 def run_linas(ctx) -> None:
-    # Imported here: tactics.py registers this tactic lazily and owns the algorithm builders.
-    from mlperf_bnas.nas.search.tactics import ask_tell, build_algorithm
-
     s = ctx.settings
     space = ctx.space
     low, high = genome_bounds(space)

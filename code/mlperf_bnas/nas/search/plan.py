@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mlperf_bnas.errors import UserError
+from mlperf_bnas.fileio import load_checkpoint, read_mapping, sha256_file, write_atomic
 from mlperf_bnas.nas.search.settings import (
     ALGORITHM_OBJECTIVES, LATENCY_RUNTIMES, METRICS, PRECISIONS, PREDICTORS, TACTICS, SearchSettings,
     build_settings, read_search_section,
@@ -89,25 +89,11 @@ def _cli_settings(args: argparse.Namespace) -> dict[str, Any]:
             "linas_inner_evals": args.linas_inner_evals, "predictor": args.predictor, "latency": latency}
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _peek_checkpoint(path: Path) -> dict:
     """The super-network checkpoint's plain data (weights_only: never runs code from the file)."""
-    import torch
+    from mlperf_bnas.nas.supernet.network import SUPERNET_HINT
 
-    if not path.is_file():
-        raise UserError(f"--supernet {path}: super-network checkpoint not found; train one with "
-                        "`mlperf-bnas nas train` (the demo: code/bootstrapnas/run_demo.sh)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise UserError(f"--supernet {path}: not a readable torch checkpoint ({exc})") from None
+    ckpt = load_checkpoint(path, "super-network checkpoint (--supernet)", SUPERNET_HINT)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise UserError(f"--supernet {path}: not a BootstrapNAS super-network checkpoint")
     return ckpt
@@ -126,13 +112,7 @@ def _stored_nas_config(extra: dict) -> dict:
 
 
 def _read_config_file(path: Path) -> dict:
-    import yaml
-
-    try:
-        raw = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
-    except (json.JSONDecodeError, yaml.YAMLError, OSError) as exc:
-        raise UserError(f"--config {path}: cannot read ({exc})") from None
-    return raw if isinstance(raw, dict) else {}
+    return read_mapping(path, "NAS config", "pass an existing JSON/YAML file to --config")
 
 
 class Plan:
@@ -225,8 +205,6 @@ def _search_process(plan: Plan, rank: int, world: int) -> int:
 
 def _check_same_supernet(plan: Plan) -> None:
     """A resumed search must measure the super-network its CSV was measured on."""
-    from mlperf_bnas.fileio import write_atomic
-
     state_path = plan.results_path.with_name(plan.results_path.stem + ".supernet.json")
     current = {"supernet": str(plan.supernet_path), "sha256": sha256_file(plan.supernet_path),
                "base_model": plan.base_model}
@@ -293,7 +271,6 @@ def _metrics_out(metrics: dict) -> dict:
 def write_outputs(plan: Plan, supernet, evaluator, outcome, world: int) -> None:
     from mlperf_bnas.nas.export import save_subnet
     from mlperf_bnas.nas.search.pareto import plot_front
-    from mlperf_bnas.fileio import write_atomic
     from mlperf_bnas.nas.search.tactics import ResultsStore
 
     s = plan.settings

@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 
 from mlperf_bnas.errors import UserError
+from mlperf_bnas.fileio import load_checkpoint
+from mlperf_bnas.nas.supernet.network import SUPERNET_HINT
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +33,8 @@ NAS_BUILD = Path("build") / "bootstrapnas"
 # -- shared helpers -----------------------------------------------------------------------
 def load_state_dict_file(path: Path) -> dict:
     """Weights a user hands us: a state dict (or {"state_dict": ...}), loaded weights-only."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: pre-trained weights not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise UserError(f"{path}: not a readable torch checkpoint ({exc})") from None
+    obj = load_checkpoint(path, "pre-trained weights file",
+                          "pass a state dict saved with torch.save(model.state_dict(), path)")
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -116,12 +113,7 @@ def load_supernet(path: Path):
     from mlperf_bnas.nas.supernet.network import SuperNetwork
 
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: super-network checkpoint not found; train one with `mlperf-bnas nas train`")
-    try:
-        header = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise UserError(f"{path}: not a readable torch checkpoint ({exc})") from None
+    header = load_checkpoint(path, "super-network checkpoint", SUPERNET_HINT)
     base = header.get("extra", {}).get("base_model") if isinstance(header, dict) else None
     if base is None:
         raise UserError(f"{path}: super-network checkpoint does not name its base model (extra.base_model)")
