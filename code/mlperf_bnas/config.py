@@ -30,10 +30,10 @@ from typing import Any
 
 import yaml
 
+from mlperf_bnas.enums import Scenario, parse, values
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.fileio import read_mapping
 
-SCENARIOS = ("Offline", "Server")
 OPTION_SECTIONS = ("model_options", "dataset_options", "quantization", "backend_options")
 
 
@@ -118,11 +118,12 @@ def load_config(benchmark_dir: str | Path, scenario: str | None = None,
     if missing:
         raise UserError(f"{path}: missing required key(s) {', '.join(missing)}")
     scenarios = raw.pop("scenarios", {}) or {}
-    unknown_scen = set(scenarios) - set(SCENARIOS)
+    unknown_scen = set(scenarios) - set(values(Scenario))
     if unknown_scen:
-        raise UserError(f"{path}: unknown scenario(s) {sorted(unknown_scen)} under 'scenarios'; valid: {', '.join(SCENARIOS)}")
-    if scenario is not None and scenario not in SCENARIOS:
-        raise UserError(f"unknown scenario {scenario!r}; valid: {', '.join(SCENARIOS)}")
+        raise UserError(f"{path}: unknown scenario(s) {sorted(unknown_scen)} under 'scenarios'; "
+                        f"valid: {', '.join(values(Scenario))}")
+    if scenario is not None:
+        parse(Scenario, scenario)
     base = BenchmarkConfig(**{k: raw[k] for k in _REQUIRED}, benchmark_dir=bdir, scenario=scenario,
                            sources={k: "config.yaml" for k in _REQUIRED})
     cfg = _merge(base, {k: v for k, v in raw.items() if k not in _REQUIRED}, "config.yaml", path)

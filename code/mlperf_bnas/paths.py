@@ -21,14 +21,40 @@ from pathlib import Path
 from mlperf_bnas.enums import Mode, Precision, Scenario, parse
 from mlperf_bnas.errors import UserError
 
+#: The repository (a checkout, or the packaged copy of the harness): benchmark directories are
+#: ``code/<benchmark>/``, the system overrides ``systems/overrides.yaml``.
+REPO = Path(__file__).resolve().parents[2]
 #: The one performance run a v5.1 result holds, under its scenario folder.
 PERFORMANCE_RUN = Path("performance") / "run_1"
+#: The build record every backend writes beside its built model.
+BUILD_RECORD = "quantization.json"
 
 
-def run_dir(folder: Path, mode: str) -> Path:
+def benchmark_dirs(repo: Path = REPO) -> list[Path]:
+    """Every benchmark directory of the repository (``code/<benchmark>/config.yaml``)."""
+    return sorted(p.parent for p in (Path(repo) / "code").glob("*/config.yaml"))
+
+
+def benchmark_dir(name: str, repo: Path = REPO) -> Path:
+    """``code/<name>/`` of the repository (it may not exist)."""
+    return Path(repo) / "code" / name
+
+
+def system_overrides(repo: Path = REPO) -> Path:
+    """The user-editable fields of every system description (``systems/overrides.yaml``)."""
+    return Path(repo) / "systems" / "overrides.yaml"
+
+
+def mode_dir(folder: Path, mode: str) -> Path:
     """``<folder>/performance/run_1`` or ``<folder>/accuracy``: the logs of one mode inside a
     scenario folder, or inside a compliance test folder (which has the same form)."""
     return Path(folder) / (PERFORMANCE_RUN if parse(Mode, mode) == Mode.PERFORMANCE else Path("accuracy"))
+
+
+def tuned_conf_path(benchmark_dir: Path, system: str) -> Path:
+    """The user.conf ``mlperf-bnas tune`` writes for ``system`` beside the benchmark's own (its
+    evidence beside it, ``.json``): the file a run then names as ``USER_CONF``."""
+    return Path(benchmark_dir) / f"user.{system}.tuned.conf"
 
 
 @dataclass(frozen=True)
@@ -42,19 +68,32 @@ class SubmissionTree:
     root: Path
     results: Path | None = None
 
+    @classmethod
+    def submitters(cls, submission_root: Path, division: str = "open") -> list["SubmissionTree"]:
+        """The submitter folders under ``<submission_root>/<division>/`` that hold results."""
+        return [cls(p) for p in sorted(Path(submission_root).glob(f"{division}/*")) if (p / "results").is_dir()]
+
     @property
     def results_root(self) -> Path:
         return Path(self.results) if self.results is not None else Path(self.root) / "results"
 
+    @property
+    def measurements_root(self) -> Path:
+        return Path(self.root) / "measurements"
+
+    def benchmark_results_dir(self, system: str, model: str) -> Path:
+        """``results/<system>/<model>``: one folder per scenario run."""
+        return self.results_root / system / model
+
     def result_dir(self, system: str, model: str, scenario: str) -> Path:
         """``results/<system>/<model>/<Scenario>``."""
-        return self.results_root / system / model / scenario
+        return self.benchmark_results_dir(system, model) / scenario
 
     def performance_dir(self, system: str, model: str, scenario: str) -> Path:
-        return run_dir(self.result_dir(system, model, scenario), Mode.PERFORMANCE)
+        return mode_dir(self.result_dir(system, model, scenario), Mode.PERFORMANCE)
 
     def accuracy_dir(self, system: str, model: str, scenario: str) -> Path:
-        return run_dir(self.result_dir(system, model, scenario), Mode.ACCURACY)
+        return mode_dir(self.result_dir(system, model, scenario), Mode.ACCURACY)
 
     def compliance_dir(self, system: str, model: str, scenario: str, test: str | None = None) -> Path:
         """``compliance/<system>/<model>/<Scenario>[/<TEST>]``."""
@@ -62,7 +101,7 @@ class SubmissionTree:
         return base / test if test else base
 
     def measurements_dir(self, system: str, model: str, scenario: str) -> Path:
-        return Path(self.root) / "measurements" / system / model / scenario
+        return self.measurements_root / system / model / scenario
 
     @property
     def systems_dir(self) -> Path:
@@ -73,6 +112,7 @@ class SubmissionTree:
 
     @property
     def code_dir(self) -> Path:
+        """The harness snapshot (``code/mlperf_bnas/``) and one folder per benchmark (``code/<model>/``)."""
         return Path(self.root) / "code"
 
     @property
@@ -131,6 +171,29 @@ class OutputRoot:
         """BootstrapNAS work (the embedded demo's super-network and sub-networks)."""
         return self.output_dir / "build" / "bootstrapnas"
 
+    # -- per benchmark, any system ---------------------------------------------
+    def benchmark_build_dir(self, benchmark: str) -> Path:
+        """``build/<benchmark>/``: data, caches, models, tuning trials of one benchmark."""
+        return self.output_dir / "build" / benchmark
+
+    def benchmark_build_dirs(self) -> list[Path]:
+        """Every ``build/<benchmark>/`` present (not the archive, NAS work or private folders)."""
+        skip = {self.archive_dir.name, self.nas_dir.name}
+        return sorted(p for p in self.staging_dir.glob("*")
+                      if p.is_dir() and p.name not in skip and not p.name.startswith("."))
+
+    def model_dir_of(self, benchmark: str, precision: str) -> Path:
+        """``build/<benchmark>/model/<precision>/``: the built model and its ``BUILD_RECORD``."""
+        return self.benchmark_build_dir(benchmark) / "model" / parse(Precision, precision)
+
+    def synthetic_data_dirs(self, benchmark: str) -> list[Path]:
+        """The synthetic datasets generated for ``benchmark`` (``build/<benchmark>/data/<dataset>/``)."""
+        return sorted(p for p in (self.benchmark_build_dir(benchmark) / "data").glob("*") if p.is_dir())
+
+    def tuning_records(self, system: str) -> list[Path]:
+        """The evidence of every ``mlperf-bnas tune`` run for ``system`` (one per benchmark)."""
+        return sorted(self.staging_dir.glob(f"*/tuning/{system}/tuning.json"))
+
 
 @dataclass(frozen=True)
 class OutputPaths(OutputRoot):
@@ -159,7 +222,7 @@ class OutputPaths(OutputRoot):
 
     def results_dir(self, scenario: str, mode: str) -> Path:
         """``results/<system>/<model>/<Scenario>/performance/run_1`` or ``.../accuracy``."""
-        return run_dir(self.scenario_dir(scenario), mode)
+        return mode_dir(self.scenario_dir(scenario), mode)
 
     def compliance_dir(self, scenario: str, test: str | None = None) -> Path:
         return self.tree.compliance_dir(self.system, self.loadgen_model, parse(Scenario, scenario), test)
@@ -167,7 +230,7 @@ class OutputPaths(OutputRoot):
     # -- build products -------------------------------------------------------
     @property
     def build_dir(self) -> Path:
-        return self.output_dir / "build" / self.benchmark
+        return self.benchmark_build_dir(self.benchmark)
 
     def data_dir(self, dataset: str) -> Path:
         """Generated synthetic dataset (same on-disk layout as the real one)."""
@@ -178,7 +241,7 @@ class OutputPaths(OutputRoot):
         return self.build_dir / "cache" / dataset
 
     def model_dir(self, precision: str) -> Path:
-        return self.build_dir / "model" / parse(Precision, precision)
+        return self.model_dir_of(self.benchmark, precision)
 
     def model_variant_dir(self, label: str) -> Path:
         """A model built another way beside the benchmark's own (a speed comparison's other runtime)."""
@@ -195,8 +258,13 @@ class OutputPaths(OutputRoot):
 
     @property
     def tuning_dir(self) -> Path:
-        """``mlperf-bnas tune`` trial logs and records of this system."""
+        """``mlperf-bnas tune`` trial logs of this system, one folder per tuning run."""
         return self.build_dir / "tuning" / self.system
+
+    @property
+    def tuning_record(self) -> Path:
+        """The latest tuning run's evidence (``OutputRoot.tuning_records`` finds them all)."""
+        return self.tuning_dir / "tuning.json"
 
     @property
     def compliance_work_dir(self) -> Path:

@@ -33,6 +33,7 @@ from mlperf_bnas.backends.base import BACKENDS, Backend, BuildContext, Completio
 from mlperf_bnas.data.spec import PreprocessSpec
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.fileio import replace_dir, sha256_file, write_json_atomic
+from mlperf_bnas.paths import BUILD_RECORD
 from mlperf_bnas.quantize.qconfig import QuantizationConfig
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ def build_openvino_ir(torch_model, preprocess_spec: PreprocessSpec, calibration_
     try:
         save_ir(ov_model, tmp / IR_NAME)
         info["ir_bin_sha256"] = sha256_file(tmp / IR_NAME.replace(".xml", ".bin"))
-        write_json_atomic(tmp / "quantization.json", info)
+        write_json_atomic(tmp / BUILD_RECORD, info)
         replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -47,11 +47,11 @@ from mlperf_bnas.backends.base import BACKENDS, Backend, BuildContext, Completio
 from mlperf_bnas.config import check_options
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.fileio import replace_dir, sha256_file, write_json_atomic
+from mlperf_bnas.paths import BUILD_RECORD
 
 log = logging.getLogger(__name__)
 
 PROGRAM_NAME = "model.pt2"
-INFO_NAME = "quantization.json"
 ENGINES = ("inductor", "eager", "ipex")
 
 
@@ -129,7 +129,7 @@ def build_pytorch(ctx: BuildContext) -> Path:
     try:
         torch.export.save(program, str(tmp / PROGRAM_NAME))
         info["program_sha256"] = sha256_file(tmp / PROGRAM_NAME)
-        write_json_atomic(tmp / INFO_NAME, info)
+        write_json_atomic(tmp / BUILD_RECORD, info)
         replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -206,7 +206,7 @@ class PyTorchBackend(Backend):
             raise UserError(f"{program}: built model not found; run run_calibration.sh (INT8) or "
                             "mlperf-bnas build --precision fp32 first")
         self.info: dict[str, Any] = {}
-        info_path = program.parent / INFO_NAME
+        info_path = program.parent / BUILD_RECORD
         if info_path.is_file():
             self.info = json.loads(info_path.read_text())
             built_batch = self.info.get("batch_size")

@@ -8,6 +8,7 @@ import json
 from mlperf_bnas import pipeline
 from mlperf_bnas.commands.arguments import add_common_arguments, add_precision_argument, config_from_args
 from mlperf_bnas.enums import Precision, values
+from mlperf_bnas.paths import BUILD_RECORD
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     precisions = values(Precision) if args.precision == "all" else [args.precision]
     for precision in precisions:
         path = pipeline.build(cfg, paths, args.data_dir, args.checkpoint, precision)
-        record_path = path.parent / "quantization.json"
+        record_path = path.parent / BUILD_RECORD
         summary = ""
         if record_path.is_file():
             record = json.loads(record_path.read_text())

@@ -19,8 +19,8 @@ from typing import Any
 
 from mlperf_bnas.config import BenchmarkConfig
 from mlperf_bnas.errors import UserError
-from mlperf_bnas.fileio import load_checkpoint
-from mlperf_bnas.paths import OutputPaths
+from mlperf_bnas.fileio import load_checkpoint, read_mapping
+from mlperf_bnas.paths import BUILD_RECORD, OutputRoot
 
 
 @dataclass(frozen=True)
@@ -30,16 +30,6 @@ class Provenance:
     quantization: dict[str, Any] | None  # quantization.json, when INT8
     record_path: Path | None
     subnet: dict[str, Any] | None        # NAS sub-network record, when the weights are a sub-network
-
-
-def _load_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: unreadable build record ({exc}); rebuild with `mlperf-bnas build`") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a JSON object; rebuild with `mlperf-bnas build`")
-    return data
 
 
 def _first(record: dict[str, Any] | None, *keys: str) -> Any:
@@ -57,13 +47,12 @@ def _first(record: dict[str, Any] | None, *keys: str) -> Any:
 
 def read(output_dir: Path, cfg: BenchmarkConfig, precision: str = "int8") -> Provenance:
     """The build record of ``build/<benchmark>/model/<precision>/quantization.json`` (+ NAS sub-network)."""
-    paths = OutputPaths(output_dir, "_", cfg.benchmark, cfg.loadgen_model)
-    record_path = paths.model_dir(precision) / "quantization.json"
+    record_path = OutputRoot(output_dir).model_dir_of(cfg.benchmark, precision) / BUILD_RECORD
     if not record_path.is_file():
         raise UserError(f"{record_path}: missing; packaging documents how the {precision} model was built: "
                         f"run `mlperf-bnas build --precision {precision}` for {cfg.benchmark} in this OUTPUT_DIR "
                         "(or pass --precision to package the precision that was run)")
-    record = _load_json(record_path)
+    record = read_mapping(record_path, "build record", "rebuild with `mlperf-bnas build`")
     if record.get("precision") not in (None, precision):
         raise UserError(f"{record_path}: records precision {record.get('precision')!r}, expected {precision!r}; rebuild")
     return Provenance(cfg.benchmark, precision, record, record_path, _subnet_of(record))

@@ -15,21 +15,18 @@ for LINAS and ``latency_cache.json`` when latency is measured.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import logging
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.fileio import load_checkpoint, read_mapping, sha256_file, write_atomic
-from mlperf_bnas.nas.search.settings import (
-    ALGORITHM_OBJECTIVES, LATENCY_RUNTIMES, METRICS, PRECISIONS, PREDICTORS, TACTICS, SearchSettings,
-    build_settings, read_search_section,
-)
+from mlperf_bnas.nas.search.settings import SearchSettings, build_settings, read_search_section
 
 log = logging.getLogger(__name__)
 
@@ -43,50 +40,21 @@ LINAS_LOG = "linas_predictors.csv"
 RECORD_FORMAT = "mlperf-bnas-nas-record/1"
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    def flag(name: str, **kw: Any) -> None:
-        names = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
-        p.add_argument(*names, **kw)
+@dataclass(frozen=True)
+class SearchRequest:
+    """What ``mlperf-bnas nas search`` was asked (its flags: ``commands/nas.py``)."""
 
-    flag("supernet", required=True, type=Path, help="super-network checkpoint (SuperNetwork.save)")
-    flag("config", type=Path, help="NAS config (JSON/YAML) whose bootstrapNAS.search section sets defaults")
-    flag("model", help="base model of the super-network (default: the name stored in the checkpoint)")
-    flag("optimization_metrics", nargs="+", choices=METRICS, help="1, 2 or 3 objectives (default accuracy macs)")
-    flag("measurements", nargs="+", choices=METRICS, help="also measured and written to the CSV")
-    flag("search_tactic", choices=TACTICS, help="default evolutionary")
-    flag("search_algo", choices=list(ALGORITHM_OBJECTIVES), help="default nsga2 (ga/cmaes: 1 objective; "
-         "nsga2/age: 2; unsga3/ctaea/moead: 3)")
-    flag("num_evals", type=int, help="full sub-network evaluations (rounded down to whole populations)")
-    flag("population", type=int)
-    flag("seed", type=int)
-    flag("ref_acc", type=float, help="reference top-1 (%%); default: the maximum sub-network's")
-    flag("acc_delta", type=float, help="best = lowest cost with accuracy >= ref_acc - acc_delta (default 1)")
-    flag("num_bn_samples", type=int, help="BN re-calibration samples per accuracy measurement")
-    flag("test_fraction", type=float, help="fraction of the validation set used for accuracy")
-    flag("linas_inner_evals", type=int, help="LINAS: predictor evaluations per inner evolutionary run")
-    flag("predictor", choices=PREDICTORS, help="LINAS predictor (default ridge)")
-    flag("latency_runtime", choices=LATENCY_RUNTIMES, help="default: the base model's benchmark runtime")
-    flag("latency_precision", choices=PRECISIONS)
-    flag("latency_batch_size", type=int)
-    flag("latency_iterations", type=int)
-    flag("latency_warmup", type=int)
-    flag("dataset_path", type=Path, help="validation data for accuracy (ResNet-50: ImageNet val folder)")
-    flag("results_path", type=Path, help=f"results CSV (default <output-dir>/{RESULTS_CSV})")
-    flag("output_dir", type=Path, help="where the outputs go (default $OUTPUT_DIR or the current folder)")
-    flag("resume", action="store_true", help="continue the search recorded in --results_path")
-    flag("distributed", action="store_true", help="spread evaluations over torch.distributed (gloo) workers")
-    flag("nproc", type=int, default=None, help="with --distributed outside torchrun: start this many local processes")
-
-
-def _cli_settings(args: argparse.Namespace) -> dict[str, Any]:
-    latency = {"runtime": args.latency_runtime, "precision": args.latency_precision,
-               "batch_size": args.latency_batch_size, "iterations": args.latency_iterations,
-               "warmup": args.latency_warmup}
-    return {"optimization_metrics": args.optimization_metrics, "measurements": args.measurements,
-            "tactic": args.search_tactic, "algorithm": args.search_algo, "num_evals": args.num_evals,
-            "population": args.population, "seed": args.seed, "ref_acc": args.ref_acc, "acc_delta": args.acc_delta,
-            "num_bn_samples": args.num_bn_samples, "test_fraction": args.test_fraction,
-            "linas_inner_evals": args.linas_inner_evals, "predictor": args.predictor, "latency": latency}
+    supernet: Path
+    config: Path | None = None              # NAS config whose bootstrapNAS.search section sets defaults
+    model: str | None = None                # base model (default: the name stored in the checkpoint)
+    #: Search settings given on the command line (``settings.build_settings``'s ``cli``): None = unset.
+    settings: dict[str, Any] = field(default_factory=dict)
+    dataset_path: Path | None = None
+    results_path: Path | None = None
+    output_dir: Path | None = None
+    resume: bool = False
+    distributed: bool = False
+    nproc: int | None = None
 
 
 def _peek_checkpoint(path: Path) -> dict:
@@ -118,11 +86,11 @@ def _read_config_file(path: Path) -> dict:
 class Plan:
     """Everything resolved from the command line before any process starts measuring."""
 
-    def __init__(self, args: argparse.Namespace, check_outputs: bool = True):
+    def __init__(self, request: SearchRequest, check_outputs: bool = True):
         from mlperf_bnas.nas.search.targets import SEARCH_TARGETS
 
-        self.args = args
-        self.supernet_path = args.supernet.resolve()
+        self.request = args = request
+        self.supernet_path = Path(args.supernet).resolve()
         ckpt = _peek_checkpoint(self.supernet_path)
         self.state_dict = ckpt["state_dict"]
         extra = ckpt.get("extra") or {}
@@ -140,10 +108,10 @@ class Plan:
             where, data_config = f"{self.supernet_path} (stored NAS config)", stored
         # The training run's data seed: the validation split must be the one training never saw.
         self.data_seed = int(data_config.get("seed", stored.get("seed", 0)) or 0)
-        cli = _cli_settings(args)
-        if cli["latency"]["runtime"] is None and not (section.get("latency") or {}).get("runtime"):
+        cli = {**args.settings, "latency": dict(args.settings.get("latency") or {})}
+        if cli["latency"].get("runtime") is None and not (section.get("latency") or {}).get("runtime"):
             cli["latency"]["runtime"] = self.target.default_latency_runtime
-            if self.target.default_latency_runtime == "torch" and cli["latency"]["precision"] is None:
+            if self.target.default_latency_runtime == "torch" and cli["latency"].get("precision") is None:
                 cli["latency"]["precision"] = "fp32"
         self.settings: SearchSettings = build_settings(section, cli, where)
         if "latency" in self.settings.measured and self.settings.latency.runtime == "openvino" \
@@ -173,7 +141,7 @@ def _build_evaluator(plan: Plan, rank: int):
 
     s = plan.settings
     supernet = SuperNetwork.load(plan.supernet_path, model_builder(plan.base_model, plan.state_dict))
-    bn_batches, val_loader = plan.target.loaders(plan.args.dataset_path, s.test_fraction, plan.data_seed)
+    bn_batches, val_loader = plan.target.loaders(plan.request.dataset_path, s.test_fraction, plan.data_seed)
     latency = None
     if "latency" in s.measured:
         # One cache per process: ranks never write the same file.
@@ -195,7 +163,7 @@ def _search_process(plan: Plan, rank: int, world: int) -> int:
     try:
         plan.out_dir.mkdir(parents=True, exist_ok=True)
         _check_same_supernet(plan)
-        outcome = run_search(supernet.space, pool, plan.settings, plan.results_path, resume=plan.args.resume)
+        outcome = run_search(supernet.space, pool, plan.settings, plan.results_path, resume=plan.request.resume)
     finally:
         if world > 1:
             pool.close()
@@ -208,7 +176,7 @@ def _check_same_supernet(plan: Plan) -> None:
     state_path = plan.results_path.with_name(plan.results_path.stem + ".supernet.json")
     current = {"supernet": str(plan.supernet_path), "sha256": sha256_file(plan.supernet_path),
                "base_model": plan.base_model}
-    if plan.args.resume and state_path.is_file():
+    if plan.request.resume and state_path.is_file():
         try:
             earlier = json.loads(state_path.read_text())
         except json.JSONDecodeError:
@@ -220,12 +188,12 @@ def _check_same_supernet(plan: Plan) -> None:
     write_atomic(state_path, json.dumps(current, indent=1) + "\n")
 
 
-def _spawned(rank: int, world: int, port: int, args: argparse.Namespace) -> None:
+def _spawned(rank: int, world: int, port: int, request: SearchRequest) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     logging.basicConfig(level=logging.INFO, format=f"%(levelname)s rank{rank} %(name)s: %(message)s")
     # The parent checked the outputs; here rank 0 may already be writing them.
-    _distributed_main(Plan(args, check_outputs=False))
+    _distributed_main(Plan(request, check_outputs=False))
 
 
 def _distributed_main(plan: Plan) -> int:
@@ -238,7 +206,8 @@ def _distributed_main(plan: Plan) -> int:
         distributed.shutdown()
 
 
-def run(args: argparse.Namespace) -> int:
+def search(args: SearchRequest) -> int:
+    """Run the search in this process, under torchrun, or in ``nproc`` local processes."""
     from mlperf_bnas.nas.search import distributed
 
     # Every setting is checked before a process starts. Under torchrun only rank 0 checks the
@@ -317,7 +286,7 @@ def write_outputs(plan: Plan, supernet, evaluator, outcome, world: int) -> None:
                    "num_evals": s.num_evals, "population": s.population, "seed": s.seed,
                    "full_evaluations": outcome.num_full_evaluations, "distributed_processes": world,
                    "settings": s.to_dict(),
-                   "accuracy_data": {"dataset_path": str(plan.args.dataset_path) if plan.args.dataset_path else None,
+                   "accuracy_data": {"dataset_path": str(plan.request.dataset_path) if plan.request.dataset_path else None,
                                      "test_fraction": s.test_fraction, "num_bn_samples": s.num_bn_samples},
                    "latency": s.to_dict()["latency"] if "latency" in s.measured else None},
         "files": {"results_csv": str(plan.results_path), "pareto_csv": PARETO_CSV, "pareto_png": PARETO_PNG,
@@ -332,6 +301,3 @@ def write_outputs(plan: Plan, supernet, evaluator, outcome, world: int) -> None:
           f"{s.cost_metric} {b[s.cost_metric]:.4g} (reference {outcome.reference.metrics['accuracy']:.2f}% "
           f"{outcome.reference.metrics[s.cost_metric]:.4g}) -> {out / BEST_SUBNET}")
 
-
-ACTIONS = {"search": ("search the super-network for the best sub-networks (DyNAS-T-style; NSGA-II, LINAS, ...)",
-                      add_arguments, run)}

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlperf_bnas.enums import Precision, values
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.fileio import read_mapping
 
@@ -29,7 +30,7 @@ ALGORITHM_OBJECTIVES: dict[str, tuple[int, ...]] = {
     "unsga3": (3,), "ctaea": (3,), "moead": (3,),
 }
 LATENCY_RUNTIMES = ("openvino", "torch")
-PRECISIONS = ("int8", "fp32")
+PRECISIONS = tuple(values(Precision))
 PREDICTORS = ("ridge", "gbm", "mlp")
 SECTION = "bootstrapNAS.search"
 
