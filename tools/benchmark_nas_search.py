@@ -34,7 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+from mlperf_bnas.paths import REPO, OutputRoot, SearchOutputs, benchmark_dir
+
 log = logging.getLogger("benchmark_nas_search")
 
 RESNET50_ELASTICITY = {"available_elasticity_dims": ["width", "depth"],
@@ -103,7 +104,7 @@ def _harness_offline(name: str, checkpoint: Path | None, out: Path, target_qps: 
     from mlperf_bnas.benchtools import cli
     from mlperf_bnas.loadgen.logs import read_summary
 
-    bench = REPO / "code" / "resnet50-openvino"
+    bench = benchmark_dir("resnet50-openvino")
     root = out / "harness" / name
     common = ["--benchmark", str(bench), "--output-dir", str(root), "--system", "bench"]
     if checkpoint is not None:
@@ -116,7 +117,7 @@ def _harness_offline(name: str, checkpoint: Path | None, out: Path, target_qps: 
     for step in (["dataset"], ["build", "--precision", "int8"],
                  ["run", "--scenario", "Offline", "--mode", "performance", "--user-conf", str(conf)]):
         cli(step[0], *common, *step[1:])
-    summary = read_summary(root / "results" / "bench" / "resnet50" / "Offline" / "performance" / "run_1"
+    summary = read_summary(OutputRoot(root).tree.performance_dir("bench", "resnet50", "Offline")
                            / "mlperf_log_summary.txt")
     return float(summary["Samples per second"])
 
@@ -137,8 +138,8 @@ def bench_resnet50(args) -> dict:
     configs = [("maximum", space.maximum()), ("minimum", space.minimum())]
     configs += [(f"random{i}", space.sample(rng)) for i in range(args.samples)]
     meter = LatencyMeter(LatencySettings(runtime="openvino", precision="int8", batch_size=1, warmup=5,
-                                         iterations=args.iterations), out / "latency_cache.json", (3, 224, 224),
-                         spec, out / "latency_build")
+                                         iterations=args.iterations), SearchOutputs(out).latency_cache(), (3, 224, 224),
+                         spec, SearchOutputs(out).latency_build)
     points = []
     for name, cfg in configs:
         t0 = time.time()
@@ -301,7 +302,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="what", required=True)
     r = sub.add_parser("resnet50")
-    r.add_argument("--out", default=str(REPO / "build" / "bootstrapnas" / "benchmark"))
+    r.add_argument("--out", default=str(OutputRoot(REPO).nas_dir / "benchmark"))
     r.add_argument("--samples", type=int, default=6, help="random sub-networks besides the maximum and minimum")
     r.add_argument("--iterations", type=int, default=30, help="timed inferences per latency measurement")
     r.add_argument("--batch", type=int, default=4, help="throughput batch (the Offline config's)")
@@ -310,8 +311,8 @@ def main() -> int:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--loadgen", action="store_true", help="also run each model through the harness (Offline)")
     h = sub.add_parser("linas-hv")
-    h.add_argument("--supernet", default=str(REPO / "build" / "bootstrapnas" / "digits" / "supernet.pt"))
-    h.add_argument("--out", default=str(REPO / "build" / "bootstrapnas" / "benchmark"))
+    h.add_argument("--supernet", default=str(OutputRoot(REPO).nas_dir / "digits" / "supernet.pt"))
+    h.add_argument("--out", default=str(OutputRoot(REPO).nas_dir / "benchmark"))
     h.add_argument("--num_evals", type=int, default=96)
     h.add_argument("--population", type=int, default=16)
     h.add_argument("--inner_evals", type=int, default=2000)

@@ -33,9 +33,9 @@ import time
 from pathlib import Path
 
 from mlperf_bnas.benchtools import cli, harness_run
+from mlperf_bnas.paths import benchmark_dir
 
-REPO = Path(__file__).resolve().parents[1]
-BENCH = REPO / "code" / "retinanet-pytorch-cpu"
+BENCH = benchmark_dir("retinanet-pytorch-cpu")
 SYSTEM = "bench"
 MEASUREMENTS = ("int8-inductor", "fp32-eager", "int8-inductor+postprocess", "openvino-int8")
 

@@ -121,6 +121,57 @@ class SubmissionTree:
 
 
 @dataclass(frozen=True)
+class SearchOutputs:
+    """What one ``mlperf-bnas nas search`` writes into its output folder (the report reads them back)."""
+
+    folder: Path
+
+    @property
+    def results_csv(self) -> Path:
+        """Every measured sub-network (``--results_path`` may put it elsewhere; the record names it)."""
+        return Path(self.folder) / "search_results.csv"
+
+    @property
+    def pareto_csv(self) -> Path:
+        return Path(self.folder) / "pareto.csv"
+
+    @property
+    def pareto_png(self) -> Path:
+        return Path(self.folder) / "pareto.png"
+
+    @property
+    def best_config(self) -> Path:
+        return Path(self.folder) / "best_config.json"
+
+    @property
+    def best_subnet(self) -> Path:
+        return Path(self.folder) / "best_subnet.pt"
+
+    @property
+    def record(self) -> Path:
+        """``nas_record.json``: what the submission's calibration notes quote."""
+        return Path(self.folder) / "nas_record.json"
+
+    @property
+    def linas_log(self) -> Path:
+        return Path(self.folder) / "linas_predictors.csv"
+
+    def latency_cache(self, rank: int = 0) -> Path:
+        """Measured latencies, one file per process (ranks never write the same file)."""
+        return Path(self.folder) / ("latency_cache.json" if rank == 0 else f"latency_cache.rank{rank}.json")
+
+    @property
+    def latency_build(self) -> Path:
+        """Models built to measure latency on the benchmark's runtime."""
+        return Path(self.folder) / "latency_build"
+
+    @staticmethod
+    def supernet_stamp(results_csv: Path) -> Path:
+        """Beside the results CSV: which super-network it was measured on (a resume must match)."""
+        return Path(results_csv).with_name(Path(results_csv).stem + ".supernet.json")
+
+
+@dataclass(frozen=True)
 class OutputRoot:
     """``$OUTPUT_DIR``: results tree, archive, packaged submission, report, NAS work."""
 

@@ -29,7 +29,7 @@ from mlperf_bnas.enums import Mode, Precision, Scenario, values
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.loadgen.logs import read_detail_log, read_summary
 from mlperf_bnas.paths import (
-    BUILD_RECORD, OutputRoot, SubmissionTree, benchmark_dir, benchmark_dirs, mode_dir, tuned_conf_path,
+    BUILD_RECORD, OutputRoot, SearchOutputs, SubmissionTree, benchmark_dir, benchmark_dirs, mode_dir, tuned_conf_path,
 )
 
 log = logging.getLogger(__name__)
@@ -346,9 +346,8 @@ def _nas_results(source: Path, nas_dirs: list[Path]) -> list[NasResult]:
     if not dirs:
         # A search writes its CSVs under the output tree (build/...); look a few levels down.
         # (`mlperf-bnas nas search` writes them to its --output-dir, by default $OUTPUT_DIR itself.)
-        found = {p.parent for pattern in ("search_results.csv", "pareto.csv", "nas*/**/pareto.csv",
-                                          "nas*/**/search_results.csv", "build/**/search_results.csv",
-                                          "build/**/pareto.csv")
+        names = (SearchOutputs(source).results_csv.name, SearchOutputs(source).pareto_csv.name)
+        found = {p.parent for name in names for pattern in (name, f"nas*/**/{name}", f"build/**/{name}")
                  for p in source.glob(pattern)}
         dirs = sorted(found)
     out = []
@@ -385,13 +384,14 @@ def _numeric(rows: list[dict[str, str]], skip: set[str]) -> tuple[list[str], lis
 
 
 def read_nas(folder: Path) -> NasResult | None:
-    results_csv, pareto_csv = folder / "search_results.csv", folder / "pareto.csv"
+    outputs = SearchOutputs(folder)
+    results_csv, pareto_csv = outputs.results_csv, outputs.pareto_csv
     record: dict[str, Any] = {}
-    if (folder / "nas_record.json").is_file():
+    if outputs.record.is_file():
         try:
-            record = json.loads((folder / "nas_record.json").read_text(encoding="utf-8"))
+            record = json.loads(outputs.record.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
-            raise UserError(f"{folder / 'nas_record.json'}: not valid JSON ({exc})") from None
+            raise UserError(f"{outputs.record}: not valid JSON ({exc})") from None
         record = record if isinstance(record, dict) else {}
         # --results_path may have put the results CSV elsewhere; the record names it.
         named = (record.get("files") or {}).get("results_csv")
@@ -411,7 +411,7 @@ def read_nas(folder: Path) -> NasResult | None:
     reference = next((r for r in records + front if r.get("source") == "reference"), None)
     best = None
     cost_metric = None
-    best_path = folder / "best_config.json"
+    best_path = outputs.best_config
     if best_path.is_file():
         try:
             best_cfg = json.loads(best_path.read_text(encoding="utf-8"))

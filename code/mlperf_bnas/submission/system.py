@@ -50,7 +50,6 @@ NON_EMPTY_FIELDS = (
 )
 VALID_STATUS = ("available", "preview", "rdi")
 VALID_SYSTEM_TYPES = ("datacenter", "edge", "datacenter,edge", "edge,datacenter")
-VALID_DIVISIONS = ("open", "closed", "network")
 
 #: Software whose versions go into ``framework`` / ``other_software_stack``.
 _FRAMEWORK_PACKAGES = ("openvino", "torch")

@@ -27,16 +27,10 @@ from typing import Any
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.fileio import load_checkpoint, read_mapping, sha256_file, write_atomic
 from mlperf_bnas.nas.search.settings import SearchSettings, build_settings, read_search_section
+from mlperf_bnas.paths import SearchOutputs
 
 log = logging.getLogger(__name__)
 
-RESULTS_CSV = "search_results.csv"
-PARETO_CSV = "pareto.csv"
-PARETO_PNG = "pareto.png"
-BEST_CONFIG = "best_config.json"
-BEST_SUBNET = "best_subnet.pt"
-NAS_RECORD = "nas_record.json"
-LINAS_LOG = "linas_predictors.csv"
 RECORD_FORMAT = "mlperf-bnas-nas-record/1"
 
 
@@ -120,12 +114,14 @@ class Plan:
                             "--latency_runtime torch")
         out = args.output_dir or Path(os.environ.get("OUTPUT_DIR") or ".")
         self.out_dir = out.resolve()
-        self.results_path = (args.results_path or self.out_dir / RESULTS_CSV).resolve()
+        self.outputs = SearchOutputs(self.out_dir)
+        self.results_path = (args.results_path or self.outputs.results_csv).resolve()
         if args.resume and not self.results_path.is_file():
             raise UserError(f"--resume: {self.results_path} does not exist; run without --resume to start a search")
         if check_outputs and not args.resume:
-            existing = [p for p in (self.results_path, self.out_dir / BEST_SUBNET, self.out_dir / NAS_RECORD,
-                                    self.out_dir / BEST_CONFIG, self.out_dir / PARETO_CSV) if p.exists()]
+            o = self.outputs
+            existing = [p for p in (self.results_path, o.best_subnet, o.record, o.best_config, o.pareto_csv)
+                        if p.exists()]
             if existing:
                 raise UserError(f"{existing[0]}: an earlier search's output is there; pass --resume to continue "
                                 "it, or choose another --output-dir (nothing is overwritten)")
@@ -145,9 +141,8 @@ def _build_evaluator(plan: Plan, rank: int):
     latency = None
     if "latency" in s.measured:
         # One cache per process: ranks never write the same file.
-        name = "latency_cache.json" if rank == 0 else f"latency_cache.rank{rank}.json"
-        latency = LatencyMeter(s.latency, plan.out_dir / name, plan.target.input_shape,
-                               plan.target.preprocess_spec, plan.out_dir / "latency_build")
+        latency = LatencyMeter(s.latency, plan.outputs.latency_cache(rank), plan.target.input_shape,
+                               plan.target.preprocess_spec, plan.outputs.latency_build)
     return supernet, SupernetEvaluator(supernet, s.measured, bn_batches, val_loader, s.num_bn_samples, latency)
 
 
@@ -173,7 +168,7 @@ def _search_process(plan: Plan, rank: int, world: int) -> int:
 
 def _check_same_supernet(plan: Plan) -> None:
     """A resumed search must measure the super-network its CSV was measured on."""
-    state_path = plan.results_path.with_name(plan.results_path.stem + ".supernet.json")
+    state_path = SearchOutputs.supernet_stamp(plan.results_path)
     current = {"supernet": str(plan.supernet_path), "sha256": sha256_file(plan.supernet_path),
                "base_model": plan.base_model}
     if plan.request.resume and state_path.is_file():
@@ -243,13 +238,13 @@ def write_outputs(plan: Plan, supernet, evaluator, outcome, world: int) -> None:
     from mlperf_bnas.nas.search.tactics import ResultsStore
 
     s = plan.settings
-    out = plan.out_dir
-    front_store = ResultsStore(out / PARETO_CSV, s.measured, supernet.space)
+    out = plan.outputs
+    front_store = ResultsStore(out.pareto_csv, s.measured, supernet.space)
     front_store.records = list(outcome.front)
     front_store.save()
 
     x_metric = s.cost_metric
-    plot_front(outcome.records, outcome.front, outcome.reference, outcome.best, x_metric, out / PARETO_PNG,
+    plot_front(outcome.records, outcome.front, outcome.reference, outcome.best, x_metric, out.pareto_png,
                f"{s.tactic} / {s.algorithm}: {outcome.num_full_evaluations} sub-networks measured")
 
     rule = (f"lowest {s.cost_metric} among measured sub-networks with accuracy >= ref_acc - acc_delta "
@@ -258,22 +253,22 @@ def write_outputs(plan: Plan, supernet, evaluator, outcome, world: int) -> None:
             "satisfies_accuracy_bound": outcome.best_satisfies, "ref_acc": outcome.ref_acc,
             "acc_delta": s.acc_delta, "cost_metric": s.cost_metric, "rule": rule,
             "reference": {"config": outcome.reference.config, "metrics": _metrics_out(outcome.reference.metrics)}}
-    write_atomic(out / BEST_CONFIG, json.dumps(best, indent=2) + "\n")
+    write_atomic(out.best_config, json.dumps(best, indent=2) + "\n")
 
     if outcome.predictor_log:
         lines = ["round,metric,n,n_train,mae,mape_pct,kendall_tau"]
         for e in outcome.predictor_log:
             lines.append(f"{e['round']},{e['metric']},{e['n']},{e['n_train']},{e['mae']!r},{e['mape_pct']!r},"
                          f"{e['kendall_tau']!r}")
-        write_atomic(out / LINAS_LOG, "\n".join(lines) + "\n")
+        write_atomic(out.linas_log, "\n".join(lines) + "\n")
 
     evaluator.prepare_export(outcome.best.config)
     subnet = supernet.extract_subnet(outcome.best.config)
-    save_subnet(subnet, outcome.best.config, plan.base_model, plan.target.preprocess, out / BEST_SUBNET)
+    save_subnet(subnet, outcome.best.config, plan.base_model, plan.target.preprocess, out.best_subnet)
     record = {
         "format": RECORD_FORMAT,
-        "subnet": BEST_SUBNET,
-        "subnet_sha256": sha256_file(out / BEST_SUBNET),
+        "subnet": out.best_subnet.name,
+        "subnet_sha256": sha256_file(out.best_subnet),
         "base_model": plan.base_model,
         "subnet_config": outcome.best.config,
         "metrics": _metrics_out(outcome.best.metrics),
@@ -289,15 +284,15 @@ def write_outputs(plan: Plan, supernet, evaluator, outcome, world: int) -> None:
                    "accuracy_data": {"dataset_path": str(plan.request.dataset_path) if plan.request.dataset_path else None,
                                      "test_fraction": s.test_fraction, "num_bn_samples": s.num_bn_samples},
                    "latency": s.to_dict()["latency"] if "latency" in s.measured else None},
-        "files": {"results_csv": str(plan.results_path), "pareto_csv": PARETO_CSV, "pareto_png": PARETO_PNG,
-                  "best_config": BEST_CONFIG},
+        "files": {"results_csv": str(plan.results_path), "pareto_csv": out.pareto_csv.name,
+                  "pareto_png": out.pareto_png.name, "best_config": out.best_config.name},
         "created_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": " ".join(["mlperf-bnas", *sys.argv[1:]]),
     }
-    write_atomic(out / NAS_RECORD, json.dumps(record, indent=2) + "\n")
+    write_atomic(out.record, json.dumps(record, indent=2) + "\n")
     b = outcome.best.metrics
     print(f"search: {outcome.num_full_evaluations} sub-networks measured ({outcome.measured_now} now), "
           f"front of {len(outcome.front)}; best: accuracy {b['accuracy']:.2f}% "
           f"{s.cost_metric} {b[s.cost_metric]:.4g} (reference {outcome.reference.metrics['accuracy']:.2f}% "
-          f"{outcome.reference.metrics[s.cost_metric]:.4g}) -> {out / BEST_SUBNET}")
+          f"{outcome.reference.metrics[s.cost_metric]:.4g}) -> {out.best_subnet}")
 
