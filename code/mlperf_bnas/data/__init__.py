@@ -3,7 +3,7 @@
 Entries register lazily: ``DATASETS.get("imagenet")`` imports ``data/imagenet.py``.
 """
 
-from mlperf_bnas.data.dataset import CalibrationSet, Dataset, Labeller
+from mlperf_bnas.data.dataset_base import CalibrationSet, Dataset, Labeller
 from mlperf_bnas.data.cache import CachedSamples, SourceItem, build_cache
 from mlperf_bnas.data.spec import PreprocessSpec
 from mlperf_bnas.registry import Registry

@@ -18,7 +18,7 @@ import numpy as np
 
 from mlperf_bnas.data import DATASETS
 from mlperf_bnas.data.cache import CachedSamples, SourceItem
-from mlperf_bnas.data.dataset import CalibrationSet, Dataset, DatasetOptions, Labeller, building_synthetic
+from mlperf_bnas.data.dataset_base import CalibrationSet, Dataset, DatasetOptions, Labeller, building_synthetic
 from mlperf_bnas.data.synthetic import synthetic_image
 from mlperf_bnas.errors import UserError
 

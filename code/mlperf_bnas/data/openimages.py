@@ -29,7 +29,7 @@ from typing import Any
 
 from mlperf_bnas.data import DATASETS
 from mlperf_bnas.data.cache import CachedSamples, SourceItem, build_cache
-from mlperf_bnas.data.dataset import (
+from mlperf_bnas.data.dataset_base import (
     SYNTHETIC_STAMP, CalibrationSet, Dataset, DatasetOptions, Labeller, building_synthetic,
 )
 from mlperf_bnas.data.synthetic import synthetic_image

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlperf_bnas.data.dataset import SYNTHETIC_STAMP
+from mlperf_bnas.data.dataset_base import SYNTHETIC_STAMP
 from mlperf_bnas.enums import Mode, Precision, Scenario, values
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.loadgen.logs import read_detail_log, read_summary
