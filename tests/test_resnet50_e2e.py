@@ -1,6 +1,7 @@
 """ResNet-50 / OpenVINO end to end on a tiny synthetic set, through the real command line and LoadGen.
 
-One session build (dataset + FP32 and INT8 IR) is shared by every test here.
+The session's ResNet-50 build (``conftest.resnet50_build``: dataset + FP32 and INT8 IR) is
+shared by every test here and by tests/test_submission_resnet50.py.
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import RN50_BENCH, RN50_IMAGES, run_cli
 from mlperf_bnas.loadgen.logs import read_detail_log, read_summary
 
-BENCH = REPO / "code" / "resnet50-openvino"
+BENCH = RN50_BENCH
 SYSTEM = "test_cpu"
-IMAGES = 32
+IMAGES = RN50_IMAGES
 V51_SEEDS = {"effective_qsl_rng_seed": 1780908523862526354,
              "effective_sample_index_rng_seed": 14771362308971278857,
              "effective_schedule_rng_seed": 18209322760996052031}
@@ -47,15 +48,11 @@ class Env:
         return base / "performance" / "run_1" if mode == "performance" else base / "accuracy"
 
 
-@pytest.fixture(scope="session")
-def built(tmp_path_factory) -> Env:
-    out = tmp_path_factory.mktemp("rn50")
-    conf = out / "user.test.conf"
+@pytest.fixture(scope="module")
+def built(resnet50_build, tmp_path_factory) -> Env:
+    conf = tmp_path_factory.mktemp("rn50conf") / "user.test.conf"
     conf.write_text(TEST_CONF)
-    env = Env(out, conf)
-    run_cli("dataset", *env.common("--no-progress"))
-    run_cli("build", *env.common())
-    return env
+    return Env(resnet50_build, conf)
 
 
 def test_int8_ir_is_quantized_and_fp32_is_not(built):
