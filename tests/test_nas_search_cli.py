@@ -62,6 +62,7 @@ def nsga2_run(supernet_path, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_outputs_are_consistent_and_the_export_computes_what_was_measured(nsga2_run, supernet_path):
     from mlperf_bnas.nas.demo import digits_loaders
     from mlperf_bnas.nas.evaluate import top1
@@ -105,6 +106,7 @@ def test_outputs_are_consistent_and_the_export_computes_what_was_measured(nsga2_
     assert top1(subnet, val) == pytest.approx(best["metrics"]["accuracy"], abs=1e-9)
 
 
+@pytest.mark.slow
 def test_resume_replays_the_csv_and_nothing_is_overwritten(nsga2_run, supernet_path):
     before = (nsga2_run / "search_results.csv").read_text()
     proc = search(supernet_path, nsga2_run, *SMALL, "--acc_delta", "60", check=False)
@@ -116,6 +118,7 @@ def test_resume_replays_the_csv_and_nothing_is_overwritten(nsga2_run, supernet_p
     assert (nsga2_run / "search_results.csv").read_text() == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["torchrun", "spawn"])
 def test_distributed_gives_the_single_process_front(nsga2_run, supernet_path, tmp_path, launcher):
     out = tmp_path / launcher
@@ -136,6 +139,7 @@ def test_distributed_gives_the_single_process_front(nsga2_run, supernet_path, tm
     assert json.loads((out / "nas_record.json").read_text())["search"]["distributed_processes"] == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags", [
     ["--search_tactic", "linas", "--measurements", "accuracy", "macs", "latency", "--latency_iterations", "3",
      "--latency_warmup", "1", "--linas_inner_evals", "300"],
@@ -154,6 +158,7 @@ def test_tactics_and_algorithms_on_the_demo(supernet_path, tmp_path, flags):
         assert len(cache) == len(rows) and {v["runtime"] for v in cache.values()} == {"torch"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", ["ga", "cmaes", "nsga2", "age", "unsga3", "ctaea", "moead"])
 def test_every_algorithm_on_the_demo_supernet(supernet_path, tmp_path, algo):
     """In-process (no start-up cost): each algorithm drives a short search of the demo super-network."""
@@ -177,6 +182,7 @@ def test_every_algorithm_on_the_demo_supernet(supernet_path, tmp_path, algo):
     assert len(outcome.front) == len({tuple(F[i]) for i in front_indices(F)}) >= 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags,message", [
     (["--search_algo", "ga", "--optimization_metrics", "accuracy", "macs", "params"],
      "algorithm 'ga' optimises 1 objective(s), but optimization_metrics has 3 (accuracy, macs, params); "

@@ -108,6 +108,7 @@ def test_minimum_is_much_cheaper(supernet, resnet50):
     assert space.encode(space.minimum()) == [len(g.choices) - 1 for g in space.genes]
 
 
+@pytest.mark.slow
 def test_reorganisation_keeps_full_width_outputs(resnet50, images):
     for method in ("L1", "geometric_median"):
         net = SuperNetwork.from_model(resnet50, {"width": {"width_multipliers": [1.0, 0.5],
@@ -144,6 +145,7 @@ def test_bad_subnet_config_is_a_user_error(supernet):
         supernet.activate({"depth": [0]})  # not the trailing block of its group
 
 
+@pytest.mark.slow
 def test_retinanet_backbone_supernet():
     from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
     from torchvision.ops.feature_pyramid_network import LastLevelP6P7

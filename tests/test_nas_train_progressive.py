@@ -69,6 +69,7 @@ def test_training_steps_lower_the_loss(teacher, data, tmp_path):
     assert losses[-1] < 0.7 * losses[0], losses
 
 
+@pytest.mark.slow
 def test_resume_matches_uninterrupted_run(teacher, data, tmp_path):
     full_cfg = tmp_path / "full.json"
     full_cfg.write_text(json.dumps(config_dict(STAGES)))

@@ -15,6 +15,9 @@ import pytest
 from conftest import RN50_BENCH, RN50_IMAGES, run_cli
 from mlperf_bnas.loadgen.logs import read_detail_log, read_summary
 
+# The session ResNet-50 build (NNCF INT8) and real LoadGen runs: minutes.
+pytestmark = pytest.mark.slow
+
 BENCH = RN50_BENCH
 SYSTEM = "test_cpu"
 IMAGES = RN50_IMAGES

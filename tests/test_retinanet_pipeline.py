@@ -15,6 +15,9 @@ from conftest import REPO, run_cli
 from mlperf_bnas.backends.pytorch import PROGRAM_NAME, PyTorchBackend, count_quantized_convolutions, load_program
 from mlperf_bnas.loadgen.logs import read_detail_log
 
+# RetinaNet builds (INT8 and FP32, a full-size 800x800 one) and LoadGen runs: minutes.
+pytestmark = pytest.mark.slow
+
 BENCH = REPO / "code" / "retinanet-pytorch-cpu"
 SMOKE_CONF = BENCH / "user.smoke.conf"
 SIZE = 256

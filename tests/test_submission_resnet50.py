@@ -13,6 +13,9 @@ import pytest
 
 from conftest import REPO, RN50_BENCH, RN50_IMAGES, run_cli
 
+# Real ResNet-50 LoadGen runs, compliance and packaging: minutes.
+pytestmark = pytest.mark.slow
+
 BENCH = RN50_BENCH
 SYSTEM = "ci_rn50_cpu"
 IMAGES = RN50_IMAGES

@@ -55,7 +55,7 @@ def _peek_checkpoint(path: Path) -> dict:
     """The super-network checkpoint's plain data (weights_only: never runs code from the file)."""
     from mlperf_bnas.nas.supernet.network import SUPERNET_HINT
 
-    ckpt = load_checkpoint(path, "super-network checkpoint (--supernet)", SUPERNET_HINT)
+    ckpt = load_checkpoint(path, "super-network checkpoint", SUPERNET_HINT)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise UserError(f"--supernet {path}: not a BootstrapNAS super-network checkpoint")
     return ckpt
