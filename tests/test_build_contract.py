@@ -88,7 +88,7 @@ def test_imagenet_calibrates_on_the_listed_validation_images(tmp_path):
 
 def _benchmark(tmp_path: Path, model: str, backend: str, options: dict) -> Path:
     bench = tmp_path / "bench"
-    bench.mkdir()
+    bench.mkdir(parents=True)
     (bench / "config.yaml").write_text(
         f'benchmark: bench\nloadgen_model: resnet50\nmodel: {model}\ndataset: imagenet\nbackend: "{backend}"\n'
         f"accuracy: imagenet\nbackend_options: {json.dumps(options)}\n")
@@ -117,10 +117,15 @@ def test_a_backend_without_a_model_has_nothing_to_build(tmp_path):
         NullBackend.build(ctx)
 
 
-def test_an_unknown_model_is_an_error_even_for_the_null_backend(tmp_path):
-    """The model names LoadGen's performance sample count; an unknown one used to mean 1024."""
+def test_an_unknown_benchmark_is_an_error_even_for_the_null_backend(tmp_path):
+    """The benchmark names LoadGen's performance sample count; an unknown one used to mean 1024."""
     from mlperf_bnas import pipeline
 
-    cfg = load_config(_benchmark(tmp_path, "resnet51", "null", {}))
-    with pytest.raises(UserError, match="unknown model 'resnet51'; valid model names: resnet50, retinanet"):
+    bench = _benchmark(tmp_path, "resnet50", "null", {})
+    (bench / "config.yaml").write_text((bench / "config.yaml").read_text().replace("loadgen_model: resnet50",
+                                                                                   "loadgen_model: resnet51"))
+    cfg = load_config(bench)
+    with pytest.raises(UserError, match="loadgen_model 'resnet51' is not an MLPerf benchmark this harness knows"):
         pipeline.open_sut(cfg, "Offline", OutputPaths.of(cfg, tmp_path / "out", "sys"))
+    cfg = load_config(_benchmark(tmp_path / "x", "resnet50", "null", {}))
+    assert pipeline.performance_sample_count(cfg) == 1024

@@ -82,6 +82,7 @@ def test_export_rejects_configs_outside_the_space(trained):
     assert not (trained / "bad.pt").exists()
 
 
+@pytest.mark.slow
 def test_openvino_conversion_matches_torch():
     ovb = pytest.importorskip("mlperf_bnas.backends.openvino")
     torch.manual_seed(0)

@@ -79,9 +79,11 @@ _METRICS = {1: ("accuracy",), 2: ("accuracy", "macs"), 3: ("accuracy", "macs", "
 # algorithm (its inner loop is the same ask/tell code); random search.
 COMBOS = ([("evolutionary", algo, _METRICS[counts[0]]) for algo, counts in ALGORITHM_OBJECTIVES.items()]
           + [("linas", "nsga2", _METRICS[2]), ("linas", "ga", _METRICS[1]), ("random", "nsga2", _METRICS[2])])
+# AGE-MOEA imports numba, whose first compilation takes seconds: in the full suite only.
+PARAMS = [pytest.param(t, a, m, id=f"{t}-{a}", marks=[pytest.mark.slow] if a == "age" else []) for t, a, m in COMBOS]
 
 
-@pytest.mark.parametrize("tactic,algo,metrics", COMBOS, ids=[f"{t}-{a}" for t, a, _ in COMBOS])
+@pytest.mark.parametrize("tactic,algo,metrics", PARAMS)
 def test_every_tactic_and_algorithm_gives_a_non_dominated_front(tmp_path, tactic, algo, metrics):
     outcome, evaluator = search(tmp_path, search_tactic=tactic, search_algo=algo, optimization_metrics=list(metrics))
     assert 1 < outcome.num_full_evaluations <= 32

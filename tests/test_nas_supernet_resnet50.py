@@ -67,6 +67,7 @@ def test_max_subnet_equals_original(supernet, resnet50, images):
         assert torch.equal(supernet.model(images), resnet50(images))
 
 
+@pytest.mark.slow
 def test_random_subnet_extraction_is_exact(supernet, images):
     rng = np.random.default_rng(0)
     for _ in range(2):

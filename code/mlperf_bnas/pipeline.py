@@ -243,6 +243,17 @@ class ZeroSamples:
         return np.zeros((len(indices), 1), np.uint8)
 
 
+def performance_sample_count(cfg: BenchmarkConfig) -> int:
+    """The benchmark's LoadGen performance sample count (MLPerf's rule for its ``loadgen_model``)."""
+    from mlperf_bnas.submission.rules import MLPERF_MODEL, PERFORMANCE_SAMPLE_COUNT
+
+    benchmark = MLPERF_MODEL.get(cfg.loadgen_model)
+    if benchmark not in PERFORMANCE_SAMPLE_COUNT:
+        raise UserError(f"{cfg.benchmark_dir / 'config.yaml'}: loadgen_model {cfg.loadgen_model!r} is not an MLPerf "
+                        f"benchmark this harness knows; use one of {', '.join(sorted(MLPERF_MODEL))}")
+    return PERFORMANCE_SAMPLE_COUNT[benchmark]
+
+
 def open_sut(cfg: BenchmarkConfig, scenario: str, paths: OutputPaths, precision: str = "int8",
              data_dir: str | Path | None = None, checkpoint: str | Path | None = None,
              model_path: str | Path | None = None):
@@ -259,9 +270,7 @@ def open_sut(cfg: BenchmarkConfig, scenario: str, paths: OutputPaths, precision:
     where = f"{cfg.benchmark_dir / 'config.yaml'} (backend_options)"
     postprocess = POSTPROCESSORS.get(cfg.postprocess)
     backend_cls = BACKENDS.get(cfg.backend)
-    # The model entry names the LoadGen performance sample count; a config whose model is
-    # unknown or misconfigured is an error even for a backend that runs no model.
-    perf_count = model_entry(cfg).performance_sample_count
+    perf_count = performance_sample_count(cfg)
     if not backend_cls.reads_input:
         # Harness-only measurement (`--set backend=null`) on a real benchmark's config: the
         # real backend's options do not apply to it; say which ones are left out.

@@ -30,8 +30,6 @@ class ModelEntry(ABC):
     Options: ClassVar[type]
     #: Name in ``loadgen.postprocess.POSTPROCESSORS`` turning raw outputs into LoadGen responses.
     postprocess: ClassVar[str]
-    #: LoadGen performance sample count of the benchmark (samples held in RAM during a performance run).
-    performance_sample_count: ClassVar[int] = 1024
     #: Base-model name (``nas.export.BASE_MODELS``) of the NAS sub-networks this model takes as
     #: its checkpoint; None: it takes none.
     subnet_base: ClassVar[str | None] = None

@@ -395,7 +395,6 @@ class RetinaNet(ModelEntry):
 
     Options = RetinaNetOptions
     postprocess = "retinanet"
-    performance_sample_count = 64
 
     def preprocess_spec(self) -> PreprocessSpec:
         # MLPerf: RGB, the whole image resized to 800x800 (no crop), /255 and the ImageNet
