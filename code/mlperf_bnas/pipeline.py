@@ -103,8 +103,12 @@ def resolve_weights(cfg: BenchmarkConfig, paths: OutputPaths, checkpoint: str | 
 
 
 def _subnet(entry: ModelEntry, checkpoint: Path) -> dict | None:
-    """The checkpoint as an exported NAS sub-network the model accepts, or None for plain weights."""
+    """The checkpoint as an exported NAS sub-network the model accepts, or None for plain weights
+    (and for a model that takes no sub-networks: its own loader judges the file)."""
     from mlperf_bnas.nas.export import subnet_or_none
+
+    if entry.subnet_base is None:
+        return None
 
     obj = load_checkpoint(checkpoint, "PyTorch checkpoint",
                           "pass a torch.save'd state dict or an exported NAS sub-network, or unset CHECKPOINT")
