@@ -21,6 +21,7 @@ The ``search`` section belongs to the search (``nas/search*.py``), which validat
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,9 @@ class ElasticityOptions:
     width: WidthOptions = field(default_factory=WidthOptions)
     depth: DepthOptions = field(default_factory=DepthOptions)
     kernel: KernelOptions = field(default_factory=KernelOptions)
+    #: NNCF's ignored_scopes: layers (names, globs, or ``{re}`` regular expressions) that keep
+    #: their output width and their kernel (skippable blocks: ``depth``).
+    ignored_scopes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         def plain(v: Any) -> Any:
@@ -99,12 +103,13 @@ class ElasticityOptions:
             "width": {f.name: plain(getattr(self.width, f.name)) for f in fields(WidthOptions)},
             "depth": {f.name: plain(getattr(self.depth, f.name)) for f in fields(DepthOptions)},
             "kernel": {f.name: plain(getattr(self.kernel, f.name)) for f in fields(KernelOptions)},
+            "ignored_scopes": list(self.ignored_scopes),
         }
 
 
 def parse_elasticity(section: dict | None, where: str = "elasticity") -> ElasticityOptions:
     section = dict(section or {})
-    _check_keys(section, {"available_elasticity_dims", "width", "depth", "kernel"}, where)
+    _check_keys(section, {"available_elasticity_dims", "width", "depth", "kernel", "ignored_scopes"}, where)
     dims = section.get("available_elasticity_dims", list(DIMS))
     _require(isinstance(dims, (list, tuple)) and all(d in DIMS for d in dims) and len(set(dims)) == len(dims),
              f"{where}.available_elasticity_dims", f"must be a list of distinct names from {list(DIMS)}, got {dims!r}")
@@ -137,7 +142,16 @@ def parse_elasticity(section: dict | None, where: str = "elasticity") -> Elastic
     kernel = _build(KernelOptions, dict(section.get("kernel") or {}), k_where)
     _require(_is_int(kernel.max_num_kernels) and (kernel.max_num_kernels == -1 or kernel.max_num_kernels >= 1),
              f"{k_where}.max_num_kernels", "must be -1 (no limit) or an integer >= 1")
-    return ElasticityOptions(tuple(dims), width, depth, kernel)
+    ignored = section.get("ignored_scopes", [])
+    _require(isinstance(ignored, list) and all(isinstance(p, str) and p for p in ignored),
+             f"{where}.ignored_scopes", f"must be a list of layer names or patterns, got {ignored!r}")
+    for pattern in ignored:
+        if pattern.startswith("{re}"):
+            try:
+                re.compile(pattern[len("{re}"):])
+            except re.error as exc:
+                raise UserError(f"{where}.ignored_scopes: {pattern!r} is not a regular expression ({exc})") from None
+    return ElasticityOptions(tuple(dims), width, depth, kernel, tuple(ignored))
 
 
 @dataclass(frozen=True)

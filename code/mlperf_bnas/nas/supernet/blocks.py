@@ -4,7 +4,9 @@ A block is a contiguous run of operations (in the traced graph's topological ord
 with one entry (a tensor that feeds only the block) and one exit (the tensor leaving it), no edge
 leaving it except from the exit, an exit shape equal to the entry shape, and between
 ``min_block_size`` and ``max_block_size`` operations. Skipping a block replaces its
-exit by its entry. Blocks that are the concatenation of two smaller blocks are dropped,
+exit by its entry. A run that applies a layer (with weights) which is also applied outside
+it is no block: skipping it would remove only some uses of that layer (RetinaNet's head
+runs the same convolutions on every pyramid level). Blocks that are the concatenation of two smaller blocks are dropped,
 then blocks nested in others, then blocks overlapping an earlier one. Consecutive
 blocks (one's exit is the next one's entry) form a group; progressive shrinking skips
 a group's trailing blocks.
@@ -42,6 +44,21 @@ def find_blocks(gm: fx.GraphModule, min_block_size: int = 5, max_block_size: int
         # pattern the inference engine fuses (conv+bn+relu, add+relu).
         return hw_fused_ops and len(node.users) == 1 and is_fusable_follower(gm, next(iter(node.users)))
 
+    # Layers with weights applied more than once: a block must hold all their uses or none.
+    calls: dict[str, int] = {}
+    for node in nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    shared = {t for t, n in calls.items() if n > 1
+              and any(True for _ in [*gm.get_submodule(t).parameters(), *gm.get_submodule(t).buffers()])}
+
+    def splits_shared_layer(i: int, j: int) -> bool:
+        inside: dict[str, int] = {}
+        for node in nodes[i + 1:j + 1]:
+            if node.op == "call_module" and node.target in shared:
+                inside[node.target] = inside.get(node.target, 0) + 1
+        return any(n != calls[t] for t, n in inside.items())
+
     candidates: list[tuple[int, int]] = []
     for i, entry in enumerate(nodes):
         if entry.op == "output" or shape_of(entry) is None or splits_fusion(entry):
@@ -62,7 +79,7 @@ def find_blocks(gm: fx.GraphModule, min_block_size: int = 5, max_block_size: int
             if ops > max_block_size:
                 break
             if (ops >= min_block_size and furthest_use <= j and shape_of(node) == shape_of(entry)
-                    and not splits_fusion(node)):
+                    and not splits_fusion(node) and not (shared and splits_shared_layer(i, j))):
                 candidates.append((i, j))
             furthest_use = max(furthest_use, *(position[u] for u in node.users)) if node.users else furthest_use
     found = set(candidates)

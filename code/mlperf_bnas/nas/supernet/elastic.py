@@ -5,6 +5,10 @@ A layer's *input* width is whatever arrives (``x.shape[1]``), so only channel
 depthwise convolutions follow automatically. Parameters keep their names and shapes,
 so a super-network's state dict has the same keys as the original model.
 
+A layer whose channels are laid out in blocks (a grouped convolution's groups, see
+``width.py``) is told so once (``in_blocks``/``out_blocks``/``blocks``): a width ``w`` then
+keeps the first ``w/blocks`` channels of every block instead of the first ``w``.
+
 ``to_plain()`` returns an ordinary torch layer holding copies of the active slice,
 which is what an extracted sub-network is made of.
 """
@@ -19,6 +23,24 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 def _is_depthwise(conv: nn.Conv2d) -> bool:
     return conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
+
+
+def take(t: torch.Tensor | None, dim: int, full: int, blocks: int, n: int) -> torch.Tensor | None:
+    """The first ``n`` of ``full`` channels along ``dim``; with ``blocks`` blocks, the first
+    ``n / blocks`` of each block (a view when nothing is dropped or ``blocks`` is 1)."""
+    if t is None or n == full:
+        return t
+    if blocks <= 1:
+        return t.narrow(dim, 0, n)
+    return t.unflatten(dim, (blocks, full // blocks)).narrow(dim + 1, 0, n // blocks).flatten(dim, dim + 1)
+
+
+def block_index(full: int, blocks: int, n: int, device) -> torch.Tensor:
+    """Indices of the channels ``take`` keeps."""
+    size = full // blocks
+    keep = n // blocks
+    base = torch.arange(blocks, device=device).unsqueeze(1) * size
+    return (base + torch.arange(keep, device=device)).reshape(-1)
 
 
 class ElasticConv2d(nn.Conv2d):
@@ -44,6 +66,11 @@ class ElasticConv2d(nn.Conv2d):
         new.active_kernel = None
         new.kernel_sizes = (conv.kernel_size[0],)
         new.last_in_channels = conv.in_channels
+        # A grouped convolution writes its groups as blocks; readers of blocked spaces are set by
+        # the super-network (``SuperNetwork.from_model``).
+        grouped = conv.groups > 1 and not _is_depthwise(conv)
+        new.out_blocks = conv.groups if grouped else 1
+        new.in_blocks = 1
         return new
 
     def enable_kernel(self, kernel_sizes: tuple[int, ...]) -> None:
@@ -69,16 +96,19 @@ class ElasticConv2d(nn.Conv2d):
     def active_parameters(self, in_channels: int) -> tuple[torch.Tensor, torch.Tensor | None, int, tuple]:
         """(weight, bias, groups, padding) of the active slice for ``in_channels`` inputs."""
         weight, bias, groups = self.weight, self.bias, self.groups
-        if groups == 1:
-            out = self.active_out or self.out_channels
-            weight = weight[:out, :in_channels]
-        elif _is_depthwise(self):
+        full_out = self.out_channels
+        if _is_depthwise(self):
             out = in_channels
-            weight, groups = weight[:out], in_channels
+            weight, groups = take(weight, 0, full_out, self.out_blocks, out), in_channels
+        elif groups == 1:
+            out = self.active_out or full_out
+            weight = take(take(weight, 0, full_out, self.out_blocks, out), 1, self.in_channels, self.in_blocks,
+                          in_channels)
         else:
-            out = self.out_channels  # grouped convolutions are never width-elastic (see width.py)
-        if bias is not None:
-            bias = bias[:out]
+            # Grouped (ResNeXt): every group keeps its place and gets narrower, in and out.
+            out = self.active_out or full_out
+            weight = take(weight, 0, full_out, groups, out)[:, :in_channels // groups]
+        bias = take(bias, 0, full_out, self.out_blocks, out)
         padding = self.padding
         kernel = self.active_kernel or self.kernel_size[0]
         if kernel != self.kernel_size[0]:
@@ -126,13 +156,24 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
         new.adapting = False
         new._accumulated = None
         new.last_channels = bn.num_features
+        new.blocks = 1
         return new
+
+    def _index(self, channels: int) -> torch.Tensor | None:
+        """None: the active channels are the first ``channels``; else their indices (blocked layout)."""
+        if self.blocks <= 1 or channels == self.num_features:
+            return None
+        return block_index(self.num_features, self.blocks, channels, self.weight.device if self.affine
+                           else self.running_mean.device)
+
+    def _take(self, t: torch.Tensor | None, channels: int) -> torch.Tensor | None:
+        return take(t, 0, self.num_features, self.blocks, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channels = x.shape[1]
         self.last_channels = channels
-        weight = self.weight[:channels] if self.affine else None
-        bias = self.bias[:channels] if self.affine else None
+        weight = self._take(self.weight, channels) if self.affine else None
+        bias = self._take(self.bias, channels) if self.affine else None
         if self.adapting:
             with torch.no_grad():
                 mean = x.mean(dim=(0, 2, 3))
@@ -152,18 +193,35 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
             self.num_batches_tracked.add_(1)
             factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
         use_batch_stats = self.training or self.running_mean is None
-        running_mean = self.running_mean[:channels] if self.running_mean is not None else None
-        running_var = self.running_var[:channels] if self.running_var is not None else None
+        # Prefix slices are views (training updates them in place); blocked ones are copies
+        # (index_select, never views of the buffer), written back below.
+        index = self._index(channels)
+        if index is None:
+            running_mean = self.running_mean[:channels] if self.running_mean is not None else None
+            running_var = self.running_var[:channels] if self.running_var is not None else None
+        else:
+            running_mean = self.running_mean.index_select(0, index) if self.running_mean is not None else None
+            running_var = self.running_var.index_select(0, index) if self.running_var is not None else None
         if self.training and not self.track_running_stats:
             running_mean = running_var = None
-        return F.batch_norm(x, running_mean, running_var, weight, bias, use_batch_stats, factor, self.eps)
+        out = F.batch_norm(x, running_mean, running_var, weight, bias, use_batch_stats, factor, self.eps)
+        if index is not None and self.training and running_mean is not None:
+            with torch.no_grad():
+                self.running_mean.index_copy_(0, index, running_mean)
+                self.running_var.index_copy_(0, index, running_var)
+        return out
 
     def finish_adaptation(self) -> None:
         if self._accumulated is not None and self.running_mean is not None:
             mean, var, n = self._accumulated
             channels = mean.shape[0]
-            self.running_mean[:channels] = mean / n
-            self.running_var[:channels] = var / n
+            index = self._index(channels)
+            if index is None:
+                self.running_mean[:channels] = mean / n
+                self.running_var[:channels] = var / n
+            else:
+                self.running_mean.index_copy_(0, index, mean / n)
+                self.running_var.index_copy_(0, index, var / n)
         self._accumulated = None
         self.adapting = False
 
@@ -173,11 +231,11 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
                             device=self.weight.device if self.affine else None)
         with torch.no_grad():
             if self.affine:
-                bn.weight.copy_(self.weight[:channels])
-                bn.bias.copy_(self.bias[:channels])
+                bn.weight.copy_(self._take(self.weight, channels))
+                bn.bias.copy_(self._take(self.bias, channels))
             if self.running_mean is not None:
-                bn.running_mean.copy_(self.running_mean[:channels])
-                bn.running_var.copy_(self.running_var[:channels])
+                bn.running_mean.copy_(self._take(self.running_mean, channels))
+                bn.running_var.copy_(self._take(self.running_var, channels))
                 bn.num_batches_tracked.copy_(self.num_batches_tracked)
         return bn.train(self.training)
 
@@ -191,20 +249,25 @@ class ElasticFrozenBatchNorm2d(FrozenBatchNorm2d):
         for name in ("weight", "bias", "running_mean", "running_var"):
             new._buffers[name] = bn._buffers[name]
         new.last_channels = bn.weight.shape[0]
+        new.blocks = 1
         return new
+
+    def _take(self, name: str, channels: int) -> torch.Tensor:
+        t = self._buffers[name]
+        return take(t, 0, t.shape[0], self.blocks, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = x.shape[1]
         self.last_channels = c
-        scale = self.weight[:c] * (self.running_var[:c] + self.eps).rsqrt()
-        shift = self.bias[:c] - self.running_mean[:c] * scale
+        scale = self._take("weight", c) * (self._take("running_var", c) + self.eps).rsqrt()
+        shift = self._take("bias", c) - self._take("running_mean", c) * scale
         return x * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1)
 
     def to_plain(self) -> FrozenBatchNorm2d:
         channels = self.last_channels
         bn = FrozenBatchNorm2d(channels, self.eps)
         for name in ("weight", "bias", "running_mean", "running_var"):
-            bn._buffers[name] = self._buffers[name][:channels].clone()
+            bn._buffers[name] = self._take(name, channels).clone()
         return bn
 
 
@@ -218,22 +281,28 @@ class ElasticLinear(nn.Linear):
         new.train(linear.training)
         new.active_out = None
         new.last_in_features = linear.in_features
+        new.in_blocks = new.out_blocks = 1
         return new
+
+    def _active(self, in_features: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        out = self.active_out or self.out_features
+        weight = take(take(self.weight, 0, self.out_features, self.out_blocks, out), 1, self.in_features,
+                      self.in_blocks, in_features)
+        return weight, take(self.bias, 0, self.out_features, self.out_blocks, out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.last_in_features = x.shape[-1]
-        out = self.active_out or self.out_features
-        bias = self.bias[:out] if self.bias is not None else None
-        return F.linear(x, self.weight[:out, :x.shape[-1]], bias)
+        weight, bias = self._active(x.shape[-1])
+        return F.linear(x, weight, bias)
 
     def to_plain(self) -> nn.Linear:
-        out = self.active_out or self.out_features
         with torch.no_grad():
-            linear = nn.Linear(self.last_in_features, out, self.bias is not None, device=self.weight.device,
+            weight, bias = self._active(self.last_in_features)
+            linear = nn.Linear(weight.shape[1], weight.shape[0], bias is not None, device=self.weight.device,
                                dtype=self.weight.dtype)
-            linear.weight.copy_(self.weight[:out, :self.last_in_features])
-            if self.bias is not None:
-                linear.bias.copy_(self.bias[:out])
+            linear.weight.copy_(weight)
+            if bias is not None:
+                linear.bias.copy_(bias)
         return linear.train(self.training)
 
 

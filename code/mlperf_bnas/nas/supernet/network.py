@@ -20,8 +20,10 @@ Interface contract with the search (nas/search*.py) -- implemented as agreed, ex
 from __future__ import annotations
 
 import copy
+import fnmatch
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -120,6 +122,7 @@ class SuperNetwork:
         example_input = example_input[:1].detach().to(device)
         gm = trace(model)
         propagate_shapes(gm, example_input)
+        ignored = ScopeMatcher(options.ignored_scopes)
         blocks: list[Block] = []
         if "depth" in dims:
             d = options.depth
@@ -130,16 +133,33 @@ class SuperNetwork:
         groups: list[WidthGroup] = []
         if "width" in dims:
             for group in find_width_groups(gm):
-                group.widths = width_list(group.channels, options.width)
+                if any(ignored(p) for p in group.producers):
+                    continue  # ignored_scopes: an ignored layer keeps all its output channels
+                group.widths = width_list(group.channels, options.width, group.blocks)
                 if len(group.widths) > 1:
                     groups.append(group)
         kernels = find_kernel_convs(gm, options.kernel.max_num_kernels) if "kernel" in dims else {}
+        kernels = {name: sizes for name, sizes in kernels.items() if not ignored(name)}
         layers = _describe_layers(gm, groups)
         for node in gm.graph.nodes:
-            if node.op == "call_module":
+            if node.op == "call_module" and not isinstance(gm.get_submodule(node.target), ELASTIC_TYPES):
                 elastic = make_elastic(gm.get_submodule(node.target))
                 if elastic is not None:
                     _set_submodule(gm, node.target, elastic)
+        for group in groups:
+            if group.blocks > 1:  # blocked channels (grouped convolutions): every reader and writer knows
+                for name in group.producers:
+                    gm.get_submodule(name).out_blocks = group.blocks
+                for name in group.consumers:
+                    module = gm.get_submodule(name)
+                    if not (isinstance(module, nn.Conv2d) and module.groups > 1):  # grouped: by its groups
+                        module.in_blocks = group.blocks
+                for name in group.passthrough:
+                    module = gm.get_submodule(name)
+                    if isinstance(module, nn.Conv2d):
+                        module.out_blocks = group.blocks
+                    else:
+                        module.blocks = group.blocks
         for name, sizes in kernels.items():
             gm.get_submodule(name).enable_kernel(sizes)
         log.info("super-network: %d skippable blocks in %d groups, %d width groups, %d kernel-elastic convs",
@@ -369,14 +389,30 @@ class SuperNetwork:
         return {
             "blocks": [{"entry": b.entry, "exit": b.exit, "ops": b.num_ops} for b in self.blocks],
             "block_groups": [list(g) for g in self.block_groups],
-            "width_groups": [{"channels": g.channels, "widths": list(g.widths), "producers": list(g.producers)}
-                             for g in self.width_groups],
+            "width_groups": [{"channels": g.channels, "widths": list(g.widths), "blocks": g.blocks,
+                              "producers": list(g.producers)} for g in self.width_groups],
             "kernel_convs": {k: list(v) for k, v in self.kernel_sizes.items()},
             "indicators": dict(self.indicators), "active_dims": list(self.active_dims),
             "space_size": space.size(),
             "macs": {"maximum": self.macs(space.maximum()), "minimum": self.macs(space.minimum())},
             "params": {"maximum": self.params(space.maximum()), "minimum": self.params(space.minimum())},
         }
+
+
+class ScopeMatcher:
+    """``elasticity.ignored_scopes`` (NNCF's syntax): a layer name matches an entry that names it
+    or one of its parent modules, as a glob (``backbone.fpn``, ``head.*.conv``) or, prefixed with
+    ``{re}``, a regular expression matched against the whole name."""
+
+    def __init__(self, patterns) -> None:
+        self.globs = [p for p in patterns or () if not p.startswith("{re}")]
+        self.regexes = [re.compile(p[len("{re}"):]) for p in patterns or () if p.startswith("{re}")]
+
+    def __call__(self, name: str) -> bool:
+        parts = name.split(".")
+        prefixes = [".".join(parts[:k]) for k in range(1, len(parts) + 1)]
+        return (any(fnmatch.fnmatchcase(p, g) for p in prefixes for g in self.globs)
+                or any(r.fullmatch(name) for r in self.regexes))
 
 
 def _set_submodule(root: nn.Module, target: str, module: nn.Module) -> None:

@@ -1,16 +1,25 @@
 """Elastic width: channel groups read off the traced graph, width lists, weight re-organisation.
 
-Every tensor's channel axis belongs to a *channel space*. A convolution (groups=1) or
-linear layer starts a new space; batch norms, activations, pooling and depthwise
-convolutions pass theirs through; an elementwise add/mul of two tensors merges their
-spaces (so the residual stream of a ResNet stage is one group). A space touched by an
-operation we cannot slice (a grouped convolution, a concat, an indexing, the network
-input or output...) is fixed. Each remaining space with at least one producer is an
-elastic width group.
+Every tensor's channel axis belongs to a *channel space*. A convolution or linear layer
+starts a new space; batch norms, activations, pooling and depthwise convolutions pass
+theirs through; an elementwise add/mul of two tensors merges their spaces (so the residual
+stream of a ResNet stage is one group). A space touched by an operation we cannot slice (a
+concat, an indexing, the network input or output...) is fixed. Each remaining space with at
+least one producer is an elastic width group.
+
+* A grouped convolution (``groups=G``, not depthwise: ResNeXt's 32 groups) reads and writes
+  spaces laid out in ``G`` contiguous blocks, one per group. Such a space is *blocked*: its
+  widths are multiples of ``G`` and a width ``w`` keeps the first ``w/G`` channels of every
+  block, so the convolution keeps its ``G`` groups, each narrower. Spaces merged with a
+  differently blocked space are fixed.
+* A layer applied several times (RetinaNet's head runs the same convolutions on every
+  pyramid level) reads one space and writes one space over all its uses: the spaces its
+  uses read are merged, so the width stays consistent across the uses.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -33,14 +42,18 @@ class WidthGroup:
     passthrough: list[str] = field(default_factory=list)  # BNs and depthwise convs (dim 0)
     consumers: list[str] = field(default_factory=list)    # conv/linear modules reading them (dim 1)
     widths: list[int] = field(default_factory=list)       # descending, widths[0] == channels
+    #: Channel blocks (a grouped convolution's groups): widths are multiples of it and a width
+    #: keeps the first width/blocks channels of each block. 1: a width keeps the first channels.
+    blocks: int = 1
 
 
 class _Spaces:
-    """Union-find over channel spaces."""
+    """Union-find over channel spaces, with each space's block count (grouped convolutions)."""
 
     def __init__(self) -> None:
         self.parent: list[int] = []
         self.fixed: set[int] = set()
+        self.blocks: dict[int, int] = {}
 
     def new(self, fixed: bool = False) -> int:
         self.parent.append(len(self.parent))
@@ -60,7 +73,19 @@ class _Spaces:
             self.parent[rb] = ra
             if rb in self.fixed:
                 self.fixed.add(ra)
+            self.constrain(ra, self.blocks.pop(rb, 1))
         return ra
+
+    def constrain(self, s: int, blocks: int) -> None:
+        """Space ``s`` is laid out in ``blocks`` blocks; a space blocked two ways is fixed."""
+        if blocks <= 1:
+            return
+        root = self.find(s)
+        current = self.blocks.get(root, 1)
+        if current == 1:
+            self.blocks[root] = blocks
+        elif current != blocks:
+            self.fix(root)
 
     def fix(self, s: int) -> None:
         self.fixed.add(self.find(s))
@@ -96,6 +121,9 @@ def find_width_groups(gm: fx.GraphModule) -> list[WidthGroup]:
     for node in gm.graph.nodes:
         if node.op == "call_module":
             calls[node.target] = calls.get(node.target, 0) + 1
+    # A layer applied several times: the space its first use reads and the one it writes.
+    shared_in: dict[str, int] = {}
+    shared_out: dict[str, int] = {}
     for node in gm.graph.nodes:
         inputs = [a for a in node.all_input_nodes if a in space]
         if node.op in ("placeholder", "get_attr"):
@@ -111,21 +139,27 @@ def find_width_groups(gm: fx.GraphModule) -> list[WidthGroup]:
         first = inputs[0] if inputs else None
         module = gm.get_submodule(node.target) if node.op == "call_module" else None
         stateful = module is not None and any(True for _ in [*module.parameters(), *module.buffers()])
-        if stateful and calls[node.target] > 1:
-            for a in inputs:  # a layer applied twice: its slices would have to agree, keep it whole
+        if stateful and calls[node.target] > 1 and node.target in shared_in:
+            # A later use of a layer applied several times: same spaces as its first use.
+            spaces.union(shared_in[node.target], space[first])
+            for a in inputs[1:]:
+                spaces.fix(space[a])
+            space[node] = shared_out[node.target]
+            continue
+        if stateful and calls[node.target] > 1 and not _shareable(module, first):
+            for a in inputs:  # a layer applied twice whose slices we cannot keep in step: keep it whole
                 spaces.fix(space[a])
             new_space(node, fixed=True)
         elif module is not None and _is_conv(module):
-            if module.groups == 1:
-                consumers.setdefault(space[first], []).append(node.target)
-                s = new_space(node)
-                producers.setdefault(s, []).append(node.target)
-            elif module.groups == module.in_channels == module.out_channels:
+            if module.groups == module.in_channels == module.out_channels and module.groups > 1:
                 space[node] = space[first]
                 passthrough.setdefault(space[first], []).append(node.target)
             else:
-                spaces.fix(space[first])
-                new_space(node, fixed=True)
+                consumers.setdefault(space[first], []).append(node.target)
+                spaces.constrain(space[first], module.groups)
+                s = new_space(node)
+                spaces.constrain(s, module.groups)
+                producers.setdefault(s, []).append(node.target)
         elif isinstance(module, nn.Linear):
             in_shape = shape_of(first)
             if in_shape is not None and len(in_shape) == 2:
@@ -165,6 +199,9 @@ def find_width_groups(gm: fx.GraphModule) -> list[WidthGroup]:
             for a in inputs:
                 spaces.fix(space[a])
             new_space(node, fixed=True)
+        if stateful and calls[node.target] > 1 and node in space and first is not None:
+            shared_in[node.target] = space[first]
+            shared_out[node.target] = space[node]
 
     groups: dict[int, WidthGroup] = {}
     order: list[int] = []
@@ -173,7 +210,7 @@ def find_width_groups(gm: fx.GraphModule) -> list[WidthGroup]:
         if spaces.is_fixed(root):
             continue
         if root not in groups:
-            groups[root] = WidthGroup(channels=channels[root])
+            groups[root] = WidthGroup(channels=channels[root], blocks=spaces.blocks.get(root, 1))
         g = groups[root]
         g.producers += producers.get(s, [])
         g.passthrough += passthrough.get(s, [])
@@ -183,6 +220,16 @@ def find_width_groups(gm: fx.GraphModule) -> list[WidthGroup]:
         if root in groups and groups[root].producers and root not in order:
             order.append(root)
     return [groups[r] for r in order]
+
+
+def _shareable(module: nn.Module, first: fx.Node | None) -> bool:
+    """Layers whose repeated uses can share one slice: convolutions, 2-D linear layers, batch norms."""
+    if first is None:
+        return False
+    if isinstance(module, (nn.BatchNorm2d, FrozenBatchNorm2d)) or _is_conv(module):
+        return True
+    in_shape = shape_of(first)
+    return isinstance(module, nn.Linear) and in_shape is not None and len(in_shape) == 2
 
 
 def _is_flatten_of_pooled(node: fx.Node, first: fx.Node | None, module: nn.Module | None) -> bool:
@@ -198,18 +245,23 @@ def _is_flatten_of_pooled(node: fx.Node, first: fx.Node | None, module: nn.Modul
     return is_flatten and all(d == 1 for d in in_shape[2:]) and out_shape[1] == in_shape[1]
 
 
-def width_list(channels: int, options) -> list[int]:
-    """Widths of a group of ``channels`` channels, largest first (``channels`` always included)."""
+def width_list(channels: int, options, blocks: int = 1) -> list[int]:
+    """Widths of a group of ``channels`` channels, largest first (``channels`` always included).
+
+    Widths are multiples of 8 (SIMD-friendly); in a blocked group (grouped convolution of
+    ``blocks`` groups) multiples of lcm(8, blocks), so every group keeps whole channels.
+    """
+    quantum = 8 if blocks <= 1 else math.lcm(8, blocks)
     if options.width_multipliers:
         widths = {channels}
         for m in options.width_multipliers:
-            widths.add(min(channels, max(8, int(round(channels * m / 8.0)) * 8)))
+            widths.add(min(channels, max(quantum, int(round(channels * m / quantum)) * quantum)))
         out = sorted(widths, reverse=True)
     else:
         out = [channels]
         w = channels - options.width_step
         while w >= options.min_width:
-            rounded = max(8, (w // 8) * 8)
+            rounded = max(quantum, (w // quantum) * quantum)
             if rounded < out[-1] and rounded >= options.min_width:
                 out.append(rounded)
             w -= options.width_step
@@ -239,7 +291,11 @@ def reorganize_group(gm: nn.Module, group: WidthGroup, method: str) -> torch.Ten
     so the full-width network computes exactly the same function. Returns the permutation.
     """
     importance = sum(filter_importance(gm.get_submodule(p).weight, method) for p in group.producers)
-    perm = torch.argsort(importance, descending=True, stable=True)
+    blocks = group.blocks
+    size = group.channels // blocks
+    # In a blocked group channels move only within their block (a grouped convolution's group).
+    local = torch.argsort(importance.reshape(blocks, size), dim=1, descending=True, stable=True)
+    perm = (local + size * torch.arange(blocks, device=local.device).unsqueeze(1)).reshape(-1)
 
     def permute(t: torch.Tensor | None, dim: int) -> None:
         if t is not None:
@@ -252,5 +308,14 @@ def reorganize_group(gm: nn.Module, group: WidthGroup, method: str) -> torch.Ten
         for buf in ("running_mean", "running_var"):
             permute(getattr(m, buf, None), 0)
     for name in group.consumers:
-        permute(gm.get_submodule(name).weight, 1)
+        module = gm.get_submodule(name)
+        if isinstance(module, nn.Conv2d) and module.groups > 1:
+            # A grouped convolution reads block g through its g-th group of filters: permute the
+            # input channels of each group's filters by that block's own order.
+            w = module.weight
+            grouped = w.reshape(blocks, w.shape[0] // blocks, size, *w.shape[2:])
+            index = local.to(w.device).reshape(blocks, 1, size, *([1] * (w.dim() - 2))).expand_as(grouped)
+            w.copy_(torch.gather(grouped, 2, index).reshape(w.shape))
+        else:
+            permute(module.weight, 1)
     return perm
