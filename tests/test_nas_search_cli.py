@@ -166,12 +166,13 @@ def test_every_algorithm_on_the_demo_supernet(supernet_path, tmp_path, algo):
     from mlperf_bnas.nas.search.tactics import LocalPool, run_search
     from mlperf_bnas.nas.search.settings import ALGORITHM_OBJECTIVES, build_settings
     from mlperf_bnas.nas.search.measure import SupernetEvaluator
-    from mlperf_bnas.nas.search.targets import SEARCH_TARGETS, model_builder
+    from mlperf_bnas.nas.search.targets import search_target
     from mlperf_bnas.nas.supernet.network import SuperNetwork
 
     ckpt = torch.load(supernet_path, map_location="cpu", weights_only=True)
-    supernet = SuperNetwork.load(supernet_path, model_builder("digits_resnet", ckpt["state_dict"]))
-    bn, val = SEARCH_TARGETS.get("digits_resnet")().loaders(None, 0.25, 0)
+    target = search_target("digits_resnet", {}, ckpt["example_input_shape"])
+    supernet = SuperNetwork.load(supernet_path, target.architecture_builder(ckpt["state_dict"]))
+    bn, val = target.loaders(None, 0.25, 0)
     metrics = {1: ["accuracy"], 2: ["accuracy", "macs"], 3: ["accuracy", "macs", "params"]}[ALGORITHM_OBJECTIVES[algo][0]]
     s = build_settings({}, {"algorithm": algo, "optimization_metrics": metrics, "num_evals": 8, "population": 4,
                             "num_bn_samples": 64})

@@ -178,14 +178,13 @@ def test_resnet50_benchmark_reads_an_exported_subnet(supernet, images, tmp_path)
     """The ResNet-50 benchmark's CHECKPOINT= loader delegates to load_subnet and takes the
     sub-network's own preprocessing."""
     from mlperf_bnas.models.entry import create_model
-    from mlperf_bnas.nas.train.steps import preprocess_for
     from mlperf_bnas.pipeline import build_module, checkpoint_spec
 
     config = supernet.space.minimum()
     subnet = supernet.extract_subnet(config)
     path = tmp_path / "subnet.pt"
-    save_subnet(subnet, config, "resnet50", preprocess_for("resnet50", (1, 3, 64, 64)), path)
     entry = create_model("resnet50", {})
+    save_subnet(subnet, config, "resnet50", entry.nas_export_preprocess((1, 3, 64, 64)), path, {}, (1, 3, 64, 64))
     spec = checkpoint_spec(entry, path)
     assert spec.size == 64 and spec.resize == 73
     built = build_module(entry, path)

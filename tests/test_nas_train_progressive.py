@@ -172,7 +172,7 @@ def test_imagefolder_training(teacher, tmp_path):
     path.write_text(json.dumps(cfg))
     supernet, state = train_from_config(path, tmp_path / "run", teacher, resume=False,
                                         data_dir=str(tmp_path / "data"), progress=False)
-    assert len(state.history) == 1 and 0.0 <= state.history[0]["top1_max"] <= 100.0
+    assert len(state.history) == 1 and 0.0 <= state.history[0]["accuracy_max"] <= 100.0
     assert (tmp_path / "run" / "supernet.pt").is_file()
     with pytest.raises(UserError, match="train/ and val/"):
         train_from_config(path, tmp_path / "run2", teacher, resume=False, data_dir=str(tmp_path), progress=False)

@@ -228,7 +228,7 @@ def bench_linas_hv(args) -> dict:
     from mlperf_bnas.nas.search.tactics import LocalPool, run_search
     from mlperf_bnas.nas.search.settings import build_settings
     from mlperf_bnas.nas.search.measure import SupernetEvaluator
-    from mlperf_bnas.nas.search.targets import SEARCH_TARGETS, model_builder
+    from mlperf_bnas.nas.search.targets import search_target
     from mlperf_bnas.nas.supernet.network import SuperNetwork
 
     # One thread: the measurements are counted, not timed, and one thread wastes least on a busy machine.
@@ -237,11 +237,13 @@ def bench_linas_hv(args) -> dict:
     if not path.is_file():
         sys.exit(f"{path}: trained super-network not found; run code/bootstrapnas/run_demo.sh first")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    base = (ckpt.get("extra") or {}).get("base_model", "digits_resnet")
-    supernet = SuperNetwork.load(path, model_builder(base, ckpt["state_dict"]))
-    target = SEARCH_TARGETS.get(base)()
+    extra = ckpt.get("extra") or {}
+    target = search_target(extra.get("base_model", "digits_resnet"), extra.get("model_options"),
+                           ckpt["example_input_shape"])
+    supernet = SuperNetwork.load(path, target.architecture_builder(ckpt["state_dict"]))
     bn, val = target.loaders(None, 1.0, 0)
-    evaluator = SupernetEvaluator(supernet, ("accuracy", "macs", "params"), bn, val, args.bn_samples)
+    evaluator = SupernetEvaluator(supernet, ("accuracy", "macs", "params"), bn, val, args.bn_samples,
+                                  accuracy=target.accuracy)
     cache: dict[str, dict] = {}
 
     class Cached:

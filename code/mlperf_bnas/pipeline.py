@@ -128,7 +128,7 @@ def build_module(entry: ModelEntry, checkpoint: str | Path | None):
         if subnet is not None:
             from mlperf_bnas.nas.export import build_subnet
 
-            return build_subnet(subnet, where=str(checkpoint))
+            return build_subnet(subnet, where=str(checkpoint), entry=entry)
     return entry.build(Path(checkpoint) if checkpoint is not None else None)
 
 

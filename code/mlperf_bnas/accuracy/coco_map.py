@@ -64,11 +64,18 @@ def detections_from_log(results: Sequence[dict[str, Any]], images: list[dict[str
     return detections, image_ids, counts
 
 
-def evaluate(annotation_file: Path, detections: list[dict[str, Any]], image_ids: set[int]) -> tuple[float, str]:
-    """COCOeval bbox over ``image_ids``: (mAP in %, pycocotools' printed output)."""
+def evaluate(annotation_file: Path | dict[str, Any], detections: list[dict[str, Any]],
+             image_ids: set[int]) -> tuple[float, str]:
+    """COCOeval bbox over ``image_ids``: (mAP in %, pycocotools' printed output). The ground truth is
+    a COCO annotation file or the COCO dataset itself (``images``, ``annotations``, ``categories``)."""
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        coco_gt = COCO(str(annotation_file))
+        if isinstance(annotation_file, dict):
+            coco_gt = COCO()
+            coco_gt.dataset = annotation_file
+            coco_gt.createIndex()
+        else:
+            coco_gt = COCO(str(annotation_file))
         if detections:
             coco_dt = coco_gt.loadRes(detections)
         else:

@@ -108,11 +108,10 @@ def build_pytorch(ctx: BuildContext) -> Path:
         samples = ctx.calibration.samples[:qcfg.subset_size]
         bs = qcfg.calibration_batch_size
         inputs = [entry.to_torch_input(samples[i:i + bs], ctx.spec) for i in range(0, len(samples), bs)]
-        prepare = getattr(entry, "prepare_for_quantization", None)
-        target = prepare(module) if prepare else module
-        ignored = list(getattr(entry, "quantization_ignored_modules", lambda: [])())
+        target = entry.prepare_for_quantization(module)
+        ignored = list(entry.quantization_ignored_modules())
         quantized, record = quantize_torch_fx(target, entry.example_input(bs), inputs, qcfg, ignored)
-        record["model_rewrites"] = getattr(entry, "quantization_rewrites", lambda: [])()
+        record["model_rewrites"] = entry.quantization_rewrites()
         info["quantization"] = record
         module = quantized
     else:

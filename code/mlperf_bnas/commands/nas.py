@@ -21,16 +21,23 @@ from mlperf_bnas.nas.search.settings import (
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, type=Path, help="BootstrapNAS config (.json/.yaml, NNCF format)")
     p.add_argument("--output-dir", required=True, type=Path, help="folder for checkpoints and the training log")
-    p.add_argument("--pretrained", help="pre-trained weights (state dict file), or 'torchvision' for resnet50")
-    p.add_argument("--data-dir", help="dataset root for dataset 'imagefolder'")
+    p.add_argument("--pretrained", help="pre-trained weights (state dict file), 'torchvision' for resnet50; "
+                                        "unset for retinanet: seeded weights (synthetic runs)")
+    p.add_argument("--data-dir", help="the config's dataset folder (imagefolder: train/ and val/; openimages: "
+                                      "the OpenImages root; unset for digits and RetinaNet's synthetic images)")
     p.add_argument("--resume", action="store_true", help="continue from <output-dir>/supernet_last.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value by its dotted path, e.g. input_info.sample_size=[1,3,256,256] "
+                        "(a reduced image size), dataset=synthetic, bootstrapNAS.training.train_steps=4; recorded "
+                        "in the checkpoint")
 
 
 def _train(args: argparse.Namespace) -> int:
     from mlperf_bnas.nas.train.steps import train
 
-    summary = train(args.config, args.output_dir, args.pretrained, args.data_dir, args.resume, not args.no_progress)
+    summary = train(args.config, args.output_dir, args.pretrained, args.data_dir, args.resume, not args.no_progress,
+                    tuple(args.overrides))
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -41,13 +48,14 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--subnet", default="min", help="max, min, a JSON config, or a .json file (a search result row)")
     p.add_argument("--output", required=True, type=Path, help="sub-network checkpoint to write (.pt)")
     p.add_argument("--bn-samples", type=int, default=0,
-                   help="re-calibrate BN statistics on this many training samples first (digits dataset only)")
+                   help="re-calibrate BN statistics on this many samples of the super-network's training data first")
+    p.add_argument("--data-dir", help="the training data's folder, when the super-network's dataset needs one")
 
 
 def _export(args: argparse.Namespace) -> int:
     from mlperf_bnas.nas.train.steps import export_subnet
 
-    print(json.dumps(export_subnet(args.supernet, args.subnet, args.output, args.bn_samples)))
+    print(json.dumps(export_subnet(args.supernet, args.subnet, args.output, args.bn_samples, args.data_dir)))
     return 0
 
 
@@ -57,12 +65,14 @@ def _info_args(p: argparse.ArgumentParser) -> None:
     src.add_argument("--supernet", type=Path, help="a super-network checkpoint")
     src.add_argument("--config", type=Path, help="a BootstrapNAS config: describe the super-network it generates")
     p.add_argument("--nodes", action="store_true", help="also list the traced graph's node names")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --config: override a config value by its dotted path")
 
 
 def _info(args: argparse.Namespace) -> int:
     from mlperf_bnas.nas.train.steps import describe
 
-    print(json.dumps(describe(args.supernet, args.config, args.nodes), indent=2))
+    print(json.dumps(describe(args.supernet, args.config, args.nodes, tuple(args.overrides)), indent=2))
     return 0
 
 

@@ -1,21 +1,33 @@
-"""The models registry: a model entry says how to build a network and what it eats.
+"""The models registry: one descriptor per model, which knows everything about that model.
 
-An entry is a class constructed from its validated ``model_options``; it gives
-``build(checkpoint) -> torch.nn.Module`` (FP32, eval mode), the
-``PreprocessSpec`` of the cached samples (``preprocess_spec()``),
-``to_torch_input(samples)`` (cached samples -> the module's float input),
-``example_input(batch)``, how to label synthetic data (``make_labeller``) and the
-name of its LoadGen postprocessor. A model that accepts exported BootstrapNAS
-sub-networks as its checkpoint names their base (``subnet_base``) and turns a
-sub-network's recorded preprocessing into its own cache form (``subnet_preprocess_spec``);
-the sub-network itself is rebuilt above this layer (``pipeline.build_module``).
+An entry is a class constructed from its validated ``model_options`` (as timm's registry
+entry is one place per architecture). Adding a model is one file that registers a subclass;
+the pipeline, the backends, the NAS steps and the packager ask the descriptor and never
+branch on a model's name. It gives:
+
+* the benchmark side: ``build(checkpoint) -> torch.nn.Module`` (FP32, eval mode), the
+  ``PreprocessSpec`` of the cached samples (``preprocess_spec()``), ``to_torch_input(samples)``
+  (cached samples -> the module's input), ``example_input(batch)``, how to label synthetic
+  data (``make_labeller``), the name of its LoadGen postprocessor, its default MLPerf
+  calibration list (``calibration_list``) and its INT8 hooks (``prepare_for_quantization``,
+  ``quantization_rewrites``, ``quantization_ignored_modules``);
+* sub-networks: a model that accepts exported BootstrapNAS sub-networks as its checkpoint
+  names their base (``subnet_base``), maps their recorded preprocessing to its cache form
+  (``subnet_preprocess_spec``) and may rebuild them as its own module class
+  (``build_subnet``; otherwise the NAS graph tools rebuild them, above this layer);
+* BootstrapNAS (``nas_*``): the architecture a super-network is generated from, the
+  pre-trained teacher, the training data and loss (knowledge distillation), the accuracy a
+  search maximises, the search's data and its latency runtime.
+
+Every optional hook is declared here with its default (a classifier's, where one exists), so
+callers never probe with ``hasattr``; a model without NAS support says so in one line.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Sequence
 
 import numpy as np
 
@@ -25,14 +37,35 @@ from mlperf_bnas.errors import UserError
 from mlperf_bnas.registry import Registry
 
 
+#: Channel statistics of ImageNet on the 0..1 scale (torchvision's transforms).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
 class ModelEntry(ABC):
     #: Frozen dataclass of ``model_options``.
     Options: ClassVar[type]
     #: Name in ``loadgen.postprocess.POSTPROCESSORS`` turning raw outputs into LoadGen responses.
     postprocess: ClassVar[str]
-    #: Base-model name (``nas.export.BASE_MODELS``) of the NAS sub-networks this model takes as
-    #: its checkpoint; None: it takes none.
+    #: ``MODELS`` name of the base model whose NAS sub-networks this model takes as its
+    #: checkpoint (its own name); None: it takes none.
     subnet_base: ClassVar[str | None] = None
+    #: File name of the MLPerf calibration list this model's benchmark calibrates on by default
+    #: (the dataset looks for it); None: the dataset's own calibration split decides.
+    calibration_list: ClassVar[str | None] = None
+    #: Benchmark directory (``code/<name>``) whose backend a NAS search times sub-networks on
+    #: (``latency_runtime`` "pytorch": the benchmark's own build and backend); None: none.
+    nas_benchmark: ClassVar[str | None] = None
+    #: Default latency runtime of a NAS search: "openvino", "pytorch" (the benchmark's INT8
+    #: PyTorch backend) or "torch" (eager FP32, for development).
+    nas_latency_runtime: ClassVar[str] = "torch"
+    #: What ``nas_accuracy`` measures (logs and records name it).
+    nas_metric: ClassVar[str] = "top-1 %"
+    #: Keep BatchNorm statistics fixed while the super-network trains (detectors: small batches).
+    nas_freeze_bn: ClassVar[bool] = False
+    #: The elastic dimensions this model's super-network may have; a training config asking for
+    #: another is refused, naming the key.
+    nas_elasticity_dims: ClassVar[tuple[str, ...]] = ("kernel", "width", "depth")
 
     def __init__(self, options: Any):
         self.options = options
@@ -58,6 +91,142 @@ class ModelEntry(ABC):
         samples = np.zeros((batch, *spec.sample_shape), dtype=np.dtype(spec.dtype))
         return self.to_torch_input(samples, spec)
 
+    # -- INT8 hooks (the PyTorch builder) ---------------------------------------------------
+    def prepare_for_quantization(self, module):
+        """The FP32 module rewritten for quantization (same outputs); default: unchanged."""
+        return module
+
+    def quantization_rewrites(self) -> list[str]:
+        """What ``prepare_for_quantization`` changed, one sentence each (the build record)."""
+        return []
+
+    def quantization_ignored_modules(self) -> list[str]:
+        """Modules NNCF leaves in float (the build record names them)."""
+        return []
+
+    # -- sub-networks ----------------------------------------------------------------------
+    def build_subnet(self, subnet: dict[str, Any], where: str):
+        """An exported sub-network (``nas.export``'s checked checkpoint dict) as this model's own
+        module class, or None: then the NAS graph tools rebuild it generically (the base
+        architecture traced, skipped blocks removed, layers resized to the stored weights)."""
+        return None
+
+    # -- BootstrapNAS ------------------------------------------------------------------------
+    def at_input_size(self, input_size: Sequence[int]) -> "ModelEntry":
+        """This descriptor for inputs of ``input_size`` (N, C, H, W): a super-network trained or
+        searched at a reduced size is built and timed at that size. Default: the same."""
+        return self
+
+    def _no_nas(self, what: str):
+        raise UserError(f"model {type(self).__name__} has no BootstrapNAS support ({what}); "
+                        f"use a model whose descriptor implements it (models/)")
+
+    def nas_architecture(self, input_size: Sequence[int], state_dict: dict | None = None):
+        """The architecture (random weights) a super-network is generated from or loaded into,
+        for inputs of ``input_size`` (N, C, H, W); ``state_dict``, when given, decides sizes the
+        options leave open (e.g. the class count of stored weights)."""
+        self._no_nas("architecture")
+
+    def nas_example_input(self, input_size: Sequence[int]):
+        """One input batch of ``input_size`` for tracing (the model's own dtype)."""
+        import torch
+
+        return torch.zeros(tuple(input_size))
+
+    def nas_pretrained(self, source: str | None, input_size: Sequence[int]):
+        """The pre-trained FP32 model (the teacher) from ``source``: a state-dict file here."""
+        from mlperf_bnas.fileio import load_checkpoint
+
+        if source is None:
+            raise UserError(f"model {type(self).__name__} needs pre-trained weights: pass --pretrained FILE "
+                            "(a state dict saved with torch.save(model.state_dict(), path))")
+        path = Path(source)
+        obj = load_checkpoint(path, "pre-trained weights file",
+                              "pass a state dict saved with torch.save(model.state_dict(), path)")
+        if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+            obj = obj["state_dict"]
+        import torch
+
+        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise UserError(f"{path}: expected a state dict of tensors")
+        model = self.nas_architecture(input_size, obj)
+        try:
+            model.load_state_dict(obj)
+        except RuntimeError as exc:
+            raise UserError(f"{path}: weights do not fit {type(self).__name__} "
+                            f"({str(exc).splitlines()[0]})") from None
+        return model.eval()
+
+    def nas_student(self, teacher, input_size: Sequence[int]):
+        """The network the super-network is generated from, given the teacher; default: the teacher."""
+        return teacher
+
+    def nas_export_preprocess(self, input_size: Sequence[int]) -> dict[str, Any]:
+        """What an exported sub-network records as its preprocessing (``subnet_preprocess_spec``
+        reads it back); default: torchvision's ImageNet evaluation transform at ``input_size``."""
+        size = int(input_size[-1])
+        return {"input_size": [int(v) for v in input_size[1:]], "mean": list(IMAGENET_MEAN),
+                "std": list(IMAGENET_STD), "resize": int(round(size / 0.875)), "crop": size,
+                "interpolation": "bilinear"}
+
+    def nas_latency_spec(self, input_size: Sequence[int]) -> PreprocessSpec | None:
+        """The benchmark's cache form at ``input_size`` (what its built model reads), for latency on
+        the benchmark's runtime; None: only eager torch latency."""
+        return None
+
+    def nas_train_data(self, dataset: str, data_dir: str | None, batch_size: int, seed: int,
+                       input_size: Sequence[int], teacher=None,
+                       options: dict | None = None) -> tuple[Iterable, Iterable]:
+        """(train, validation) loaders for the config's ``dataset``: training batches of
+        ``(inputs, targets)``, and what ``nas_accuracy`` measures on (``teacher``: the pre-trained
+        model, for a model whose accuracy is measured against it; ``options``: the config's
+        ``dataset_options``).
+
+        A classifier's: ``imagefolder``, ``data_dir`` holding ``train/`` and ``val/`` class folders
+        (ImageNet's layout), ImageNet's augmentation and evaluation transforms."""
+        if dataset != "imagefolder":
+            raise UserError(f"dataset {dataset!r}: model {type(self).__name__} trains on 'imagefolder' (--data-dir "
+                            "with train/ and val/ class folders)")
+        if options:
+            raise UserError(f"dataset_options {sorted(options)}: dataset 'imagefolder' takes none")
+        if not data_dir:
+            raise UserError("dataset 'imagefolder' needs --data-dir holding train/ and val/ class folders")
+        import os
+
+        import torchvision.transforms as T
+        from torch.utils.data import DataLoader
+        from torchvision.datasets import ImageFolder
+
+        root = Path(data_dir)
+        for split in ("train", "val"):
+            if not (root / split).is_dir():
+                raise UserError(f"{root / split}: missing; --data-dir must hold train/ and val/ class folders")
+        size = int(input_size[-1])
+        norm = T.Normalize(list(IMAGENET_MEAN), list(IMAGENET_STD))
+        train = ImageFolder(root / "train", T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(),
+                                                       T.ToTensor(), norm]))
+        val = ImageFolder(root / "val", T.Compose([T.Resize(int(size / 0.875)), T.CenterCrop(size), T.ToTensor(),
+                                                   norm]))
+        workers = min(4, os.cpu_count() or 1)
+        return (DataLoader(train, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True),
+                DataLoader(val, batch_size=batch_size, shuffle=False, num_workers=workers))
+
+    def nas_loss(self, student_out, teacher_out, targets, temperature: float, weight: float):
+        """Training loss of a sub-network given the teacher's outputs on the same batch
+        (knowledge distillation); a classifier's: ``classifier_distillation_loss``."""
+        return classifier_distillation_loss(student_out, teacher_out, targets, temperature, weight)
+
+    def nas_accuracy(self, model, val_loader: Iterable) -> float:
+        """What a search maximises (``nas_metric``), measured on ``val_loader``: top-1 (%)."""
+        return top1(model, val_loader)
+
+    def nas_search_data(self, dataset_path: Path | None, fraction: float, seed: int, input_size: Sequence[int],
+                        training: dict | None = None) -> tuple[Iterable, Iterable]:
+        """(BN re-calibration batches, accuracy batches) of a search: disjoint, deterministic.
+        ``training``: what the super-network checkpoint recorded of its training (dataset, data
+        folder, teacher weights)."""
+        self._no_nas("search data")
+
     def make_labeller(self, module, spec: PreprocessSpec, batch: int = 16) -> Callable[[Sequence[Path]], list]:
         """labeller(image paths) -> the synthetic ground truth: here the FP32 ``module``'s top-1
         class per image (classifiers); detectors label with their own detections."""
@@ -79,9 +248,43 @@ class ModelEntry(ABC):
         return label
 
 
+def classifier_distillation_loss(student_out, teacher_out, targets, temperature: float, weight: float):
+    """Cross-entropy plus ``weight`` x knowledge distillation (KL divergence of the
+    temperature-softened outputs, scaled by T^2) from the teacher."""
+    import torch.nn.functional as F
+
+    loss = F.cross_entropy(student_out, targets)
+    if weight > 0:
+        kd = F.kl_div(F.log_softmax(student_out / temperature, dim=1), F.softmax(teacher_out / temperature, dim=1),
+                      reduction="batchmean") * temperature * temperature
+        loss = loss + weight * kd
+    return loss
+
+
+def top1(model, loader: Iterable, device=None) -> float:
+    """Top-1 accuracy (%) of ``model`` over ``(inputs, labels)`` batches."""
+    import torch
+
+    if device is None:
+        device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for x, y in loader:
+            pred = model(x.to(device)).argmax(dim=1)
+            correct += int((pred == y.to(device)).sum())
+            total += int(y.shape[0])
+    model.train(was_training)
+    if total == 0:
+        raise ValueError("top-1 over an empty validation loader")
+    return 100.0 * correct / total
+
+
 MODELS: Registry[type[ModelEntry]] = Registry("model")
 MODELS.register_lazy("resnet50", "mlperf_bnas.models.resnet50")
 MODELS.register_lazy("retinanet", "mlperf_bnas.models.retinanet")
+MODELS.register_lazy("digits_resnet", "mlperf_bnas.models.digits")
 
 
 def create_model(name: str, options: dict[str, Any], where: str = "model_options") -> ModelEntry:

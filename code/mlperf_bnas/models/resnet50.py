@@ -22,7 +22,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -97,6 +97,9 @@ def settle_seeded_weights(model: torch.nn.Module, inputs: torch.Tensor) -> None:
 class ResNet50(ModelEntry):
     postprocess = "argmax"
     subnet_base = "resnet50"
+    calibration_list = "cal_image_list_option_1.txt"   # MLPerf's ResNet-50 list (option 1)
+    nas_benchmark = "resnet50-openvino"
+    nas_latency_runtime = "openvino"
 
     @dataclass(frozen=True)
     class Options:
@@ -154,3 +157,65 @@ class ResNet50(ModelEntry):
                             for i in range(_STATS_IMAGES)])
         settle_seeded_weights(model, self.to_torch_input(samples, spec))
         return model.eval()
+
+    # -- BootstrapNAS ----------------------------------------------------------------------
+    def nas_architecture(self, input_size: Sequence[int], state_dict: dict | None = None) -> torch.nn.Module:
+        classes = int(state_dict["fc.weight"].shape[0]) if state_dict and "fc.weight" in state_dict \
+            else self.options.num_classes
+        return torchvision.models.resnet50(weights=None, num_classes=classes)
+
+    def nas_pretrained(self, source: str | None, input_size: Sequence[int]) -> torch.nn.Module:
+        if source == "torchvision":
+            # torchvision downloads the ImageNet weights on first use (needs internet).
+            return torchvision.models.resnet50(weights=torchvision.models.ResNet50_Weights.IMAGENET1K_V1).eval()
+        if source is None:
+            raise UserError("model resnet50 needs pre-trained weights: pass --pretrained FILE (a state dict) or "
+                            "--pretrained torchvision")
+        return super().nas_pretrained(source, input_size)
+
+    def nas_latency_spec(self, input_size: Sequence[int]) -> PreprocessSpec:
+        return self.subnet_preprocess_spec(self.nas_export_preprocess(input_size))
+
+    def nas_search_data(self, dataset_path: Path | None, fraction: float, seed: int, input_size: Sequence[int],
+                        training: dict | None = None):
+        """ImageNet validation images in their official layout, preprocessed as the benchmark does; a
+        seeded ``fraction`` measures accuracy, the rest re-calibrates BatchNorm."""
+        from mlperf_bnas.data.imagenet import ImageNet
+
+        if dataset_path is None:
+            raise UserError("--dataset_path: a ResNet-50 search measures accuracy on ImageNet; pass the folder "
+                            "holding val_map.txt and the validation JPEGs")
+        spec = self.nas_latency_spec(input_size)
+        dataset = ImageNet.open(Path(dataset_path), ImageNet.Options())
+        items, labels = dataset.items(), np.asarray(dataset.ground_truth())
+        order = np.random.default_rng(seed).permutation(len(items))
+        n_val = max(1, int(round(len(items) * fraction)))
+        val_idx, bn_idx = order[:n_val], order[n_val:] if n_val < len(items) else order[:0]
+        if len(bn_idx) == 0:
+            raise UserError("--test_fraction 1.0 leaves no ImageNet images for BN re-calibration; use a smaller "
+                            "fraction (the rest re-calibrates BatchNorm)")
+        return (ImageBatches(items, None, bn_idx, spec, self.to_torch_input),
+                ImageBatches(items, labels, val_idx, spec, self.to_torch_input))
+
+
+class ImageBatches:
+    """Preprocessed image batches (a benchmark's PreprocessSpec), read lazily and in order."""
+
+    def __init__(self, items, labels, indices, spec: PreprocessSpec, to_input, batch_size: int = 32):
+        self.items, self.labels, self.indices = items, labels, list(indices)
+        self.spec, self.to_input, self.batch_size = spec, to_input, batch_size
+
+    def __iter__(self):
+        from PIL import Image
+
+        for start in range(0, len(self.indices), self.batch_size):
+            idx = self.indices[start:start + self.batch_size]
+            samples = []
+            for i in idx:
+                with Image.open(self.items[i].path) as img:
+                    samples.append(self.spec.apply(img.convert("RGB")))
+            x = self.to_input(np.stack(samples), self.spec)
+            if self.labels is None:
+                yield x
+            else:
+                yield x, torch.as_tensor(self.labels[idx], dtype=torch.int64)

@@ -27,10 +27,13 @@ lateral/extra blocks, the anchor generator and the heads follow the levels.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import logging
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -46,6 +49,8 @@ from mlperf_bnas.data.spec import PreprocessSpec
 from mlperf_bnas.errors import UserError
 from mlperf_bnas import fileio
 from mlperf_bnas.models.entry import MODELS, ModelEntry
+
+log = logging.getLogger(__name__)
 
 #: ImageNet statistics of MLPerf's GeneralizedRCNNTransform, on the 0..1 scale.
 IMAGE_MEAN = (0.485, 0.456, 0.406)
@@ -387,6 +392,113 @@ def example_input(options: RetinaNetOptions, batch: int = 1) -> Tensor:
 
 
 
+# -- FPN level removal and sub-networks -----------------------------------------------------
+
+def _fpn_key_map(levels: Sequence[int]) -> dict[str, int]:
+    """FPN module index of each backbone level the model returns (inner/layer blocks are indexed
+    by position among the returned levels 3..5)."""
+    return {str(k): lv for k, lv in enumerate(lv for lv in levels if lv <= 5)}
+
+
+def transfer_levels(state: dict[str, Tensor], from_levels: Sequence[int], to_levels: Sequence[int]) -> dict[str, Tensor]:
+    """A state dict of a model with ``from_levels`` as one with ``to_levels`` (a subset): the
+    seed's FPN level removal. The FPN blocks of the dropped levels (and P6/P7 convolutions) go;
+    the kept ones are renumbered; the head, shared by all levels, stays whole."""
+    missing = sorted(set(to_levels) - set(from_levels))
+    if missing:
+        raise UserError(f"cannot add pyramid levels {missing} to a model with levels {list(from_levels)}")
+    src = _fpn_key_map(from_levels)
+    dst = {lv: k for k, lv in _fpn_key_map(to_levels).items()}
+    out = {}
+    for key, value in state.items():
+        for prefix in ("backbone.fpn.inner_blocks.", "backbone.fpn.layer_blocks."):
+            if key.startswith(prefix):
+                index, _, rest = key[len(prefix):].partition(".")
+                level = src.get(index)
+                if level is None or level not in dst:
+                    break
+                out[f"{prefix}{dst[level]}.{rest}"] = value
+                break
+        else:
+            if key.startswith("backbone.fpn.extra_blocks.p"):
+                level = int(key[len("backbone.fpn.extra_blocks.p")])
+                if level not in to_levels:
+                    continue
+            out[key] = value
+    return out
+
+
+def _resize_to(model: nn.Module, state: dict[str, Tensor], where: str) -> None:
+    """Re-create every convolution and batch norm whose stored weights have other shapes (the
+    sub-network's widths), keeping strides, padding and groups."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.Conv2d) and f"{name}.weight" in state:
+            w = state[f"{name}.weight"]
+            if tuple(w.shape) == tuple(module.weight.shape):
+                continue
+            if w.dim() != 4 or tuple(w.shape[2:]) != tuple(module.weight.shape[2:]) or w.shape[0] % module.groups:
+                raise UserError(f"{where}: {name}.weight has shape {tuple(w.shape)}, which no sub-network of "
+                                f"{tuple(module.weight.shape)} ({module.groups} groups) has; the checkpoint does not "
+                                "fit the RetinaNet architecture")
+            new = nn.Conv2d(w.shape[1] * module.groups, w.shape[0], module.kernel_size, module.stride, module.padding,
+                            module.dilation, module.groups, module.bias is not None, module.padding_mode)
+        elif isinstance(module, nn.BatchNorm2d) and f"{name}.running_mean" in state:
+            channels = state[f"{name}.running_mean"].shape[0]
+            if channels == module.num_features:
+                continue
+            new = nn.BatchNorm2d(channels, module.eps, module.momentum, module.affine, module.track_running_stats)
+        else:
+            continue
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+def subnet_model(options: RetinaNetOptions, state: dict[str, Tensor], where: str) -> RetinaNetTensorPart:
+    """A RetinaNet sub-network as a ``RetinaNetTensorPart``: skipped Bottlenecks (those without
+    weights in ``state``) become identities, every layer takes its stored width."""
+    with torch.random.fork_rng(devices=[]):
+        model = RetinaNetTensorPart(options)
+    body = model.backbone.body
+    for layer_name, layer in body.named_children():
+        if not isinstance(layer, nn.Sequential):
+            continue
+        for index, block in list(layer.named_children()):
+            prefix = f"backbone.body.{layer_name}.{index}."
+            if not any(k.startswith(prefix) for k in state):
+                if index == "0":
+                    raise UserError(f"{where}: no weights for {prefix[:-1]}, the first block of its stage (it has "
+                                    "the stride and the channel change and is never skipped); the checkpoint does not "
+                                    "fit the RetinaNet architecture")
+                layer[int(index)] = nn.Identity()
+    _resize_to(model, state, where)
+    own = model.state_dict()
+    # The exported graph's constants (input scaling, anchor geometry at the training size) are
+    # not weights: this model makes its own for the benchmark's image size.
+    weights = {k: v for k, v in state.items() if "." in k or k in own}
+    for key in own:
+        if key.endswith("num_batches_tracked") and key not in weights:
+            weights[key] = own[key]
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0]
+        raise UserError(f"{where}: the weights do not fit RetinaNet(fpn_levels={list(options.fpn_levels)}, "
+                        f"num_classes={options.num_classes}): {detail[:300]}") from None
+    return model.eval()
+
+
+def _levels_of(state: dict[str, Tensor]) -> tuple[int, ...] | None:
+    """Pyramid levels a state dict holds, read from its FPN blocks and P6/P7 weights."""
+    inner = sorted({int(k.split(".")[3]) for k in state if k.startswith("backbone.fpn.inner_blocks.")})
+    if not inner:
+        return None
+    extra = sorted(int(k[len("backbone.fpn.extra_blocks.p")]) for k in state
+                   if k.startswith("backbone.fpn.extra_blocks.p") and k.endswith(".weight"))
+    first = 6 - len(inner)    # the returned backbone levels end at 5
+    return tuple(range(first, 6)) + tuple(extra)
+
+
 # -- the models-registry entry ---------------------------------------------------
 
 @MODELS.register("retinanet")
@@ -395,6 +507,17 @@ class RetinaNet(ModelEntry):
 
     Options = RetinaNetOptions
     postprocess = "retinanet"
+    subnet_base = "retinanet"
+    calibration_list = "openimages_cal_images_list.txt"   # MLPerf's 500 calibration images (train split)
+    nas_benchmark = "retinanet-pytorch-cpu"
+    nas_latency_runtime = "pytorch"
+    nas_metric = "mAP % vs the full FP32 model"
+    # The seed's super-network: elastic depth and width. Its only kernel candidate, the 7x7 stem,
+    # stays whole (an elastic kernel there is not what the seed searched).
+    nas_elasticity_dims = ("width", "depth")
+    # Detection fine-tuning keeps BatchNorm frozen (MLPerf's RetinaNet: FrozenBatchNorm2d); batches of
+    # a few 800x800 images give no usable statistics.
+    nas_freeze_bn = True
 
     def preprocess_spec(self) -> PreprocessSpec:
         # MLPerf: RGB, the whole image resized to 800x800 (no crop), /255 and the ImageNet
@@ -428,6 +551,121 @@ class RetinaNet(ModelEntry):
         # Pre-processing (the x/255 and mean/std multiply-add) holds no quantizable op and
         # post-processing is outside the program, so both stay float without naming them.
         return []
+
+    # -- sub-networks -----------------------------------------------------------------------
+    def subnet_preprocess_spec(self, preprocess: dict[str, Any]) -> PreprocessSpec:
+        """A sub-network runs at the benchmark's image size (the detector is fully convolutional;
+        the anchors follow the size): the benchmark's own cache form."""
+        return self.preprocess_spec()
+
+    def subnet_options(self, subnet: dict[str, Any], where: str) -> RetinaNetOptions:
+        """This benchmark's options with the sub-network's own architecture: its pyramid levels and
+        class count come from the checkpoint's metadata, the image size and post-processing from here."""
+        recorded = dict(subnet.get("model_options") or {})
+        levels = recorded.get("fpn_levels") or _levels_of(subnet["state_dict"]) or self.options.fpn_levels
+        classes = recorded.get("num_classes", self.options.num_classes)
+        try:
+            options = dataclasses.replace(self.options, fpn_levels=tuple(levels), num_classes=int(classes))
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"{where}: model_options {recorded} do not describe a RetinaNet ({exc})") from None
+        if tuple(options.fpn_levels) != tuple(self.options.fpn_levels):
+            log.info("%s: pyramid levels %s from the sub-network's metadata (config.yaml says %s)", where,
+                     list(options.fpn_levels), list(self.options.fpn_levels))
+        return options
+
+    def build_subnet(self, subnet: dict[str, Any], where: str) -> RetinaNetTensorPart:
+        return subnet_model(self.subnet_options(subnet, where), subnet["state_dict"], where)
+
+    # -- BootstrapNAS ------------------------------------------------------------------------
+    def _at(self, input_size: Sequence[int], **changes) -> RetinaNetOptions:
+        size = int(input_size[-1])
+        if int(input_size[-2]) != size:
+            raise UserError(f"RetinaNet input_info.sample_size must be square, got {list(input_size)}")
+        try:
+            return dataclasses.replace(self.options, image_size=size, **changes)
+        except ValueError as exc:
+            raise UserError(f"RetinaNet at input size {list(input_size)}: {exc}") from None
+
+    def at_input_size(self, input_size: Sequence[int]) -> "RetinaNet":
+        return type(self)(self._at(input_size))
+
+    def nas_architecture(self, input_size: Sequence[int], state_dict: dict | None = None) -> RetinaNetTensorPart:
+        with torch.random.fork_rng(devices=[]):
+            return RetinaNetTensorPart(self._at(input_size)).eval()
+
+    def nas_example_input(self, input_size: Sequence[int]) -> Tensor:
+        return torch.zeros(tuple(int(v) for v in input_size), dtype=torch.uint8)
+
+    def nas_pretrained(self, source: str | None, input_size: Sequence[int]) -> RetinaNetTensorPart:
+        """The full FP32 RetinaNet (all five pyramid levels): MLPerf's weights (a state dict) or,
+        without ``source``, the benchmark's seeded weights (synthetic runs)."""
+        options = self._at(input_size, fpn_levels=ALL_LEVELS)
+        if source is None:
+            print(f"WARNING: no --pretrained weights: the teacher is the SEEDED RANDOM RetinaNet (seed "
+                  f"{options.seed}); mAP figures measure agreement with it, not OpenImages accuracy.", file=sys.stderr)
+        return build_retinanet(options, Path(source) if source else None)
+
+    def nas_student(self, teacher: RetinaNetTensorPart, input_size: Sequence[int]) -> RetinaNetTensorPart:
+        """The teacher with the FPN levels ``model_options.fpn_levels`` leaves out removed (the seed's
+        first step); every other weight is the teacher's."""
+        student = self.nas_architecture(input_size)
+        state = transfer_levels(teacher.state_dict(), teacher.options.fpn_levels, student.options.fpn_levels)
+        student.load_state_dict(state, strict=True)
+        return student.to(next(teacher.parameters()).device).eval()
+
+    def nas_export_preprocess(self, input_size: Sequence[int]) -> dict[str, Any]:
+        return {"input_size": [int(v) for v in input_size[1:]], "image_size": int(input_size[-1]),
+                "layout": "NCHW", "dtype": "uint8", "channel_order": "RGB", "resize": "whole image, no crop",
+                "normalize": "in the model: x/255, ImageNet mean/std"}
+
+    def nas_latency_spec(self, input_size: Sequence[int]) -> PreprocessSpec:
+        return dataclasses.replace(self.preprocess_spec(), size=int(input_size[-1]))
+
+    def nas_train_data(self, dataset: str, data_dir: str | None, batch_size: int, seed: int,
+                       input_size: Sequence[int], teacher=None, options: dict | None = None):
+        """Images of ``dataset`` (``retinanet_nas.DATASETS``; ``options``: ``retinanet_nas.DataOptions``):
+        a training loader of (images, index) and the held-out ``DetectionSet`` (mAP against
+        ``teacher``'s detections)."""
+        from mlperf_bnas.models import retinanet_nas as nas
+
+        spec = self.nas_latency_spec(input_size)
+        train, held, train_idx, held_idx = nas.split_sources(dataset, data_dir, seed, spec,
+                                                             nas.data_options(options))
+        return (nas.train_loader(train, train_idx, batch_size),
+                nas.DetectionSet(held, held_idx, teacher, self.detection_settings(), self.options.num_classes))
+
+    def nas_search_data(self, dataset_path: Path | None, fraction: float, seed: int, input_size: Sequence[int],
+                        training: dict | None = None):
+        """BN re-calibration batches from the training images; accuracy on ``fraction`` of the held-out
+        images, against the full model (the teacher the super-network was trained with)."""
+        from mlperf_bnas.models import retinanet_nas as nas
+
+        training = dict(training or {})
+        dataset = training.get("dataset") or "synthetic"
+        data_dir = dataset_path or training.get("data_dir")
+        spec = self.nas_latency_spec(input_size)
+        train, held, train_idx, held_idx = nas.split_sources(dataset, data_dir if dataset != "synthetic" else None,
+                                                             seed, spec,
+                                                             nas.data_options(training.get("dataset_options")))
+        source = (training.get("pretrained") or {}).get("source")
+        if source and not Path(source).is_file():
+            raise UserError(f"{source}: the teacher's weights (recorded in the super-network) are gone; the search "
+                            "measures mAP against the full model: restore the file")
+        held_out = nas.DetectionSet(held, held_idx, lambda: self.nas_pretrained(source, input_size),
+                                    self.detection_settings(), self.options.num_classes).subset(fraction)
+        return nas.bn_batches(train, train_idx), held_out
+
+    def nas_loss(self, student_out, teacher_out, targets, temperature: float, weight: float) -> Tensor:
+        """Distillation on both heads (no hard labels): class scores, plus ``weight`` x the box
+        regression (``retinanet_nas.distillation_loss``)."""
+        from mlperf_bnas.models.retinanet_nas import distillation_loss
+
+        return distillation_loss(student_out, teacher_out, temperature, weight, ANCHORS_PER_LOCATION)
+
+    def nas_accuracy(self, model, val_loader) -> float:
+        from mlperf_bnas.models.retinanet_nas import detection_map
+
+        return detection_map(model, val_loader)
 
     def detection_settings(self):
         from mlperf_bnas.models.retinanet_postprocess import DetectionSettings

@@ -3,22 +3,25 @@
 Checkpoint format (``torch.save`` of tensors and plain data only, so it loads with
 ``weights_only=True``)::
 
-    {"format": "mlperf-bnas-subnet", "base_model": "resnet50" | "digits_resnet" | ...,
+    {"format": "mlperf-bnas-subnet", "base_model": "resnet50" | "retinanet" | "digits_resnet" | ...,
+     "model_options": {...}, "input_size": [N, C, H, W],
      "subnet_config": {"kernel": [...], "width": [...], "depth": [...]},
      "structure": {"removed_blocks": [[entry_node, exit_node], ...]},
      "state_dict": {...}, "preprocess": {...}}
 
-``load_subnet`` rebuilds the base architecture by name, traces it, removes the skipped
-blocks and resizes every convolution, batch norm and linear layer to the shapes in the
-state dict, then loads the weights strictly; so it never needs the super-network.
+``base_model`` is a ``MODELS`` name and ``model_options`` the options of its descriptor the
+super-network was built with (RetinaNet: its FPN levels and class count). ``build_subnet``
+asks that descriptor first (``ModelEntry.build_subnet``: RetinaNet rebuilds its own module
+class); otherwise it rebuilds the base architecture (``ModelEntry.nas_architecture``), traces
+it, removes the skipped blocks and resizes every convolution, batch norm and linear layer to
+the shapes in the state dict, then loads the weights strictly; so it never needs the
+super-network.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable
-
 import torch
 from torch import fx, nn
 from torchvision.ops.misc import FrozenBatchNorm2d
@@ -27,62 +30,67 @@ from mlperf_bnas.errors import UserError
 from mlperf_bnas.fileio import load_checkpoint
 from mlperf_bnas.nas.supernet.blocks import blocks_from_names, remove_blocks
 from mlperf_bnas.nas.supernet.graph import propagate_shapes, trace
-from mlperf_bnas.registry import Registry
 
 SUBNET_FORMAT = "mlperf-bnas-subnet"
 
-# name -> builder(state_dict) -> (base model, example input): the architectures a
-# sub-network checkpoint may name. num_classes is read from the state dict.
-BASE_MODELS: Registry[Callable[[dict], tuple[nn.Module, torch.Tensor]]] = Registry("NAS base model")
+def create_entry(base_model: str, model_options: dict | None = None, where: str = "sub-network checkpoint"):
+    """The ``MODELS`` descriptor of ``base_model`` with the options a super-network was built with."""
+    from mlperf_bnas.models import create_model
+
+    return create_model(base_model, dict(model_options or {}), where=f"{where} (model_options)")
 
 
-def _num_classes(state_dict: dict, key: str, default: int) -> int:
-    if not state_dict:
-        return default  # a fresh model (e.g. to load a super-network checkpoint into)
-    if key not in state_dict:
-        raise UserError(f"sub-network state dict has no {key!r}; the checkpoint does not match its base model")
-    return int(state_dict[key].shape[0])
-
-
-@BASE_MODELS.register("resnet50")
-def _resnet50(state_dict: dict) -> tuple[nn.Module, torch.Tensor]:
-    import torchvision
-
-    return torchvision.models.resnet50(num_classes=_num_classes(state_dict, "fc.weight", 1000)), torch.zeros(1, 3, 224, 224)
-
-
-@BASE_MODELS.register("digits_resnet")
-def _digits_resnet(state_dict: dict) -> tuple[nn.Module, torch.Tensor]:
-    from mlperf_bnas.nas.demo import DIGITS_SIZE, DigitsResNet
-
-    return DigitsResNet(num_classes=_num_classes(state_dict, "fc.weight", 10)), torch.zeros(1, 3, DIGITS_SIZE, DIGITS_SIZE)
-
-
-def build_base_model(name: str, state_dict: dict | None = None) -> tuple[nn.Module, torch.Tensor]:
+def build_base_model(name: str, state_dict: dict | None = None, model_options: dict | None = None,
+                     input_size=None, entry=None) -> tuple[nn.Module, torch.Tensor]:
     """The named base architecture (random weights) and an example input for it."""
-    return BASE_MODELS.get(name)(state_dict or {})
+    entry = entry or create_entry(name, model_options)
+    size = tuple(input_size) if input_size is not None else None
+    if size is None:
+        raise UserError(f"base model {name}: no input size recorded; re-export the sub-network")
+    return entry.nas_architecture(size, state_dict or None), entry.nas_example_input(size)
 
 
-def save_subnet(subnet_module: nn.Module, config: dict, base_model: str, preprocess: dict, path) -> None:
-    """Write an extracted sub-network (``SuperNetwork.extract_subnet``) as a checkpoint."""
-    if base_model not in BASE_MODELS:
-        raise UserError(f"unknown base model {base_model!r}; valid: {', '.join(BASE_MODELS.names())}")
+def subnet_payload(subnet_module: nn.Module, config: dict, base_model: str, preprocess: dict,
+                   model_options: dict | None = None, input_size=None) -> dict:
+    """The checkpoint dict of an extracted sub-network (``SuperNetwork.extract_subnet``)."""
+    from mlperf_bnas.models import MODELS
+
+    MODELS.get(base_model)   # an unknown name is a UserError listing the valid ones
     structure = getattr(subnet_module, "subnet_structure", None)
     if structure is None:
         raise UserError("save_subnet needs a module returned by SuperNetwork.extract_subnet")
-    payload = {
+    if input_size is None:
+        input_size = subnet_module.input_size      # the super-network's example input
+    return {
         "format": SUBNET_FORMAT,
         "base_model": base_model,
+        "model_options": plain_options(model_options or {}),
+        "input_size": [int(v) for v in input_size] if input_size is not None else None,
         "subnet_config": {k: list(v) for k, v in config.items()},
         "structure": {"removed_blocks": [list(b) for b in structure["removed_blocks"]]},
         "state_dict": {k: v.detach().cpu().clone() for k, v in subnet_module.state_dict().items()},
         "preprocess": dict(preprocess),
     }
+
+
+def save_subnet(subnet_module: nn.Module, config: dict, base_model: str, preprocess: dict, path,
+                model_options: dict | None = None, input_size=None) -> None:
+    """Write an extracted sub-network (``SuperNetwork.extract_subnet``) as a checkpoint."""
+    payload = subnet_payload(subnet_module, config, base_model, preprocess, model_options, input_size)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)
+
+
+def plain_options(value):
+    """Options as plain JSON-like data (tuples -> lists), loadable with weights_only=True."""
+    if isinstance(value, dict):
+        return {str(k): plain_options(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_options(v) for v in value]
+    return value
 
 
 def read_subnet_checkpoint(path) -> dict:
@@ -117,9 +125,23 @@ def load_subnet(path) -> nn.Module:
     return build_subnet(ckpt, where=str(path))
 
 
-def build_subnet(ckpt: dict, where: str = "sub-network checkpoint") -> fx.GraphModule:
+def subnet_input_size(ckpt: dict) -> list[int] | None:
+    """[N, C, H, W] the sub-network was exported at (older checkpoints: from their preprocessing)."""
+    if ckpt.get("input_size"):
+        return [int(v) for v in ckpt["input_size"]]
+    size = (ckpt.get("preprocess") or {}).get("input_size")
+    return [1, *[int(v) for v in size]] if isinstance(size, (list, tuple)) and len(size) == 3 else None
+
+
+def build_subnet(ckpt: dict, where: str = "sub-network checkpoint", entry=None) -> nn.Module:
+    """The sub-network module (eval mode). ``entry``: the descriptor of the benchmark that runs it
+    (its options, e.g. the image size, apply); default: the checkpoint's own ``model_options``."""
+    entry = entry or create_entry(ckpt["base_model"], ckpt.get("model_options"), where)
+    own = entry.build_subnet(ckpt, where)
+    if own is not None:
+        return own.eval()
     state_dict = ckpt["state_dict"]
-    base, example = build_base_model(ckpt["base_model"], state_dict)
+    base, example = build_base_model(ckpt["base_model"], state_dict, input_size=subnet_input_size(ckpt), entry=entry)
     gm = trace(base)
     propagate_shapes(gm, example)
     removed = ckpt["structure"]["removed_blocks"]

@@ -200,8 +200,16 @@ class NasConfig:
     seed: int
     search: dict                      # validated by the search
     raw: dict                         # the file as read, saved beside results
+    #: Options of the model's descriptor (``models/``), e.g. RetinaNet's ``fpn_levels``.
+    model_options: dict = field(default_factory=dict)
+    #: ``--set KEY=VALUE`` overrides applied to the file (recorded with the results).
+    overrides: tuple[str, ...] = ()
+    #: Options of the dataset (the model's descriptor checks them), e.g. RetinaNet's image counts.
+    dataset_options: dict = field(default_factory=dict)
 
-_TOP_KEYS = {"model", "input_info", "batch_size", "dataset", "optimizer", "seed", "bootstrapNAS"}
+
+_TOP_KEYS = {"model", "model_options", "input_info", "batch_size", "dataset", "dataset_options", "optimizer", "seed",
+             "bootstrapNAS"}
 _TRAINING_KEYS = {"algorithm", "progressivity_of_elasticity", "batchnorm_adaptation", "schedule", "elasticity",
                   "train_steps", "distillation"}
 
@@ -264,12 +272,45 @@ def parse_training(section: dict, where: str) -> TrainingOptions:
     return TrainingOptions(elasticity, tuple(stages), tuple(prog), n_bn, steps, float(temperature), float(weight))
 
 
-def load_nas_config(path: Path) -> NasConfig:
+def apply_overrides(data: dict, pairs, where: str) -> dict:
+    """``--set`` on a NAS config: ``input_info.sample_size=[1,3,256,256]``, ``dataset=synthetic``,
+    ``bootstrapNAS.training.train_steps=4`` (dotted paths into the file; values read as YAML).
+    The result is validated like the file itself."""
+    import copy
+
+    import yaml
+
+    out = copy.deepcopy(data)
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"{where}: --set {pair!r}: expected KEY=VALUE, e.g. input_info.sample_size=[1,3,256,256]")
+        try:
+            value = yaml.safe_load(raw) if raw else None
+        except yaml.YAMLError as exc:
+            raise UserError(f"{where}: --set {pair!r}: value is not YAML ({str(exc).splitlines()[0]})") from None
+        node = out
+        parts = key.split(".")
+        for k, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise UserError(f"{where}: --set {key}: {'.'.join(parts[:k + 1])} is not a mapping")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def load_nas_config(path: Path, overrides=()) -> NasConfig:
     path = Path(path)
     data = read_config_file(path)
     where = str(path)
+    if overrides:
+        data = apply_overrides(data, overrides, where)
+        where = f"{path} (with --set {' '.join(overrides)})"
     _check_keys(data, _TOP_KEYS, where)
-    _require("model" in data, f"{where}: model", "missing; name a model (digits_resnet, resnet50)")
+    _require("model" in data, f"{where}: model", "missing; name a model (digits_resnet, resnet50, retinanet)")
+    model_options = data.get("model_options", {})
+    _require(isinstance(model_options, dict), f"{where}: model_options", "must be a mapping of the model's options")
     input_info = data.get("input_info", {})
     _check_keys(input_info, {"sample_size"}, f"{where}: input_info")
     size = input_info.get("sample_size")
@@ -288,5 +329,8 @@ def load_nas_config(path: Path) -> NasConfig:
     training = parse_training(bnas["training"], f"{where}: bootstrapNAS.training")
     dataset = data.get("dataset", "digits")
     _require(isinstance(dataset, str), f"{where}: dataset", "must be a name")
+    dataset_options = data.get("dataset_options", {})
+    _require(isinstance(dataset_options, dict), f"{where}: dataset_options", "must be a mapping")
     return NasConfig(path, str(data["model"]), tuple(size), batch, training, optimizer, dataset, seed,
-                     dict(bnas.get("search") or {}), data)
+                     dict(bnas.get("search") or {}), data, dict(model_options), tuple(overrides),
+                     dict(dataset_options))

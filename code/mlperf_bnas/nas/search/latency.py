@@ -8,6 +8,11 @@ median in milliseconds:
   NNCF INT8 on seeded calibration images: INT8 latency does not depend on calibration
   values) and the ``openvino`` backend with the LATENCY hint, one infer request;
 * ``openvino`` + ``fp32``: the same without quantization;
+* ``pytorch`` + ``int8``/``fp32``: the benchmark's own PyTorch path (RetinaNet): the sub-network
+  rebuilt as the model's own module class (``ModelEntry.build_subnet``), built by the
+  benchmark's builder (``PyTorchBackend.build``: NNCF ``quantize_pt2e`` with the benchmark's
+  quantization settings on seeded calibration images, ``torch.export``) and run by its backend
+  (Inductor-compiled, one instance, the benchmark's ``backend_options`` otherwise);
 * ``torch`` + ``fp32``: eager PyTorch (fast; for development and the digits demo).
 
 Results are cached in a JSON file keyed by the sub-network config, runtime, precision,
@@ -16,6 +21,7 @@ batch size, input shape and the CPU, so a resumed or repeated search never re-me
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -31,6 +37,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from mlperf_bnas.errors import UserError
 from mlperf_bnas.fileio import write_atomic
 from mlperf_bnas.nas.search.tactics import config_key
 from mlperf_bnas.nas.search.settings import LatencySettings
@@ -53,14 +60,19 @@ class LatencyMeter:
     """Measures and caches sub-network latency (ms) for one runtime/precision/input."""
 
     def __init__(self, settings: LatencySettings, cache_path: Path, input_shape: tuple[int, ...],
-                 preprocess_spec=None, work_dir: Path | None = None):
-        """``input_shape``: one float NCHW sample for the torch model (e.g. (3, 224, 224)).
+                 preprocess_spec=None, work_dir: Path | None = None, target=None):
+        """``input_shape``: one input sample for the torch model (e.g. (3, 224, 224)).
 
-        ``preprocess_spec`` (data.spec.PreprocessSpec): required for openvino, whose IR takes the
-        samples as the benchmark caches them.
+        ``preprocess_spec`` (data.spec.PreprocessSpec): required for openvino and pytorch, whose
+        built models take the samples as the benchmark caches them. ``target``
+        (``targets.SearchTarget``): required for pytorch (the model's descriptor and benchmark).
         """
-        if settings.runtime == "openvino" and preprocess_spec is None:
-            raise ValueError("openvino latency needs the model's PreprocessSpec")
+        if settings.runtime in ("openvino", "pytorch") and preprocess_spec is None:
+            raise ValueError(f"{settings.runtime} latency needs the model's PreprocessSpec")
+        if settings.runtime == "pytorch" and (target is None or not target.entry.nas_benchmark):
+            raise UserError("latency.runtime pytorch: this model names no benchmark whose PyTorch backend could "
+                            "time it; use --latency_runtime torch")
+        self.target = target
         self.settings = settings
         self.cache_path = Path(cache_path)
         self.input_shape = tuple(int(d) for d in input_shape)
@@ -96,6 +108,8 @@ class LatencyMeter:
         model = build().eval()
         if self.settings.runtime == "torch":
             times = self._time_torch(model)
+        elif self.settings.runtime == "pytorch":
+            times = self._time_pytorch(model, config)
         else:
             times = self._time_openvino(model)
         latency = float(statistics.median(times))
@@ -121,6 +135,71 @@ class LatencyMeter:
                 model(x)
                 times.append((time.perf_counter() - t0) * 1000)
         return times
+
+    def _time_backend(self, backend, batch: np.ndarray) -> list[float]:
+        """Warm, then ``iterations`` single batches through ``backend``: submit, wait, time."""
+        s = self.settings
+        backend.warmup(batch, iterations=max(1, s.warmup))
+        times: list[float] = []
+        errors: list[BaseException] = []
+        for _ in range(s.iterations):
+            t0 = time.perf_counter()
+            backend.submit(batch, s.batch_size, lambda _out, err: errors.append(err) if err else None)
+            backend.drain()
+            times.append((time.perf_counter() - t0) * 1000)
+        if errors:
+            raise errors[0]
+        return times
+
+    def _time_pytorch(self, model: torch.nn.Module, config: dict) -> list[float]:
+        """The benchmark's PyTorch build and backend on the sub-network (``nas_benchmark``)."""
+        from mlperf_bnas.backends.base import BuildContext
+        from mlperf_bnas.backends.pytorch import PyTorchBackend
+        from mlperf_bnas.config import check_options, load_config
+        from mlperf_bnas.data.dataset_base import CalibrationSet
+        from mlperf_bnas.nas.export import subnet_payload
+        from mlperf_bnas.paths import benchmark_dir
+        from mlperf_bnas.quantize.qconfig import QuantizationConfig
+
+        s = self.settings
+        target = self.target
+        spec = self.preprocess_spec
+        bench = load_config(benchmark_dir(target.entry.nas_benchmark))
+        # One instance on every core the measurement may use, the benchmark's options otherwise.
+        options = {**bench.backend_options, "batch_size": s.batch_size, "instances": 1, "completion_threads": 0,
+                   "warmup_iterations": max(1, s.warmup)}
+        if s.num_threads:
+            options["threads"] = s.num_threads
+        bench = bench.with_overrides({"backend_options": options}, "nas search latency")
+        entry = target.entry
+        payload = subnet_payload(model, config, target.base_model, target.preprocess, target.model_options,
+                                 target.input_size)
+        module = entry.build_subnet(payload, "search latency") or model
+        rng = np.random.default_rng(0)
+        calibration = quantization = None
+        precision = s.precision
+        if precision == "int8":
+            # Seeded random images: INT8 latency depends on the graph, not on the calibrated ranges.
+            samples = rng.integers(0, 256, size=(4, *spec.sample_shape)).astype(spec.dtype)
+            calibration = CalibrationSet(samples, [f"random-{i}" for i in range(len(samples))], "seeded random images")
+            qcfg = QuantizationConfig.from_options(bench.quantization, where="search latency")
+            quantization = dataclasses.replace(qcfg, subset_size=len(samples))
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        out_dir = Path(tempfile.mkdtemp(dir=self.work_dir, prefix="subnet-"))
+        try:
+            ctx = BuildContext(cfg=bench, entry=entry, precision=precision, torch_model=module, spec=spec,
+                               out_dir=out_dir / "model", quantization=quantization or QuantizationConfig(),
+                               record={"purpose": "nas search latency"}, calibration=calibration)
+            program = PyTorchBackend.build(ctx)
+            backend = PyTorchBackend(program, check_options("backend_options", bench.backend_options,
+                                                            PyTorchBackend.Options, "search latency"))
+            try:
+                batch = rng.integers(0, 256, size=(s.batch_size, *spec.sample_shape)).astype(spec.dtype)
+                return self._time_backend(backend, batch)
+            finally:
+                backend.close()
+        finally:
+            shutil.rmtree(out_dir, ignore_errors=True)
 
     def _time_openvino(self, model: torch.nn.Module) -> list[float]:
         # The spine's build step and backend: the same path the benchmark's model takes.

@@ -11,9 +11,8 @@
 
 from __future__ import annotations
 
-import copy
 import logging
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -34,7 +33,7 @@ def _bn_buffers(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 class SupernetEvaluator:
     def __init__(self, supernet, measured: Sequence[str], bn_batches, val_loader, num_bn_samples: int,
-                 latency: LatencyMeter | None = None):
+                 latency: LatencyMeter | None = None, accuracy: Callable | None = None):
         if "latency" in measured and latency is None:
             raise ValueError("latency is measured but no LatencyMeter was given")
         self.supernet = supernet
@@ -43,6 +42,8 @@ class SupernetEvaluator:
         self.val_loader = val_loader
         self.num_bn_samples = num_bn_samples
         self.latency = latency
+        #: The model descriptor's accuracy measure (``nas_accuracy``); default top-1.
+        self.accuracy = accuracy
         self._bn_state = _bn_buffers(supernet.model)
 
     def _restore_bn(self) -> None:
@@ -74,13 +75,14 @@ class SupernetEvaluator:
             out["params"] = float(self.supernet.params(config))
         if "accuracy" in self.measured:
             self._restore_bn()
+            kwargs = {"accuracy": self.accuracy} if self.accuracy is not None else {}
             out["accuracy"] = float(evaluate_accuracy(self.supernet, config, self.bn_batches, self.val_loader,
-                                                      self.num_bn_samples))
+                                                      self.num_bn_samples, **kwargs))
         if "latency" in self.measured:
             def build() -> torch.nn.Module:
-                # The exported sub-network is a standalone module; deep-copied so extraction never
-                # shares parameters with the super-network the next measurement re-activates.
-                return copy.deepcopy(self.supernet.extract_subnet(config))
+                # A standalone module: extract_subnet deep-copies, so it never shares parameters with
+                # the super-network the next measurement re-activates.
+                return self.supernet.extract_subnet(config)
             out["latency"] = self.latency.measure(config, build)
         self.supernet.activate(self.supernet.space.maximum())
         return out

@@ -81,7 +81,8 @@ class Plan:
     """Everything resolved from the command line before any process starts measuring."""
 
     def __init__(self, request: SearchRequest, check_outputs: bool = True):
-        from mlperf_bnas.nas.search.targets import SEARCH_TARGETS
+        from mlperf_bnas.models import MODELS
+        from mlperf_bnas.nas.search.targets import search_target
 
         self.request = args = request
         self.supernet_path = Path(args.supernet).resolve()
@@ -91,8 +92,11 @@ class Plan:
         self.base_model = args.model or extra.get("model") or extra.get("base_model")
         if not self.base_model:
             raise UserError(f"--supernet {self.supernet_path}: the checkpoint does not name its base model; pass "
-                            f"--model ({', '.join(SEARCH_TARGETS.names())})")
-        self.target = SEARCH_TARGETS.get(self.base_model)()
+                            f"--model ({', '.join(MODELS.names())})")
+        self.model_options = dict(extra.get("model_options") or {})
+        self.target = search_target(self.base_model, self.model_options,
+                                    ckpt.get("example_input_shape") or [1, 3, 224, 224],
+                                    where=str(self.supernet_path), training=extra)
         stored = _stored_nas_config(extra)
         if args.config is not None:
             section, where = read_search_section(args.config), str(args.config)
@@ -132,18 +136,18 @@ class Plan:
 def _build_evaluator(plan: Plan, rank: int):
     from mlperf_bnas.nas.search.latency import LatencyMeter
     from mlperf_bnas.nas.search.measure import SupernetEvaluator
-    from mlperf_bnas.nas.search.targets import model_builder
     from mlperf_bnas.nas.supernet.network import SuperNetwork
 
     s = plan.settings
-    supernet = SuperNetwork.load(plan.supernet_path, model_builder(plan.base_model, plan.state_dict))
+    supernet = SuperNetwork.load(plan.supernet_path, plan.target.architecture_builder(plan.state_dict))
     bn_batches, val_loader = plan.target.loaders(plan.request.dataset_path, s.test_fraction, plan.data_seed)
     latency = None
     if "latency" in s.measured:
         # One cache per process: ranks never write the same file.
         latency = LatencyMeter(s.latency, plan.outputs.latency_cache(rank), plan.target.input_shape,
-                               plan.target.preprocess_spec, plan.outputs.latency_build)
-    return supernet, SupernetEvaluator(supernet, s.measured, bn_batches, val_loader, s.num_bn_samples, latency)
+                               plan.target.preprocess_spec, plan.outputs.latency_build, target=plan.target)
+    return supernet, SupernetEvaluator(supernet, s.measured, bn_batches, val_loader, s.num_bn_samples, latency,
+                                       accuracy=plan.target.accuracy)
 
 
 def _search_process(plan: Plan, rank: int, world: int) -> int:
@@ -264,12 +268,15 @@ def write_outputs(plan: Plan, supernet, evaluator, outcome, world: int) -> None:
 
     evaluator.prepare_export(outcome.best.config)
     subnet = supernet.extract_subnet(outcome.best.config)
-    save_subnet(subnet, outcome.best.config, plan.base_model, plan.target.preprocess, out.best_subnet)
+    save_subnet(subnet, outcome.best.config, plan.base_model, plan.target.preprocess, out.best_subnet,
+                plan.model_options, plan.target.input_size)
     record = {
         "format": RECORD_FORMAT,
         "subnet": out.best_subnet.name,
         "subnet_sha256": sha256_file(out.best_subnet),
         "base_model": plan.base_model,
+        "model_options": plan.model_options,
+        "accuracy_metric": plan.target.metric,
         "subnet_config": outcome.best.config,
         "metrics": _metrics_out(outcome.best.metrics),
         "satisfies_accuracy_bound": outcome.best_satisfies,

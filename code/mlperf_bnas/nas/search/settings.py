@@ -29,7 +29,9 @@ ALGORITHM_OBJECTIVES: dict[str, tuple[int, ...]] = {
     "nsga2": (2,), "age": (2,),
     "unsga3": (3,), "ctaea": (3,), "moead": (3,),
 }
-LATENCY_RUNTIMES = ("openvino", "torch")
+#: openvino: OpenVINO IR (ResNet-50's benchmark); pytorch: the benchmark's PyTorch build and backend
+#: (NNCF pt2e INT8, Inductor-compiled: RetinaNet's); torch: eager FP32 (development, the demo).
+LATENCY_RUNTIMES = ("openvino", "pytorch", "torch")
 PRECISIONS = tuple(values(Precision))
 PREDICTORS = ("ridge", "gbm", "mlp")
 SECTION = "bootstrapNAS.search"
@@ -222,7 +224,7 @@ def validate(s: SearchSettings, where: str) -> SearchSettings:
         raise UserError(f"{where}: unknown {SECTION}.latency.precision {lat.precision!r}; valid: {', '.join(PRECISIONS)}")
     if lat.runtime == "torch" and lat.precision != "fp32":
         raise UserError(f"{where}: latency.runtime 'torch' measures FP32 only; set latency.precision to fp32 "
-                        "or use runtime openvino for INT8")
+                        "or use runtime openvino or pytorch for INT8")
     if s.predictor not in PREDICTORS:
         raise UserError(f"{where}: unknown {SECTION}.predictor {s.predictor!r}; valid: {', '.join(PREDICTORS)}")
     return dataclasses.replace(

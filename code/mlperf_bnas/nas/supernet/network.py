@@ -329,6 +329,7 @@ class SuperNetwork:
             self.model.train(was_training)
         subnet.subnet_structure = {"removed_blocks": [[self.blocks[b].entry, self.blocks[b].exit] for b in skipped]}
         subnet.subnet_config = self.full_space.validate(config)
+        subnet.input_size = [int(v) for v in self.example_input.shape]
         return subnet.eval()
 
     # -- persistence ----------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 Stages come from ``schedule.list_stage_descriptions``: each names the elastic dimensions
 it trains and how far they may shrink (indicators). Every ``sample_rate`` steps a random
-sub-network of the stage's space is activated and trained with cross-entropy plus
-knowledge distillation from the frozen pre-trained teacher; the learning rate follows a
+sub-network of the stage's space is activated and trained with the model's loss against the
+frozen pre-trained teacher's outputs (``ModelEntry.nas_loss``: cross-entropy plus knowledge
+distillation for classifiers, distillation of both heads for RetinaNet); the learning rate follows a
 cosine from ``init_lr`` over ``epochs_lr`` epochs, restarting at each stage. After each
 epoch the minimum and maximum sub-networks are evaluated (with BN re-calibration when the
 stage asks for it) and a checkpoint holding the weights, the elasticity state, the
@@ -19,15 +20,15 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from mlperf_bnas.errors import UserError
+from mlperf_bnas.models.entry import classifier_distillation_loss, top1
 from mlperf_bnas.nas.nas_config import OptimizerOptions, TrainingOptions
 from mlperf_bnas.nas.evaluate import evaluate_accuracy
 from mlperf_bnas.nas.supernet.network import SuperNetwork
@@ -53,9 +54,8 @@ class TrainState:
         return {"stage": self.stage, "epoch": self.epoch, "history": self.history}
 
 
-def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    return F.kl_div(F.log_softmax(student / temperature, dim=1), F.softmax(teacher / temperature, dim=1),
-                    reduction="batchmean") * temperature * temperature
+#: loss(student outputs, teacher outputs, targets, temperature, weight) -> scalar tensor
+LossFn = Callable[..., torch.Tensor]
 
 
 def _optimizer(params, opts: OptimizerOptions, lr: float) -> torch.optim.Optimizer:
@@ -69,16 +69,14 @@ def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
 
 
-def train_step(supernet: SuperNetwork, teacher: nn.Module, x: torch.Tensor, y: torch.Tensor,
-               optimizer: torch.optim.Optimizer, options: TrainingOptions) -> float:
+def train_step(supernet: SuperNetwork, teacher: nn.Module, x: torch.Tensor, y,
+               optimizer: torch.optim.Optimizer, options: TrainingOptions, loss_fn: LossFn | None = None) -> float:
     """One optimisation step of the active sub-network; returns the loss."""
     with torch.no_grad():
-        target_logits = teacher(x)
-    logits = supernet.model(x)
-    loss = F.cross_entropy(logits, y)
-    if options.distillation_weight > 0:
-        loss = loss + options.distillation_weight * distillation_loss(logits, target_logits,
-                                                                      options.distillation_temperature)
+        target_out = teacher(x)
+    out = supernet.model(x)
+    loss = (loss_fn or classifier_distillation_loss)(out, target_out, y, options.distillation_temperature,
+                                                     options.distillation_weight)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -88,8 +86,13 @@ def train_step(supernet: SuperNetwork, teacher: nn.Module, x: torch.Tensor, y: t
 def train_progressive_shrinking(supernet: SuperNetwork, teacher: nn.Module, train_loader: Iterable,
                                 val_loader: Iterable, options: TrainingOptions, optimizer_options: OptimizerOptions,
                                 out_dir: Path, seed: int, resume: bool = False, checkpoint_extra: dict | None = None,
-                                progress: bool = True) -> TrainState:
-    """Run (or resume) the whole schedule; checkpoints go to ``out_dir``."""
+                                progress: bool = True, loss_fn: LossFn | None = None,
+                                accuracy_fn: Callable | None = None, freeze_bn: bool = False) -> TrainState:
+    """Run (or resume) the whole schedule; checkpoints go to ``out_dir``. ``loss_fn`` and
+    ``accuracy_fn`` are the model descriptor's ``nas_loss`` and ``nas_accuracy`` (default: a
+    classifier's cross-entropy + distillation and top-1); ``freeze_bn`` (``nas_freeze_bn``)
+    keeps BatchNorm statistics fixed while training (detectors train on small batches)."""
+    accuracy_fn = accuracy_fn or top1
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = supernet.example_input.device
@@ -129,6 +132,10 @@ def train_progressive_shrinking(supernet: SuperNetwork, teacher: nn.Module, trai
             rng = np.random.default_rng(_seed(seed, state.stage, state.epoch))
             torch.manual_seed(_seed(seed, state.stage, state.epoch, 1))  # data order of this epoch
             supernet.model.train()
+            if freeze_bn:
+                for module in supernet.model.modules():
+                    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                        module.eval()
             losses = []
             bar = tqdm(total=steps_per_epoch, disable=not progress, leave=False,
                        desc=f"stage {state.stage + 1} epoch {state.epoch + 1}/{stage.epochs}")
@@ -140,20 +147,21 @@ def train_progressive_shrinking(supernet: SuperNetwork, teacher: nn.Module, trai
                     group["lr"] = init_lr * 0.5 * (1 + math.cos(math.pi * min(t, total) / total))
                 if step % stage.sample_rate == 0:
                     supernet.activate(supernet.space.sample(rng))
-                losses.append(train_step(supernet, teacher, x.to(device), y.to(device), optimizer, options))
+                y = y.to(device) if isinstance(y, torch.Tensor) else y
+                losses.append(train_step(supernet, teacher, x.to(device), y, optimizer, options, loss_fn))
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
             bar.close()
             n_bn = options.num_bn_adaptation_samples if stage.bn_adapt else 0
             space = supernet.space
-            acc_max = evaluate_accuracy(supernet, space.maximum(), train_loader, val_loader, n_bn)
-            acc_min = evaluate_accuracy(supernet, space.minimum(), train_loader, val_loader, n_bn)
+            acc_max = evaluate_accuracy(supernet, space.maximum(), train_loader, val_loader, n_bn, accuracy_fn)
+            acc_min = evaluate_accuracy(supernet, space.minimum(), train_loader, val_loader, n_bn, accuracy_fn)
             record = {"stage": state.stage + 1, "epoch": state.epoch + 1, "loss": float(np.mean(losses)),
-                      "top1_max": acc_max, "top1_min": acc_min, "macs_max": supernet.macs(space.maximum()),
+                      "accuracy_max": acc_max, "accuracy_min": acc_min, "macs_max": supernet.macs(space.maximum()),
                       "macs_min": supernet.macs(space.minimum())}
             state.history.append(record)
             state.epoch += 1
-            log.info("stage %d epoch %d: loss %.4f, top-1 max %.2f%%, min %.2f%% (MACs %d / %d)",
+            log.info("stage %d epoch %d: loss %.4f, accuracy max %.2f, min %.2f (MACs %d / %d)",
                      record["stage"], record["epoch"], record["loss"], acc_max, acc_min,
                      record["macs_max"], record["macs_min"])
             supernet.activate(supernet.full_space.maximum())

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from mlperf_bnas.errors import UserError
-from mlperf_bnas.fileio import load_checkpoint
+from mlperf_bnas.fileio import load_checkpoint, sha256_file
 from mlperf_bnas.nas.supernet.network import SUPERNET_HINT
 from mlperf_bnas.paths import OutputRoot, benchmark_dir
 
@@ -28,7 +28,7 @@ DEMO_CONFIG = benchmark_dir("bootstrapnas") / "configs" / "digits_progressive_sh
 
 
 # -- shared helpers -----------------------------------------------------------------------
-def load_state_dict_file(path: Path) -> dict:
+def load_state_dict_file(path: Path) -> dict:  # the demo's own pre-trained weights
     """Weights a user hands us: a state dict (or {"state_dict": ...}), loaded weights-only."""
     obj = load_checkpoint(path, "pre-trained weights file",
                           "pass a state dict saved with torch.save(model.state_dict(), path)")
@@ -39,61 +39,36 @@ def load_state_dict_file(path: Path) -> dict:
     return obj
 
 
-def build_pretrained(model_name: str, pretrained: str | None) -> torch.nn.Module:
-    from mlperf_bnas.nas.export import build_base_model
+def model_entry(name: str, model_options: dict | None, where: str):
+    """The model's descriptor (``models.MODELS``): everything the NAS steps ask about a model."""
+    from mlperf_bnas.models import create_model
 
-    if pretrained == "torchvision":
-        if model_name != "resnet50":
-            raise UserError(f"--pretrained torchvision is only available for resnet50, not {model_name!r}")
-        import torchvision  # downloads the ImageNet weights on first use (needs internet)
-
-        return torchvision.models.resnet50(weights=torchvision.models.ResNet50_Weights.IMAGENET1K_V1).eval()
-    if pretrained is None:
-        raise UserError(f"model {model_name!r} needs pre-trained weights: pass --pretrained FILE "
-                        "(a state dict) or, for resnet50, --pretrained torchvision")
-    state = load_state_dict_file(Path(pretrained))
-    model, _ = build_base_model(model_name, state)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise UserError(f"{pretrained}: weights do not fit {model_name} ({str(exc).splitlines()[0]})") from None
-    return model.eval()
+    return create_model(name, dict(model_options or {}), where=f"{where} (model_options)")
 
 
-def data_loaders(dataset: str, batch_size: int, seed: int, data_dir: str | None, input_size: tuple[int, ...]):
-    if dataset == "digits":
-        from mlperf_bnas.nas.demo import digits_loaders
-
-        return digits_loaders(batch_size, seed, size=input_size[-1])
-    if dataset == "imagefolder":
-        if not data_dir:
-            raise UserError("dataset 'imagefolder' needs --data-dir holding train/ and val/ class folders")
-        import torchvision.transforms as T
-        from torch.utils.data import DataLoader
-        from torchvision.datasets import ImageFolder
-
-        root = Path(data_dir)
-        for split in ("train", "val"):
-            if not (root / split).is_dir():
-                raise UserError(f"{root / split}: missing; --data-dir must hold train/ and val/ class folders")
-        size = input_size[-1]
-        norm = T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-        train = ImageFolder(root / "train", T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(),
-                                                       T.ToTensor(), norm]))
-        val = ImageFolder(root / "val", T.Compose([T.Resize(int(size / 0.875)), T.CenterCrop(size), T.ToTensor(), norm]))
-        workers = min(4, os.cpu_count() or 1)
-        return (DataLoader(train, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True),
-                DataLoader(val, batch_size=batch_size, shuffle=False, num_workers=workers))
-    raise UserError(f"unknown NAS dataset {dataset!r}; valid: digits, imagefolder")
-
-
-def preprocess_for(model_name: str, input_size: tuple[int, ...]) -> dict:
-    if model_name == "digits_resnet":
-        from mlperf_bnas.nas.demo import DIGITS_PREPROCESS
-
-        return dict(DIGITS_PREPROCESS)
-    return {"input_size": list(input_size[1:]), "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
-            "resize": int(round(input_size[-1] / 0.875)), "crop": input_size[-1], "interpolation": "bilinear"}
+def check_elasticity(cfg, entry, supernet=None) -> None:
+    """Refuse a config that trains a dimension the model's super-network cannot change, naming the key."""
+    where = f"{cfg.path}: bootstrapNAS.training"
+    supported = entry.nas_elasticity_dims
+    for dim in cfg.training.elasticity.available_elasticity_dims:
+        if dim not in supported:
+            raise UserError(f"{where}.elasticity.available_elasticity_dims: {cfg.model}'s super-network has no "
+                            f"elastic {dim} (it supports {', '.join(supported)}); remove {dim!r}")
+    for k, stage in enumerate(cfg.training.stages):
+        for dim in stage.train_dims:
+            if dim not in supported:
+                raise UserError(f"{where}.schedule.list_stage_descriptions[{k}].train_dims: {cfg.model}'s "
+                                f"super-network has no elastic {dim} (it supports {', '.join(supported)})")
+    if supernet is None:
+        return
+    found = {"kernel": bool(supernet.kernel_sizes), "width": bool(supernet.width_groups),
+             "depth": bool(supernet.blocks)}
+    for k, stage in enumerate(cfg.training.stages):
+        for dim in stage.train_dims:
+            if not found[dim]:
+                raise UserError(f"{where}.schedule.list_stage_descriptions[{k}].train_dims: the generated "
+                                f"super-network has nothing elastic in {dim!r} (see `mlperf-bnas nas info --config "
+                                f"{cfg.path}`); remove it or change elasticity.{dim}")
 
 
 def set_aside(path: Path, output_dir: Path) -> None:
@@ -106,16 +81,19 @@ def set_aside(path: Path, output_dir: Path) -> None:
 
 
 def load_supernet(path: Path):
-    from mlperf_bnas.nas.export import build_base_model
+    """(super-network, base model name, recorded preprocessing, model descriptor) of a checkpoint."""
     from mlperf_bnas.nas.supernet.network import SuperNetwork
 
     path = Path(path)
     header = load_checkpoint(path, "super-network checkpoint", SUPERNET_HINT)
-    base = header.get("extra", {}).get("base_model") if isinstance(header, dict) else None
+    extra = header.get("extra", {}) if isinstance(header, dict) else {}
+    base = extra.get("base_model")
     if base is None:
         raise UserError(f"{path}: super-network checkpoint does not name its base model (extra.base_model)")
-    supernet = SuperNetwork.load(path, lambda: build_base_model(base)[0].to(default_device_for_cli()))
-    return supernet, base, header["extra"].get("preprocess", {})
+    entry = model_entry(base, extra.get("model_options"), str(path))
+    size = tuple(header.get("example_input_shape") or ())
+    supernet = SuperNetwork.load(path, lambda: entry.nas_architecture(size).to(default_device_for_cli()))
+    return supernet, base, extra.get("preprocess", {}), entry
 
 
 def default_device_for_cli() -> torch.device:
@@ -147,83 +125,118 @@ def resolve_subnet(supernet, spec: str) -> dict:
 
 # -- train ----------------------------------------------------------------------------------
 def train_from_config(config_path: Path, output_dir: Path, pretrained_model: torch.nn.Module, resume: bool,
-                      data_dir: str | None = None, progress: bool = True):
-    """Build (or resume) the super-network for ``config_path`` and train it; returns (supernet, state)."""
+                      data_dir: str | None = None, progress: bool = True, pretrained: str | None = None,
+                      overrides=()):
+    """Build (or resume) the super-network for ``config_path`` and train it; returns (supernet, state).
+
+    ``pretrained_model`` is the teacher; the super-network is generated from the descriptor's
+    student (``nas_student``: RetinaNet drops the FPN levels ``model_options`` leave out)."""
+    from mlperf_bnas.nas.export import plain_options
     from mlperf_bnas.nas.nas_config import load_nas_config
-    from mlperf_bnas.nas.export import build_base_model
     from mlperf_bnas.nas.supernet.network import SuperNetwork
     from mlperf_bnas.nas.train.progressive import LAST_CHECKPOINT, default_device, train_progressive_shrinking
 
-    cfg = load_nas_config(config_path)
+    cfg = load_nas_config(config_path, overrides)
+    entry = model_entry(cfg.model, cfg.model_options, str(config_path))
+    check_elasticity(cfg, entry)
+    if overrides:
+        log.info("%s with --set %s", config_path, " ".join(overrides))
     device = default_device()
     torch.manual_seed(cfg.seed)
     teacher = pretrained_model.to(device).eval()
-    train_loader, val_loader = data_loaders(cfg.dataset, cfg.batch_size, cfg.seed, data_dir, cfg.input_size)
-    extra = {"base_model": cfg.model, "preprocess": preprocess_for(cfg.model, cfg.input_size),
-             "config": str(config_path)}
+    train_loader, val_loader = entry.nas_train_data(cfg.dataset, data_dir, cfg.batch_size, cfg.seed, cfg.input_size,
+                                                    teacher, cfg.dataset_options)
+    source = str(Path(pretrained).resolve()) if pretrained and Path(pretrained).is_file() else pretrained
+    extra = {"base_model": cfg.model, "model_options": plain_options(cfg.model_options),
+             "preprocess": entry.nas_export_preprocess(cfg.input_size), "config": str(Path(config_path).resolve()),
+             "nas_config": cfg.raw,
+             "dataset": cfg.dataset, "dataset_options": plain_options(cfg.dataset_options),
+             "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
+             "seed": cfg.seed, "batch_size": cfg.batch_size, "metric": entry.nas_metric,
+             "overrides": list(overrides), "input_size": list(cfg.input_size),
+             "pretrained": {"source": source,
+                            "sha256": sha256_file(Path(source)) if source and Path(source).is_file() else None}}
     if resume:
-        supernet = SuperNetwork.load(output_dir / LAST_CHECKPOINT, lambda: build_base_model(cfg.model)[0].to(device))
+        supernet = SuperNetwork.load(output_dir / LAST_CHECKPOINT,
+                                     lambda: entry.nas_architecture(cfg.input_size).to(device))
     else:
-        supernet = SuperNetwork.from_model(teacher, cfg.training.elasticity,
-                                           torch.zeros(cfg.input_size, device=device))
+        student = entry.nas_student(teacher, cfg.input_size).to(device)
+        supernet = SuperNetwork.from_model(student, cfg.training.elasticity,
+                                           entry.nas_example_input(cfg.input_size).to(device))
+        check_elasticity(cfg, entry, supernet)
     state = train_progressive_shrinking(supernet, teacher, train_loader, val_loader, cfg.training, cfg.optimizer,
                                         output_dir, cfg.seed, resume=resume, checkpoint_extra=extra,
-                                        progress=progress)
+                                        progress=progress, loss_fn=entry.nas_loss, accuracy_fn=entry.nas_accuracy,
+                                        freeze_bn=entry.nas_freeze_bn)
     return supernet, state
 
 
 def train(config: Path, output_dir: Path, pretrained: str | None, data_dir: str | None = None,
-          resume: bool = False, progress: bool = True) -> dict:
-    """``mlperf-bnas nas train``: the super-network of ``config``, trained into ``output_dir``."""
+          resume: bool = False, progress: bool = True, overrides=()) -> dict:
+    """``mlperf-bnas nas train``: the super-network of ``config`` (with ``--set`` overrides),
+    trained into ``output_dir``."""
     from mlperf_bnas.nas.nas_config import load_nas_config
     from mlperf_bnas.nas.train.progressive import LAST_CHECKPOINT
 
-    cfg = load_nas_config(config)
+    cfg = load_nas_config(config, overrides)
+    entry = model_entry(cfg.model, cfg.model_options, str(config))
+    check_elasticity(cfg, entry)
     if not resume and (output_dir / LAST_CHECKPOINT).exists():
         raise UserError(f"{output_dir} already holds a training run; pass --resume to continue it or "
                         "choose another --output-dir")
-    model = build_pretrained(cfg.model, pretrained)
-    _, state = train_from_config(config, output_dir, model, resume, data_dir, progress)
+    model = entry.nas_pretrained(pretrained, cfg.input_size)
+    _, state = train_from_config(config, output_dir, model, resume, data_dir, progress, pretrained, overrides)
     last = state.history[-1] if state.history else {}
-    return {"supernet": str(output_dir / "supernet.pt"), "last_epoch": last}
+    return {"supernet": str(output_dir / "supernet.pt"), "metric": entry.nas_metric, "last_epoch": last}
 
 
 # -- export ---------------------------------------------------------------------------------
-def export_subnet(supernet_path: Path, subnet: str, output: Path, bn_samples: int = 0) -> dict:
-    """``mlperf-bnas nas export``: sub-network ``subnet`` (see ``resolve_subnet``) of a trained super-network."""
+def export_subnet(supernet_path: Path, subnet: str, output: Path, bn_samples: int = 0,
+                  data_dir: str | None = None) -> dict:
+    """``mlperf-bnas nas export``: sub-network ``subnet`` (see ``resolve_subnet``) of a trained super-network.
+
+    ``bn_samples`` > 0 re-calibrates its BatchNorm statistics first on that many samples of the
+    training data the super-network was trained on (its dataset; ``data_dir`` where it needs one).
+    """
     from mlperf_bnas.nas.export import save_subnet
 
     if output.exists():
         raise UserError(f"{output} exists; choose another --output (existing files are never overwritten)")
-    supernet, base, preprocess = load_supernet(supernet_path)
+    supernet, base, preprocess, entry = load_supernet(supernet_path)
+    extra = supernet.checkpoint_extra
     config = resolve_subnet(supernet, subnet)
+    size = tuple(supernet.example_input.shape)
     if bn_samples > 0:
-        if base != "digits_resnet":
-            raise UserError("--bn-samples needs the built-in digits data; re-calibrate other models before export")
-        from mlperf_bnas.nas.demo import digits_loaders
-
-        train_loader, _ = digits_loaders(64, 0)
+        dataset = extra.get("dataset")
+        if not dataset:
+            raise UserError(f"{supernet_path}: the checkpoint does not record its training dataset; "
+                            "--bn-samples needs it (re-train, or export without --bn-samples)")
+        train_loader, _ = entry.nas_train_data(dataset, data_dir or extra.get("data_dir"),
+                                               int(extra.get("batch_size", 64)), int(extra.get("seed", 0)), size,
+                                               options=extra.get("dataset_options"))
         supernet.activate(config)
         supernet.bn_adapt(train_loader, bn_samples)
     module = supernet.extract_subnet(config)
-    save_subnet(module, config, base, preprocess, output)
+    save_subnet(module, config, base, preprocess, output, extra.get("model_options"), size)
     return {"output": str(output), "subnet_config": config, "macs": supernet.macs(config),
             "params": supernet.params(config)}
 
 
 # -- info -----------------------------------------------------------------------------------
-def describe(supernet_path: Path | None = None, config: Path | None = None, nodes: bool = False) -> dict:
+def describe(supernet_path: Path | None = None, config: Path | None = None, nodes: bool = False,
+             overrides=()) -> dict:
     """``mlperf-bnas nas info``: a trained super-network, or the one ``config`` generates."""
-    from mlperf_bnas.nas.export import build_base_model
     from mlperf_bnas.nas.nas_config import load_nas_config
     from mlperf_bnas.nas.supernet.network import SuperNetwork
 
     if supernet_path:
-        supernet, _, _ = load_supernet(supernet_path)
+        supernet, _, _, _ = load_supernet(supernet_path)
     else:
-        cfg = load_nas_config(config)
-        model, _ = build_base_model(cfg.model)
-        supernet = SuperNetwork.from_model(model, cfg.training.elasticity, torch.zeros(cfg.input_size))
+        cfg = load_nas_config(config, overrides)
+        entry = model_entry(cfg.model, cfg.model_options, str(config))
+        check_elasticity(cfg, entry)
+        supernet = SuperNetwork.from_model(entry.nas_architecture(cfg.input_size), cfg.training.elasticity,
+                                           entry.nas_example_input(cfg.input_size))
     info = supernet.describe()
     if nodes:
         info["nodes"] = [n.name for n in supernet._graph.nodes]
@@ -234,14 +247,15 @@ def describe(supernet_path: Path | None = None, config: Path | None = None, node
 def run_demo(output_dir: Path, config: Path = DEMO_CONFIG, pretrain_epochs: int = 8, resume: bool = False,
              progress: bool = True) -> dict:
     from mlperf_bnas.nas.nas_config import load_nas_config
-    from mlperf_bnas.nas.demo import DigitsResNet, digits_loaders, pretrain_digits_model
+    from mlperf_bnas.nas.demo import DEMO_MODEL, DigitsResNet, digits_loaders, pretrain_digits_model
     from mlperf_bnas.nas.evaluate import evaluate_accuracy, top1
     from mlperf_bnas.nas.export import save_subnet
     from mlperf_bnas.nas.train.progressive import default_device
 
     cfg = load_nas_config(config)
-    if cfg.model != "digits_resnet" or cfg.dataset != "digits":
-        raise UserError(f"{config}: the demo needs model digits_resnet and dataset digits")
+    if cfg.model != DEMO_MODEL or cfg.dataset != "digits":
+        raise UserError(f"{config}: the demo needs model {DEMO_MODEL} and dataset digits")
+    entry = model_entry(cfg.model, cfg.model_options, str(config))
     work = OutputRoot(output_dir).nas_dir / "digits"
     if not resume:
         set_aside(work, output_dir)
@@ -273,7 +287,8 @@ def run_demo(output_dir: Path, config: Path = DEMO_CONFIG, pretrain_epochs: int 
         acc = evaluate_accuracy(supernet, sub_cfg, train, val, 0)
         subnet = supernet.extract_subnet(sub_cfg)
         path = subnets_dir / f"subnet_{name}.pt"
-        save_subnet(subnet, sub_cfg, "digits_resnet", preprocess_for("digits_resnet", cfg.input_size), path)
+        save_subnet(subnet, sub_cfg, DEMO_MODEL, entry.nas_export_preprocess(cfg.input_size), path,
+                    cfg.model_options, cfg.input_size)
         summary["subnets"][name] = {"config": sub_cfg, "top1": acc, "macs": supernet.macs(sub_cfg),
                                     "params": supernet.params(sub_cfg), "checkpoint": str(path)}
         log.info("%s sub-network: top-1 %.2f%%, %d MACs -> %s", name, acc, supernet.macs(sub_cfg), path)
