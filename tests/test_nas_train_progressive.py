@@ -149,8 +149,12 @@ def test_bad_config_on_the_command_line(tmp_path):
 @pytest.mark.parametrize("path", sorted((REPO / "code" / "bootstrapnas" / "configs").glob("*progressive_shrinking.json")),
                          ids=lambda p: p.name)
 def test_shipped_training_configs_are_valid(path):
+    from mlperf_bnas.models import MODELS, create_model
+    from mlperf_bnas.nas.train.steps import check_elasticity
+
     cfg = load_nas_config(path)
-    assert cfg.training.stages and cfg.model in ("digits_resnet", "resnet50")
+    assert cfg.training.stages and cfg.model in MODELS
+    check_elasticity(cfg, create_model(cfg.model, cfg.model_options))  # every dimension it trains, the model has
 
 
 def test_imagefolder_training(teacher, tmp_path):
