@@ -66,3 +66,31 @@ def test_missing_or_mismatched_record_is_refused(tmp_path):
     target.write_text(path.read_text())          # an int8 record where the fp32 one belongs
     with pytest.raises(UserError, match="records precision 'int8', expected 'fp32'"):
         provenance.read(tmp_path, load_config(BENCH), "fp32")
+
+
+@pytest.mark.parametrize("same_file", [True, False])
+def test_the_search_record_beside_the_subnet_is_quoted_only_for_that_file(tmp_path, same_file):
+    """nas_record.json beside the checkpoint adds the super-network's hash and the search, when it
+    names this very checkpoint (its sha256); a record of another search adds nothing."""
+    ckpt = tmp_path / "best_subnet.pt"
+    torch.save({"format": "mlperf-bnas-subnet", "base_model": "resnet50", "subnet_config": {"depth": [1]},
+                "structure": {"removed_blocks": []}, "state_dict": {}, "preprocess": {}}, ckpt)
+    (tmp_path / "nas_record.json").write_text(json.dumps({
+        "format": "mlperf-bnas-nas-record/1", "subnet": ckpt.name,
+        "subnet_sha256": "ab" * 32 if same_file else "cd" * 32,
+        "supernet": {"path": "/x/supernet.pt", "sha256": "ef" * 32}, "accuracy_metric": "top-1 %",
+        "metrics": {"accuracy": 75.0, "latency": 2.0}, "reference_metrics": {"accuracy": 76.0},
+        "selection_rule": "lowest latency ...",
+        "search": {"tactic": "evolutionary", "algorithm": "nsga2", "optimization_metrics": ["accuracy", "latency"],
+                   "full_evaluations": 200}}))
+    _record(tmp_path, ckpt, "user checkpoint")
+    prov = provenance.read(tmp_path, load_config(BENCH), "int8")
+    fields = provenance.measurement_fields(prov)
+    section = provenance.calibration_section("resnet50", load_config(BENCH), prov)
+    if same_file:
+        assert prov.subnet["search"]["supernet_sha256"] == "ef" * 32
+        assert "super-network sha256 " + "ef" * 32 in fields["weight_transformations"]
+        assert "evolutionary/nsga2 over accuracy, latency, 200 sub-networks measured" in fields["weight_transformations"]
+        assert "ef" * 32 in section and "nsga2" in section
+    else:
+        assert "search" not in prov.subnet and "ef" * 32 not in fields["weight_transformations"] + section

@@ -20,7 +20,7 @@ from typing import Any
 from mlperf_bnas.config import BenchmarkConfig
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.fileio import load_checkpoint, read_mapping
-from mlperf_bnas.paths import BUILD_RECORD, OutputRoot
+from mlperf_bnas.paths import BUILD_RECORD, OutputRoot, SearchOutputs
 
 
 @dataclass(frozen=True)
@@ -76,8 +76,32 @@ def _subnet_of(record: dict[str, Any]) -> dict[str, Any] | None:
     obj = load_checkpoint(Path(path), "checkpoint named in the build record", "rebuild or restore the file")
     if not is_subnet_checkpoint(obj):
         return None
-    return {k: v for k, v in obj.items() if isinstance(v, (str, int, float, bool, list, dict)) and k != "state_dict"
-            and not _has_tensor(v)}
+    subnet = {k: v for k, v in obj.items() if isinstance(v, (str, int, float, bool, list, dict)) and k != "state_dict"
+              and not _has_tensor(v)}
+    search = _search_record(Path(path), _first(record, "weights.sha256"))
+    if search is not None:
+        subnet["search"] = search
+    return subnet
+
+
+def _search_record(checkpoint: Path, sha256: str | None) -> dict[str, Any] | None:
+    """What ``mlperf-bnas nas search`` recorded about the sub-network (``nas_record.json`` beside the
+    checkpoint it exported): the super-network's hash, the tactic and algorithm, the measured
+    metrics. Only when the record names this very file (its sha256); a record of another search,
+    or none (``nas export`` writes none), adds nothing."""
+    path = SearchOutputs(checkpoint.parent).record
+    if not path.is_file():
+        return None
+    rec = read_mapping(path, "NAS search record", "restore it from the search's output folder or delete it")
+    if not sha256 or rec.get("subnet_sha256") != sha256:
+        return None
+    search = rec.get("search") or {}
+    return {"record": path.name, "supernet_sha256": _first(rec, "supernet.sha256"),
+            "tactic": search.get("tactic"), "algorithm": search.get("algorithm"),
+            "optimization_metrics": search.get("optimization_metrics"),
+            "full_evaluations": search.get("full_evaluations"), "accuracy_metric": rec.get("accuracy_metric"),
+            "metrics": rec.get("metrics"), "reference_metrics": rec.get("reference_metrics"),
+            "latency": search.get("latency"), "selection_rule": rec.get("selection_rule")}
 
 
 def _has_tensor(value: Any) -> bool:
@@ -103,7 +127,7 @@ def measurement_fields(prov: Provenance) -> dict[str, str]:
     q = prov.quantization
     transforms = []
     if prov.subnet is not None:
-        transforms.append("BootstrapNAS sub-network extracted from the trained super-network")
+        transforms.append("BootstrapNAS sub-network extracted from the trained super-network" + _search_summary(prov))
     if prov.precision == "int8":
         nncf = _first(q, "quantization") or {}
         preset = _first(nncf, "config.preset")
@@ -126,6 +150,16 @@ def measurement_fields(prov: Provenance) -> dict[str, str]:
         "weight_data_types": prov.precision,
         "weight_transformations": "; ".join(transforms),
     }
+
+
+def _search_summary(prov: Provenance) -> str:
+    """`` (super-network sha256 ..., search ...)`` from the sub-network's NAS search record; empty without one."""
+    search = (prov.subnet or {}).get("search")
+    if not isinstance(search, dict):
+        return ""
+    return (f" (super-network sha256 {search.get('supernet_sha256')}; search {search.get('tactic')}/"
+            f"{search.get('algorithm')} over {', '.join(search.get('optimization_metrics') or [])}, "
+            f"{search.get('full_evaluations')} sub-networks measured)")
 
 
 def calibration_section(model: str, cfg: BenchmarkConfig, prov: Provenance) -> str:
