@@ -180,3 +180,15 @@ def test_imagefolder_training(teacher, tmp_path):
     assert (tmp_path / "run" / "supernet.pt").is_file()
     with pytest.raises(UserError, match="train/ and val/"):
         train_from_config(path, tmp_path / "run2", teacher, resume=False, data_dir=str(tmp_path), progress=False)
+
+
+def test_retinanet_config_asking_for_an_elastic_kernel_is_refused_naming_the_key(tmp_path):
+    """The RetinaNet super-network has no elastic kernel (nas_elasticity_dims): refused before any model is built."""
+    config = REPO / "code" / "bootstrapnas" / "configs" / "retinanet_progressive_shrinking.json"
+    proc = run_cli("nas", "train", "--config", str(config), "--output-dir", str(tmp_path / "out"),
+                   "--set", "bootstrapNAS.training.elasticity.available_elasticity_dims=[kernel, width, depth]",
+                   check=False)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "available_elasticity_dims" in lines[0] and "kernel" in lines[0], proc.stderr
+    assert not (tmp_path / "out").exists()
