@@ -212,6 +212,9 @@ def build(cfg: BenchmarkConfig, paths: OutputPaths, data_dir: str | Path | None,
     qcfg = quantization_config(cfg)
     dataset, cache = prepare_dataset(cfg, paths, data_dir, checkpoint)
     entry = model_entry(cfg)
+    subnet = _subnet(entry, Path(checkpoint)) if checkpoint is not None else None
+    if subnet is not None:
+        entry = entry.for_subnet(subnet, str(checkpoint))    # the record names what is built
     module, weights = load_torch_model(cfg, paths, checkpoint)
     record: dict[str, Any] = {"benchmark": cfg.benchmark, "model": cfg.model,
                               "model_options": {k: list(v) if isinstance(v, tuple) else v

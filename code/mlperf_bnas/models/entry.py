@@ -105,6 +105,11 @@ class ModelEntry(ABC):
         return []
 
     # -- sub-networks ----------------------------------------------------------------------
+    def for_subnet(self, subnet: dict[str, Any], where: str) -> "ModelEntry":
+        """This descriptor with an exported sub-network's own architecture options (RetinaNet: its
+        pyramid levels), so the build record says what was built; default: unchanged."""
+        return self
+
     def build_subnet(self, subnet: dict[str, Any], where: str):
         """An exported sub-network (``nas.export``'s checked checkpoint dict) as this model's own
         module class, or None: then the NAS graph tools rebuild it generically (the base

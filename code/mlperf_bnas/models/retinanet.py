@@ -573,6 +573,9 @@ class RetinaNet(ModelEntry):
                      list(options.fpn_levels), list(self.options.fpn_levels))
         return options
 
+    def for_subnet(self, subnet: dict[str, Any], where: str) -> "RetinaNet":
+        return type(self)(self.subnet_options(subnet, where))
+
     def build_subnet(self, subnet: dict[str, Any], where: str) -> RetinaNetTensorPart:
         return subnet_model(self.subnet_options(subnet, where), subnet["state_dict"], where)
 
