@@ -47,6 +47,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    entry_point = argv is None
     argv = sys.argv[1:] if argv is None else argv
     # Only import the module of the command being run.
     only = next((a for a in argv if a in COMMANDS), None)
@@ -59,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
+        # engine: ipex runs in its own environment (torch 2.8): re-run there when needed.
+        from mlperf_bnas.commands import engine_env
+        rc = engine_env.run_in_engine_env(args.command, args, argv, replace_process=entry_point)
+        if rc is not None:
+            return rc
         return int(module.run(args) or 0)
     except UserError as exc:
         if args.verbose or os.environ.get("MLPERF_BNAS_TRACEBACK"):
