@@ -11,7 +11,12 @@
    INT8 program doing the same work (inference + the same post-processing; goal >= 0.95x);
    the inference-only loop is printed too;
 4. Offline throughput with 1 instance x 2 threads vs 2 instances x 1 thread, and 1 x 2 with the
-   post-processing on a completion thread (``backend_options.completion_threads=1``).
+   post-processing on a completion thread (``backend_options.completion_threads=1``);
+5. with the IPEX environment (./prepare_env.sh --ipex; --skip-ipex to leave it out): the IPEX
+   TorchScript INT8 build of the same tensor part (``engine: ipex``, same calibration images) per
+   image beside Inductor and OpenVINO, and through the harness Offline (1 x 2 + completion thread,
+   as the Inductor figure), plus its calibration time per image. IPEX was made for Xeons with
+   AMX / AVX-512 VNNI; on an AVX2-only CPU it runs oneDNN's AVX2 INT8 kernels. Say which CPU.
 
 Every measurement runs in its own process, one after the other, and a round runs all of them
 (``--rounds`` rounds; the best round of each counts). Two runtimes in one process distort each
@@ -37,7 +42,9 @@ from mlperf_bnas.benchtools import cli, harness_run
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "code" / "retinanet-pytorch-cpu"
 SYSTEM = "bench"
-MEASUREMENTS = ("int8-inductor", "fp32-eager", "int8-inductor+postprocess", "openvino-int8")
+MEASUREMENTS = ("int8-inductor", "fp32-eager", "int8-inductor+postprocess", "openvino-int8", "ipex-int8")
+#: Measurements whose worker runs in the IPEX environment.
+IPEX_MEASUREMENTS = ("ipex-int8",)
 
 
 def common_args(out: Path, images: int, checkpoint: str | None) -> list[str]:
@@ -61,6 +68,11 @@ def _context(args):
 
 def _openvino_dir(paths) -> Path:
     return paths.build_dir / "model" / "openvino-int8"
+
+
+def _ipex_dir(out: Path) -> Path:
+    """The IPEX TorchScript build, moved aside so the Inductor build can use model/int8."""
+    return out / "build" / "retinanet-pytorch-cpu" / "model" / "ipex-int8"
 
 
 def build_openvino(args) -> dict:
@@ -97,6 +109,20 @@ def measure(args) -> dict:
         def run(x):
             backend.submit(x, 1, lambda _o, _e: None)
             backend.drain()
+    elif what == "ipex-int8":
+        from mlperf_bnas.backends import ipex_env
+
+        ipex_env.import_ipex()
+        model = torch.jit.load(str(_ipex_dir(args.output_dir.resolve()) / "model.torchscript.pt"))
+
+        def run(x):
+            with torch.no_grad():
+                model(torch.from_numpy(x))
+
+        started = time.time()
+        for _ in range(3):                  # the profiling executor fuses the graph on the early calls
+            run(samples[0])
+        compile_s = time.time() - started
     else:
         from mlperf_bnas.backends.pytorch import compile_program, load_program
         from mlperf_bnas.loadgen.postprocess import POSTPROCESSORS
@@ -130,11 +156,17 @@ def measure(args) -> dict:
 
 
 def worker(out: Path, what: str, args) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", what, "--output-dir", str(out),
+    python, env = sys.executable, None
+    if what in IPEX_MEASUREMENTS:
+        from mlperf_bnas.backends import ipex_env
+
+        python = str(ipex_env.find_python())
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ipex_env.CODE_DIR), os.environ.get("PYTHONPATH", "")]))
+    cmd = [python, str(Path(__file__).resolve()), "--worker", what, "--output-dir", str(out),
            "--images", str(args.images), "--repeats", str(args.repeats)]
     if args.checkpoint:
         cmd += ["--checkpoint", args.checkpoint]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         sys.exit(f"measurement {what} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -144,7 +176,7 @@ def worker(out: Path, what: str, args) -> dict:
 # the benchmark
 # ---------------------------------------------------------------------------
 def harness_offline(common: list[str], work: Path, instances: int, threads: int, completion_threads: int,
-                    queries: int, qps: float) -> float:
+                    queries: int, qps: float, *extra: str) -> float:
     """Samples per second of a LoadGen Offline performance run of the INT8 program."""
     summary = harness_run(common, work, "Offline",
                           f"retinanet.*.performance_sample_count_override = 8\n"
@@ -152,8 +184,28 @@ def harness_offline(common: list[str], work: Path, instances: int, threads: int,
                           f"retinanet.Offline.target_qps = {qps}\n",
                           "--set", f"backend_options.instances={instances}",
                           "--set", f"backend_options.threads={threads}",
-                          "--set", f"backend_options.completion_threads={completion_threads}")
+                          "--set", f"backend_options.completion_threads={completion_threads}", *extra)
     return float(summary["Samples per second"])
+
+
+def build_ipex(out: Path, common: list[str]) -> dict:
+    """The IPEX TorchScript INT8 build (the normal command, in the IPEX environment), moved to model/ipex-int8."""
+    import shutil
+
+    started = time.time()
+    cli("build", *common, "--precision", "int8", "--set", "backend_options.engine=ipex")
+    seconds = time.time() - started
+    target = _ipex_dir(out)
+    if target.exists():
+        shutil.rmtree(target)
+    (target.parent / "int8").rename(target)
+    record = json.loads((target / "quantization.json").read_text())
+    q = record["quantization"]
+    return {"build_s": round(seconds, 1), "calibration_s": q["calibration_seconds"],
+            "calibration_images": q["calibration_samples_used"],
+            "calibration_s_per_image": q["calibration_seconds"] / max(1, q["calibration_samples_used"]),
+            "cpu": record["cpu"], "torch": record["torch_version"], "ipex": record["ipex_version"],
+            "int8_convolutions": record["int8_convolutions"], "llga_fusion_groups": record["llga_fusion_groups"]}
 
 
 def main() -> int:
@@ -164,6 +216,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=2, help="rounds of every measurement (best counts)")
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--skip-openvino", action="store_true")
+    p.add_argument("--skip-ipex", action="store_true", help="leave out the IPEX TorchScript measurements")
     p.add_argument("--worker", choices=(*MEASUREMENTS, "build-openvino"), help=argparse.SUPPRESS)
     args = p.parse_args()
     out = args.output_dir.resolve()
@@ -173,11 +226,27 @@ def main() -> int:
         return 0
 
     common = common_args(out, args.images, args.checkpoint)
+    from mlperf_bnas.backends import ipex_env
+    from mlperf_bnas.errors import UserError
+
+    if not args.skip_ipex:
+        try:
+            ipex_env.find_python()
+        except UserError as exc:
+            sys.exit(f"{exc}; or pass --skip-ipex")
+    results: dict = {"machine": {"cpus": os.cpu_count(), "cpu": ipex_env.cpu_model(),
+                                 "isa_flags": [f for f in ipex_env.ISA_FLAGS if f in ipex_env.cpu_flags()],
+                                 "load_average_at_start": os.getloadavg()},
+                     "images": args.images, "repeats": args.repeats, "rounds": args.rounds}
+    print(f"CPU: {results['machine']['cpu']} ({', '.join(results['machine']['isa_flags'])})", flush=True)
+    if not args.skip_ipex:
+        print("building the IPEX TorchScript INT8 program (engine ipex, IPEX environment) ...", flush=True)
+        cli("dataset", *common)
+        results["ipex_build"] = build_ipex(out, common)
     print("building (dataset, FP32, INT8) ...", flush=True)
     cli("build", *common, "--precision", "all")
-    measurements = [m for m in MEASUREMENTS if not (args.skip_openvino and m == "openvino-int8")]
-    results: dict = {"machine": {"cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()},
-                     "images": args.images, "repeats": args.repeats, "rounds": args.rounds}
+    measurements = [m for m in MEASUREMENTS if not (args.skip_openvino and m == "openvino-int8")
+                    and not (args.skip_ipex and m in IPEX_MEASUREMENTS)]
     if not args.skip_openvino:
         print("building the OpenVINO INT8 IR of the same tensor part ...", flush=True)
         results["openvino_build_s"] = worker(out, "build-openvino", args)["seconds"]
@@ -185,6 +254,9 @@ def main() -> int:
     rounds: dict[str, list[dict]] = {m: [] for m in measurements}
     # instances x threads (+ completion threads running the post-processing beside the instance)
     settings = {"1x2": (1, 2, 0), "2x1": (2, 1, 0), "1x2+c1": (1, 2, 1)}
+    ipex_extra = ("--set", "backend_options.engine=ipex", "--model-path", str(_ipex_dir(out)))
+    if not args.skip_ipex:
+        settings["ipex 1x2+c1"] = (1, 2, 1)
     harness: dict[str, list[float]] = {name: [] for name in settings}
     work = out / "harness-runs"
     for r in range(args.rounds):
@@ -195,7 +267,8 @@ def main() -> int:
         bare = rounds["int8-inductor+postprocess"][-1]["images_per_s"]
         queries = args.repeats * args.images
         for name, setting in settings.items():
-            harness[name].append(harness_offline(common, work, *setting, queries, max(0.1, bare)))
+            extra = ipex_extra if name.startswith("ipex") else ()
+            harness[name].append(harness_offline(common, work, *setting, queries, max(0.1, bare), *extra))
             print(f"round {r + 1}: harness Offline {name:16s} {harness[name][-1]:.3f} images/s", flush=True)
 
     def best_latency(m: str) -> float:
@@ -211,6 +284,14 @@ def main() -> int:
     if "openvino-int8" in rounds:
         results["openvino_int8_latency_s"] = best_latency("openvino-int8")
         results["pytorch_int8_over_openvino_int8"] = results["int8_inductor_latency_s"] / results["openvino_int8_latency_s"]
+    if "ipex-int8" in rounds:
+        results["ipex_int8_latency_s"] = best_latency("ipex-int8")
+        results["ipex_int8_over_inductor_int8"] = results["ipex_int8_latency_s"] / results["int8_inductor_latency_s"]
+        if "openvino-int8" in rounds:
+            results["ipex_int8_over_openvino_int8"] = results["ipex_int8_latency_s"] / results["openvino_int8_latency_s"]
+        results["harness_offline_ipex_1x2_completion_thread_images_per_s"] = max(harness["ipex 1x2+c1"])
+        results["harness_offline_ipex_over_inductor"] = (results["harness_offline_ipex_1x2_completion_thread_images_per_s"]
+                                                         / max(harness["1x2+c1"]))
     results["bare_loop_inference_images_per_s"] = best_rate("int8-inductor")
     results["bare_loop_with_postprocess_images_per_s"] = best_rate("int8-inductor+postprocess")
     results["harness_offline_1x2_images_per_s"] = max(harness["1x2"])
@@ -222,7 +303,7 @@ def main() -> int:
     results["load_average_at_end"] = os.getloadavg()
     (out / "benchmark_retinanet.json").write_text(json.dumps(results, indent=1))
     for key, value in results.items():
-        if key != "rounds_detail":
+        if key not in ("rounds_detail", "machine"):
             print(f"{key:45s} {value:.3f}" if isinstance(value, float) else f"{key:45s} {value}")
     return 0
 

@@ -45,7 +45,6 @@ ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_i
 EXPECTED_WARNINGS = (
     r"JIT pass will be deprecated",                    # IPEX 2.8: its TorchScript fusion path is frozen
     r"Converting a tensor to a Python (number|boolean)",  # TracerWarning from IPEX's quantization hooks
-    r"torch\.jit\.\w+ is (deprecated|not supported)",  # TorchScript's own deprecation notes (torch >= 2.8)
 )
 
 
@@ -167,6 +166,9 @@ def import_ipex() -> Any:
     check_cpu()
     check_versions()
     quiet_expected_warnings()
+    # Importing IPEX imports Inductor, which would start a pool of compile-worker processes
+    # that a TorchScript engine never uses (two extra Python processes per run).
+    os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
     try:
         with _stderr_to_log("import intel_extension_for_pytorch"):
             import intel_extension_for_pytorch as ipex
