@@ -56,7 +56,7 @@ import torch
 from torch.ao.quantization import MinMaxObserver, QConfig, QConfigMapping
 
 from mlperf_bnas.backends import ipex_env
-from mlperf_bnas.backends.pytorch import INFO_NAME, PROGRAM_NAME, PyTorchBackend, calibration_inputs
+from mlperf_bnas.backends.pytorch import ENGINE_BACKENDS, INFO_NAME, PROGRAM_NAME, PyTorchBackend, calibration_inputs
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.fileio import write_atomic
 
@@ -268,8 +268,11 @@ def build_torchscript(ctx: Any, entry: Any, batch_size: int) -> Path:
     return out_dir / TORCHSCRIPT_NAME
 
 
+@ENGINE_BACKENDS.register(ENGINE)
 class IPEXBackend(PyTorchBackend):
     """The pytorch backend running a TorchScript file built by ``build_torchscript`` (``engine: ipex``)."""
+
+    build = staticmethod(build_torchscript)
 
     def _load_model(self, path: Path) -> Any:
         program = path / TORCHSCRIPT_NAME if path.is_dir() else path

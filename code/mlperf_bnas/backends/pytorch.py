@@ -47,12 +47,17 @@ import torch
 from mlperf_bnas.backends.base import BACKENDS, Backend, Completion
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.pipeline import BUILDERS, BuildContext, model_entry, sha256_file, write_json_atomic
+from mlperf_bnas.registry import Registry
 
 log = logging.getLogger(__name__)
 
 PROGRAM_NAME = "model.pt2"
 INFO_NAME = "quantization.json"
 ENGINES = ("inductor", "eager", "ipex")
+#: Engines with a build and a backend of their own (a subclass of PyTorchBackend with a
+#: ``build(ctx, entry, batch_size)`` static method), imported only when chosen.
+ENGINE_BACKENDS: Registry[type] = Registry("pytorch engine")
+ENGINE_BACKENDS.register_lazy("ipex", "mlperf_bnas.backends.ipex")
 
 
 def _register_quantized_ops() -> None:
@@ -121,10 +126,8 @@ def build_pytorch(ctx: BuildContext) -> Path:
     entry = model_entry(ctx.cfg)
     options = PyTorchBackend.Options(**{k: v for k, v in ctx.cfg.backend_options.items()
                                         if k in PyTorchBackend.Options.__dataclass_fields__})
-    if options.engine == "ipex":
-        from mlperf_bnas.backends.ipex import build_torchscript
-
-        return build_torchscript(ctx, entry, options.batch_size)
+    if options.engine in ENGINE_BACKENDS:
+        return ENGINE_BACKENDS.get(options.engine).build(ctx, entry, options.batch_size)
     batch = options.batch_size
     example = entry.example_input(batch)
     started = time.time()
@@ -232,10 +235,8 @@ class PyTorchBackend(Backend):
 
     @classmethod
     def from_options(cls, model_path: Path | None, options: "PyTorchBackend.Options") -> Backend:
-        if options.engine == "ipex" and cls is PyTorchBackend:
-            from mlperf_bnas.backends.ipex import IPEXBackend
-
-            return IPEXBackend(model_path, options)
+        if options.engine in ENGINE_BACKENDS and cls is PyTorchBackend:
+            return ENGINE_BACKENDS.get(options.engine)(model_path, options)
         return cls(model_path, options)
 
     def __init__(self, model_path: Path | None, options: "PyTorchBackend.Options"):
