@@ -8,7 +8,8 @@
 # With DATA_DIR / CHECKPOINT / USER_CONF set, the same command produces a real submission.
 #
 # Environment: OUTPUT_DIR (default ./output), DATA_DIR, CHECKPOINT, USER_CONF, SYSTEM,
-#   BENCHMARKS (default "resnet50-openvino retinanet-pytorch-cpu").
+#   BENCHMARKS (default "resnet50-openvino retinanet-pytorch-cpu"), ENGINE (RetinaNet's
+#   engine: ENGINE=ipex builds and runs its IPEX TorchScript in .venv-ipex, docs/ipex.md).
 # DATA_DIR / CHECKPOINT / USER_CONF apply to every benchmark; for a real submission of both,
 # run each benchmark's scripts with its own values, then tools/package_submission.sh.
 set -euo pipefail

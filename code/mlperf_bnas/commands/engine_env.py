@@ -21,8 +21,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mlperf_bnas import pipeline
-from mlperf_bnas.backends import ipex_env
 from mlperf_bnas.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -35,6 +33,8 @@ GUARD = "MLPERF_BNAS_IN_IPEX_ENV"
 
 def engine(args: argparse.Namespace) -> str | None:
     """The pytorch backend's engine this command would use (None for other backends)."""
+    from mlperf_bnas import pipeline
+
     scenario = getattr(args, "scenario", None)
     if getattr(args, "user_conf", None) and scenario:
         # A conf written by `mlperf-bnas tune` may carry backend options of its own.
@@ -54,6 +54,8 @@ def run_in_engine_env(command: str, args: argparse.Namespace, argv: list[str], r
     """
     if command not in COMMANDS or not hasattr(args, "benchmark") or engine(args) != "ipex":
         return None
+    from mlperf_bnas.backends import ipex_env   # only here: `check` and friends stay lean
+
     if ipex_env.importable():
         return None
     if os.environ.get(GUARD):
