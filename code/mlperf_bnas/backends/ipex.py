@@ -99,8 +99,7 @@ class SeedActivationObserver(MinMaxObserver):
             return x_orig
         # Python numbers and in-place fills only: IPEX's prepare hands in a tensor subclass, and
         # arithmetic on it would turn the buffers into that subclass (which cannot be deep-copied).
-        x = x_orig.detach()
-        low, high = float(x.min()), float(x.max())
+        low, high = (float(v) for v in torch.aminmax(x_orig.detach()))   # one pass over the tensor
         self.sum_min.fill_(float(self.sum_min) + low)
         self.sum_max.fill_(float(self.sum_max) + high)
         self.batches.fill_(int(self.batches) + 1)
@@ -214,7 +213,7 @@ def build_torchscript(ctx: Any, entry: Any, batch_size: int) -> Path:
             for x in inputs:
                 prepared(x)
             calibration_s = time.time() - t0
-            model = ipex.quantization.convert(prepared)
+            model = ipex.quantization.convert(prepared, inplace=True)   # the prepared copy is not needed after
             info["quantization"] = {
                 "tool": "intel-extension-for-pytorch", "tool_version": ipex.__version__,
                 "api": "ipex.quantization.prepare -> calibrate -> convert (static INT8)",
