@@ -93,8 +93,10 @@ prepare_ipex() {
   PY="$env_dir/bin/python"
   local stamp="$env_dir/.mlperf-bnas-installed" want
   want="$(sha256sum < code/requirements-ipex.txt | cut -d' ' -f1)"
-  local probe='import torch, torchvision, intel_extension_for_pytorch, mlperf_loadgen, numpy, PIL, yaml, pycocotools'
-  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$PY" -c "$probe" >/dev/null 2>&1; then
+  # The probe imports the harness's engine-ipex path itself (this checkout's code/), so a
+  # module the pins miss fails here, not in the first run.
+  local probe='import intel_extension_for_pytorch, mlperf_bnas.backends.ipex, mlperf_bnas.commands.build, mlperf_bnas.commands.run, mlperf_bnas.commands.compliance, mlperf_bnas.accuracy.openimages'
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && PYTHONPATH="$REPO/code" "$PY" -c "$probe" >/dev/null 2>&1; then
     echo "IPEX environment up to date: $env_dir"
     return 0
   fi
@@ -102,8 +104,8 @@ prepare_ipex() {
   quiet_pip install --quiet --upgrade pip setuptools wheel || fail "could not upgrade pip in $env_dir"
   quiet_pip install --quiet "${PIP_ARGS[@]}" -r code/requirements-ipex.txt
   # IPEX prints import-time notes on stderr (docs/ipex.md); only the exit status counts here.
-  "$PY" -c "$probe" >/dev/null 2>&1 \
-    || fail "the IPEX environment did not install (see pip's messages above); check network access to the package index"
+  PYTHONPATH="$REPO/code" "$PY" -c "$probe" >/dev/null 2>&1 \
+    || fail "the IPEX environment cannot run the harness: PYTHONPATH=code $PY -c '$probe' says why (see also pip's messages above)"
   echo "$want" > "$stamp"
   echo "IPEX environment ready: $env_dir ($("$PY" -c 'from importlib.metadata import version as v; print("torch", v("torch"), "| intel-extension-for-pytorch", v("intel-extension-for-pytorch"))'))"
 }
