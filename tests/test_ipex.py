@@ -109,6 +109,32 @@ def test_env_sh_passes_engine_to_pytorch_benchmarks_only(tmp_path):
         assert ("backend_options.engine=ipex" in proc.stdout.splitlines()) == expected, proc.stdout
 
 
+def test_measurement_fields_name_the_engine_from_the_build_record(tmp_path):
+    """Packaging reads the engine's software from the record (no IPEX needed to package)."""
+    from mlperf_bnas.config import load_config
+    from mlperf_bnas.submission import provenance
+
+    record = _model_dir(tmp_path) / "quantization.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({
+        "benchmark": "retinanet-pytorch-cpu", "model": "retinanet", "dataset": "openimages", "precision": "int8",
+        "engine": "ipex", "format": "TorchScript (torch.jit.trace + torch.jit.freeze), Intel Extension for PyTorch",
+        "torch_version": "2.8.0+cu128", "ipex_version": "2.8.0+cpu", "torchvision_version": "0.23.0",
+        "python": "3.11.7", "environment": "/x/.venv-ipex", "preprocess": {"dtype": "uint8"},
+        "weights": {"path": "/x/retinanet-seed0.pt", "sha256": "cd" * 32, "source": "seeded random weights"},
+        "calibration": {"count": 2, "names": ["a.jpg", "b.jpg"]},
+        "quantization": {"tool": "intel-extension-for-pytorch", "tool_version": "2.8.0+cpu",
+                         "config": {"preset": "performance"}, "calibration_samples_used": 2}}))
+    fields = provenance.measurement_fields(provenance.read(tmp_path, load_config(BENCH), "int8"))
+    assert fields["engine"] == "ipex: TorchScript (torch.jit.trace + torch.jit.freeze), Intel Extension for PyTorch"
+    assert fields["framework"] == "torch 2.8.0+cu128, intel-extension-for-pytorch 2.8.0+cpu"
+    assert fields["environment"] == "IPEX environment .venv-ipex (Python 3.11.7, torchvision 0.23.0)"
+    assert fields["weight_transformations"] == (
+        "post-training INT8 quantization with intel-extension-for-pytorch 2.8.0+cpu (preset performance, "
+        "2 calibration samples); traced and frozen to TorchScript (torch.jit.trace + torch.jit.freeze) with "
+        "intel-extension-for-pytorch 2.8.0+cpu")
+
+
 # -- in the IPEX environment ----------------------------------------------------------------
 
 def test_torchscript_build_is_int8_and_recorded(built, ipex_python):
