@@ -19,7 +19,9 @@
    AMX / AVX-512 VNNI; on an AVX2-only CPU it runs oneDNN's AVX2 INT8 kernels. Say which CPU.
 
 Every measurement runs in its own process, one after the other, and a round runs all of them
-(``--rounds`` rounds; the best round of each counts). Two runtimes in one process distort each
+(``--rounds`` rounds; the best round of each counts, and the engine ratios are also taken within
+each round -- measurements minutes apart -- with their median, which a changing machine load
+distorts less). Two runtimes in one process distort each
 other: each keeps its own spinning thread pool. Builds (synthetic data at 800x800, seeded
 weights unless --checkpoint) come first, with the normal commands. Prints a table and writes
 ``benchmark_retinanet.json`` in --output-dir. On a shared machine only one run's figures compare.
@@ -217,6 +219,12 @@ def main() -> int:
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--skip-openvino", action="store_true")
     p.add_argument("--skip-ipex", action="store_true", help="leave out the IPEX TorchScript measurements")
+    p.add_argument("--reuse-builds", action="store_true",
+                   help="keep the builds an earlier run left in --output-dir (same --images and --checkpoint)")
+    p.add_argument("--measurements", default=None, metavar="A,B",
+                   help=f"only these per-image measurements (of {', '.join(MEASUREMENTS)})")
+    p.add_argument("--harness", default=None, metavar="A,B",
+                   help="only these harness Offline settings (of 1x2, 2x1, 1x2+c1, 'ipex 1x2+c1')")
     p.add_argument("--worker", choices=(*MEASUREMENTS, "build-openvino"), help=argparse.SUPPRESS)
     args = p.parse_args()
     out = args.output_dir.resolve()
@@ -239,15 +247,28 @@ def main() -> int:
                                  "load_average_at_start": os.getloadavg()},
                      "images": args.images, "repeats": args.repeats, "rounds": args.rounds}
     print(f"CPU: {results['machine']['cpu']} ({', '.join(results['machine']['isa_flags'])})", flush=True)
+    model_dir = out / "build" / "retinanet-pytorch-cpu" / "model"
     if not args.skip_ipex:
-        print("building the IPEX TorchScript INT8 program (engine ipex, IPEX environment) ...", flush=True)
-        cli("dataset", *common)
-        results["ipex_build"] = build_ipex(out, common)
-    print("building (dataset, FP32, INT8) ...", flush=True)
-    cli("build", *common, "--precision", "all")
-    measurements = [m for m in MEASUREMENTS if not (args.skip_openvino and m == "openvino-int8")
+        if args.reuse_builds and (_ipex_dir(out) / "quantization.json").is_file():
+            print(f"reusing the IPEX build in {_ipex_dir(out)}", flush=True)
+        else:
+            print("building the IPEX TorchScript INT8 program (engine ipex, IPEX environment) ...", flush=True)
+            cli("dataset", *common)
+            results["ipex_build"] = build_ipex(out, common)
+    if args.reuse_builds and all((model_dir / p / "model.pt2").is_file() for p in ("int8", "fp32")):
+        print(f"reusing the FP32 and INT8 builds in {model_dir}", flush=True)
+    else:
+        print("building (dataset, FP32, INT8) ...", flush=True)
+        cli("build", *common, "--precision", "all")
+    chosen = set(args.measurements.split(",")) if args.measurements else set(MEASUREMENTS)
+    unknown = chosen - set(MEASUREMENTS)
+    if unknown:
+        sys.exit(f"--measurements: unknown {', '.join(sorted(unknown))}; valid: {', '.join(MEASUREMENTS)}")
+    chosen |= {"int8-inductor", "int8-inductor+postprocess"}      # every ratio below needs them
+    measurements = [m for m in MEASUREMENTS if m in chosen and not (args.skip_openvino and m == "openvino-int8")
                     and not (args.skip_ipex and m in IPEX_MEASUREMENTS)]
-    if not args.skip_openvino:
+    reuse_openvino = args.reuse_builds and (model_dir / "openvino-int8" / "model.xml").is_file()
+    if "openvino-int8" in measurements and not reuse_openvino:
         print("building the OpenVINO INT8 IR of the same tensor part ...", flush=True)
         results["openvino_build_s"] = worker(out, "build-openvino", args)["seconds"]
 
@@ -257,6 +278,11 @@ def main() -> int:
     ipex_extra = ("--set", "backend_options.engine=ipex", "--model-path", str(_ipex_dir(out)))
     if not args.skip_ipex:
         settings["ipex 1x2+c1"] = (1, 2, 1)
+    if args.harness:
+        wanted = set(args.harness.split(",")) | {"1x2"}       # harness_over_bare_loop needs 1x2
+        if wanted - set(settings):
+            sys.exit(f"--harness: unknown {', '.join(sorted(wanted - set(settings)))}; valid: {', '.join(settings)}")
+        settings = {k: v for k, v in settings.items() if k in wanted}
     harness: dict[str, list[float]] = {name: [] for name in settings}
     work = out / "harness-runs"
     for r in range(args.rounds):
@@ -277,10 +303,26 @@ def main() -> int:
     def best_rate(m: str) -> float:
         return max(x["images_per_s"] for x in rounds[m])
 
+    def per_round(a: list[float], b: list[float]) -> dict:
+        ratios = [x / y for x, y in zip(a, b)]
+        return {"per_round": [round(r, 3) for r in ratios], "median": statistics.median(ratios)}
+
+    lat = {m: [x["latency_s"] for x in rounds[m]] for m in rounds}
+    same_round: dict = {}
+    if "ipex-int8" in lat:
+        same_round["ipex_int8_over_inductor_int8"] = per_round(lat["ipex-int8"], lat["int8-inductor"])
+        if "openvino-int8" in lat:
+            same_round["ipex_int8_over_openvino_int8"] = per_round(lat["ipex-int8"], lat["openvino-int8"])
+    if "openvino-int8" in lat:
+        same_round["inductor_int8_over_openvino_int8"] = per_round(lat["int8-inductor"], lat["openvino-int8"])
+    if "ipex 1x2+c1" in harness and "1x2+c1" in harness:
+        same_round["harness_offline_ipex_over_inductor"] = per_round(harness["ipex 1x2+c1"], harness["1x2+c1"])
+    results["same_round_ratios"] = same_round
     results["first_call_s_int8_inductor"] = rounds["int8-inductor"][0]["first_call_s"]
-    results["fp32_eager_latency_s"] = best_latency("fp32-eager")
     results["int8_inductor_latency_s"] = best_latency("int8-inductor")
-    results["int8_speedup_vs_fp32_eager"] = results["fp32_eager_latency_s"] / results["int8_inductor_latency_s"]
+    if "fp32-eager" in rounds:
+        results["fp32_eager_latency_s"] = best_latency("fp32-eager")
+        results["int8_speedup_vs_fp32_eager"] = results["fp32_eager_latency_s"] / results["int8_inductor_latency_s"]
     if "openvino-int8" in rounds:
         results["openvino_int8_latency_s"] = best_latency("openvino-int8")
         results["pytorch_int8_over_openvino_int8"] = results["int8_inductor_latency_s"] / results["openvino_int8_latency_s"]
@@ -290,13 +332,16 @@ def main() -> int:
         if "openvino-int8" in rounds:
             results["ipex_int8_over_openvino_int8"] = results["ipex_int8_latency_s"] / results["openvino_int8_latency_s"]
         results["harness_offline_ipex_1x2_completion_thread_images_per_s"] = max(harness["ipex 1x2+c1"])
-        results["harness_offline_ipex_over_inductor"] = (results["harness_offline_ipex_1x2_completion_thread_images_per_s"]
-                                                         / max(harness["1x2+c1"]))
+        if "1x2+c1" in harness:
+            results["harness_offline_ipex_over_inductor"] = (
+                results["harness_offline_ipex_1x2_completion_thread_images_per_s"] / max(harness["1x2+c1"]))
     results["bare_loop_inference_images_per_s"] = best_rate("int8-inductor")
     results["bare_loop_with_postprocess_images_per_s"] = best_rate("int8-inductor+postprocess")
     results["harness_offline_1x2_images_per_s"] = max(harness["1x2"])
-    results["harness_offline_2x1_images_per_s"] = max(harness["2x1"])
-    results["harness_offline_1x2_completion_thread_images_per_s"] = max(harness["1x2+c1"])
+    if "2x1" in harness:
+        results["harness_offline_2x1_images_per_s"] = max(harness["2x1"])
+    if "1x2+c1" in harness:
+        results["harness_offline_1x2_completion_thread_images_per_s"] = max(harness["1x2+c1"])
     results["harness_over_bare_loop"] = (results["harness_offline_1x2_images_per_s"]
                                          / results["bare_loop_with_postprocess_images_per_s"])
     results["rounds_detail"] = {"workers": rounds, "harness": harness}
