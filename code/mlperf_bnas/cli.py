@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("mlperf_bnas.commands.config", "show a benchmark's resolved configuration and where each value came from"),
     "dataset": ("mlperf_bnas.commands.dataset", "prepare a dataset (real or synthetic) and its preprocessed cache"),
     "build": ("mlperf_bnas.commands.build", "export, quantize (NNCF INT8) and build the model for a backend"),
+    "size": ("mlperf_bnas.commands.size", "size LoadGen settings (target_qps) on this machine, or check a user.conf against it"),
     "run": ("mlperf_bnas.commands.run", "run one LoadGen test (scenario x mode) and publish its logs"),
     "accuracy": ("mlperf_bnas.commands.accuracy", "compute accuracy.txt from mlperf_log_accuracy.json"),
     "compliance": ("mlperf_bnas.commands.compliance", "run and verify an MLPerf compliance test (TEST01, TEST04)"),

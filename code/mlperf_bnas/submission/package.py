@@ -31,6 +31,7 @@ from pathlib import Path
 from mlperf_bnas.config import BenchmarkConfig, load_config
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.loadgen.logs import read_detail_log
+from mlperf_bnas.paths import OutputPaths
 from mlperf_bnas.submission import provenance, userconf
 from mlperf_bnas.submission.rules import MLPERF_MODEL, SCENARIOS
 from mlperf_bnas.submission.system import describe_system, load_overrides
@@ -134,12 +135,15 @@ def _git_commit(repo: Path) -> str:
     return head.stdout.strip() + (" with uncommitted changes in code/" if dirty.stdout.strip() else "")
 
 
-def _pick_user_conf(cfg: BenchmarkConfig, scenario: str, perf_detail: Path) -> Path:
+def _pick_user_conf(cfg: BenchmarkConfig, scenario: str, perf_detail: Path, sizing_dir: Path) -> Path:
     """The user.conf whose settings agree with the performance log (see userconf.py)."""
     candidates: list[Path] = []
     if os.environ.get("USER_CONF"):
         candidates.append(Path(os.environ["USER_CONF"]).resolve())
     candidates += sorted(cfg.benchmark_dir.glob("user*.conf"))
+    # The embedded default's conf, generated on this machine by `mlperf-bnas size` (and the
+    # earlier ones it replaced, kept under archive/: runs made with them still match them).
+    candidates += sorted(sizing_dir.glob("user*.conf")) + sorted((sizing_dir / "archive").rglob("user*.conf"))
     detail = read_detail_log(perf_detail)
     best: tuple[int, Path] | None = None
     reasons = []
@@ -160,7 +164,10 @@ def _pick_user_conf(cfg: BenchmarkConfig, scenario: str, perf_detail: Path) -> P
 
 
 def _measurement_readme(cfg: BenchmarkConfig, scenario: str, system: str, conf: Path, commit: str) -> str:
+    from mlperf_bnas.tune.sizing import is_sized_conf
+
     bench = cfg.benchmark_dir.name
+    sized = is_sized_conf(conf)
     names = sorted(p.name for p in cfg.benchmark_dir.glob("run*.sh"))
     # Pipeline order: build, this scenario's runs, then compliance.
     scripts = ([n for n in names if "calibration" in n or "build" in n]
@@ -180,13 +187,20 @@ def _measurement_readme(cfg: BenchmarkConfig, scenario: str, system: str, conf: 
         "export OUTPUT_DIR=$PWD/output         # where results/, compliance/ and build/ go",
         "export DATA_DIR=/path/to/dataset      # unset = synthetic data (smoke run, not a valid result)",
         "export CHECKPOINT=/path/to/weights    # unset = seeded weights",
-        f"export USER_CONF=code/{bench}/{conf.name}",
+        *([f"unset USER_CONF                       # embedded default: settings sized on the machine ({conf.name})"]
+          if sized else [f"export USER_CONF=code/{bench}/{conf.name}"]),
         *(f"code/{bench}/{s}" for s in scripts),
         "tools/package_submission.sh           # this tree",
         "tools/submission_checker.sh           # our v5.1 checker",
         "```",
         "",
-        f"The LoadGen settings of this run are in `user.conf` beside this file (`code/{bench}/{conf.name}`).",
+        *([f"The LoadGen settings of this run are in `user.conf` beside this file (`code/{bench}/{conf.name}`)."]
+          if not sized else [
+              "The LoadGen settings of this run are in `user.conf` beside this file: the conf `mlperf-bnas size` "
+              f"generated on the machine ({conf.name}, in `$OUTPUT_DIR/build/{bench}/sizing/{system}/`): "
+              f"`code/{bench}/user.smoke.conf` plus the target_qps measured there; its comment lines say how "
+              "each number was measured (probe, figure, CPU model, core count, date). On another machine the "
+              "run scripts measure that machine and write its own."]),
         "",
     ])
 
@@ -263,7 +277,8 @@ def build_tree(req: PackageRequest, tree: Path) -> Packaged:
                       dst / "accuracy" / name)
             write_truncated(acc / "accuracy.txt", _require(acc / "mlperf_log_accuracy.json",
                             f"run the {scenario} accuracy test (mlperf-bnas run --mode accuracy)"), dst / "accuracy")
-            conf = _pick_user_conf(cfg, scenario, perf / "mlperf_log_detail.txt")
+            sizing_dir = OutputPaths(req.output_dir, req.system, cfg.benchmark, cfg.loadgen_model).sizing_dir
+            conf = _pick_user_conf(cfg, scenario, perf / "mlperf_log_detail.txt", sizing_dir)
             meas = tree / "measurements" / req.system / model / scenario
             _copy(conf, meas / "user.conf")
             write_atomic(meas / "README.md", _measurement_readme(cfg, scenario, req.system, conf, commit))
