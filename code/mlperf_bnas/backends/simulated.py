@@ -12,7 +12,10 @@ Analytic figures (used by the tuning tests and ``tools/benchmark_tuning.py``):
 * Offline capacity  ``workers * b / t(b)`` samples per millisecond
 * Server (b = 1)    an M/D/c queue: Poisson arrivals, deterministic service ``t(1)``, c = ``workers``.
 
-Inputs are never read (``reads_input = False``), so no dataset is needed.
+Inputs are never read (``reads_input = False``), so no dataset is needed. The
+``simulated-dataset`` variant takes the benchmark's dataset through the QSL and the SUT
+like a real backend (and still ignores it), so a whole benchmark (accuracy runs, TEST01,
+packaging) runs on a machine of a chosen speed; its answers are class 0 for every sample.
 """
 
 from __future__ import annotations
@@ -123,3 +126,10 @@ class SimulatedBackend(Backend):
     def describe(self) -> dict:
         return {"batch_size": self.batch_size, "workers": self.options.workers,
                 "batch_ms": self.cost.batch_ms(self.batch_size)}
+
+
+@BACKENDS.register("simulated-dataset")
+class SimulatedDatasetBackend(SimulatedBackend):
+    """The simulated backend behind the benchmark's real dataset path (QSL, batches, responses)."""
+
+    reads_input = True

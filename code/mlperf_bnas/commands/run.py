@@ -46,4 +46,9 @@ def run(args: argparse.Namespace) -> int:
     metric = next((f"{k}: {summary[k]}" for k in ("Samples per second", "Completed samples per second",
                                                     "Scheduled samples per second") if k in summary), "")
     print(f"{cfg.loadgen_model} {args.scenario} {args.mode}: {result} {metric} -> {log_dir}")
+    if args.mode == "performance" and result != "VALID":
+        from mlperf_bnas.loadgen.explain import explain
+
+        for failure in explain(log_dir, args.scenario, cfg.loadgen_model, cfg.benchmark_dir.name):
+            print(f"  INVALID: {failure.line()}")
     return 0

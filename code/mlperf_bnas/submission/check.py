@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from mlperf_bnas.loadgen.explain import explain, one_line
 from mlperf_bnas.loadgen.logs import DetailLog, read_detail_log
 from mlperf_bnas.submission import rules as R
 from mlperf_bnas.submission import userconf
@@ -305,7 +306,8 @@ class _Checker:
             self.file_list("perf-file-list", perf, R.PERF_LISTED_FILES, R.PERF_LOADED_FILES + R.OPTIONAL_PERF_FILES)
             if (perf / "mlperf_log_detail.txt").is_file():
                 perf_log = read_detail_log(perf / "mlperf_log_detail.txt")
-                metric = self.check_performance(perf / "mlperf_log_detail.txt", perf_log, mlperf_model, scenario, system_json)
+                metric = self.check_performance(perf / "mlperf_log_detail.txt", perf_log, mlperf_model, scenario,
+                                                system_json, model, _implementation(meas, system, scenario))
                 if (meas / "user.conf").is_file():
                     bad = userconf.mismatches(meas / "user.conf", perf_log, model, scenario)
                     if bad:
@@ -354,9 +356,13 @@ class _Checker:
             self.add("code-benchmark-dir", sub / "code" / model, "missing (the code that produced the result)")
 
     def check_performance(self, path: Path, log: DetailLog, model: str, scenario: str,
-                          system_json: dict[str, Any] | None) -> str:
+                          system_json: dict[str, Any] | None, folder_model: str | None = None,
+                          benchmark: str | None = None) -> str:
         if log.get("result_validity") != "VALID":
-            self.add("result-invalid", path, f"result_validity is {log.get('result_validity')!r}")
+            # Which LoadGen condition failed, LoadGen's own recommendation, and the fix.
+            why = explain(path.parent, scenario, folder_model or model, benchmark, detail=log)
+            self.add("result-invalid", path, f"result_validity is {log.get('result_validity')!r}"
+                     + (f": {one_line(why)}" if why else ""))
         self.loadgen_errors("perf-loadgen-errors", path, log)
         if log.get("effective_test_mode") not in (None, "PerformanceOnly"):
             self.add("test-mode", path, f"effective_test_mode is {log.get('effective_test_mode')!r}, expected PerformanceOnly")
@@ -495,6 +501,14 @@ class _Checker:
             detail = tdir / "performance" / "run_1" / "mlperf_log_detail.txt"
             if detail.is_file():
                 self.loadgen_errors("compliance-loadgen-errors", detail, read_detail_log(detail))
+
+
+def _implementation(meas: Path, system: str, scenario: str) -> str | None:
+    """The benchmark directory a result came from: the implementation name in
+    ``measurements/.../<system>_<implementation>_<Scenario>.json``."""
+    for path in sorted(meas.glob(f"{system}_*_{scenario}.json")) if meas.is_dir() else []:
+        return path.name[len(system) + 1:-len(f"_{scenario}.json")] or None
+    return None
 
 
 def _dirs(p: Path) -> list[Path]:

@@ -84,6 +84,11 @@ EXIT_INFEASIBLE = 3
 OFFLINE_MARGIN = 2.0
 #: Server target_qps = this x the analytic maximum at the latency bound.
 SERVER_FRACTION = 0.5
+#: The analytic maximum is searched up to this utilisation (see ``queueing.max_server_qps``).
+MAX_UTILISATION = 0.9
+#: A Server target so low that the conf's min_query_count would take longer than this is not
+#: a runnable smoke setting either: reported like a bound no load can meet.
+MAX_SERVER_RUN_S = 1800.0
 #: Length of each timed throughput probe, and the latency probe's minimum duration.
 PROBE_SECONDS = 3.0
 LATENCY_PROBE_MS = 1500
@@ -403,7 +408,9 @@ def server_limits(m: Measured, settings: ConfSettings) -> tuple[float, float, in
     # confidence margin: aim at a stricter percentile than the bound's.
     percentile = 1.0 - (1.0 - settings.latency_percentile) / 2.0
     bound_ms = settings.target_latency_ms or 0.0
-    qps = max_server_qps(service_ms / 1000.0, workers, bound_ms / 1000.0, percentile) if bound_ms > service_ms else 0.0
+    qps = (max_server_qps(service_ms / 1000.0, workers, bound_ms / 1000.0, percentile, rel_tol=0.02,
+                          max_utilisation=MAX_UTILISATION, grid_points_per_service=20)
+           if bound_ms > service_ms else 0.0)
     return qps, service_ms, workers, percentile
 
 
@@ -432,6 +439,13 @@ def size_server(m: Measured, settings: ConfSettings, model: str, benchmark_dir: 
         return ServerSizing(target_qps=None, expected_s=None, why=line, infeasible=line, **common)
     target = _significant(SERVER_FRACTION * qps)
     expected = max(settings.min_duration_ms / 1000.0, settings.min_query_count / target)
+    if expected > MAX_SERVER_RUN_S:
+        line = (f"{model} Server: not run: at the {target:.3g} QPS this machine holds at the {bound:g} ms latency "
+                f"bound ({service_ms:.3g} ms per query measured on {machine.cpu_model}, {machine.cores} core(s)), "
+                f"its {settings.min_query_count} queries would take {expected / 3600:.1f} h. Fix: a faster machine "
+                f"or Server setting ({benchmark_dir}/tune.sh --scenario Server), or a USER_CONF with a larger "
+                f"{model}.Server.target_latency")
+        return ServerSizing(target_qps=None, expected_s=round(expected, 1), why=line, infeasible=line, **common)
     why = (f"{SERVER_FRACTION:g} x {qps:.4g} QPS, the M/D/{workers} maximum with p{percentile * 100:g} latency <= "
            f"{bound:g} ms (LoadGen's early stopping needs the tail inside the bound) for {service_ms:.3g} ms per "
            f"query (SingleStream probe median {latency.get('p50', float('nan')):.3g} ms; capacity "
