@@ -6,7 +6,6 @@ import argparse
 import json
 
 from mlperf_bnas import pipeline
-from mlperf_bnas.backends import BACKENDS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -14,31 +13,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=["int8", "fp32", "all"], default="all",
                    help="which model(s) to build (default: both)")
     p.add_argument("--if-missing", action="store_true",
-                   help="prepare the dataset, and build only the model(s) not built yet (the run scripts' "
-                        "first step: a fresh output folder gets what it needs, and says so)")
+                   help="build only the model(s) not built yet (the run scripts' first step: a fresh output "
+                        "folder gets what it needs, and says so)")
 
 
 def run(args: argparse.Namespace) -> int:
     cfg, paths = pipeline.config_from_args(args)
     precisions = ["int8", "fp32"] if args.precision == "all" else [args.precision]
-    if cfg.backend not in pipeline.BUILDERS:
-        # The null and simulated backends load no model (they never read their input, or
-        # only pass it through): there is nothing to build, only the dataset to prepare.
-        if BACKENDS.get(cfg.backend).reads_input:
-            pipeline.prepare_dataset(cfg, paths, args.data_dir, args.checkpoint)
-        print(f"backend {cfg.backend} loads no built model: nothing to build")
-        return 0
+    builds = cfg.backend in pipeline.BUILDERS
     if args.if_missing:
+        # Cheap when there is nothing to do (no framework import): the run that follows
+        # prepares (or reuses) the dataset itself.
+        if not builds:
+            print(f"backend {cfg.backend} loads no built model: nothing to build")
+            return 0
         missing = [p for p in precisions if not (paths.model_dir(p) / "quantization.json").is_file()]
         for precision in precisions:
             if precision not in missing:
                 print(f"{precision}: {paths.model_dir(precision)} (built earlier)")
         if not missing:
-            pipeline.prepare_dataset(cfg, paths, args.data_dir, args.checkpoint)
             return 0
         print(f"model not built yet in {paths.build_dir / 'model'}: building {' and '.join(missing)} now "
               "(what run_calibration.sh does)", flush=True)
         precisions = missing
+    elif not builds:
+        # The null and simulated backends load no model: only the dataset to prepare.
+        pipeline.prepare_dataset(cfg, paths, args.data_dir, args.checkpoint)
+        print(f"backend {cfg.backend} loads no built model: nothing to build")
+        return 0
     for precision in precisions:
         path = pipeline.build(cfg, paths, args.data_dir, args.checkpoint, precision)
         record_path = path.parent / "quantization.json"

@@ -58,7 +58,7 @@ def results_table(data: ReportData, checker_json: Path | None = None) -> str:
     # recommendation, and the command that fixes it; every scenario not run, why.
     for r in data.results:
         if r.not_run:
-            lines.append(f"{r.model} {r.scenario}: {r.not_run}")
+            lines.append(r.not_run)      # "<model> <Scenario>: not run: ..."
         elif r.performance is not None and r.performance.failures:
             for failure in r.performance.failures:
                 lines.append(f"{r.model} {r.scenario} {r.performance.result_line}: {failure.line()}")

@@ -459,12 +459,10 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def model_id(paths: OutputPaths, needs_model: bool) -> str:
-    """The built INT8 model, by its build record (a rebuild changes it); "none" for backends without a model."""
+def model_id(paths: OutputPaths) -> str:
+    """The built INT8 model, by its build record (a rebuild changes it); "none" without one."""
     record = paths.model_dir("int8") / "quantization.json"
-    if record.is_file():
-        return _sha256(record)
-    return "none" if not needs_model else "not built"
+    return _sha256(record) if record.is_file() else "none"
 
 
 def sizing_key(machine: Machine, base_conf: Path, model: str, cfgs: dict[str, BenchmarkConfig]) -> dict[str, Any]:
@@ -550,16 +548,13 @@ def _archive(paths: OutputPaths, files: list[Path]) -> Path | None:
 
 def ensure_sized(req: SizeRequest) -> tuple[Path, dict[str, Any], bool]:
     """The generated conf for ``req`` (sized now if missing or stale). Returns (conf, record, sized_now)."""
-    from mlperf_bnas.backends import BACKENDS
-
     conf = req.paths.sized_conf
     if conf.exists() and not is_sized_conf(conf):
         raise UserError(f"{conf}: exists and was not written by mlperf-bnas size (no '{MARKER}' first line); "
                         "move it away: the embedded default writes its sized conf there")
     any_cfg = next(iter(req.cfgs.values()))
-    needs_model = BACKENDS.get(any_cfg.backend).reads_input
     machine = Machine.this()
-    key = sizing_key(machine, req.base_conf, model_id(req.paths, needs_model), req.cfgs)
+    key = sizing_key(machine, req.base_conf, model_id(req.paths), req.cfgs)
     record = read_record(conf) if conf.is_file() else None
     reasons = key_differences(record.get("key") if record else None, key) if conf.is_file() else ["not sized yet"]
     if not reasons and not req.force:
@@ -631,8 +626,6 @@ def infeasible(record: dict[str, Any], scenario: str) -> str | None:
 def cached_measurement(paths: OutputPaths, cfgs: dict[str, BenchmarkConfig], data_dir: str | None,
                        checkpoint: str | None, latency_for: set[str]) -> dict[str, Measured]:
     """Measurements of these settings on this machine and model: from the cache when present, else probed now."""
-    from mlperf_bnas.backends import BACKENDS
-
     cache_path = paths.sizing_dir / "measurements.json"
     try:
         cache = json.loads(cache_path.read_text(encoding="utf-8"))
@@ -641,8 +634,7 @@ def cached_measurement(paths: OutputPaths, cfgs: dict[str, BenchmarkConfig], dat
     if not isinstance(cache, dict):
         cache = {}
     machine = Machine.this()
-    any_cfg = next(iter(cfgs.values()))
-    model = model_id(paths, BACKENDS.get(any_cfg.backend).reads_input)
+    model = model_id(paths)
 
     def key(cfg: BenchmarkConfig, scenario: str) -> str:
         return json.dumps({"machine": dataclasses.asdict(machine), "model": model,
