@@ -136,7 +136,7 @@ def test_accuracy_log_truncated_and_hashed(smoke):
 
 # -- our checker on the smoke tree -------------------------------------------------------------
 GOLDEN_SMOKE = """\
-WARNING [system-type-benchmark] results/{S}/resnet50
+WARNING [scenarios-missing] results/{S}/resnet50
 ERROR [min-duration] results/{S}/resnet50/Offline/performance/run_1/mlperf_log_detail.txt
 ERROR [dataset-coverage] results/{S}/resnet50/Offline/accuracy/mlperf_log_detail.txt
 WARNING [compliance-missing] compliance/{S}/resnet50/Offline/TEST01
@@ -146,7 +146,8 @@ ERROR [min-duration] results/{S}/resnet50/Server/performance/run_1/mlperf_log_de
 ERROR [min-query-count] results/{S}/resnet50/Server/performance/run_1/mlperf_log_detail.txt
 ERROR [dataset-coverage] results/{S}/resnet50/Server/accuracy/mlperf_log_detail.txt
 WARNING [compliance-missing] compliance/{S}/resnet50/Server/TEST01
-official v5.1 checker verdict (by its rules): FAIL (dataset-coverage, latency-bound, min-duration)
+v5.1 release checker verdict (submission_checker.py of v5.1.1, by its rules): FAIL (latency-bound, min-duration)
+official v5.1 checker verdict (the submission_checker package, by its rules): FAIL (dataset-coverage, latency-bound, min-duration)
 SUMMARY: SMOKE submission (short runs / synthetic data): fails only the rules a short run cannot meet: \
 latency-bound (1), min-duration (2), min-query-count (1), dataset-coverage (2)
 """.format(S=SYSTEM)
@@ -159,7 +160,7 @@ def _normalise(stdout: str) -> str:
         m = re.match(r"^(ERROR|WARNING) \[([\w-]+)\] open/[^/]+/(\S+?):", line)
         if m:
             keep.append(f"{m.group(1)} [{m.group(2)}] {m.group(3)}")
-        elif line.startswith(("official v5.1", "SUMMARY")):
+        elif line.startswith(("v5.1 release", "official v5.1", "SUMMARY")):
             keep.append(line)
     return "\n".join(keep) + "\n"
 
@@ -225,7 +226,8 @@ def test_check_cli_rejects_a_corrupted_tree_with_one_line_per_finding(smoke, tmp
     proc = run_cli("check", "--input", str(sub_root), "--json", str(tmp_path / "f.json"), check=False)
     assert proc.returncode == 1
     line = next(l for l in proc.stdout.splitlines() if "[seeds]" in l)
-    assert line.startswith("ERROR [seeds] open/") and "mlperf_log_detail.txt" in line and "official: fails" in line
+    assert line.startswith("ERROR [seeds] open/") and "mlperf_log_detail.txt" in line
+    assert line.endswith("(v5.1 release checker: fails; official package: fails)")
     assert "SUMMARY: submission has errors:" in proc.stdout and "seeds" in proc.stdout.splitlines()[-1]
     data = json.loads((tmp_path / "f.json").read_text())
     assert any(f["rule"] == "seeds" for f in data["findings"]) and data["smoke"] is False

@@ -28,6 +28,7 @@ from conftest import run_cli
 from mlperf_bnas.backends.simulated import SimulatedCost
 from mlperf_bnas.submission.userconf import settings_for
 from mlperf_bnas.tune.conf import MARKER, tuned_backend_options
+from mlperf_bnas.tune.sizing import Machine, conf_machine
 from mlperf_bnas.tune.queueing import max_server_qps, md1_waiting_cdf, waiting_time_tail
 
 COST = SimulatedCost(fixed_ms=5.5, per_sample_ms=0.5, cache_batch=8, spill_per_sample_ms=1.5)
@@ -129,6 +130,8 @@ def test_tuned_conf_keeps_the_user_conf_and_records_the_choice(tuned):
     assert float(server["target_qps"]) == pytest.approx(record["scenarios"]["Server"]["target_qps"], rel=1e-4)
     assert server["target_latency"] == str(BOUND_MS)
     assert tuned_backend_options(conf, "Offline") == {"workers": 2, "batch_size": 8}
+    # The machine the trials ran on (a run on another machine stops: tests/test_sizing.py).
+    assert conf_machine(conf) == Machine.this()
     # The user's own conf is untouched, and a copy of the evidence sits in the output tree for the report.
     assert (bench / "user.conf").read_text() == USER_CONF
     assert json.loads((out / "build" / bench.name / "tuning" / SYSTEM / "tuning.json").read_text()) == record

@@ -127,6 +127,13 @@ def _drop_hash_line(path: Path) -> None:
                               if not l.startswith("hash=")), encoding="utf-8")
 
 
+def _datacenter_only(t: Tree) -> None:
+    """system_type datacenter: v5.1 has no ResNet-50 there (the release checker: 'has an invalid model')."""
+    if R.MLPERF_MODEL.get(t.benchmark) != "resnet":
+        raise UserError(f"{t.benchmark}: exists for every v5.1 system type; this corruption needs a resnet50 result")
+    edit_json(t.system_json(), system_type="datacenter")
+
+
 def _add_pycache(t: Tree) -> None:
     (t.submitter_dir / "code" / t.benchmark / "__pycache__").mkdir()
     (t.submitter_dir / "code" / t.benchmark / "__pycache__" / "x.pyc").write_bytes(b"0")
@@ -168,6 +175,7 @@ CORRUPTIONS: dict[str, Corruption] = {
                                        "'cooling'"),
     "invalid-status": Corruption(lambda t: edit_json(t.system_json(), status="beta"), "system-status", "beta"),
     "invalid-system-type": Corruption(lambda t: edit_json(t.system_json(), system_type="laptop"), "system-type", "laptop"),
+    "benchmark-not-in-system-type": Corruption(_datacenter_only, "system-type-benchmark", "invalid model"),
     "submitter-mismatch": Corruption(lambda t: edit_json(t.system_json(), submitter="SomeoneElse"), "system-submitter",
                                      "SomeoneElse"),
     "missing-system-json": Corruption(lambda t: t.system_json().unlink(), "system-json-missing", "no system description"),
