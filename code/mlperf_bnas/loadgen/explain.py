@@ -76,7 +76,17 @@ def explain(run_dir: Path, scenario: str, model: str, benchmark: str | None = No
         label = f"{condition}: NO"
         if condition == "Performance constraints satisfied":
             bound = detail.get("effective_target_latency_ns") if detail else None
+            fastest = detail.get("result_min_latency_ns") if detail else None
             bound_text = f" {bound / 1e6:g} ms" if isinstance(bound, (int, float)) else ""
+            if isinstance(bound, (int, float)) and isinstance(fastest, (int, float)) and fastest > bound:
+                # No load helps: even the fastest query missed the bound.
+                out.append(Failure(label + f" (even the fastest query took {fastest / 1e6:.1f} ms, over the "
+                                   f"{bound / 1e6:g} ms bound: no target_qps is VALID with these settings on this "
+                                   "machine)", recommendation,
+                                   f"a faster setting (`{script}/tune.sh --scenario {scenario}` tries the "
+                                   f"tuning.Server grid), a faster machine, or a larger {key}.target_latency "
+                                   "(a smoke run only)"))
+                continue
             out.append(Failure(label + f" (the latency bound{bound_text} was missed at this load)", recommendation,
                                f"lower {key}.target_qps: `{script}/tune.sh --scenario {scenario}` finds the "
                                "highest VALID one and writes it to a tuned conf"))
