@@ -59,8 +59,7 @@ for bench in "${BENCHMARKS[@]}"; do
     if [ "$rc" -eq 3 ] && [ "${words[0]}" = run_server ]; then
       # Exit status 3: this machine cannot hold the Server latency bound at any load (the
       # step's last line says which bound and the measured latency). No INVALID run is made.
-      skip="$name Server: $(tail -n 1 "$OUTPUT_DIR/logs/$label.log")"
-      notes+=("$skip")
+      notes+=("$(tail -n 1 "$OUTPUT_DIR/logs/$label.log")")
       skip="Server not runnable here, see $OUTPUT_DIR/logs/$label.log"
     elif [ "$rc" -ne 0 ] && [ "${words[0]}" = run_compliance ]; then
       # A failed compliance verdict (e.g. TEST01's +-10% performance check on a busy machine)

@@ -215,7 +215,7 @@ def compare(officials: list[OfficialChecker], source: Tree, full_results: Path |
             label = f"[{base_name}] {name}"
             try:
                 corruption.mutate(tree)
-            except UserError as exc:
+            except (UserError, OSError) as exc:      # e.g. a tree without the Server result it edits
                 rows.append(Row(label, f"not applied: {exc}", (), skipped=True))
                 continue
             out = check_all(officials, tree, full_results, work / "tree")
