@@ -185,9 +185,10 @@ def _measurement_readme(cfg: BenchmarkConfig, scenario: str, system: str, conf: 
         "./prepare_env.sh                      # pinned environment (code/requirements.txt)",
         f"export SYSTEM={system}",
         "export OUTPUT_DIR=$PWD/output         # where results/, compliance/ and build/ go",
-        "export DATA_DIR=/path/to/dataset      # unset = synthetic data (smoke run, not a valid result)",
+        *(["unset DATA_DIR                        # synthetic data (a smoke run, not a valid result)"] if sized else
+          ["export DATA_DIR=/path/to/dataset      # unset = synthetic data (smoke run, not a valid result)"]),
         "export CHECKPOINT=/path/to/weights    # unset = seeded weights",
-        *([f"unset USER_CONF                       # embedded default: settings sized on the machine ({conf.name})"]
+        *([f"unset USER_CONF                       # settings sized on the machine ({conf.name})"]
           if sized else [f"export USER_CONF=code/{bench}/{conf.name}"]),
         *(f"code/{bench}/{s}" for s in scripts),
         "tools/package_submission.sh           # this tree",
