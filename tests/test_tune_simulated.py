@@ -26,8 +26,7 @@ import pytest
 
 from conftest import run_cli
 from mlperf_bnas.backends.simulated import SimulatedCost
-from mlperf_bnas.submission.userconf import settings_for
-from mlperf_bnas.tune.conf import MARKER, tuned_backend_options
+from mlperf_bnas.loadgen.userconf import MARKER, read, tuned_backend_options
 from mlperf_bnas.tune.queueing import max_server_qps, md1_waiting_cdf, waiting_time_tail
 
 COST = SimulatedCost(fixed_ms=5.5, per_sample_ms=0.5, cache_batch=8, spill_per_sample_ms=1.5)
@@ -123,8 +122,8 @@ def test_tuned_conf_keeps_the_user_conf_and_records_the_choice(tuned):
     text = conf.read_text()
     assert text.startswith(MARKER)
     assert USER_CONF in text
-    offline = settings_for(conf, "resnet50", "Offline")
-    server = settings_for(conf, "resnet50", "Server")
+    offline = read(conf).settings("resnet50", "Offline")
+    server = read(conf).settings("resnet50", "Server")
     assert float(offline["target_qps"]) == pytest.approx(record["scenarios"]["Offline"]["target_qps"], rel=1e-4)
     assert float(server["target_qps"]) == pytest.approx(record["scenarios"]["Server"]["target_qps"], rel=1e-4)
     assert server["target_latency"] == str(BOUND_MS)

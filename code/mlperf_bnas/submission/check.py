@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from mlperf_bnas.errors import UserError
+from mlperf_bnas.loadgen import userconf
 from mlperf_bnas.loadgen.logs import DetailLog, read_detail_log
 from mlperf_bnas.submission import rules as R
-from mlperf_bnas.submission import userconf
 from mlperf_bnas.submission.system import NON_EMPTY_FIELDS, REQUIRED_FIELDS, VALID_STATUS, VALID_SYSTEM_TYPES
 from mlperf_bnas.submission.truncate import HASH_LINE, file_sha256, truncated_text
 
@@ -307,7 +308,10 @@ class _Checker:
                 perf_log = read_detail_log(perf / "mlperf_log_detail.txt")
                 metric = self.check_performance(perf / "mlperf_log_detail.txt", perf_log, mlperf_model, scenario, system_json)
                 if (meas / "user.conf").is_file():
-                    bad = userconf.mismatches(meas / "user.conf", perf_log, model, scenario)
+                    try:
+                        bad = userconf.mismatches(userconf.read(meas / "user.conf"), perf_log, model, scenario)
+                    except UserError as exc:
+                        bad = [f"LoadGen would not read it as written: {exc}"]
                     if bad:
                         self.add("user-conf-mismatch", meas / "user.conf", "; ".join(bad))
         acc = self.check_accuracy(scen_dir / "accuracy", mlperf_model, system, model, scenario)

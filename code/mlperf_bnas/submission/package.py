@@ -31,7 +31,8 @@ from pathlib import Path
 from mlperf_bnas.config import BenchmarkConfig, load_config
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.loadgen.logs import read_detail_log
-from mlperf_bnas.submission import provenance, userconf
+from mlperf_bnas.loadgen import userconf
+from mlperf_bnas.submission import provenance
 from mlperf_bnas.submission.rules import MLPERF_MODEL, SCENARIOS
 from mlperf_bnas.submission.system import describe_system, load_overrides
 from mlperf_bnas.submission.truncate import write_atomic, write_truncated
@@ -143,16 +144,21 @@ def _pick_user_conf(cfg: BenchmarkConfig, scenario: str, perf_detail: Path) -> P
     detail = read_detail_log(perf_detail)
     best: tuple[int, Path] | None = None
     reasons = []
-    for conf in dict.fromkeys(candidates):
-        if not conf.is_file():
+    for path in dict.fromkeys(candidates):
+        if not path.is_file():
+            continue
+        try:
+            conf = userconf.read(path)
+        except UserError as exc:
+            reasons.append(f"{path.name}: {exc}")
             continue
         bad = userconf.mismatches(conf, detail, cfg.loadgen_model, scenario)
         if bad:
-            reasons.append(f"{conf.name}: {bad[0]}")
+            reasons.append(f"{path.name}: {bad[0]}")
             continue
-        matched = len(userconf.settings_for(conf, cfg.loadgen_model, scenario))
+        matched = len(conf.settings(cfg.loadgen_model, scenario))
         if best is None or matched > best[0]:
-            best = (matched, conf)
+            best = (matched, path)
     if best is None:
         raise UserError(f"{perf_detail}: no user.conf in {cfg.benchmark_dir} (or $USER_CONF) matches the settings of this run "
                         f"({'; '.join(reasons) or 'no user*.conf found'}); set USER_CONF to the file the run used")

@@ -18,7 +18,7 @@ from typing import Any
 from mlperf_bnas.errors import RunFailed
 from mlperf_bnas.fileio import write_atomic
 from mlperf_bnas.loadgen.logs import read_detail_log, read_summary
-from mlperf_bnas.tune.conf import trial_conf_text
+from mlperf_bnas.loadgen.userconf import trial_conf_text
 
 
 @dataclass
