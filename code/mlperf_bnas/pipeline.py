@@ -341,6 +341,7 @@ BUILDERS.register_lazy("pytorch", "mlperf_bnas.backends.pytorch")
 def _build_openvino(ctx: BuildContext) -> Path:
     calibration = None
     record: dict[str, Any] = {"benchmark": ctx.cfg.benchmark, "model": ctx.cfg.model,
+                              "model_options": dataclasses.asdict(model_entry(ctx.cfg).options),
                               "weights": ctx.weights.describe(), "dataset": ctx.cfg.dataset}
     if ctx.precision == "int8":
         calibration = ctx.cache.load(ctx.calibration_indices)
@@ -416,17 +417,48 @@ def open_sut(cfg: BenchmarkConfig, scenario: str, paths: OutputPaths, precision:
         backend = create_backend(cfg.backend, None, options, where)
         perf_count = _performance_sample_count(cfg)
         qsl = QSL(ZeroSamples(perf_count), perf_count)
+        started = time.monotonic()
         backend.warmup(None)
-        return make_sut(scenario, backend, qsl, postprocess), qsl, backend
+        sut = make_sut(scenario, backend, qsl, postprocess)
+        sut.expected_batch_s = time.monotonic() - started
+        return sut, qsl, backend
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
     _dataset, cache = prepare_dataset(cfg, paths, data_dir, checkpoint)
+    if model_path is None:
+        require_current_build(cfg, paths, precision, data_dir, checkpoint)
     backend = create_backend(cfg.backend, Path(model_path) if model_path else paths.model_dir(precision),
                              cfg.backend_options, where)
     qsl = QSL(cache, _performance_sample_count(cfg))
     warm = cache.load([i % len(cache) for i in range(backend.batch_size)])
+    started = time.monotonic()
     backend.warmup(warm)
-    return make_sut(scenario, backend, qsl, postprocess), qsl, backend
+    sut = make_sut(scenario, backend, qsl, postprocess)
+    sut.expected_batch_s = time.monotonic() - started     # the watchdog's yardstick (loadgen/guard.py)
+    return sut, qsl, backend
+
+
+def require_current_build(cfg: BenchmarkConfig, paths: OutputPaths, precision: str,
+                          data_dir: str | Path | None, checkpoint: str | Path | None) -> None:
+    """Refuse a build made from other weights, model options, precision or preprocessing than
+    this run would use (``buildrecord.py``), naming the command that rebuilds it."""
+    from mlperf_bnas.buildrecord import BuildInputs, require_current
+
+    weights = resolve_weights(cfg, paths, checkpoint)
+    now = BuildInputs(model=cfg.model, precision=precision, weights_sha256=weights.sha256,
+                      weights_source="seeded weights, no CHECKPOINT" if weights.seeded else f"CHECKPOINT={weights.path}",
+                      preprocess_key=preprocess_spec(cfg, checkpoint).key,
+                      model_options=dataclasses.asdict(model_entry(cfg).options))
+    command = ["mlperf-bnas", "build", "--benchmark", str(cfg.benchmark_dir), "--output-dir", str(paths.output_dir),
+               "--system", paths.system, "--precision", precision]
+    if data_dir:
+        command += ["--data-dir", str(data_dir)]
+    if checkpoint:
+        command += ["--checkpoint", str(checkpoint)]
+    sets = [f"{k}={v}" for k, v in cfg.sources.items() if v == "command line"]
+    rebuild = (f"{cfg.benchmark_dir / 'run_calibration.sh'} with the same CHECKPOINT, DATA_DIR and OUTPUT_DIR, or "
+               f"`{' '.join(command)}`" + (" with the same --set options" if sets else ""))
+    require_current(paths.model_dir(precision), now, rebuild)
 
 
 def _performance_sample_count(cfg: BenchmarkConfig) -> int:

@@ -59,6 +59,12 @@ class Backend(ABC):
         if errors:
             raise errors[0]
 
+    def cancel(self) -> None:
+        """Drop batches submitted but not started (the run is being stopped). Their completions
+        may still be called, with an error or without; the SUT has answered their samples already.
+        Backends without a queue of their own (OpenVINO: at most one batch per infer request)
+        need nothing here."""
+
     def close(self) -> None:
         """Release runtime resources."""
 

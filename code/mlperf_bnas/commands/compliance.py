@@ -111,3 +111,8 @@ def run_one(args: argparse.Namespace, test: str) -> int:
     for line in verdict.lines():
         print(line)
     return 0 if verdict.passed else 1
+
+
+def output_dir(args: argparse.Namespace) -> Path:
+    """The folder this command writes into (the command line locks it: one writer at a time)."""
+    return Path(args.output_dir)

@@ -27,6 +27,9 @@ class ModelEntry(ABC):
     postprocess: ClassVar[str]
     #: LoadGen performance sample count of the benchmark (samples held in RAM during a performance run).
     performance_sample_count: ClassVar[int] = 1024
+    #: The most bytes one sample's LoadGen response takes (sizes the accuracy log for the
+    #: free-space check before a run).
+    max_response_bytes: ClassVar[int] = 4
 
     def __init__(self, options: Any):
         self.options = options
