@@ -104,7 +104,11 @@ class OutputLock:
         if self.inherited:
             return self          # our parent holds it (tuning trials, compliance tests)
         require_writable(self.path.parent, "OUTPUT_DIR (--output-dir)")
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise UserError(f"{self.path}: cannot create the output folder's lock file ({_reason(exc)}); "
+                            "choose a writable OUTPUT_DIR") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -113,9 +117,12 @@ class OutputLock:
             raise UserError(f"{self.output_dir}: another mlperf-bnas command is writing to this output folder "
                             f"({holder}); wait until it finishes, or use another OUTPUT_DIR "
                             f"(lock: {self.path})") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()}: mlperf-bnas {self.command} (since {time.strftime('%Y-%m-%d %H:%M:%S')})"
-                     .encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()}: mlperf-bnas {self.command} "
+                         f"(since {time.strftime('%Y-%m-%d %H:%M:%S')})".encode())
+        except OSError:
+            pass            # a full disk: the flock holds all the same, only the holder's name is missing
         self._fd = fd
         os.environ[LOCK_ENV] = str(self.output_dir)
         return self

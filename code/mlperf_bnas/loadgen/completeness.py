@@ -48,6 +48,23 @@ def problems(folder: Path, mode: str, scenario: str | None = None, check_accurac
     out: list[str] = []
     summary_path, detail_path = folder / SUMMARY, folder / DETAIL
     detail = None
+    if not summary_path.is_file():
+        out.append(f"{summary_path}: missing")
+    elif summary_path.stat().st_size == 0:
+        out.append(f"{summary_path}: empty (0 bytes): LoadGen could not write it")
+    elif summary_path.stat().st_size > MAX_SUMMARY_BYTES:
+        out.append(f"{summary_path}: {summary_path.stat().st_size} bytes, too large to be a LoadGen summary")
+    else:
+        text = summary_path.read_text(encoding="utf-8", errors="replace")
+        if not _CLOSING.search(text):
+            out.append(f"{summary_path}: cut off (no closing 'errors encountered' line)")
+        if mode == "performance":
+            summary = read_summary(summary_path)
+            if summary.get("Result is") not in ("VALID", "INVALID"):
+                out.append(f"{summary_path}: no 'Result is : VALID/INVALID' line")
+            metric = SUMMARY_METRIC.get(str(scenario or summary.get("Scenario")))
+            if metric and not _is_number(summary.get(metric)):
+                out.append(f"{summary_path}: no '{metric}' value: the run has no result")
     if not detail_path.is_file():
         out.append(f"{detail_path}: missing")
     elif detail_path.stat().st_size == 0:
@@ -68,23 +85,6 @@ def problems(folder: Path, mode: str, scenario: str | None = None, check_accurac
             key = RESULT_KEY.get(str(scenario))
             if key and not isinstance(detail.get(key), (int, float)):
                 out.append(f"{detail_path}: no {key} value: the run has no result")
-    if not summary_path.is_file():
-        out.append(f"{summary_path}: missing")
-    elif summary_path.stat().st_size == 0:
-        out.append(f"{summary_path}: empty (0 bytes): LoadGen could not write it")
-    elif summary_path.stat().st_size > MAX_SUMMARY_BYTES:
-        out.append(f"{summary_path}: {summary_path.stat().st_size} bytes, too large to be a LoadGen summary")
-    else:
-        text = summary_path.read_text(encoding="utf-8", errors="replace")
-        if not _CLOSING.search(text):
-            out.append(f"{summary_path}: cut off (no closing 'errors encountered' line)")
-        if mode == "performance":
-            summary = read_summary(summary_path)
-            if summary.get("Result is") not in ("VALID", "INVALID"):
-                out.append(f"{summary_path}: no 'Result is : VALID/INVALID' line")
-            metric = SUMMARY_METRIC.get(str(scenario or summary.get("Scenario")))
-            if metric and not _is_number(summary.get(metric)):
-                out.append(f"{summary_path}: no '{metric}' value: the run has no result")
     if mode == "accuracy" and check_accuracy_log:
         out += _accuracy_problems(folder / ACCURACY, detail.get("qsl_reported_total_count") if detail else None)
     return out
