@@ -103,7 +103,8 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 def model_entry(cfg: BenchmarkConfig):
     from mlperf_bnas.models import create_model
-    return create_model(cfg.model, cfg.model_options, where=f"{cfg.benchmark_dir / 'config.yaml'}")
+    return create_model(cfg.model, cfg.model_options, where=f"{cfg.benchmark_dir / 'config.yaml'}",
+                        sources=cfg.sources)
 
 
 def dataset_class(cfg: BenchmarkConfig) -> type[Dataset]:
@@ -112,11 +113,12 @@ def dataset_class(cfg: BenchmarkConfig) -> type[Dataset]:
 
 def dataset_options(cfg: BenchmarkConfig) -> Any:
     return check_options("dataset_options", cfg.dataset_options, dataset_class(cfg).Options,
-                         f"{cfg.benchmark_dir / 'config.yaml'}")
+                         f"{cfg.benchmark_dir / 'config.yaml'}", cfg.sources)
 
 
 def quantization_config(cfg: BenchmarkConfig) -> QuantizationConfig:
-    return QuantizationConfig.from_options(cfg.quantization, where=f"{cfg.benchmark_dir / 'config.yaml'}")
+    return QuantizationConfig.from_options(cfg.quantization, where=f"{cfg.benchmark_dir / 'config.yaml'}",
+                                           sources=cfg.sources)
 
 
 # ---------------------------------------------------------------------------
@@ -414,7 +416,7 @@ def open_sut(cfg: BenchmarkConfig, scenario: str, paths: OutputPaths, precision:
             log.warning("backend %s: ignoring backend_options %s (they belong to another backend)",
                         cfg.backend, ", ".join(dropped))
         options = {k: v for k, v in cfg.backend_options.items() if k in known}
-        backend = create_backend(cfg.backend, None, options, where)
+        backend = create_backend(cfg.backend, None, options, where, cfg.sources)
         perf_count = _performance_sample_count(cfg)
         qsl = QSL(ZeroSamples(perf_count), perf_count)
         started = time.monotonic()
@@ -428,7 +430,7 @@ def open_sut(cfg: BenchmarkConfig, scenario: str, paths: OutputPaths, precision:
     if model_path is None:
         require_current_build(cfg, paths, precision, data_dir, checkpoint)
     backend = create_backend(cfg.backend, Path(model_path) if model_path else paths.model_dir(precision),
-                             cfg.backend_options, where)
+                             cfg.backend_options, where, cfg.sources)
     qsl = QSL(cache, _performance_sample_count(cfg))
     warm = cache.load([i % len(cache) for i in range(backend.batch_size)])
     started = time.monotonic()

@@ -76,7 +76,8 @@ class Backend(ABC):
 BACKENDS: Registry[type[Backend]] = Registry("backend")
 
 
-def create_backend(name: str, model_path: Path | None, options: dict[str, Any], where: str = "backend_options") -> Backend:
+def create_backend(name: str, model_path: Path | None, options: dict[str, Any], where: str = "backend_options",
+                   sources: dict[str, str] | None = None) -> Backend:
     cls = BACKENDS.get(name)
-    opts = check_options("backend_options", options, cls.Options, where)
+    opts = check_options("backend_options", options, cls.Options, where, sources)
     return cls.from_options(model_path, opts)

@@ -57,6 +57,7 @@ MODELS.register_lazy("resnet50", "mlperf_bnas.models.resnet50")
 MODELS.register_lazy("retinanet", "mlperf_bnas.models.retinanet")
 
 
-def create_model(name: str, options: dict[str, Any], where: str = "model_options") -> ModelEntry:
+def create_model(name: str, options: dict[str, Any], where: str = "model_options",
+                 sources: dict[str, str] | None = None) -> ModelEntry:
     cls = MODELS.get(name)
-    return cls(check_options("model_options", options, cls.Options, where))
+    return cls(check_options("model_options", options, cls.Options, where, sources))
