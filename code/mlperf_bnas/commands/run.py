@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -41,11 +42,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--watchdog-floor {args.watchdog_floor:g}: must be a positive number of seconds")
     request = RunRequest(loadgen_model=cfg.loadgen_model, scenario=args.scenario, mode=args.mode,
                          user_conf=user_conf, log_dir=log_dir, archive_dir=paths.archive_dir, trace=args.trace,
-                         watchdog_floor_s=args.watchdog_floor,
-                         response_bytes=pipeline.model_entry(cfg).max_response_bytes)
+                         watchdog_floor_s=args.watchdog_floor)
     # Settings first: a user.conf LoadGen rejects fails before minutes of loading; so does an
     # output folder the logs cannot be written to.
     settings = load_settings(request)
+    request = dataclasses.replace(request, response_bytes=pipeline.model_entry(cfg).max_response_bytes)
     for folder, what in ((log_dir.parent, "--log-dir" if args.log_dir else "OUTPUT_DIR (--output-dir)"),
                          (paths.archive_dir, "OUTPUT_DIR (--output-dir)")):
         outdir.require_writable(folder, what)
