@@ -83,10 +83,9 @@ def _merge(cfg: BenchmarkConfig, values: dict[str, Any], source: str, path: Path
             changes[key] = value
             sources[key] = source
         else:
-            place = f"--set {key}" if source == "command line" else f"{path} ({source})"
-            raise UserError(
-                f"{place}: unknown key {key!r}; valid keys: {', '.join(sorted(_TOP_LEVEL | {'scenarios'}))}"
-            )
+            where = f"--set {key}: unknown key {key!r}" if source == "command line" else \
+                f"{path}: unknown key {key!r} ({source})"
+            raise UserError(f"{where}; valid keys: {', '.join(sorted(_TOP_LEVEL | {'scenarios'}))}")
     return dataclasses.replace(cfg, sources=sources, **changes)
 
 
