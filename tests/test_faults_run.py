@@ -129,6 +129,22 @@ def test_ctrl_c_on_the_process_group_as_a_terminal_sends_it(tmp_path):
     assert not _results(out).exists()
 
 
+def test_a_second_ctrl_c_stops_at_once(tmp_path):
+    """Server keeps LoadGen to its schedule for the 5 s grace; a second Ctrl-C does not wait."""
+    out = tmp_path / "out"
+    log = tmp_path / "run.log"
+    proc = _start(_run_args(out, _conf(tmp_path, LONG), "Server"), log)
+    _wait_for(log, "run started", proc)
+    proc.send_signal(signal.SIGINT)
+    _wait_for(log, "SIGINT: stopping the run", proc, timeout=30)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130, log.read_text()[-3000:]
+    assert time.monotonic() - sent < 4
+    assert "SIGINT again: stopping now" in log.read_text()
+    assert list((out / "build" / "archive").glob("interrupted-*/run_1"))
+
+
 # ---------------------------------------------------------------------------
 # a backend that stops answering
 # ---------------------------------------------------------------------------
