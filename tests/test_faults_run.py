@@ -145,6 +145,41 @@ def test_a_second_ctrl_c_stops_at_once(tmp_path):
     assert list((out / "build" / "archive").glob("interrupted-*/run_1"))
 
 
+def test_ctrl_c_stops_tune_and_its_trial_cleanly(tmp_path):
+    """Ctrl-C reaches tune's process group; tune passes it on to the trial's own group once and
+    waits until the trial has archived its partial logs."""
+    bench = tmp_path / "simulated-test"
+    bench.mkdir()
+    (bench / "config.yaml").write_text(
+        "benchmark: simulated-test\nloadgen_model: resnet50\nmodel: resnet50\ndataset: imagenet\n"
+        "backend: simulated\naccuracy: imagenet\npostprocess: none\n"
+        "backend_options: {fixed_ms: 5, workers: 1, batch_size: 4}\n"
+        "tuning:\n  trial_duration_ms: 600000\n  Offline:\n    backend_options: {workers: [1, 2]}\n")
+    (bench / "user.conf").write_text("resnet50.*.performance_sample_count_override = 64\n")
+    out = tmp_path / "out"
+    log = tmp_path / "tune.log"
+    proc = _start(["tune", "--benchmark", str(bench), "--output-dir", str(out), "--system", SYSTEM,
+                   "--user-conf", str(bench / "user.conf"), "--scenario", "Offline"], log, start_new_session=True)
+    deadline = time.monotonic() + 300
+
+    def running_trial():       # the short probes come first; a 600 s grid trial is the one to stop
+        for path in out.glob("build/simulated-test/tuning/*/*/trial_*_grid/run.log"):
+            if "run started" in path.read_text():
+                return path
+        return None
+
+    while (trial_log := running_trial()) is None:
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
+    sent = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=120) == 130, log.read_text()[-3000:]
+    assert time.monotonic() - sent < 20
+    text = trial_log.read_text()
+    assert "SIGINT: stopping the run" in text and "again" not in text, text
+    assert list((out / "build" / "archive").glob("interrupted-*/logs/mlperf_log_detail.txt"))
+
+
 # ---------------------------------------------------------------------------
 # a backend that stops answering
 # ---------------------------------------------------------------------------
