@@ -460,9 +460,9 @@ def require_current_build(cfg: BenchmarkConfig, paths: OutputPaths, precision: s
         command += ["--data-dir", str(data_dir)]
     if checkpoint:
         command += ["--checkpoint", str(checkpoint)]
-    sets = [f"{k}={v}" for k, v in cfg.sources.items() if v == "command line"]
+    from_command_line = any(source == "command line" for source in cfg.sources.values())
     rebuild = (f"{cfg.benchmark_dir / 'run_calibration.sh'} with the same CHECKPOINT, DATA_DIR and OUTPUT_DIR, or "
-               f"`{' '.join(command)}`" + (" with the same --set options" if sets else ""))
+               f"`{' '.join(command)}`" + (" with the same --set options" if from_command_line else ""))
     require_current(paths.model_dir(precision), now, rebuild)
 
 

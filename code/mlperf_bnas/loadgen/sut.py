@@ -102,10 +102,14 @@ class SUTBase:
         id_list = ids.tolist()
         now = time.monotonic()
         with self._lock:
-            live = [k for k, i in enumerate(id_list) if i in self._open]
-            if not live:
-                return              # already answered (the run was stopped): nothing to do
-            self._open.difference_update(id_list[k] for k in live)
+            if self._open.issuperset(id_list):          # the usual case: every sample still open
+                live = range(len(id_list))
+                self._open.difference_update(id_list)
+            else:                                        # the run was stopped: answer only the rest
+                live = [k for k, i in enumerate(id_list) if i in self._open]
+                if not live:
+                    return
+                self._open.difference_update(id_list[k] for k in live)
             self.slowest_wait_s = max(self.slowest_wait_s, now - self._busy_since)
             self._busy_since = now
             self._answered = True
