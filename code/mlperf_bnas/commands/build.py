@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import json
 
 from mlperf_bnas import pipeline
@@ -53,3 +54,8 @@ def run(args: argparse.Namespace) -> int:
             summary += ")"
         print(f"{precision}: {path}{summary}")
     return 0
+
+
+def output_dir(args: argparse.Namespace) -> Path:
+    """The folder this command writes into (the command line locks it: one writer at a time)."""
+    return Path(args.output_dir)

@@ -92,3 +92,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"size: {conf.name} {args.scenario} target_qps is within this machine's reach "
               f"({m.samples_per_s:.4g} samples/s measured)")
     return 0
+
+
+def output_dir(args: argparse.Namespace) -> Path | None:
+    """The folder this command writes into (the command line locks it: one writer at a time);
+    ``--print-path`` only reads."""
+    return None if args.print_path else Path(args.output_dir)

@@ -25,15 +25,18 @@ verified against them.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from mlperf_bnas.errors import UserError
+from mlperf_bnas.fileio import bad_symlinks
+from mlperf_bnas.loadgen import accuracy_log, completeness, userconf
 from mlperf_bnas.loadgen.explain import explain, one_line
 from mlperf_bnas.loadgen.logs import DetailLog, read_detail_log
 from mlperf_bnas.submission import rules as R
-from mlperf_bnas.submission import userconf
 from mlperf_bnas.submission.system import NON_EMPTY_FIELDS, REQUIRED_FIELDS, VALID_STATUS, VALID_SYSTEM_TYPES
 from mlperf_bnas.submission.truncate import HASH_LINE, file_sha256, truncated_text
 
@@ -64,6 +67,10 @@ RULES: dict[str, Rule] = {
     "empty-dirs": Rule("no", "fail", "no empty folders"),
     "file-size": Rule("no", "fail", "no file over 50 MB"),
     "broken-symlinks": Rule("no", "fail", "no broken symbolic links"),
+    "symlinks": Rule("no", "no", "no symbolic link loops or leads out of the tree (a submission must hold its own "
+                                 "files; the release checker only rejects broken links)"),
+    "no-results": Rule("no", "no", "the tree holds at least one result (an empty open/ is what a failed packaging "
+                                   "leaves; both official checkers call an empty tree OK)"),
     "calibration-doc": Rule("no", "no", "calibration.md documents how the model was calibrated/quantized "
                                         "(both official checkers: closed division only)"),
     # -- systems/ ----------------------------------------------------------------------
@@ -97,6 +104,10 @@ RULES: dict[str, Rule] = {
     "user-conf-mismatch": Rule("no", "no", "the submitted user.conf is the one the performance run used"),
     # -- performance ----------------------------------------------------------------------
     "perf-log-missing": Rule("fail", "fail", "performance/run_1/mlperf_log_detail.txt exists"),
+    "result-value": Rule("fail", "fail", "the performance log holds the scenario's result value"),
+    "log-incomplete": Rule("no", "no", "LoadGen's logs are complete: the summary parses and ends with its closing "
+                                       "line, the detail log reaches the end of the test (a full disk leaves them "
+                                       "cut off)"),
     "perf-file-list": Rule("no", "fail", "performance/run_1 holds exactly mlperf_log_summary.txt and "
                                          "mlperf_log_detail.txt"),
     "result-invalid": Rule("no", "fail", "LoadGen reported 'Result is : VALID'"),
@@ -220,9 +231,11 @@ class _Checker:
         if rule not in RULES:
             raise KeyError(rule)
         rel = str(path)
-        if Path(path).is_absolute() and Path(path).resolve().is_relative_to(self.root):
-            rel = str(Path(path).resolve().relative_to(self.root))
-        # else: a file outside the tree (the full accuracy logs under --full-results) keeps its own path
+        # Lexically, never resolving links (a looping one cannot be resolved); a file outside the
+        # tree (the full accuracy logs under --full-results) keeps its own path.
+        absolute = Path(os.path.abspath(path))
+        if Path(path).is_absolute() and absolute.is_relative_to(self.root):
+            rel = str(absolute.relative_to(self.root))
         self.report.findings.append(Finding(rule, rel, message))
 
     # -- tree ----------------------------------------------------------------------------
@@ -240,6 +253,9 @@ class _Checker:
                 self.add("division-extra-files", f, "file outside the submitter folders")
             for submitter in _dirs(division):
                 self.check_submitter(division.name, submitter)
+        if not self.report.results:
+            self.add("no-results", root, "no results/<system>/<benchmark>/<scenario> under any division and "
+                                         "submitter; package the runs first (mlperf-bnas package)")
         return self.report
 
     def check_submitter(self, division: str, sub: Path) -> None:
@@ -304,11 +320,14 @@ class _Checker:
                      f"{mlperf_model} on a '{system_type}' system in v5.1")
 
     def check_folders(self, sub: Path) -> None:
+        links = {path: what for path, what in bad_symlinks(sub, within=self.root)}
         for p in sorted(sub.rglob("*")):
             name = p.name
-            if p.is_symlink() and not p.exists():
-                self.add("broken-symlinks", p, "broken symbolic link")
+            if p in links:
+                self.add("broken-symlinks" if "broken" in links[p] else "symlinks", p, links[p])
                 continue
+            if p.is_symlink():
+                continue        # a link inside the tree: its target is checked where it lies
             if name.startswith("."):
                 self.add("hidden-names", p, "name starts with '.'")
             if " " in name:
@@ -362,17 +381,28 @@ class _Checker:
                 self.add("perf-log-missing", perf / name, "missing")
         if perf.is_dir():
             self.file_list("perf-file-list", perf, R.PERF_LISTED_FILES, R.PERF_LOADED_FILES + R.OPTIONAL_PERF_FILES)
+            self.incomplete(perf, "performance", scenario)
             if (perf / "mlperf_log_detail.txt").is_file():
                 perf_log = read_detail_log(perf / "mlperf_log_detail.txt")
                 metric = self.check_performance(perf / "mlperf_log_detail.txt", perf_log, mlperf_model, scenario,
                                                 system_json, model, _implementation(meas, system, scenario))
                 if (meas / "user.conf").is_file():
-                    bad = userconf.mismatches(meas / "user.conf", perf_log, model, scenario)
+                    try:
+                        bad = userconf.mismatches(userconf.read(meas / "user.conf"), perf_log, model, scenario)
+                    except UserError as exc:
+                        bad = [f"LoadGen would not read it as written: {exc}"]
                     if bad:
                         self.add("user-conf-mismatch", meas / "user.conf", "; ".join(bad))
         acc = self.check_accuracy(scen_dir / "accuracy", mlperf_model, system, model, scenario)
         self.check_compliance(sub / "compliance" / system / model / scenario, mlperf_model, scenario)
         self.report.results.append((system, model, scenario, metric, acc))
+
+    def incomplete(self, folder: Path, mode: str, scenario: str) -> None:
+        """Logs cut off or empty (missing files and a missing result value have rules of their own)."""
+        for problem in completeness.problems(folder, mode, scenario, check_accuracy_log=False):
+            if not problem.endswith(": missing") and "the run has no result" not in problem:
+                name, _, what = problem.partition(": ")
+                self.add("log-incomplete", Path(name), what)
 
     def file_list(self, rule: str, folder: Path, required: Iterable[str], optional: Iterable[str] = ()) -> None:
         present = {p.name for p in folder.iterdir() if p.is_file()}
@@ -461,7 +491,11 @@ class _Checker:
                 self.add("min-query-count", path, f"min_query_count is {mqc}, the round needs >= {need_q}")
         key = R.RESULT_FIELD.get(str(effective))
         value = log.get(key) if key else None
-        return f"{key}={value}" if value is not None else "no result value in the log"
+        if not isinstance(value, (int, float)):
+            self.add("result-value", path, f"no {key or 'result'} value: the log holds no result "
+                                           "(an interrupted run, or a full disk)")
+            return "no result value in the log"
+        return f"{key}={value}"
 
     def loadgen_errors(self, rule: str, path: Path, log: DetailLog) -> None:
         if log.errors:
@@ -475,10 +509,12 @@ class _Checker:
                 self.add("acc-file-missing", acc / name, f"missing{hint}")
         if acc.is_dir():
             self.file_list("acc-file-list", acc, R.ACC_LISTED_FILES, R.ACC_LOADED_FILES)
+            # The submitted accuracy log is truncated: its completeness is checked against the full one.
+            self.incomplete(acc, "accuracy", scenario)
         if not (acc / "accuracy.txt").is_file():
             return "missing"
         value = "not found"
-        text = (acc / "accuracy.txt").read_text(encoding="utf-8", errors="replace")
+        text = _read_small(acc / "accuracy.txt")
         recorded = None
         for line in text.splitlines():
             m = re.match(R.ACCURACY_PATTERN[model], line)
@@ -511,23 +547,28 @@ class _Checker:
             if recorded is not None and recorded != file_sha256(full):
                 self.add("acc-hash-mismatch", acc / "accuracy.txt",
                          f"hash={recorded[:12]}... is not the sha256 of the full log {full}")
-            if log_path.is_file() and log_path.read_text(encoding="utf-8", errors="replace") != truncated_text(full):
+            if log_path.is_file() and log_path.stat().st_size <= R.MAX_ACCURACY_LOG_SIZE \
+                    and _read_small(log_path) != _truncated_or_none(full):
                 self.add("acc-truncation", log_path, f"is not the first and last 4096 characters of {full}")
             self.check_log_coverage(full, detail, acc)
         return value
 
     def check_log_coverage(self, full: Path, detail: DetailLog | None, acc: Path) -> None:
+        """Every sample answered exactly once, read as a stream (a full log can be gigabytes)."""
+        seen: set[int] = set()
+        repeated = 0
         try:
-            entries = json.loads(full.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            self.add("acc-log-coverage", full, f"full accuracy log is not valid JSON ({exc})")
+            for entry in accuracy_log.entries(full):
+                repeated += entry.qsl_idx in seen
+                seen.add(entry.qsl_idx)
+        except UserError as exc:
+            self.add("acc-log-coverage", full, f"the full accuracy log is unreadable: {exc}")
             return
-        indices = [e.get("qsl_idx") for e in entries if isinstance(e, dict)]
         total = detail.get("qsl_reported_total_count") if detail else None
-        if len(indices) != len(set(indices)):
-            self.add("acc-log-coverage", full, f"{len(indices) - len(set(indices))} sample(s) answered more than once")
-        if isinstance(total, int) and set(indices) != set(range(total)):
-            self.add("acc-log-coverage", full, f"answers {len(set(indices))} distinct samples of the {total} LoadGen reported")
+        if repeated:
+            self.add("acc-log-coverage", full, f"{repeated} sample(s) answered more than once")
+        if isinstance(total, int) and seen != set(range(total)):
+            self.add("acc-log-coverage", full, f"answers {len(seen)} distinct samples of the {total} LoadGen reported")
 
     # -- compliance ----------------------------------------------------------------------------
     def check_compliance(self, comp: Path, model: str, scenario: str) -> None:
@@ -545,7 +586,7 @@ class _Checker:
                     self.add("compliance-files", tdir / rel, "missing")
             if test == "TEST01" and (tdir / "accuracy").is_dir() and (tdir / "verify_accuracy.txt").is_file():
                 # MLPerf's fallback: a failed deterministic check needs both accuracy results beside the log.
-                passed = "TEST PASS" in (tdir / "verify_accuracy.txt").read_text(encoding="utf-8", errors="replace")
+                passed = "TEST PASS" in _read_small(tdir / "verify_accuracy.txt")
                 required = ["mlperf_log_accuracy.json", "accuracy.txt"]
                 if not passed:
                     required += ["baseline_accuracy.txt", "compliance_accuracy.txt"]
@@ -553,7 +594,7 @@ class _Checker:
             for verdict in ("verify_accuracy.txt", "verify_performance.txt"):
                 f = tdir / verdict
                 if f.is_file():
-                    lines = [ln.strip() for ln in f.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+                    lines = [ln.strip() for ln in _read_small(f).splitlines() if ln.strip()]
                     if not lines or lines[-1] != "TEST PASS":
                         self.add("compliance-verdict", f, f"ends with {lines[-1] if lines else 'nothing'!r}, not 'TEST PASS'")
             detail = tdir / "performance" / "run_1" / "mlperf_log_detail.txt"
@@ -579,8 +620,25 @@ def _files(p: Path) -> list[Path]:
 
 def _load_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(_read_small(path, errors="strict"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+#: Small text files (accuracy.txt, verdicts, JSON descriptions) are read up to this size: a
+#: file any larger is not what it claims to be, and is never read whole.
+SMALL_FILE_BYTES = 4 << 20
+
+
+def _read_small(path: Path, errors: str = "replace") -> str:
+    with open(path, encoding="utf-8", errors=errors) as fh:
+        return fh.read(SMALL_FILE_BYTES)
+
+
+def _truncated_or_none(full: Path) -> str | None:
+    try:
+        return truncated_text(full)
+    except UserError:
         return None
 
 

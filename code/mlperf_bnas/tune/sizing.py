@@ -66,12 +66,12 @@ from mlperf_bnas.config import BenchmarkConfig
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.fileio import write_atomic
 from mlperf_bnas.paths import OutputPaths
-from mlperf_bnas.submission import userconf
+from mlperf_bnas.loadgen import userconf
 from mlperf_bnas.submission.rules import LATENCY_CONSTRAINT_NS, MIN_DURATION_MS, MLPERF_MODEL, \
     OFFLINE_MIN_SAMPLES_PER_QUERY
 from mlperf_bnas.submission.system import machine_identity
-from mlperf_bnas.tune.conf import MARKER as TUNE_MARKER
-from mlperf_bnas.tune.conf import override_lines
+from mlperf_bnas.loadgen.userconf import MARKER as TUNE_MARKER
+from mlperf_bnas.loadgen.userconf import override_lines
 from mlperf_bnas.tune.queueing import max_server_qps
 
 log = logging.getLogger(__name__)
@@ -205,7 +205,7 @@ class ConfSettings:
 
     @classmethod
     def read(cls, conf: Path, model: str, scenario: str) -> "ConfSettings":
-        raw = userconf.settings_for(conf, model, scenario)
+        raw = userconf.read(conf).settings(model, scenario)     # as LoadGen resolves them
 
         def number(key: str, default: float | None) -> float | None:
             if key not in raw:
@@ -302,7 +302,8 @@ def measure(cfgs: dict[str, BenchmarkConfig], paths: OutputPaths, data_dir: str 
         def run(kind: str, settings, probe_sut) -> Probe:
             counter[0] += 1
             log_dir = work_dir / f"probe_{counter[0]:02d}_{setting.replace('/', '-')}_{kind}"
-            req = RunRequest(loadgen_model=cfg.loadgen_model, scenario="Offline", mode="performance",
+            req = RunRequest(loadgen_model=cfg.loadgen_model,
+                             scenario="SingleStream" if kind == "latency" else "Offline", mode="performance",
                              user_conf=log_dir / "none", log_dir=log_dir, archive_dir=work_dir / "archive")
             t0 = time.monotonic()
             run_test(req, probe_sut, qsl, settings)

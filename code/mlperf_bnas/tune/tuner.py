@@ -22,7 +22,7 @@ from mlperf_bnas.backends import BACKENDS
 from mlperf_bnas.config import BenchmarkConfig, check_options, load_config
 from mlperf_bnas.errors import RunFailed, UserError
 from mlperf_bnas.fileio import write_atomic
-from mlperf_bnas.tune.conf import base_conf_text, check_replaceable, tuned_conf_text
+from mlperf_bnas.loadgen.userconf import base_conf_text, check_replaceable, tuned_conf_text
 from mlperf_bnas.tune.search import confirm, tune_offline, tune_server
 from mlperf_bnas.tune.sizing import Machine, machine_line
 from mlperf_bnas.tune.spec import parse_tuning
