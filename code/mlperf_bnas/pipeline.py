@@ -429,7 +429,7 @@ def open_sut(cfg: BenchmarkConfig, scenario: str, paths: OutputPaths, precision:
     # Cheap checks first, before minutes of dataset preparation and compilation: the backend
     # options, and the build (synthetic data would be relabelled for weights the build lacks).
     check_options("backend_options", cfg.backend_options, backend_cls.Options, where, cfg.sources)
-    if model_path is None:
+    if model_path is None and cfg.backend in BUILDERS:     # a backend without a build has no build to check
         require_current_build(cfg, paths, precision, data_dir, checkpoint)
     _dataset, cache = prepare_dataset(cfg, paths, data_dir, checkpoint)
     backend = create_backend(cfg.backend, Path(model_path) if model_path else paths.model_dir(precision),
