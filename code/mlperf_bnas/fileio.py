@@ -1,7 +1,8 @@
-"""Atomic file writes: a finished file or the earlier one, never a half-written one."""
+"""Atomic file writes (a finished file or the earlier one, never a half-written one) and tree hygiene."""
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -24,3 +25,29 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def bad_symlinks(top: Path, within: Path | None = None) -> list[tuple[Path, str]]:
+    """Symbolic links under ``top`` that loop, are broken, or lead outside ``within`` (default:
+    ``top``): ``[(link, what is wrong)]``. Links are never followed while walking, so a loop
+    cannot trap the walk. A tree handed to someone else must hold its files, not point at ours."""
+    top = Path(top)
+    root = os.path.realpath(within if within is not None else top)
+    found: list[tuple[Path, str]] = []
+    for folder, dirs, files in os.walk(top, followlinks=False):
+        for name in sorted(dirs + files):
+            path = Path(folder) / name
+            if not path.is_symlink():
+                continue
+            try:
+                os.stat(path)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    found.append((path, "a symbolic link that loops"))
+                else:
+                    found.append((path, f"a broken symbolic link (to {os.readlink(path)})"))
+                continue
+            real = os.path.realpath(path)
+            if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
+                found.append((path, f"a symbolic link that leaves the tree (to {real})"))
+    return found

@@ -72,6 +72,17 @@ class OutputPaths:
         return self.build_dir / "calibration"
 
     @property
+    def sizing_dir(self) -> Path:
+        """LoadGen settings sized on this machine (``mlperf-bnas size``): the generated conf, its
+        evidence, earlier confs it replaced (``archive/``) and the probe runs' logs."""
+        return self.build_dir / "sizing" / self.system
+
+    @property
+    def sized_conf(self) -> Path:
+        """The generated per-system conf the embedded default runs with (``USER_CONF`` unset)."""
+        return self.sizing_dir / f"user.{self.system}.sized.conf"
+
+    @property
     def archive_dir(self) -> Path:
         """Earlier results moved aside by a re-run (never deleted)."""
         return self.output_dir / "build" / "archive"

@@ -72,7 +72,7 @@ def run_config_from_args(args: argparse.Namespace, scenario: str) -> tuple[Bench
     """``config_from_args`` for a LoadGen run with ``args.user_conf``: a conf written by
     `mlperf-bnas tune` carries the backend settings its target_qps was measured with, and
     they apply (running that target_qps on other settings would be another system)."""
-    from mlperf_bnas.tune.conf import tuned_backend_options
+    from mlperf_bnas.loadgen.userconf import tuned_backend_options
 
     user_conf = Path(args.user_conf)
     tuned = tuned_backend_options(user_conf, scenario) if user_conf.is_file() else {}
@@ -103,7 +103,8 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 def model_entry(cfg: BenchmarkConfig):
     from mlperf_bnas.models import create_model
-    return create_model(cfg.model, cfg.model_options, where=f"{cfg.benchmark_dir / 'config.yaml'}")
+    return create_model(cfg.model, cfg.model_options, where=f"{cfg.benchmark_dir / 'config.yaml'}",
+                        sources=cfg.sources)
 
 
 def dataset_class(cfg: BenchmarkConfig) -> type[Dataset]:
@@ -112,11 +113,12 @@ def dataset_class(cfg: BenchmarkConfig) -> type[Dataset]:
 
 def dataset_options(cfg: BenchmarkConfig) -> Any:
     return check_options("dataset_options", cfg.dataset_options, dataset_class(cfg).Options,
-                         f"{cfg.benchmark_dir / 'config.yaml'}")
+                         f"{cfg.benchmark_dir / 'config.yaml'}", cfg.sources)
 
 
 def quantization_config(cfg: BenchmarkConfig) -> QuantizationConfig:
-    return QuantizationConfig.from_options(cfg.quantization, where=f"{cfg.benchmark_dir / 'config.yaml'}")
+    return QuantizationConfig.from_options(cfg.quantization, where=f"{cfg.benchmark_dir / 'config.yaml'}",
+                                           sources=cfg.sources)
 
 
 # ---------------------------------------------------------------------------
@@ -341,6 +343,7 @@ BUILDERS.register_lazy("pytorch", "mlperf_bnas.backends.pytorch")
 def _build_openvino(ctx: BuildContext) -> Path:
     calibration = None
     record: dict[str, Any] = {"benchmark": ctx.cfg.benchmark, "model": ctx.cfg.model,
+                              "model_options": dataclasses.asdict(model_entry(ctx.cfg).options),
                               "weights": ctx.weights.describe(), "dataset": ctx.cfg.dataset}
     if ctx.precision == "int8":
         calibration = ctx.cache.load(ctx.calibration_indices)
@@ -413,16 +416,24 @@ def open_sut(cfg: BenchmarkConfig, scenario: str, paths: OutputPaths, precision:
             log.warning("backend %s: ignoring backend_options %s (they belong to another backend)",
                         cfg.backend, ", ".join(dropped))
         options = {k: v for k, v in cfg.backend_options.items() if k in known}
-        backend = create_backend(cfg.backend, None, options, where)
+        backend = create_backend(cfg.backend, None, options, where, cfg.sources)
         perf_count = _performance_sample_count(cfg)
         qsl = QSL(ZeroSamples(perf_count), perf_count)
+        started = time.monotonic()
         backend.warmup(None)
-        return make_sut(scenario, backend, qsl, postprocess), qsl, backend
+        sut = make_sut(scenario, backend, qsl, postprocess)
+        sut.expected_batch_s = time.monotonic() - started
+        return sut, qsl, backend
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    # Cheap checks first, before minutes of dataset preparation and compilation: the backend
+    # options, and the build (synthetic data would be relabelled for weights the build lacks).
+    check_options("backend_options", cfg.backend_options, backend_cls.Options, where, cfg.sources)
+    if model_path is None and cfg.backend in BUILDERS:     # a backend without a build has no build to check
+        require_current_build(cfg, paths, precision, data_dir, checkpoint)
     _dataset, cache = prepare_dataset(cfg, paths, data_dir, checkpoint)
     backend = create_backend(cfg.backend, Path(model_path) if model_path else paths.model_dir(precision),
-                             cfg.backend_options, where)
+                             cfg.backend_options, where, cfg.sources)
     try:
         backend.check_build(cfg.model, model_entry(cfg).options, precision)
     except BaseException:
@@ -430,8 +441,34 @@ def open_sut(cfg: BenchmarkConfig, scenario: str, paths: OutputPaths, precision:
         raise
     qsl = QSL(cache, _performance_sample_count(cfg))
     warm = cache.load([i % len(cache) for i in range(backend.batch_size)])
+    started = time.monotonic()
     backend.warmup(warm)
-    return make_sut(scenario, backend, qsl, postprocess), qsl, backend
+    sut = make_sut(scenario, backend, qsl, postprocess)
+    sut.expected_batch_s = time.monotonic() - started     # the watchdog's yardstick (loadgen/guard.py)
+    return sut, qsl, backend
+
+
+def require_current_build(cfg: BenchmarkConfig, paths: OutputPaths, precision: str,
+                          data_dir: str | Path | None, checkpoint: str | Path | None) -> None:
+    """Refuse a build made from other weights, model options, precision or preprocessing than
+    this run would use (``buildrecord.py``), naming the command that rebuilds it."""
+    from mlperf_bnas.buildrecord import BuildInputs, require_current
+
+    weights = resolve_weights(cfg, paths, checkpoint)
+    now = BuildInputs(model=cfg.model, precision=precision, weights_sha256=weights.sha256,
+                      weights_source="seeded weights, no CHECKPOINT" if weights.seeded else f"CHECKPOINT={weights.path}",
+                      preprocess_key=preprocess_spec(cfg, checkpoint).key,
+                      model_options=dataclasses.asdict(model_entry(cfg).options))
+    command = ["mlperf-bnas", "build", "--benchmark", str(cfg.benchmark_dir), "--output-dir", str(paths.output_dir),
+               "--system", paths.system, "--precision", precision]
+    if data_dir:
+        command += ["--data-dir", str(data_dir)]
+    if checkpoint:
+        command += ["--checkpoint", str(checkpoint)]
+    from_command_line = any(source == "command line" for source in cfg.sources.values())
+    rebuild = (f"{cfg.benchmark_dir / 'run_calibration.sh'} with the same CHECKPOINT, DATA_DIR and OUTPUT_DIR, or "
+               f"`{' '.join(command)}`" + (" with the same --set options" if from_command_line else ""))
+    require_current(paths.model_dir(precision), now, rebuild)
 
 
 def _performance_sample_count(cfg: BenchmarkConfig) -> int:

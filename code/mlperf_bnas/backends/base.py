@@ -66,6 +66,12 @@ class Backend(ABC):
         records say so (the IPEX TorchScript build) check them here.
         """
 
+    def cancel(self) -> None:
+        """Drop batches submitted but not started (the run is being stopped). Their completions
+        may still be called, with an error or without; the SUT has answered their samples already.
+        Backends without a queue of their own (OpenVINO: at most one batch per infer request)
+        need nothing here."""
+
     def close(self) -> None:
         """Release runtime resources."""
 
@@ -77,7 +83,8 @@ class Backend(ABC):
 BACKENDS: Registry[type[Backend]] = Registry("backend")
 
 
-def create_backend(name: str, model_path: Path | None, options: dict[str, Any], where: str = "backend_options") -> Backend:
+def create_backend(name: str, model_path: Path | None, options: dict[str, Any], where: str = "backend_options",
+                   sources: dict[str, str] | None = None) -> Backend:
     cls = BACKENDS.get(name)
-    opts = check_options("backend_options", options, cls.Options, where)
+    opts = check_options("backend_options", options, cls.Options, where, sources)
     return cls.from_options(model_path, opts)

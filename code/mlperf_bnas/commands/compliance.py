@@ -16,12 +16,12 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from mlperf_bnas import pipeline
+from mlperf_bnas.processes import run_child
 from mlperf_bnas.submission.compliance import DTYPES, TESTS
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         return run_one(args, tests[0])
     failed = []
     for test in tests:
-        rc = subprocess.run([sys.executable, "-m", "mlperf_bnas", *_child_argv(args, test)]).returncode
+        rc = run_child([sys.executable, "-m", "mlperf_bnas", *_child_argv(args, test)])
         if rc != 0:
             failed.append(f"{test} (exit {rc})")
     print("compliance: " + (f"FAILED {', '.join(failed)}" if failed else f"{', '.join(tests)} passed"))
@@ -111,3 +111,8 @@ def run_one(args: argparse.Namespace, test: str) -> int:
     for line in verdict.lines():
         print(line)
     return 0 if verdict.passed else 1
+
+
+def output_dir(args: argparse.Namespace) -> Path:
+    """The folder this command writes into (the command line locks it: one writer at a time)."""
+    return Path(args.output_dir)
