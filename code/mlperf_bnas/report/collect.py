@@ -28,7 +28,7 @@ from mlperf_bnas.data.dataset_base import SYNTHETIC_STAMP
 from mlperf_bnas.enums import Mode, Precision, Scenario, values
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.loadgen.explain import Failure, explain
-from mlperf_bnas.loadgen.logs import read_detail_log, read_summary
+from mlperf_bnas.loadgen.logs import RESULT_FIELD, read_detail_log, read_summary
 from mlperf_bnas.paths import (
     BUILD_RECORD, OutputRoot, SearchOutputs, SubmissionTree, benchmark_dir, benchmark_dirs, mode_dir, tuned_conf_path,
 )
@@ -126,7 +126,7 @@ def read_performance(run_dir: Path, scenario: str) -> PerfRun:
     summary_path = run_dir / "mlperf_log_summary.txt"
     summary = read_summary(summary_path) if summary_path.is_file() else {}
     metric_name = "samples/s" if scenario == "Offline" else "completed samples/s"
-    key = "result_samples_per_second" if scenario == "Offline" else "result_completed_samples_per_sec"
+    key = RESULT_FIELD[scenario]
     metric = detail.get(key)
     percentiles = {name: detail.get(k) / 1e6 for name, k, _ in PERCENTILE_KEYS
                    if isinstance(detail.get(k), (int, float))}
