@@ -296,7 +296,7 @@ class IPEXBackend(PyTorchBackend):
 
     def check_build(self, model: str, model_options: Any, precision: str) -> None:
         """Refuse a TorchScript file built for another model, other model options or another precision."""
-        expected = {"model": model, "precision": precision, **{f"model_options.{k}": v
+        expected = {"model": model, "precision": str(precision), **{f"model_options.{k}": v
                                                                for k, v in _json_options(model_options).items()}}
         built = {"model": self.info.get("model"), "precision": self.info.get("precision"),
                  **{f"model_options.{k}": v for k, v in (self.info.get("model_options") or {}).items()}}
