@@ -51,6 +51,11 @@ def mode_dir(folder: Path, mode: str) -> Path:
     return Path(folder) / (PERFORMANCE_RUN if parse(Mode, mode) == Mode.PERFORMANCE else Path("accuracy"))
 
 
+def sized_conf_name(system: str) -> str:
+    """The file name of the conf ``mlperf-bnas size`` generates for ``system``."""
+    return f"user.{system}.sized.conf"
+
+
 def tuned_conf_path(benchmark_dir: Path, system: str) -> Path:
     """The user.conf ``mlperf-bnas tune`` writes for ``system`` beside the benchmark's own (its
     evidence beside it, ``.json``): the file a run then names as ``USER_CONF``."""
@@ -95,9 +100,13 @@ class SubmissionTree:
     def accuracy_dir(self, system: str, model: str, scenario: str) -> Path:
         return mode_dir(self.result_dir(system, model, scenario), Mode.ACCURACY)
 
+    def benchmark_compliance_dir(self, system: str, model: str) -> Path:
+        """``compliance/<system>/<model>``: one folder per scenario."""
+        return Path(self.root) / "compliance" / system / model
+
     def compliance_dir(self, system: str, model: str, scenario: str, test: str | None = None) -> Path:
         """``compliance/<system>/<model>/<Scenario>[/<TEST>]``."""
-        base = Path(self.root) / "compliance" / system / model / scenario
+        base = self.benchmark_compliance_dir(system, model) / scenario
         return base / test if test else base
 
     def measurements_dir(self, system: str, model: str, scenario: str) -> Path:
@@ -195,6 +204,16 @@ class OutputRoot:
         """Earlier results moved aside by a re-run (never deleted)."""
         return self.output_dir / "build" / "archive"
 
+    @property
+    def lock_file(self) -> Path:
+        """``build/.mlperf-bnas.lock``: held (flock) by the one command writing this folder (``outdir.OutputLock``)."""
+        return self.staging_dir / ".mlperf-bnas.lock"
+
+    @property
+    def written_folders(self) -> tuple[Path, ...]:
+        """The top-level folders commands write into (where interrupted ones leave private folders)."""
+        return (self.tree.results_root, self.tree.root / "compliance", self.submission_root, self.staging_dir)
+
     def archive_slot(self, prefix: str) -> Path:
         """A new, not yet existing folder ``build/archive/<prefix><time>[-n]`` to move something aside into."""
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -240,6 +259,10 @@ class OutputRoot:
     def synthetic_data_dirs(self, benchmark: str) -> list[Path]:
         """The synthetic datasets generated for ``benchmark`` (``build/<benchmark>/data/<dataset>/``)."""
         return sorted(p for p in (self.benchmark_build_dir(benchmark) / "data").glob("*") if p.is_dir())
+
+    def sized_records(self, system: str) -> list[Path]:
+        """The records of the confs ``mlperf-bnas size`` generated for ``system`` (one per benchmark)."""
+        return sorted(p.with_suffix(".json") for p in self.staging_dir.glob(f"*/sizing/{system}/{sized_conf_name(system)}"))
 
     def tuning_records(self, system: str) -> list[Path]:
         """The evidence of every ``mlperf-bnas tune`` run for ``system`` (one per benchmark)."""
@@ -321,3 +344,29 @@ class OutputPaths(OutputRoot):
     def compliance_work_dir(self) -> Path:
         """Private working folders of compliance runs (their audit.config lives there)."""
         return self.build_dir / "compliance"
+
+    @property
+    def sizing_dir(self) -> Path:
+        """LoadGen settings sized on this machine (``mlperf-bnas size``): the generated conf, its
+        evidence, earlier confs it replaced (``archive/``) and the probe runs' logs."""
+        return self.build_dir / "sizing" / self.system
+
+    @property
+    def sized_conf(self) -> Path:
+        """The generated per-system conf the embedded default runs with (``USER_CONF`` unset); its
+        record (the evidence) is beside it with ``.json``."""
+        return self.sizing_dir / sized_conf_name(self.system)
+
+    @property
+    def sizing_archive_dir(self) -> Path:
+        """Sized confs (and their records) a re-sizing replaced; runs made with them still match them."""
+        return self.sizing_dir / "archive"
+
+    def sizing_probe_dir(self, stamp: str) -> Path:
+        """The LoadGen logs of one sizing's probe runs."""
+        return self.sizing_dir / "probes" / stamp
+
+    @property
+    def sizing_measurements(self) -> Path:
+        """Cached probe results of settings a user's conf runs with (``size --check``)."""
+        return self.sizing_dir / "measurements.json"

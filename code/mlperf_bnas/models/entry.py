@@ -66,6 +66,9 @@ class ModelEntry(ABC):
     #: The elastic dimensions this model's super-network may have; a training config asking for
     #: another is refused, naming the key.
     nas_elasticity_dims: ClassVar[tuple[str, ...]] = ("kernel", "width", "depth")
+    #: The most bytes one sample's LoadGen response takes (sizes the accuracy log for the
+    #: free-space check before a run).
+    max_response_bytes: ClassVar[int] = 4
 
     def __init__(self, options: Any):
         self.options = options
@@ -292,6 +295,7 @@ MODELS.register_lazy("retinanet", "mlperf_bnas.models.retinanet")
 MODELS.register_lazy("digits_resnet", "mlperf_bnas.models.digits")
 
 
-def create_model(name: str, options: dict[str, Any], where: str = "model_options") -> ModelEntry:
+def create_model(name: str, options: dict[str, Any], where: str = "model_options",
+                 sources: dict[str, str] | None = None) -> ModelEntry:
     cls = MODELS.get(name)
-    return cls(check_options("model_options", options, cls.Options, where))
+    return cls(check_options("model_options", options, cls.Options, where, sources))

@@ -17,8 +17,9 @@ from typing import Any
 
 from mlperf_bnas.errors import RunFailed
 from mlperf_bnas.fileio import write_atomic
-from mlperf_bnas.loadgen.logs import read_detail_log, read_summary
-from mlperf_bnas.tune.conf import trial_conf_text
+from mlperf_bnas.loadgen.logs import RESULT_FIELD, read_detail_log, read_summary
+from mlperf_bnas.loadgen.userconf import trial_conf_text
+from mlperf_bnas.processes import run_child
 
 
 @dataclass
@@ -98,11 +99,8 @@ class TrialRunner:
               flush=True)
         start = time.monotonic()
         with open(trial_dir / "run.log", "w", encoding="utf-8") as out:
-            try:
-                proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=self.timeout_s)
-                rc = proc.returncode
-            except subprocess.TimeoutExpired:
-                rc = None
+            # Stopping tune (Ctrl-C) stops the trial the same way, its logs archived (processes.py).
+            rc = run_child(cmd, timeout=self.timeout_s, stdout=out, stderr=subprocess.STDOUT)
         trial.wall_s = round(time.monotonic() - start, 2)
         if rc != 0:
             tail = (trial_dir / "run.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()
@@ -125,7 +123,7 @@ def _read_logs(trial: Trial, log_dir: Path) -> None:
     if detail.errors:
         trial.error = "LoadGen logged errors: " + "; ".join(str(e.get("value"))[:100] for e in detail.errors[:3])
     trial.valid = summary.get("Result is") == "VALID" and not detail.errors
-    key = "result_samples_per_second" if trial.scenario == "Offline" else "result_completed_samples_per_sec"
+    key = RESULT_FIELD[trial.scenario]
     trial.samples_per_s = _float(detail.get(key))
     trial.scheduled_qps = _float(detail.get("result_scheduled_samples_per_sec"))
     trial.latency_ms = {name: detail.get(k) / 1e6 for name, k in _PERCENTILES.items()
