@@ -135,6 +135,14 @@ def build_module(entry: ModelEntry, checkpoint: str | Path | None):
     return entry.build(Path(checkpoint) if checkpoint is not None else None)
 
 
+def built_entry(cfg: BenchmarkConfig, checkpoint: str | Path | None) -> ModelEntry:
+    """The descriptor of the model a build makes: config.yaml's, or, for an exported NAS
+    sub-network, with the sub-network's own architecture options (``ModelEntry.for_subnet``)."""
+    entry = model_entry(cfg)
+    subnet = _subnet(entry, Path(checkpoint)) if checkpoint is not None else None
+    return entry.for_subnet(subnet, str(checkpoint)) if subnet is not None else entry
+
+
 def checkpoint_spec(entry: ModelEntry, checkpoint: str | Path | None) -> PreprocessSpec:
     """What one cached sample is: the model's spec, or the one a NAS sub-network was exported with."""
     if checkpoint is not None:
@@ -214,10 +222,7 @@ def build(cfg: BenchmarkConfig, paths: OutputPaths, data_dir: str | Path | None,
     backend_cls = BACKENDS.get(cfg.backend)
     qcfg = quantization_config(cfg)
     dataset, cache = prepare_dataset(cfg, paths, data_dir, checkpoint)
-    entry = model_entry(cfg)
-    subnet = _subnet(entry, Path(checkpoint)) if checkpoint is not None else None
-    if subnet is not None:
-        entry = entry.for_subnet(subnet, str(checkpoint))    # the record names what is built
+    entry = built_entry(cfg, checkpoint)      # the record names what is built
     module, weights = load_torch_model(cfg, paths, checkpoint)
     record: dict[str, Any] = {"benchmark": cfg.benchmark, "model": cfg.model,
                               "model_options": {k: list(v) if isinstance(v, tuple) else v
@@ -332,7 +337,7 @@ def require_current_build(cfg: BenchmarkConfig, paths: OutputPaths, precision: s
     now = BuildInputs(model=cfg.model, precision=precision, weights_sha256=weights.sha256,
                       weights_source="seeded weights, no CHECKPOINT" if weights.seeded else f"CHECKPOINT={weights.path}",
                       preprocess_key=preprocess_spec(cfg, checkpoint).key,
-                      model_options=dataclasses.asdict(model_entry(cfg).options))
+                      model_options=dataclasses.asdict(built_entry(cfg, checkpoint).options))
     command = ["mlperf-bnas", "build", "--benchmark", str(cfg.benchmark_dir), "--output-dir", str(paths.output_dir),
                "--system", paths.system, "--precision", precision]
     if data_dir:
