@@ -75,6 +75,9 @@ class SearchSettings:
     num_bn_samples: int = 2000
     #: Fraction of the validation set used for accuracy (DyNAS-T's --test_fraction).
     test_fraction: float = 1.0
+    #: Batch size of the BN re-calibration and accuracy batches (DyNAS-T's --eval_batch_size);
+    #: None: the model's own data batching.
+    eval_batch_size: int | None = None
     #: LINAS: evaluations of the predictors per inner evolutionary run (DyNAS-T: 5000).
     linas_inner_evals: int = 5000
     predictor: str = "ridge"
@@ -272,6 +275,8 @@ def validate(s: SearchSettings, where: str) -> SearchSettings:
         acc_delta=_as_float("acc_delta", s.acc_delta, where, 0.0, 100.0),
         num_bn_samples=_as_int("batchnorm_adaptation.num_bn_adaptation_samples", s.num_bn_samples, where, 0),
         test_fraction=_as_float("test_fraction", s.test_fraction, where, 1e-9, 1.0),
+        eval_batch_size=(None if s.eval_batch_size is None
+                         else _as_int("eval_batch_size", s.eval_batch_size, where, 1)),
         linas_inner_evals=_as_int("linas_inner_evals", s.linas_inner_evals, where, 1),
         aspiration_points=aspiration,
         epsilon=_as_float("epsilon", s.epsilon, where, 1e-12, 1e6),
