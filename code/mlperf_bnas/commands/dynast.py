@@ -35,14 +35,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     from mlperf_bnas.commands.nas import search_request
     from mlperf_bnas.nas.search.plan import search
 
     try:
-        return int(search(search_request(args, dynast=True)) or 0)
+        return int(search(search_request(args, dynast=True, argv=argv)) or 0)
     except UserError as exc:
         if args.verbose or os.environ.get("MLPERF_BNAS_TRACEBACK"):
             raise

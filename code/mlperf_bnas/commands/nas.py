@@ -152,8 +152,8 @@ def search_flags(p: argparse.ArgumentParser, dynast: bool = False) -> None:
     flag("nproc", type=int, default=None, help="with --distributed outside a launcher: start this many local processes")
 
 
-def search_request(args: argparse.Namespace, dynast: bool = False):
-    """The ``SearchRequest`` of either command's parsed flags."""
+def search_request(args: argparse.Namespace, dynast: bool = False, argv: list[str] | None = None):
+    """The ``SearchRequest`` of either command's parsed flags (``argv``: the command line, for the record)."""
     from mlperf_bnas.errors import UserError
     from mlperf_bnas.nas.search.dynast_compat import DYNAST_DEFAULTS
     from mlperf_bnas.nas.search.plan import SearchRequest
@@ -194,7 +194,7 @@ def search_request(args: argparse.Namespace, dynast: bool = False):
                          dynast_results=results, output_dir=args.output_dir or results.resolve().parent,
                          resume=args.resume, distributed=args.distributed, nproc=args.nproc,
                          dist_timeout_s=float(args.dist_timeout), tool="dynast",
-                         command=" ".join(["dynast", *sys.argv[1:]]))
+                         command=" ".join(["dynast", *(sys.argv[1:] if argv is None else argv)]))
 
 
 def _search(args: argparse.Namespace) -> int:
