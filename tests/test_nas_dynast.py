@@ -25,7 +25,6 @@ import torch
 
 from conftest import REPO, run_cli
 
-DEMO_CONFIG = REPO / "code" / "bootstrapnas" / "configs" / "digits_progressive_shrinking.json"
 HEADER = ["Sub-network", "Date", "Model Parameters", "Latency (ms)", "MACs", "Top-1 Acc (%)"]
 #: Small, fast settings (DyNAS-T's flags), the same for both commands.
 SMALL = ["--search_tactic", "evolutionary", "--search_algo", "nsga2", "--num_evals", "8", "--population", "4",
@@ -34,18 +33,8 @@ SMALL = ["--search_tactic", "evolutionary", "--search_algo", "nsga2", "--num_eva
 
 
 @pytest.fixture(scope="session")
-def supernet_path(tmp_path_factory) -> Path:
-    from mlperf_bnas.nas.demo import DIGITS_PREPROCESS, DIGITS_SIZE, pretrain_digits_model
-    from mlperf_bnas.nas.supernet.network import SuperNetwork
-
-    cfg = json.loads(DEMO_CONFIG.read_text())
-    model, _ = pretrain_digits_model(epochs=1, seed=0)
-    supernet = SuperNetwork.from_model(model, cfg["bootstrapNAS"]["training"]["elasticity"],
-                                       torch.zeros(1, 3, DIGITS_SIZE, DIGITS_SIZE))
-    path = tmp_path_factory.mktemp("supernet") / "supernet.pt"
-    supernet.save(path, extra={"base_model": "digits_resnet", "preprocess": dict(DIGITS_PREPROCESS),
-                               "config": str(DEMO_CONFIG)})
-    return path
+def supernet_path(digits_supernet) -> Path:
+    return digits_supernet
 
 
 def dynast(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
