@@ -164,6 +164,9 @@ def compile_program(module: torch.nn.Module, engine: str) -> Any:
 
 @BACKENDS.register("pytorch")
 class PyTorchBackend(Backend):
+    #: The program is exported and quantized for one batch size (the backend refuses a mismatch).
+    BUILD_OPTIONS = ("batch_size",)
+
     @dataclass(frozen=True)
     class Options:
         #: Worker threads, each running whole batches.

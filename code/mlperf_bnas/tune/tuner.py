@@ -47,11 +47,19 @@ class TuneRequest:
 
 
 def _check_candidates(cfg: BenchmarkConfig, scenario: str, candidates: list[dict[str, Any]]) -> None:
-    """Every candidate must be a valid set of backend options before any trial starts."""
-    options_cls = BACKENDS.get(cfg.backend).Options
+    """Every candidate must be a valid set of backend options, and one the built model can run
+    (same build-time options), before any trial starts."""
+    backend_cls = BACKENDS.get(cfg.backend)
     where = f"{cfg.benchmark_dir / 'config.yaml'} tuning.{scenario}"
+    built = check_options("backend_options", dict(cfg.backend_options), backend_cls.Options, where)
     for candidate in candidates:
-        check_options("backend_options", {**cfg.backend_options, **candidate}, options_cls, where)
+        check_options("backend_options", {**cfg.backend_options, **candidate}, backend_cls.Options, where)
+        for key in backend_cls.BUILD_OPTIONS:
+            if key in candidate and candidate[key] != getattr(built, key):
+                raise UserError(f"{where}.backend_options.{key}: {candidate[key]!r} cannot run: the {cfg.backend} "
+                                f"backend builds the model for one {key} ({getattr(built, key)!r} here) and the "
+                                f"tuner does not rebuild; leave {key} out of the grid, or build and tune each "
+                                f"{key} separately")
 
 
 def _load_existing(path: Path) -> dict[str, Any]:
