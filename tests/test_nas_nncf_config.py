@@ -115,17 +115,22 @@ def test_bootstrapnas_md_example_reads_with_nncf_defaults(tmp_path):
     assert (s.num_bn_samples, s.crossover_prob, s.mutation_eta) == (2000, 0.9, 3.0)    # NNCF's search defaults
 
 
-def test_nncf_sample_config_runs_with_nncf_node_names(tmp_path):
-    """NNCF's own sample config: its one key NNCF ignored is refused by name; without it, the
-    config runs unchanged, its skipped_blocks (NNCF graph node names) on torchvision's ResNet-50."""
+def test_nncf_sample_config_runs_with_nncf_node_names(tmp_path, caplog):
+    """NNCF's own sample config runs unchanged, its skipped_blocks (NNCF graph node names) on
+    torchvision's ResNet-50. Its min_out_channels (not a BootstrapNAS key; NNCF ignored it)
+    equals min_width and is accepted with a log line; a value that asks for more is refused."""
+    contradicting = copy.deepcopy(NNCF_SAMPLE)
+    contradicting["bootstrapNAS"]["training"]["elasticity"]["width"]["min_out_channels"] = 64
     with pytest.raises(UserError) as err:
-        load_nas_config(write(tmp_path, NNCF_SAMPLE))
+        load_nas_config(write(tmp_path, contradicting, "64.json"))
     message = str(err.value)
-    assert "elasticity.width.min_out_channels" in message and "min_width" in message and "\n" not in message
+    assert "elasticity.width.min_out_channels: 64 not supported" in message and "set min_width" in message
+    assert "\n" not in message
 
-    cfg_dict = copy.deepcopy(NNCF_SAMPLE)
-    del cfg_dict["bootstrapNAS"]["training"]["elasticity"]["width"]["min_out_channels"]
-    cfg = load_nas_config(write(tmp_path, cfg_dict))
+    caplog.set_level("INFO")
+    cfg = load_nas_config(write(tmp_path, NNCF_SAMPLE))
+    assert "min_out_channels 32: NNCF ignored this key" in caplog.text
+    assert cfg.training.elasticity.width.min_width == 32
     assert (cfg.batch_size_val, cfg.num_classes, cfg.optimizer.label_smoothing) == (2000, 1000, 0.1)
     assert cfg.optimizer.no_decay_keys == ("bn", "bias") and cfg.optimizer.nesterov
     torch.manual_seed(0)

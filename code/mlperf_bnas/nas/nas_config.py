@@ -67,9 +67,6 @@ REFUSED: dict[str, str] = {
     "bootstrapNAS.training.elasticity.width.overwrite_groups": _NODE_KEYED,
     "bootstrapNAS.training.elasticity.width.overwrite_groups_widths": _NODE_KEYED,
     "bootstrapNAS.training.elasticity.width.add_dynamic_inputs": _NODE_KEYED,
-    "bootstrapNAS.training.elasticity.width.min_out_channels":
-        "not a BootstrapNAS key (NNCF's example config carries it and NNCF ignored it); the minimum width is "
-        "min_width",
     "bootstrapNAS.training.elasticity.depth.allow_nested_blocks":
         "an NNCF 2.1-2.3 option that later NNCF removed; nested blocks are always dropped, as in NNCF 2.4+",
     "bootstrapNAS.training.elasticity.depth.allow_linear_combination":
@@ -218,6 +215,9 @@ def parse_elasticity(section: dict | None, where: str = "elasticity", path: str 
 
     w_path, d_path, k_path = f"{path}.width", f"{path}.depth", f"{path}.kernel"
     w_sec = dict(section.get("width") or {})
+    # Not a BootstrapNAS key: NNCF's sample config carries it (32) and NNCF ignored it. Accepted
+    # when it says what min_width does, refused when it asks for something else.
+    min_out = w_sec.pop("min_out_channels", None)
     _check_keys(w_sec, {f.name for f in fields(WidthOptions)}, where, w_path)
     ww = f"{where}: {w_path}"
     mult = w_sec.get("width_multipliers")
@@ -238,6 +238,12 @@ def parse_elasticity(section: dict | None, where: str = "elasticity", path: str 
         max_num_widths=int(max_num),
         width_multipliers=tuple(float(m) for m in mult) if mult is not None else None,
         filter_importance=importance)
+    if min_out is not None:
+        _require(min_out == width.min_width, f"{ww}.min_out_channels",
+                 f"{min_out!r} not supported: not a BootstrapNAS key (NNCF ignored it); the minimum width is "
+                 f"min_width ({width.min_width} here): set min_width instead")
+        log.info("%s.min_out_channels %s: NNCF ignored this key; it equals min_width, which sets the minimum "
+                 "width", ww, min_out)
 
     d_sec = dict(section.get("depth") or {})
     # ``mode`` is this project's earlier spelling (NNCF has no such key): skipped_blocks present
