@@ -97,3 +97,32 @@ def test_bad_arguments_are_one_line(tmp_path, case):
     proc = _run("--official-checker", official, "--tree", tree, *extra)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: "), proc.stderr
     assert proc.stdout == ""
+
+
+def test_checker_from_git_is_extracted_outside_the_repository(tmp_path):
+    """--from-git REPO@REF runs that ref's tools/submission (here a test double committed to a scratch repo)."""
+    repo = tmp_path / "inference"
+    folder = repo / "tools" / "submission"
+    folder.mkdir(parents=True)
+    (folder / "submission_checker.py").write_text(FAKE_OFFICIAL.format(status=1))
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "checker"], ["tag", "v5.1.1"]):
+        subprocess.run([*git, *args], check=True, capture_output=True)
+    proc = _run("--from-git", f"{repo}@v5.1.1", "--tree", str(_minimal_tree(tmp_path)), "--only", "invalid-status",
+                "--bases", "packaged")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "inference@v5.1.1 (submission_checker.py)" in proc.stdout and "our 'release' predictions" in proc.stdout
+    assert "2 trees compared, 2 agree, 0 disagree" in proc.stdout
+    # Nothing extracted into this repository.
+    assert not list(REPO.glob("checker-*")) and not (REPO / "tools" / "submission").exists()
+    bad = _run("--from-git", f"{repo}@no-such-tag", "--tree", str(_minimal_tree(tmp_path / "b")))
+    assert bad.returncode == 2 and "no tools/submission at no-such-tag" in bad.stderr
+
+
+def test_two_checkers_that_differ_are_listed(tmp_path):
+    proc = _run("--official-checker", str(_fake_official(tmp_path, 1)), "--official-checker",
+                str(_fake_official(tmp_path, 0)), "--tree", str(_minimal_tree(tmp_path)), "--only", "invalid-status",
+                "--bases", "packaged")
+    assert proc.returncode == 1          # the second double disagrees with our prediction
+    assert "where the official checkers differ (2 of 2 trees):" in proc.stdout
+    assert "[packaged] invalid-status:" in proc.stdout

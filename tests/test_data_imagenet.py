@@ -13,6 +13,7 @@ from mlperf_bnas.accuracy.top1 import top1
 from mlperf_bnas.data.imagenet import ImageNet
 from mlperf_bnas.data.synthetic import synthetic_image
 from mlperf_bnas.errors import UserError
+from mlperf_bnas.loadgen.accuracy_log import Entry
 
 from conftest import REPO
 
@@ -71,16 +72,21 @@ def _entry(idx, value, dtype=np.int32):
     return {"seq_id": idx, "qsl_idx": idx, "data": np.array([value], dtype).tobytes().hex().upper()}
 
 
+def _log(*entries):
+    """Log entries as the streaming reader (loadgen/accuracy_log.py) yields them."""
+    return [Entry(e["seq_id"], e["qsl_idx"], e["data"]) for e in entries]
+
+
 def test_top1_hand_computed():
     labels = [3, 1, 4, 1, 5]
     log = [_entry(0, 3), _entry(1, 1), _entry(2, 9), _entry(1, 7),   # duplicate of 1 ignored
            _entry(4, 5)]
-    result = top1(log, labels)
+    result = top1(_log(*log), labels)
     # seen {0,1,2,4}: good 0,1,4 -> 3 of 4
     assert (result.good, result.total, result.duplicates) == (3, 4, 1)
     assert result.line() == "accuracy=75.000%, good=3, total=4"
-    assert top1([_entry(0, 1)], [1]).line() == "accuracy=100.000%, good=1, total=1"
-    assert top1([_entry(i, 0) for i in range(3)], [0, 1, 1]).line() == "accuracy=33.333%, good=1, total=3"
+    assert top1(_log(_entry(0, 1)), [1]).line() == "accuracy=100.000%, good=1, total=1"
+    assert top1(_log(*[_entry(i, 0) for i in range(3)]), [0, 1, 1]).line() == "accuracy=33.333%, good=1, total=3"
 
 
 def test_accuracy_tool_matches_mlperf_cli(tmp_path):

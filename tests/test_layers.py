@@ -5,7 +5,7 @@ Layers, top to bottom (docs/architecture.md, "Layers"):
     entry points   cli, __main__, commands, benchtools
     orchestration  pipeline, nas, submission, tune, report
     building blocks loadgen, backends, models, data, quantize, accuracy
-    basics         config, paths, fileio, errors, enums, registry
+    basics         config, paths, fileio, errors, enums, registry, outdir, buildrecord, processes
 
 A module may import its own layer and the layers below it, never one above. Every import
 statement counts, wherever it stands (module level, inside a function, under
@@ -27,7 +27,7 @@ LAYERS = {
     "entry points": ("cli", "__main__", "commands", "benchtools"),
     "orchestration": ("pipeline", "nas", "submission", "tune", "report"),
     "building blocks": ("loadgen", "backends", "models", "data", "quantize", "accuracy"),
-    "basics": ("config", "paths", "fileio", "errors", "enums", "registry"),
+    "basics": ("config", "paths", "fileio", "errors", "enums", "registry", "outdir", "buildrecord", "processes"),
 }
 RANK = {part: rank for rank, parts in enumerate(reversed(LAYERS.values())) for part in parts}
 NAMES = {rank: name for rank, name in enumerate(reversed(LAYERS))}

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import RN50_BENCH, RN50_IMAGES, run_cli
+from conftest import REPO, RN50_BENCH, RN50_IMAGES, run_cli
 from mlperf_bnas.loadgen.logs import read_detail_log, read_summary
 
 # The session ResNet-50 build (NNCF INT8) and real LoadGen runs: minutes.
@@ -166,3 +166,88 @@ def test_nas_subnet_checkpoint_is_delegated(tmp_path):
     x = torch.randn(2, 3, 192, 192)
     with torch.no_grad():
         torch.testing.assert_close(model(x), reference(x), rtol=1e-4, atol=1e-4)
+
+
+# -- faults against the real build (issue #19) ----------------------------------------------------
+def _results_digest(built, scenario: str = "Offline") -> dict[str, str]:
+    import hashlib
+
+    folder = built.results(scenario, "performance")
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*"))}
+
+
+def _refused(built, *extra: str) -> str:
+    data = built.out / "build" / "resnet50-openvino" / "data" / "imagenet" / "val_map.txt"
+    labels, results = data.read_text(), _results_digest(built)
+    proc = run_cli("run", *built.common("--scenario", "Offline", "--mode", "accuracy", "--user-conf", str(built.conf),
+                                        *extra), check=False)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    line = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")][-1]
+    assert "the int8 model was built from other inputs than this run would use" in line
+    assert "run_calibration.sh" in line and "mlperf-bnas build --benchmark" in line and "--precision int8" in line
+    assert "Traceback" not in proc.stderr and "OpenVINO" not in proc.stderr   # refused before loading the model
+    assert data.read_text() == labels                  # the synthetic labels were not remade for other weights
+    assert _results_digest(built) == results
+    return line
+
+
+def test_a_new_checkpoint_is_refused_until_rebuilt(built, tmp_path):
+    import torch
+    import torchvision
+
+    torch.manual_seed(7)
+    ckpt = tmp_path / "other-weights.pt"
+    torch.save(torchvision.models.resnet50().state_dict(), ckpt)
+    line = _refused(built, "--checkpoint", str(ckpt))
+    assert "weights: built from sha256" in line and f"CHECKPOINT={ckpt}" in line and f"--checkpoint {ckpt}" in line
+
+
+def test_a_sub_network_with_other_preprocessing_is_refused(built, tmp_path):
+    import torch
+    import torchvision
+
+    path = tmp_path / "subnet.pt"
+    torch.save({"format": "mlperf-bnas-subnet", "base_model": "resnet50", "subnet_config": {},
+                "structure": {"removed_blocks": []}, "state_dict": torchvision.models.resnet50().state_dict(),
+                "preprocess": {"input_size": [192, 192], "mean": [0.485, 0.456, 0.406],
+                               "std": [0.229, 0.224, 0.225], "resize": 219, "crop": 192,
+                               "interpolation": "bilinear"}}, path)
+    line = _refused(built, "--checkpoint", str(path))
+    assert "preprocessing: built for" in line and "weights:" in line
+
+
+def test_a_changed_model_option_is_refused(built):
+    line = _refused(built, "--set", "model_options.seed=1")
+    assert "seed built as 0, now 1" in line and "with the same --set options" in line
+
+
+def test_ctrl_c_stops_a_real_openvino_run(built, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    conf = tmp_path / "long.conf"
+    conf.write_text(TEST_CONF.replace("min_duration = 2000", "min_duration = 600000")
+                    .replace("target_qps = 200", "target_qps = 20"))
+    archive = built.out / "build" / "archive"
+    before = set(archive.glob("interrupted-*")) if archive.is_dir() else set()
+    log = tmp_path / "run.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "mlperf_bnas", "run",
+                                 *built.common("--scenario", "Offline", "--user-conf", str(conf),
+                                               "--log-dir", str(tmp_path / "logs"))],
+                                stdout=fh, stderr=subprocess.STDOUT, cwd=REPO)
+    deadline = time.monotonic() + 300
+    while "run started" not in log.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.1)
+    time.sleep(2)                                    # OpenVINO busy with the first batches
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130, log.read_text()[-3000:]
+    assert time.monotonic() - sent < 15
+    text = log.read_text()
+    assert "Traceback" not in text and "inference failed" not in text and "sample(s) failed" not in text
+    assert not (tmp_path / "logs").exists()
+    assert len(set(archive.glob("interrupted-*")) - before) == 1

@@ -136,7 +136,7 @@ def test_accuracy_log_truncated_and_hashed(smoke):
 
 # -- our checker on the smoke tree -------------------------------------------------------------
 GOLDEN_SMOKE = """\
-WARNING [system-type-benchmark] results/{S}/resnet50
+WARNING [scenarios-missing] results/{S}/resnet50
 ERROR [min-duration] results/{S}/resnet50/Offline/performance/run_1/mlperf_log_detail.txt
 ERROR [dataset-coverage] results/{S}/resnet50/Offline/accuracy/mlperf_log_detail.txt
 WARNING [compliance-missing] compliance/{S}/resnet50/Offline/TEST01
@@ -146,7 +146,8 @@ ERROR [min-duration] results/{S}/resnet50/Server/performance/run_1/mlperf_log_de
 ERROR [min-query-count] results/{S}/resnet50/Server/performance/run_1/mlperf_log_detail.txt
 ERROR [dataset-coverage] results/{S}/resnet50/Server/accuracy/mlperf_log_detail.txt
 WARNING [compliance-missing] compliance/{S}/resnet50/Server/TEST01
-official v5.1 checker verdict (by its rules): FAIL (dataset-coverage, latency-bound, min-duration)
+v5.1 release checker verdict (submission_checker.py of v5.1.1, by its rules): FAIL (latency-bound, min-duration)
+official v5.1 checker verdict (the submission_checker package, by its rules): FAIL (dataset-coverage, latency-bound, min-duration)
 SUMMARY: SMOKE submission (short runs / synthetic data): fails only the rules a short run cannot meet: \
 latency-bound (1), min-duration (2), min-query-count (1), dataset-coverage (2)
 """.format(S=SYSTEM)
@@ -159,7 +160,7 @@ def _normalise(stdout: str) -> str:
         m = re.match(r"^(ERROR|WARNING) \[([\w-]+)\] open/[^/]+/(\S+?):", line)
         if m:
             keep.append(f"{m.group(1)} [{m.group(2)}] {m.group(3)}")
-        elif line.startswith(("official v5.1", "SUMMARY")):
+        elif line.startswith(("v5.1 release", "official v5.1", "SUMMARY")):
             keep.append(line)
     return "\n".join(keep) + "\n"
 
@@ -225,7 +226,8 @@ def test_check_cli_rejects_a_corrupted_tree_with_one_line_per_finding(smoke, tmp
     proc = run_cli("check", "--input", str(sub_root), "--json", str(tmp_path / "f.json"), check=False)
     assert proc.returncode == 1
     line = next(l for l in proc.stdout.splitlines() if "[seeds]" in l)
-    assert line.startswith("ERROR [seeds] open/") and "mlperf_log_detail.txt" in line and "official: fails" in line
+    assert line.startswith("ERROR [seeds] open/") and "mlperf_log_detail.txt" in line
+    assert line.endswith("(v5.1 release checker: fails; official package: fails)")
     assert "SUMMARY: submission has errors:" in proc.stdout and "seeds" in proc.stdout.splitlines()[-1]
     data = json.loads((tmp_path / "f.json").read_text())
     assert any(f["rule"] == "seeds" for f in data["findings"]) and data["smoke"] is False
@@ -328,3 +330,92 @@ def test_default_system_name_is_fast_and_file_safe():
                     "assert 'torch' not in sys.modules and 'openvino' not in sys.modules"], check=True,
                    capture_output=True)
     assert time.perf_counter() - start < 5      # generous: a shared CI core; it is ~0.1 s idle
+
+
+# -- refusals: no results, no value, incomplete logs, links (issue #19) -------------------------
+def test_check_refuses_a_tree_without_results(tmp_path):
+    # An empty open/ is what a failed packaging used to leave behind.
+    (tmp_path / "submission" / "open" / SUBMITTER).mkdir(parents=True)
+    proc = run_cli("check", "--input", str(tmp_path / "submission"), check=False)
+    assert proc.returncode == 1, proc.stdout
+    assert "ERROR [no-results]" in proc.stdout and "PASS" not in proc.stdout.splitlines()[-1]
+
+
+def test_check_reports_links_that_loop_or_leave_the_tree(smoke, tmp_path):
+    sub_root = tmp_path / "submission"
+    shutil.copytree(smoke["out"] / "submission", sub_root)
+    sub = sub_root / "open" / SUBMITTER
+    (sub / "loop").symlink_to(sub / "loop")
+    (sub / "code" / "elsewhere").symlink_to(tmp_path)
+    proc = run_cli("check", "--input", str(sub_root), check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert f"ERROR [symlinks] open/{SUBMITTER}/loop: a symbolic link that loops" in proc.stdout
+    assert f"ERROR [symlinks] open/{SUBMITTER}/code/elsewhere: a symbolic link that leaves the tree" in proc.stdout
+
+
+def test_check_reports_a_result_without_a_value_and_cut_off_logs(smoke, tmp_path):
+    sub_root = tmp_path / "submission"
+    shutil.copytree(smoke["out"] / "submission", sub_root)
+    perf = _perf(sub_root / "open" / SUBMITTER)
+    detail = perf / "mlperf_log_detail.txt"
+    detail.write_text("".join(ln for ln in detail.read_text().splitlines(keepends=True)
+                              if "result_samples_per_second" not in ln))
+    (perf / "mlperf_log_summary.txt").write_text("")
+    report = C.check_submission(sub_root)
+    found = {(f.rule, Path(f.path).name) for f in report.findings}
+    assert ("result-value", "mlperf_log_detail.txt") in found
+    assert ("log-incomplete", "mlperf_log_summary.txt") in found
+    assert any(r[3] == "no result value in the log" for r in report.results)
+
+
+def test_check_reads_a_log_with_an_endless_line_in_bounded_memory(smoke, tmp_path):
+    import tracemalloc
+
+    sub_root = tmp_path / "submission"
+    shutil.copytree(smoke["out"] / "submission", sub_root)
+    detail = _perf(sub_root / "open" / SUBMITTER) / "mlperf_log_detail.txt"
+    text = detail.read_text()
+    with open(detail, "w") as fh:
+        fh.write("x" * (64 << 20) + "\n" + text)                  # a 64 MB line, then the real log
+    tracemalloc.start()
+    report = C.check_submission(sub_root)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 32 << 20, f"{peak >> 20} MiB"
+    assert not any(f.rule == "result-value" for f in report.findings)     # the real records were read
+
+
+@pytest.fixture
+def out_copy(smoke, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(smoke["out"], out, symlinks=True, ignore=shutil.ignore_patterns("submission"))
+    return out
+
+
+def _package(out, smoke):
+    return run_cli("package", "--output-dir", str(out), "--system", SYSTEM, "--benchmark", str(smoke["bench"]),
+                   check=False)
+
+
+def test_package_refuses_an_incomplete_result(smoke, out_copy):
+    summary = out_copy / "results" / SYSTEM / "resnet50" / "Offline" / "performance" / "run_1" / "mlperf_log_summary.txt"
+    summary.write_text("")                                      # what a full disk leaves
+    proc = _package(out_copy, smoke)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert f"{summary}: empty (0 bytes)" in proc.stderr and "cannot be packaged" in proc.stderr
+    assert not (out_copy / "submission").exists() or not any((out_copy / "submission").rglob("*.txt"))
+    assert not list((out_copy / "build").glob(".submission-*"))
+
+
+def test_package_refuses_links_that_loop_or_leave_the_output(smoke, out_copy, tmp_path):
+    acc = out_copy / "results" / SYSTEM / "resnet50" / "Server" / "accuracy"
+    (acc / "loop").symlink_to(acc / "loop")
+    proc = _package(out_copy, smoke)
+    assert proc.returncode == 2 and "a symbolic link that loops" in proc.stderr and "Traceback" not in proc.stderr
+    (acc / "loop").unlink()
+    outside = tmp_path / "elsewhere.txt"
+    outside.write_text((acc / "accuracy.txt").read_text())
+    (acc / "accuracy.txt").unlink()
+    (acc / "accuracy.txt").symlink_to(outside)
+    proc = _package(out_copy, smoke)
+    assert proc.returncode == 2 and f"{acc / 'accuracy.txt'}: a symbolic link that leaves the tree" in proc.stderr

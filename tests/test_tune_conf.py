@@ -5,12 +5,15 @@ from __future__ import annotations
 import pytest
 
 from mlperf_bnas.errors import UserError
-from mlperf_bnas.submission.userconf import settings_for
-from mlperf_bnas.tune.conf import (MARKER, base_conf_text, check_replaceable, trial_conf_text,
-                                   tuned_backend_options, tuned_conf_text)
+from mlperf_bnas.loadgen.userconf import (MARKER, base_conf_text, check_replaceable, read, trial_conf_text,
+                                          tuned_backend_options, tuned_conf_text)
 from mlperf_bnas.tune.tuning_spec import parse_tuning
 
-BASE = "resnet50.*.min_duration = 10000\nresnet50.Server.target_qps = 28   # user's guess\n"
+BASE = "resnet50.*.min_duration = 10000\n# the user's guess\nresnet50.Server.target_qps = 28\n"
+
+
+def settings_for(path, model, scenario):
+    return read(path).settings(model, scenario)
 
 
 def _tuned(tmp_path, base_path):

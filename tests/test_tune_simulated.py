@@ -26,8 +26,8 @@ import pytest
 
 from conftest import run_cli
 from mlperf_bnas.backends.simulated import SimulatedCost
-from mlperf_bnas.submission.userconf import settings_for
-from mlperf_bnas.tune.conf import MARKER, tuned_backend_options
+from mlperf_bnas.loadgen.userconf import MARKER, read, tuned_backend_options
+from mlperf_bnas.tune.sizing import Machine, conf_machine
 from mlperf_bnas.tune.queueing import max_server_qps, md1_waiting_cdf, waiting_time_tail
 
 # A whole tuning search of real, short LoadGen trials: minutes.
@@ -126,12 +126,14 @@ def test_tuned_conf_keeps_the_user_conf_and_records_the_choice(tuned):
     text = conf.read_text()
     assert text.startswith(MARKER)
     assert USER_CONF in text
-    offline = settings_for(conf, "resnet50", "Offline")
-    server = settings_for(conf, "resnet50", "Server")
+    offline = read(conf).settings("resnet50", "Offline")
+    server = read(conf).settings("resnet50", "Server")
     assert float(offline["target_qps"]) == pytest.approx(record["scenarios"]["Offline"]["target_qps"], rel=1e-4)
     assert float(server["target_qps"]) == pytest.approx(record["scenarios"]["Server"]["target_qps"], rel=1e-4)
     assert server["target_latency"] == str(BOUND_MS)
     assert tuned_backend_options(conf, "Offline") == {"workers": 2, "batch_size": 8}
+    # The machine the trials ran on (a run on another machine stops: tests/test_sizing.py).
+    assert conf_machine(conf) == Machine.this()
     # The user's own conf is untouched, and a copy of the evidence sits in the output tree for the report.
     assert (bench / "user.conf").read_text() == USER_CONF
     assert json.loads((out / "build" / bench.name / "tuning" / SYSTEM / "tuning.json").read_text()) == record
@@ -187,7 +189,7 @@ def test_refuses_to_replace_a_file_the_user_wrote(tmp_path):
     assert str(mine) in proc.stderr and "not written by mlperf-bnas tune" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert mine.read_text() == "resnet50.Server.target_qps = 5\n"
-    assert not (tmp_path / "out" / "build").exists()   # no trial ran
+    assert not list((tmp_path / "out").glob("build/*/tuning"))   # no trial ran
 
 
 @pytest.mark.parametrize("tuning, message", [
@@ -250,4 +252,4 @@ def test_set_changes_one_tuning_key(tmp_path):
     # A tuning key from the command line is validated like config.yaml's (no trial runs).
     proc = run_cli(*common, "--set", "tuning.Offline={backend_options: {workers: []}}", check=False)
     assert proc.returncode == 2 and "tuning.Offline.backend_options.workers must be a non-empty list" in proc.stderr
-    assert not (tmp_path / "out" / "build").exists()
+    assert not list((tmp_path / "out").glob("build/*/tuning"))

@@ -10,9 +10,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from mlperf_bnas.accuracy.top1 import DTYPES, read_accuracy_log, top1
+from mlperf_bnas.accuracy.top1 import DTYPES, top1
 from mlperf_bnas.data.imagenet import read_val_map
 from mlperf_bnas.errors import UserError
+from mlperf_bnas.loadgen.accuracy_log import entries
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         labels = [label for _, label in read_val_map(Path(args.imagenet_val_file))]
-        result = top1(read_accuracy_log(Path(args.mlperf_accuracy_file)), labels, args.dtype,
+        result = top1(entries(Path(args.mlperf_accuracy_file)), labels, args.dtype,
                       where=args.mlperf_accuracy_file)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

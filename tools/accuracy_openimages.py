@@ -14,10 +14,10 @@ import os
 import sys
 from pathlib import Path
 
-from mlperf_bnas.accuracy.top1 import read_accuracy_log
 from mlperf_bnas.accuracy.coco_map import detections_from_log, evaluate
 from mlperf_bnas.data.openimages import ANNOTATIONS, IMAGES, read_annotations
 from mlperf_bnas.errors import UserError
+from mlperf_bnas.loadgen.accuracy_log import entries
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         images, _ = read_annotations(annotations, root / IMAGES, check_files=False)
         detections, image_ids, counts = detections_from_log(
-            read_accuracy_log(Path(args.mlperf_accuracy_file)),
+            entries(Path(args.mlperf_accuracy_file)),
             [{"id": im.id, "height": im.height, "width": im.width} for im in images],
             where=args.mlperf_accuracy_file)
     except UserError as exc:

@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
-"""Run the official MLPerf submission checker beside ours, on a packaged tree and on corrupted copies.
+"""Run the official MLPerf submission checkers beside ours, on a packaged tree and on corrupted copies.
 
-    tools/compare_with_official_checker.py --official-checker ~/inference/tools/submission \\
-        --tree $OUTPUT_DIR/submission [--full-results $OUTPUT_DIR/results]
+    tools/compare_with_official_checker.py --tree $OUTPUT_DIR/submission [--full-results $OUTPUT_DIR/results] \\
+        --from-git /path/to/inference.git@v5.1.1 [--from-git /path/to/inference.git@master] \\
+        [--official-checker ~/inference/tools/submission]
 
-``--official-checker`` is the ``tools/submission`` folder of a checkout of
-mlcommons/inference (its ``submission_checker/`` package, or a single-file
-``submission_checker.py``); it is run as it is, from its own folder, with
-``--version v5.1``. Nothing of it is copied into this repository.
+Each checker is the ``tools/submission`` folder of mlcommons/inference: ``--official-checker``
+names a checkout's folder, ``--from-git REPO@REF`` extracts that ref's folder from a git
+repository into a temporary directory outside this repository (removed afterwards; nothing
+of it is ever copied here). A folder with the ``submission_checker/`` package runs the
+package (our ``official`` predictions); one with only the single-file
+``submission_checker.py`` -- the v5.1 release, tag ``v5.1.1``, the checker a submitter is
+judged by -- runs that (our ``release`` predictions). Each is run as it is, from its own
+folder, with ``--version v5.1``.
 
 Every tree is a throw-away copy of ``--tree``: the tree as packaged, then that tree with
 each corruption of ``mlperf_bnas.submission.corruptions`` (the list the tests use). The
@@ -16,11 +21,12 @@ tree fails the official checker on duration, sample counts and latency whatever 
 wrong with it, so only on a base that passes can a corruption change the official verdict.
 That base is a fixture for comparing checkers, never a submission.
 
-For each tree the table shows the rules of ours that the corruption added, our prediction
-of the official verdict (``official v5.1 checker verdict (by its rules)``: FAIL when a
-finding's rule is one the official checker fails on), the official checker's exit status
-with its first error line that the uncorrupted base did not have, and AGREE/DISAGREE.
-Exit status 1 on any disagreement, 2 on bad arguments (one line), 0 when all agree.
+For each checker, a table shows per tree the rules of ours that the corruption added, our
+prediction of that checker's verdict (FAIL when a finding's rule is one it fails on), the
+checker's exit status with its first error line that the uncorrupted base did not have,
+and AGREE/DISAGREE; with two or more checkers, the trees on which they disagree with each
+other are listed last (docs/submission.md records them).
+Exit status 1 on any disagreement with our predictions, 2 on bad arguments (one line), 0 when all agree.
 """
 
 from __future__ import annotations
@@ -53,18 +59,49 @@ BASES: dict[str, Callable[[Tree], None] | None] = {
 class OfficialChecker:
     folder: Path
     script: Path     # run with the folder as working directory
+    kind: str        # "official" (the submission_checker package) or "release" (single-file submission_checker.py)
+    label: str
 
     @classmethod
-    def find(cls, folder: Path) -> "OfficialChecker":
+    def find(cls, folder: Path, label: str | None = None) -> "OfficialChecker":
         folder = folder.expanduser()
         if not folder.is_dir():
             raise UserError(f"--official-checker {folder}: not a folder; pass the tools/submission folder of a "
                             "checkout of mlcommons/inference")
-        for script in (folder / "submission_checker" / "main.py", folder / "submission_checker.py"):
-            if script.is_file():
-                return cls(folder.resolve(), script.resolve())
+        package, single = folder / "submission_checker" / "main.py", folder / "submission_checker.py"
+        if package.is_file():
+            return cls(folder.resolve(), package.resolve(), "official", label or f"{folder} (package)")
+        if single.is_file():
+            return cls(folder.resolve(), single.resolve(), "release", label or f"{folder} (submission_checker.py)")
         raise UserError(f"--official-checker {folder}: neither submission_checker/main.py nor submission_checker.py "
                         "is there; pass the tools/submission folder of a checkout of mlcommons/inference")
+
+    @classmethod
+    def from_git(cls, spec: str, scratch: Path) -> "OfficialChecker":
+        """``REPO@REF``: that ref's tools/submission, extracted file by file into ``scratch``."""
+        repo, sep, ref = spec.rpartition("@")
+        if not sep or not repo or not ref:
+            raise UserError(f"--from-git {spec}: expected REPO@REF, e.g. ~/inference@v5.1.1")
+        git = ["git", "-C", str(Path(repo).expanduser())]
+        listing = subprocess.run([*git, "ls-tree", "-r", "--name-only", ref, "tools/submission"],
+                                 capture_output=True, text=True, timeout=120)
+        # The checker's code and data only (not the sample submission trees kept beside it).
+        names = [n for n in listing.stdout.splitlines()
+                 if n.endswith((".py", ".json")) and "directory_structure_samples" not in n]
+        if listing.returncode != 0 or not names:
+            raise UserError(f"--from-git {spec}: no tools/submission at {ref} in {repo} "
+                            f"({(listing.stderr.strip().splitlines() or ['empty'])[-1]})")
+        dest = scratch / f"checker-{len(list(scratch.glob('checker-*')))}"
+        for name in names:
+            blob = subprocess.run([*git, "show", f"{ref}:{name}"], capture_output=True, timeout=120)
+            if blob.returncode != 0:
+                raise UserError(f"--from-git {spec}: cannot read {name} at {ref}")
+            target = dest / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(blob.stdout)
+        checker = cls.find(dest / "tools" / "submission")
+        kind = "package" if checker.kind == "official" else "submission_checker.py"
+        return cls(checker.folder, checker.script, checker.kind, f"{Path(repo).name}@{ref} ({kind})")
 
     def run(self, submission: Path, submitter: str, csv: Path) -> tuple[int, str]:
         argv = [sys.executable, str(self.script), "--input", str(submission), "--version", OFFICIAL_VERSION,
@@ -75,8 +112,6 @@ class OfficialChecker:
 
 @dataclass(frozen=True)
 class Outcome:
-    our_rc: int
-    our_rules: frozenset[tuple[str, str]]   # (rule, path) of every finding
     predicted_fail: bool
     official_rc: int
     official_lines: tuple[str, ...]         # error lines, paths relative to the tree
@@ -85,6 +120,12 @@ class Outcome:
     @property
     def official_fail(self) -> bool:
         return self.official_rc != 0
+
+
+@dataclass(frozen=True)
+class Checked:
+    our_rules: frozenset[tuple[str, str]]   # (rule, path) of every finding
+    outcomes: tuple[Outcome, ...]           # one per official checker
 
 
 def run_ours(submission: Path, full_results: Path | None, json_out: Path) -> tuple[int, list[dict]]:
@@ -116,12 +157,14 @@ def official_error_lines(output: str, submission: Path) -> tuple[tuple[str, ...]
     return tuple(lines), crashed
 
 
-def check_both(official: OfficialChecker, tree: Tree, full_results: Path | None, scratch: Path) -> Outcome:
-    our_rc, findings = run_ours(tree.submission, full_results, scratch / "ours.json")
-    rc, output = official.run(tree.submission, tree.submitter_dir.name, scratch / "official.csv")
-    lines, crashed = official_error_lines(output, tree.submission)
-    return Outcome(our_rc, frozenset((f["rule"], f["path"]) for f in findings),
-                   any(f["official"] == "fail" for f in findings), rc, lines, crashed)
+def check_all(officials: list[OfficialChecker], tree: Tree, full_results: Path | None, scratch: Path) -> Checked:
+    _rc, findings = run_ours(tree.submission, full_results, scratch / "ours.json")
+    outcomes = []
+    for official in officials:
+        rc, output = official.run(tree.submission, tree.submitter_dir.name, scratch / "official.csv")
+        lines, crashed = official_error_lines(output, tree.submission)
+        outcomes.append(Outcome(any(f.get(official.kind) == "fail" for f in findings), rc, lines, crashed))
+    return Checked(frozenset((f["rule"], f["path"]) for f in findings), tuple(outcomes))
 
 
 def fresh_copy(source: Tree, dest: Path, base: Callable[[Tree], None] | None) -> Tree:
@@ -138,55 +181,85 @@ def _verdict(fail: bool) -> str:
     return "FAIL" if fail else "PASS"
 
 
-def compare(official: OfficialChecker, source: Tree, full_results: Path | None, names: list[str],
-            bases: list[str], work: Path) -> list[tuple[str, str, str, str, str, bool]]:
+@dataclass(frozen=True)
+class Row:
+    tree: str
+    caught: str
+    cells: tuple[tuple[str, str, bool], ...]     # per checker: (predicted, official text, agree)
+    verdicts: tuple[bool, ...] = ()              # per checker: its own FAIL/PASS
+    skipped: bool = False
+
+
+def _cells(out: Checked, base: Checked | None) -> tuple[tuple[tuple[str, str, bool], ...], tuple[bool, ...]]:
+    cells = []
+    for i, o in enumerate(out.outcomes):
+        known = base.outcomes[i].official_lines if base is not None else ()
+        new_lines = [l for l in o.official_lines if l not in known]
+        shown = (new_lines or list(o.official_lines) or ["-"])[0]
+        cells.append((_verdict(o.predicted_fail), f"{_verdict(o.official_fail)} rc={o.official_rc}: {shown}",
+                      o.predicted_fail == o.official_fail))
+    return tuple(cells), tuple(o.official_fail for o in out.outcomes)
+
+
+def compare(officials: list[OfficialChecker], source: Tree, full_results: Path | None, names: list[str],
+            bases: list[str], work: Path) -> list[Row]:
     rows = []
     for base_name in bases:
         base_fn = BASES[base_name]
         base_tree = fresh_copy(source, work / "base" / "submission", base_fn)
-        base = check_both(official, base_tree, full_results, work / "base")
-        rows.append((f"[{base_name}] intact", "-", _verdict(base.predicted_fail),
-                     f"{_verdict(base.official_fail)} rc={base.official_rc}: "
-                     f"{base.official_lines[0] if base.official_lines else '-'}",
-                     "AGREE" if base.predicted_fail == base.official_fail else "DISAGREE",
-                     base.predicted_fail == base.official_fail))
+        base = check_all(officials, base_tree, full_results, work / "base")
+        rows.append(Row(f"[{base_name}] intact", "-", *_cells(base, None)))
         for name in names:
             corruption = CORRUPTIONS[name]
             tree = fresh_copy(source, work / "tree" / "submission", base_fn)
             label = f"[{base_name}] {name}"
             try:
                 corruption.mutate(tree)
-            except UserError as exc:
-                rows.append((label, f"not applied: {exc}", "-", "-", "SKIPPED", True))
+            except (UserError, OSError) as exc:      # e.g. a tree without the Server result it edits
+                rows.append(Row(label, f"not applied: {exc}", (), skipped=True))
                 continue
-            out = check_both(official, tree, full_results, work / "tree")
+            out = check_all(officials, tree, full_results, work / "tree")
             added = sorted({rule for rule, path in out.our_rules - base.our_rules})
             caught = ", ".join(added) if added else "nothing new"
             if corruption.rule not in added:
                 caught += f" (expected {corruption.rule}: not caught)"
-            new_lines = [l for l in out.official_lines if l not in base.official_lines]
-            shown = (new_lines or list(out.official_lines) or ["-"])[0]
-            official_text = f"{_verdict(out.official_fail)} rc={out.official_rc}: {shown}"
-            agree = out.predicted_fail == out.official_fail
-            rows.append((label, caught, _verdict(out.predicted_fail), official_text,
-                         "AGREE" if agree else "DISAGREE", agree))
+            rows.append(Row(label, caught, *_cells(out, base)))
     return rows
 
 
-def print_table(rows: list[tuple[str, str, str, str, str, bool]]) -> None:
-    head = ("tree", "our rule caught", "predicted", "official (exit status: first new error line)", "")
-    widths = [max(len(head[i]), *(len(r[i]) for r in rows)) for i in range(3)]
-    fmt = "{:<%d}  {:<%d}  {:<%d}  {}  {}" % tuple(widths)
-    print(fmt.format(*head))
-    for row in rows:
-        official = row[3] if len(row[3]) <= 160 else row[3][:157] + "..."
-        print(fmt.format(row[0], row[1], row[2], official, row[4]))
+def print_table(rows: list[Row], officials: list[OfficialChecker]) -> None:
+    for i, official in enumerate(officials):
+        print(f"\n{official.label}: {official.script} --version {OFFICIAL_VERSION} "
+              f"(our '{official.kind}' predictions)")
+        head = ("tree", "our rule caught", "predicted", "official (exit status: first new error line)", "")
+        table = [(r.tree, r.caught, "-", "-", "SKIPPED") if r.skipped else
+                 (r.tree, r.caught, r.cells[i][0], r.cells[i][1], "AGREE" if r.cells[i][2] else "DISAGREE")
+                 for r in rows]
+        widths = [max(len(head[k]), *(len(t[k]) for t in table)) for k in range(3)]
+        fmt = "{:<%d}  {:<%d}  {:<%d}  {}  {}" % tuple(widths)
+        print(fmt.format(*head))
+        for t in table:
+            official_text = t[3] if len(t[3]) <= 160 else t[3][:157] + "..."
+            print(fmt.format(t[0], t[1], t[2], official_text, t[4]))
+        compared = [r for r in rows if not r.skipped]
+        disagree = [r for r in compared if not r.cells[i][2]]
+        skipped = len(rows) - len(compared)
+        print(f"{official.label}: {len(compared)} trees compared, {len(compared) - len(disagree)} agree, "
+              f"{len(disagree)} disagree" + (f", {skipped} corruption(s) not applicable to this tree" if skipped else ""))
+    if len(officials) > 1:
+        differ = [r for r in rows if not r.skipped and len(set(r.verdicts)) > 1]
+        print(f"\nwhere the official checkers differ ({len(differ)} of {sum(not r.skipped for r in rows)} trees):")
+        for r in differ:
+            print(f"  {r.tree}: " + "; ".join(f"{o.label} {c[1][:140]}" for o, c in zip(officials, r.cells)))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--official-checker", type=Path, required=True,
-                        help="tools/submission folder of a checkout of mlcommons/inference")
+    parser.add_argument("--official-checker", type=Path, action="append", default=[],
+                        help="tools/submission folder of a checkout of mlcommons/inference (repeatable)")
+    parser.add_argument("--from-git", action="append", default=[], metavar="REPO@REF",
+                        help="extract REF's tools/submission from the git repository REPO into a temporary folder "
+                             "and run it (repeatable), e.g. ~/inference@v5.1.1 for the v5.1 release checker")
     parser.add_argument("--tree", type=Path, required=True,
                         help="a packaged submission: the folder holding open/ (e.g. $OUTPUT_DIR/submission)")
     parser.add_argument("--full-results", type=Path, default=None,
@@ -198,8 +271,13 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated bases to corrupt: {', '.join(BASES)} (default: both)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder and print where it is")
     args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="compare-official-"))
     try:
-        official = OfficialChecker.find(args.official_checker)
+        if not args.official_checker and not args.from_git:
+            raise UserError("name at least one official checker: --from-git REPO@REF (e.g. ~/inference@v5.1.1) "
+                            "or --official-checker DIR")
+        officials = [OfficialChecker.find(folder) for folder in args.official_checker]
+        officials += [OfficialChecker.from_git(spec, work) for spec in args.from_git]
         if not args.tree.is_dir():
             raise UserError(f"--tree {args.tree}: not a folder; pass the submission root (the folder holding open/)")
         full = args.full_results
@@ -213,24 +291,17 @@ def main(argv: list[str] | None = None) -> int:
         bases = [b.strip() for b in args.bases.split(",") if b.strip()]
         if not bases or set(bases) - set(BASES):
             raise UserError(f"--bases {args.bases}: choose from {', '.join(BASES)}")
-        work = Path(tempfile.mkdtemp(prefix="compare-official-"))
-        try:
-            rows = compare(official, source, source.full_results, names, bases, work)
-        finally:
-            if args.keep:
-                print(f"scratch trees kept in {work}", file=sys.stderr)
-            else:
-                shutil.rmtree(work, ignore_errors=True)
+        rows = compare(officials, source, source.full_results, names, bases, work / "trees")
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"official checker: {official.script} --version {OFFICIAL_VERSION}")
-    print_table(rows)
-    compared = [r for r in rows if r[4] != "SKIPPED"]
-    disagree = [r for r in compared if not r[5]]
-    skipped = len(rows) - len(compared)
-    print(f"{len(compared)} trees compared, {len(compared) - len(disagree)} agree, {len(disagree)} disagree"
-          + (f", {skipped} corruption(s) not applicable to this tree" if skipped else ""))
+    finally:
+        if args.keep:
+            print(f"scratch trees kept in {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    print_table(rows, officials)
+    disagree = any(not c[2] for r in rows if not r.skipped for c in r.cells)
     return 1 if disagree else 0
 
 

@@ -24,14 +24,26 @@ if [ -z "${SYSTEM:-}" ]; then
   SYSTEM="$(mlperf-bnas package --default-system-name 2>/dev/null || echo local_cpu)"
 fi
 export SYSTEM
+# Common arguments for mlperf-bnas pipeline steps, as an array (no string-built commands).
+COMMON_ARGS=(--benchmark "$BENCH_DIR" --output-dir "$OUTPUT_DIR" --system "$SYSTEM")
+# `if`, not `[ ] && ...`: a false test as the file's last command would make `source`
+# return 1 and stop every `set -e` run script when CHECKPOINT is unset.
+if [ -n "$DATA_DIR" ]; then COMMON_ARGS+=(--data-dir "$DATA_DIR"); fi
+if [ -n "$CHECKPOINT" ]; then COMMON_ARGS+=(--checkpoint "$CHECKPOINT"); fi
 # USER_CONF is resolved per benchmark (a caller without a benchmark, like run.sh, leaves it
 # alone so each benchmark script picks its own); a value the user set is always kept.
+# SIZE_FROM (not exported): set when this script runs the embedded default, whose conf is
+# generated on this machine from the benchmark's user.smoke.conf (see prepare_run).
+SIZE_FROM=""
 if [ -n "$BENCH_DIR" ]; then
   if [ -z "${USER_CONF:-}" ]; then
-    # Synthetic data (no DATA_DIR) gets the short smoke settings; real data the real rules.
     if [ -z "$DATA_DIR" ] && [ -f "$BENCH_DIR/user.smoke.conf" ]; then
-      USER_CONF="$BENCH_DIR/user.smoke.conf"
+      # Synthetic data: the short smoke settings plus target_qps measured on this machine,
+      # in a generated per-system conf under $OUTPUT_DIR (mlperf-bnas size).
+      SIZE_FROM="$BENCH_DIR/user.smoke.conf"
+      USER_CONF="$(mlperf-bnas size "${COMMON_ARGS[@]}" --print-path)"
     else
+      # Real data: the real rules.
       USER_CONF="$BENCH_DIR/user.conf"
     fi
   elif [ ! -f "$USER_CONF" ] && [ -f "$BENCH_DIR/$USER_CONF" ]; then
@@ -40,9 +52,19 @@ if [ -n "$BENCH_DIR" ]; then
   fi
   export USER_CONF
 fi
-# Common arguments for mlperf-bnas pipeline steps, as an array (no string-built commands).
-COMMON_ARGS=(--benchmark "$BENCH_DIR" --output-dir "$OUTPUT_DIR" --system "$SYSTEM")
-# `if`, not `[ ] && ...`: a false test as the file's last command would make `source`
-# return 1 and stop every `set -e` run script when CHECKPOINT is unset.
-if [ -n "$DATA_DIR" ]; then COMMON_ARGS+=(--data-dir "$DATA_DIR"); fi
-if [ -n "$CHECKPOINT" ]; then COMMON_ARGS+=(--checkpoint "$CHECKPOINT"); fi
+
+# What a run needs before LoadGen starts, made when missing (and said so):
+# prepare_model: the dataset and its preprocessed cache, and the INT8 model.
+# prepare_conf <scenario> [check]: the LoadGen settings of this machine: the embedded
+#   default's generated conf (sized now when missing or stale), or, with "check", a warning
+#   when the conf the user set asks a target_qps this machine cannot reach, with the measured
+#   figure. Exit status 3: the scenario cannot run here at any load (one line says why).
+prepare_model() {
+  mlperf-bnas build "${COMMON_ARGS[@]}" --precision int8 --if-missing
+}
+prepare_conf() {
+  local size_args=(--user-conf "$USER_CONF" --scenario "$1")
+  if [ -n "$SIZE_FROM" ]; then size_args+=(--from "$SIZE_FROM"); fi
+  if [ "${2:-}" = check ]; then size_args+=(--check); fi
+  mlperf-bnas size "${COMMON_ARGS[@]}" "${size_args[@]}"
+}

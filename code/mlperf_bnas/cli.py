@@ -5,18 +5,28 @@ in ``mlperf_bnas/commands/<name>.py`` with ``add_arguments(parser)`` and
 ``run(args) -> int``; modules are imported only when their command runs, so
 ``mlperf-bnas check`` never pays for importing torch or openvino.
 
-A ``UserError`` (bad input the user can fix) prints one line and exits 2.
+A ``UserError`` (bad input the user can fix) prints one line and exits 2; a
+failed run exits 1; Ctrl-C exits 130 and SIGTERM 143, after the command's
+cleanup (temporary files removed, partial run logs moved to the archive).
+
+A command that writes into an output folder (its module has ``output_dir(args)``)
+holds that folder's lock while it runs (``outdir.OutputLock``: one writer per
+folder), after the folder was found writable, and reports what interrupted
+commands left there (removed with ``--clean-partial``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 
-from mlperf_bnas.errors import RunFailed, UserError
+from mlperf_bnas.errors import Interrupted, RunFailed, UserError
 
 # name -> (module, help). Order is the pipeline order, shown by --help.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -24,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "download": ("mlperf_bnas.commands.download", "download a real dataset from MLPerf's sources (needs internet)"),
     "dataset": ("mlperf_bnas.commands.dataset", "prepare a dataset (real or synthetic) and its preprocessed cache"),
     "build": ("mlperf_bnas.commands.build", "export, quantize (NNCF INT8) and build the model for a backend"),
+    "size": ("mlperf_bnas.commands.size", "size LoadGen settings (target_qps) on this machine, or check a user.conf against it"),
     "run": ("mlperf_bnas.commands.run", "run one LoadGen test (scenario x mode) and publish its logs"),
     "accuracy": ("mlperf_bnas.commands.accuracy", "compute accuracy.txt from mlperf_log_accuracy.json"),
     "compliance": ("mlperf_bnas.commands.compliance", "run and verify an MLPerf compliance test (TEST01, TEST04)"),
@@ -43,8 +54,35 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if only in (None, name):
-            importlib.import_module(module).add_arguments(p)
+            mod = importlib.import_module(module)
+            mod.add_arguments(p)
+            if hasattr(mod, "output_dir"):
+                p.add_argument("--clean-partial", action="store_true",
+                               help="remove the partial folders interrupted commands left in the output folder "
+                                    "(they are reported either way)")
     return parser
+
+
+def _raise_interrupted(signum, frame) -> None:
+    raise Interrupted(signum, f"stopped by {signal.Signals(signum).name}")
+
+
+@contextlib.contextmanager
+def _output_folder(module, args: argparse.Namespace):
+    """Hold the output folder's lock for a writing command; report (or remove) leftovers."""
+    target = module.output_dir(args) if hasattr(module, "output_dir") else None
+    if target is None:
+        yield
+        return
+    from mlperf_bnas import outdir
+
+    folder = outdir.check_output_dir(target)
+    what = " ".join([args.command] + [f"--{k} {getattr(args, k)}" for k in ("scenario", "mode")
+                                      if getattr(args, k, None)])
+    with outdir.OutputLock(folder, what) as lock:
+        if not lock.inherited:
+            outdir.report_or_remove(folder, remove=bool(getattr(args, "clean_partial", False)))
+        yield
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,8 +97,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     module = importlib.import_module(COMMANDS[args.command][0])
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM ends a command like Ctrl-C does: cleanup runs, exit status 143.
+        previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
-        return int(module.run(args) or 0)
+        with _output_folder(module, args):
+            return int(module.run(args) or 0)
     except UserError as exc:
         if args.verbose or os.environ.get("MLPERF_BNAS_TRACEBACK"):
             raise
@@ -69,9 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     except RunFailed as exc:
         print(f"error: run failed: {exc}", file=sys.stderr)
         return 1
+    except Interrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return exc.exit_status
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ set". Unknown keys are errors naming the file and the key.
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,7 +73,8 @@ def _merge(cfg: BenchmarkConfig, values: dict[str, Any], source: str, path: Path
     for key, value in values.items():
         if key in OPTION_SECTIONS:
             if not isinstance(value, dict):
-                raise UserError(f"{path}: '{key}' must be a mapping, got {type(value).__name__}")
+                place = f"--set {key}" if source == "command line" else str(path)
+                raise UserError(f"{place}: '{key}' must be a mapping, got {type(value).__name__}")
             merged = dict(changes.get(key, getattr(cfg, key)))
             for sub, subvalue in value.items():
                 merged[sub] = subvalue
@@ -81,9 +84,9 @@ def _merge(cfg: BenchmarkConfig, values: dict[str, Any], source: str, path: Path
             changes[key] = value
             sources[key] = source
         else:
-            raise UserError(
-                f"{path}: unknown key {key!r} ({source}); valid keys: {', '.join(sorted(_TOP_LEVEL | {'scenarios'}))}"
-            )
+            where = f"--set {key}: unknown key {key!r}" if source == "command line" else \
+                f"{path}: unknown key {key!r} ({source})"
+            raise UserError(f"{where}; valid keys: {', '.join(sorted(_TOP_LEVEL | {'scenarios'}))}")
     return dataclasses.replace(cfg, sources=sources, **changes)
 
 
@@ -134,20 +137,89 @@ def load_config(benchmark_dir: str | Path, scenario: str | None = None,
     return cfg
 
 
-def check_options(section: str, given: dict[str, Any], allowed: type, where: str) -> Any:
-    """Build the dataclass ``allowed`` from a config section, rejecting unknown keys.
+def check_options(section: str, given: dict[str, Any], allowed: type, where: str,
+                  sources: dict[str, str] | None = None) -> Any:
+    """Build the dataclass ``allowed`` from a config section, rejecting unknown keys and values of
+    the wrong type.
 
     Components (backends, datasets, quantizers, models) declare their options as a
     frozen dataclass once; this turns a config section into it with a clear error.
+    ``sources`` (``BenchmarkConfig.sources``) lets the error blame ``--set`` for a value
+    that came from the command line instead of the file.
     """
+    sources = sources or {}
+
+    def origin(key: str) -> str:
+        return "--set" if sources.get(f"{section}.{key}") == "command line" else where
+
     names = {f.name for f in dataclasses.fields(allowed)}
     unknown = sorted(set(given) - names)
     if unknown:
         raise UserError(
-            f"{where}: unknown key(s) {', '.join(section + '.' + k for k in unknown)}; "
+            f"{origin(unknown[0])}: unknown key(s) {', '.join(section + '.' + k for k in unknown)}; "
             f"valid keys: {', '.join(sorted(names))}"
         )
+    hints = _type_hints(allowed)
+    for key, value in given.items():
+        expected = hints.get(key)
+        if expected is not None and not _type_ok(value, expected):
+            raise UserError(f"{origin(key)}: {section}.{key} must be {_describe(expected)}, got {value!r}")
     try:
         return allowed(**given)
     except (TypeError, ValueError) as exc:
-        raise UserError(f"{where}: invalid {section}: {exc}") from None
+        culprits = [k for k in given if sources.get(f"{section}.{k}") == "command line"]
+        place = where if not culprits else f"{where} or --set {', '.join(section + '.' + k for k in culprits)}"
+        raise UserError(f"{place}: invalid {section}: {exc}") from None
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - an annotation we cannot resolve is not checked here
+        return {}
+
+
+def _type_ok(value: Any, expected: Any) -> bool:
+    """Is ``value`` (as YAML or --set gives it) of the declared type? Unknown types are accepted."""
+    if expected is Any:
+        return True
+    origin, args = typing.get_origin(expected), typing.get_args(expected)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in args)
+    if expected is type(None):
+        return value is None
+    if expected is bool:
+        return isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is str:
+        return isinstance(value, str)
+    if origin in (tuple, list) or expected in (tuple, list):
+        if not isinstance(value, (tuple, list)):
+            return False
+        if not args:
+            return True
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            return len(value) == len(args) and all(_type_ok(v, a) for v, a in zip(value, args))
+        return all(_type_ok(v, args[0]) for v in value)
+    if origin is dict or expected is dict:
+        return isinstance(value, dict)
+    if origin is typing.Literal:
+        return value in args
+    return True
+
+
+def _describe(expected: Any) -> str:
+    origin, args = typing.get_origin(expected), typing.get_args(expected)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
+    if expected in names:
+        return names[expected]
+    if origin in (tuple, list) or expected in (tuple, list):
+        return "a list" + (f" of {_describe(args[0])}" if args and args[0] is not Ellipsis else "")
+    if origin is dict or expected is dict:
+        return "a mapping"
+    return getattr(expected, "__name__", str(expected))

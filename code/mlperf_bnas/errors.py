@@ -13,3 +13,17 @@ class UserError(Exception):
 
 class RunFailed(Exception):
     """A LoadGen run completed every query but some inferences failed."""
+
+
+class Interrupted(BaseException):
+    """Ctrl-C (SIGINT) or SIGTERM stopped a command; the command line exits with 128 + the signal.
+
+    A ``BaseException``, like ``KeyboardInterrupt``, so no ``except Exception`` swallows it."""
+
+    def __init__(self, signum: int, message: str = ""):
+        super().__init__(message or f"interrupted by signal {signum}")
+        self.signum = signum
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum

@@ -8,6 +8,7 @@ module and must stay fast.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -110,3 +111,29 @@ def read_mapping(path: Path, what: str, hint: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping at the top level of the {what}, found {type(data).__name__}")
     return data
+
+
+def bad_symlinks(top: Path, within: Path | None = None) -> list[tuple[Path, str]]:
+    """Symbolic links under ``top`` that loop, are broken, or lead outside ``within`` (default:
+    ``top``): ``[(link, what is wrong)]``. Links are never followed while walking, so a loop
+    cannot trap the walk. A tree handed to someone else must hold its files, not point at ours."""
+    top = Path(top)
+    root = os.path.realpath(within if within is not None else top)
+    found: list[tuple[Path, str]] = []
+    for folder, dirs, files in os.walk(top, followlinks=False):
+        for name in sorted(dirs + files):
+            path = Path(folder) / name
+            if not path.is_symlink():
+                continue
+            try:
+                os.stat(path)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    found.append((path, "a symbolic link that loops"))
+                else:
+                    found.append((path, f"a broken symbolic link (to {os.readlink(path)})"))
+                continue
+            real = os.path.realpath(path)
+            if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
+                found.append((path, f"a symbolic link that leaves the tree (to {real})"))
+    return found

@@ -95,9 +95,13 @@ class SubmissionTree:
     def accuracy_dir(self, system: str, model: str, scenario: str) -> Path:
         return mode_dir(self.result_dir(system, model, scenario), Mode.ACCURACY)
 
+    def benchmark_compliance_dir(self, system: str, model: str) -> Path:
+        """``compliance/<system>/<model>``: one folder per scenario."""
+        return Path(self.root) / "compliance" / system / model
+
     def compliance_dir(self, system: str, model: str, scenario: str, test: str | None = None) -> Path:
         """``compliance/<system>/<model>/<Scenario>[/<TEST>]``."""
-        base = Path(self.root) / "compliance" / system / model / scenario
+        base = self.benchmark_compliance_dir(system, model) / scenario
         return base / test if test else base
 
     def measurements_dir(self, system: str, model: str, scenario: str) -> Path:
@@ -194,6 +198,16 @@ class OutputRoot:
     def archive_dir(self) -> Path:
         """Earlier results moved aside by a re-run (never deleted)."""
         return self.output_dir / "build" / "archive"
+
+    @property
+    def lock_file(self) -> Path:
+        """``build/.mlperf-bnas.lock``: held (flock) by the one command writing this folder (``outdir.OutputLock``)."""
+        return self.staging_dir / ".mlperf-bnas.lock"
+
+    @property
+    def written_folders(self) -> tuple[Path, ...]:
+        """The top-level folders commands write into (where interrupted ones leave private folders)."""
+        return (self.tree.results_root, self.tree.root / "compliance", self.submission_root, self.staging_dir)
 
     def archive_slot(self, prefix: str) -> Path:
         """A new, not yet existing folder ``build/archive/<prefix><time>[-n]`` to move something aside into."""
@@ -321,3 +335,28 @@ class OutputPaths(OutputRoot):
     def compliance_work_dir(self) -> Path:
         """Private working folders of compliance runs (their audit.config lives there)."""
         return self.build_dir / "compliance"
+
+    @property
+    def sizing_dir(self) -> Path:
+        """LoadGen settings sized on this machine (``mlperf-bnas size``): the generated conf, its
+        evidence, earlier confs it replaced (``archive/``) and the probe runs' logs."""
+        return self.build_dir / "sizing" / self.system
+
+    @property
+    def sized_conf(self) -> Path:
+        """The generated per-system conf the embedded default runs with (``USER_CONF`` unset)."""
+        return self.sizing_dir / f"user.{self.system}.sized.conf"
+
+    @property
+    def sizing_archive_dir(self) -> Path:
+        """Sized confs (and their records) a re-sizing replaced; runs made with them still match them."""
+        return self.sizing_dir / "archive"
+
+    def sizing_probe_dir(self, stamp: str) -> Path:
+        """The LoadGen logs of one sizing's probe runs."""
+        return self.sizing_dir / "probes" / stamp
+
+    @property
+    def sizing_measurements(self) -> Path:
+        """Cached probe results of settings a user's conf runs with (``size --check``)."""
+        return self.sizing_dir / "measurements.json"

@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,8 @@ _announced: set[str] = set()
 # ---------------------------------------------------------------------------
 def model_entry(cfg: BenchmarkConfig) -> ModelEntry:
     from mlperf_bnas.models import create_model
-    return create_model(cfg.model, cfg.model_options, where=f"{cfg.benchmark_dir / 'config.yaml'}")
+    return create_model(cfg.model, cfg.model_options, where=f"{cfg.benchmark_dir / 'config.yaml'}",
+                        sources=cfg.sources)
 
 
 def dataset_class(cfg: BenchmarkConfig) -> type[Dataset]:
@@ -49,11 +51,12 @@ def dataset_class(cfg: BenchmarkConfig) -> type[Dataset]:
 
 def dataset_options(cfg: BenchmarkConfig) -> Any:
     return check_options("dataset_options", cfg.dataset_options, dataset_class(cfg).Options,
-                         f"{cfg.benchmark_dir / 'config.yaml'}")
+                         f"{cfg.benchmark_dir / 'config.yaml'}", cfg.sources)
 
 
 def quantization_config(cfg: BenchmarkConfig) -> QuantizationConfig:
-    return QuantizationConfig.from_options(cfg.quantization, where=f"{cfg.benchmark_dir / 'config.yaml'}")
+    return QuantizationConfig.from_options(cfg.quantization, where=f"{cfg.benchmark_dir / 'config.yaml'}",
+                                           sources=cfg.sources)
 
 
 # ---------------------------------------------------------------------------
@@ -284,15 +287,49 @@ def open_sut(cfg: BenchmarkConfig, scenario: str, paths: OutputPaths, precision:
             log.warning("backend %s: ignoring backend_options %s (they belong to another backend)",
                         cfg.backend, ", ".join(dropped))
         options = {k: v for k, v in cfg.backend_options.items() if k in known}
-        backend = create_backend(cfg.backend, None, options, where)
+        backend = create_backend(cfg.backend, None, options, where, cfg.sources)
         qsl = QSL(ZeroSamples(perf_count), perf_count)
+        started = time.monotonic()
         backend.warmup(None)
-        return make_sut(scenario, backend, qsl, postprocess), qsl, backend
+        sut = make_sut(scenario, backend, qsl, postprocess)
+        sut.expected_batch_s = time.monotonic() - started
+        return sut, qsl, backend
     precision = parse(Precision, precision)
+    # Cheap checks first, before minutes of dataset preparation and compilation: the backend
+    # options, and the build (synthetic data would be relabelled for weights the build lacks).
+    check_options("backend_options", cfg.backend_options, backend_cls.Options, where, cfg.sources)
+    if model_path is None and backend_cls.builds_model():   # a backend without a build has no build to check
+        require_current_build(cfg, paths, precision, data_dir, checkpoint)
     _dataset, cache = prepare_dataset(cfg, paths, data_dir, checkpoint)
     backend = create_backend(cfg.backend, Path(model_path) if model_path else paths.model_dir(precision),
-                             cfg.backend_options, where)
+                             cfg.backend_options, where, cfg.sources)
     qsl = QSL(cache, perf_count)
     warm = cache.load([i % len(cache) for i in range(backend.batch_size)])
+    started = time.monotonic()
     backend.warmup(warm)
-    return make_sut(scenario, backend, qsl, postprocess), qsl, backend
+    sut = make_sut(scenario, backend, qsl, postprocess)
+    sut.expected_batch_s = time.monotonic() - started     # the watchdog's yardstick (loadgen/guard.py)
+    return sut, qsl, backend
+
+
+def require_current_build(cfg: BenchmarkConfig, paths: OutputPaths, precision: str,
+                          data_dir: str | Path | None, checkpoint: str | Path | None) -> None:
+    """Refuse a build made from other weights, model options, precision or preprocessing than
+    this run would use (``buildrecord.py``), naming the command that rebuilds it."""
+    from mlperf_bnas.buildrecord import BuildInputs, require_current
+
+    weights = resolve_weights(cfg, paths, checkpoint)
+    now = BuildInputs(model=cfg.model, precision=precision, weights_sha256=weights.sha256,
+                      weights_source="seeded weights, no CHECKPOINT" if weights.seeded else f"CHECKPOINT={weights.path}",
+                      preprocess_key=preprocess_spec(cfg, checkpoint).key,
+                      model_options=dataclasses.asdict(model_entry(cfg).options))
+    command = ["mlperf-bnas", "build", "--benchmark", str(cfg.benchmark_dir), "--output-dir", str(paths.output_dir),
+               "--system", paths.system, "--precision", precision]
+    if data_dir:
+        command += ["--data-dir", str(data_dir)]
+    if checkpoint:
+        command += ["--checkpoint", str(checkpoint)]
+    from_command_line = any(source == "command line" for source in cfg.sources.values())
+    rebuild = (f"{cfg.benchmark_dir / 'run_calibration.sh'} with the same CHECKPOINT, DATA_DIR and OUTPUT_DIR, or "
+               f"`{' '.join(command)}`" + (" with the same --set options" if from_command_line else ""))
+    require_current(paths.model_dir(precision), now, rebuild)

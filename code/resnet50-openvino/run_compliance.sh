@@ -12,6 +12,8 @@ REPO="$(cd "$HERE/../.." && pwd)"
 source "$REPO/tools/env.sh" "$HERE"
 SCENARIO="${1:-Offline}"
 shift || true
+# The runs it verifies against were made first, so the model exists; the conf is theirs.
+prepare_conf "$SCENARIO"
 # Responses are int32 class ids (postprocess: argmax).
 exec mlperf-bnas compliance TEST01 TEST04 "${COMMON_ARGS[@]}" --scenario "$SCENARIO" --user-conf "$USER_CONF" \
   --dtype int32 "$@"

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Offline performance run of the INT8 IR (build it first with run_calibration.sh).
+# Offline performance run of the INT8 IR (built first when missing).
 # Logs: $OUTPUT_DIR/results/$SYSTEM/resnet50/Offline/performance/run_1/
 # Environment: OUTPUT_DIR, DATA_DIR (unset: synthetic), CHECKPOINT, USER_CONF, SYSTEM.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 source "$REPO/tools/env.sh" "$HERE"
-mlperf-bnas dataset "${COMMON_ARGS[@]}"
+prepare_model
+prepare_conf Offline check
 exec mlperf-bnas run "${COMMON_ARGS[@]}" --scenario Offline --mode performance --user-conf "$USER_CONF" "$@"

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Server accuracy run of the INT8 IR (build it first with run_calibration.sh).
+# Server accuracy run of the INT8 IR (built first when missing).
 # Logs: $OUTPUT_DIR/results/$SYSTEM/resnet50/Server/accuracy/
 # Environment: OUTPUT_DIR, DATA_DIR (unset: synthetic), CHECKPOINT, USER_CONF, SYSTEM.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 source "$REPO/tools/env.sh" "$HERE"
-mlperf-bnas dataset "${COMMON_ARGS[@]}"
+prepare_model
+prepare_conf Server
 mlperf-bnas run "${COMMON_ARGS[@]}" --scenario Server --mode accuracy --user-conf "$USER_CONF" "$@"
 exec mlperf-bnas accuracy "${COMMON_ARGS[@]}" --scenario Server

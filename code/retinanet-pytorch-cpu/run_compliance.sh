@@ -11,6 +11,8 @@ REPO="$(cd "$HERE/../.." && pwd)"
 source "$REPO/tools/env.sh" "$HERE"
 SCENARIO="${1:-Offline}"
 shift || true
+# The runs it verifies against were made first, so the model exists; the conf is theirs.
+prepare_conf "$SCENARIO"
 # Responses are float32 detections [qsl_idx, box, score, label]; TEST01 compares the first element.
 exec mlperf-bnas compliance TEST01 "${COMMON_ARGS[@]}" --scenario "$SCENARIO" --user-conf "$USER_CONF" \
   --dtype float32 "$@"

@@ -6,6 +6,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 source "$REPO/tools/env.sh" "$HERE"
-mlperf-bnas dataset "${COMMON_ARGS[@]}"
+prepare_model
+prepare_conf Server
 mlperf-bnas run "${COMMON_ARGS[@]}" --scenario Server --mode accuracy --user-conf "$USER_CONF" "$@"
 exec mlperf-bnas accuracy "${COMMON_ARGS[@]}" --scenario Server

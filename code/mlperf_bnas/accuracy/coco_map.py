@@ -13,36 +13,36 @@ from __future__ import annotations
 import contextlib
 import io
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable
 
-import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from mlperf_bnas.accuracy import ACCURACY, AccuracyReport
-from mlperf_bnas.accuracy.top1 import read_accuracy_log
 from mlperf_bnas.errors import UserError
+from mlperf_bnas.loadgen.accuracy_log import Entry, entries
 
 
-def detections_from_log(results: Sequence[dict[str, Any]], images: list[dict[str, Any]],
+def detections_from_log(results: Iterable[Entry], images: list[dict[str, Any]],
                         where: str = "mlperf_log_accuracy.json") -> tuple[list[dict[str, Any]], set[int], dict[str, int]]:
-    """(COCO detections, image ids seen, counts) from the accuracy log entries."""
+    """(COCO detections, image ids seen, counts) from the accuracy log's entries (``accuracy_log.entries``)."""
     detections: list[dict[str, Any]] = []
     image_ids: set[int] = set()
     seen: set[int] = set()
-    no_results = mismatched = 0
+    count = no_results = mismatched = 0
     for entry in results:
-        try:
-            idx = int(entry["qsl_idx"])
-            data = np.frombuffer(bytes.fromhex(entry["data"]), np.float32)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise UserError(f"{where}: malformed entry {entry!r:.80} ({exc})") from None
+        count += 1
+        idx = entry.qsl_idx
         if idx in seen:          # LoadGen may log an image more than once
             continue
         seen.add(idx)
         if not 0 <= idx < len(images):
             raise UserError(f"{where}: qsl_idx {idx} outside the dataset ({len(images)} images); "
                             "was the run made with another dataset?")
+        try:
+            data = entry.values("float32")
+        except ValueError as exc:
+            raise UserError(f"{where}: response of qsl_idx {idx} is not float32 hex data ({exc})") from None
         image = images[idx]
         image_ids.add(int(image["id"]))
         if len(data) < 7:
@@ -59,8 +59,8 @@ def detections_from_log(results: Sequence[dict[str, Any]], images: list[dict[str
             xmin, xmax = xmin * width, xmax * width
             detections.append({"image_id": int(image["id"]), "category_id": int(label),
                                "bbox": [xmin, ymin, xmax - xmin, ymax - ymin], "score": score})
-    counts = {"results": len(results), "images": len(image_ids), "no_results": no_results,
-              "duplicates": len(results) - len(seen), "mismatched_idx": mismatched}
+    counts = {"results": count, "images": len(image_ids), "no_results": no_results,
+              "duplicates": count - len(seen), "mismatched_idx": mismatched}
     return detections, image_ids, counts
 
 
@@ -91,7 +91,7 @@ def evaluate(annotation_file: Path, detections: list[dict[str, Any]], image_ids:
 def score(accuracy_log: Path, dataset: Any) -> AccuracyReport:
     annotation_file = Path(dataset.ground_truth())
     images = [{"id": im.id, "height": im.height, "width": im.width} for im in dataset.images]
-    detections, image_ids, counts = detections_from_log(read_accuracy_log(accuracy_log), images,
+    detections, image_ids, counts = detections_from_log(entries(accuracy_log), images,
                                                         where=str(accuracy_log))
     if not image_ids:
         raise UserError(f"{accuracy_log}: no responses to score; rerun the accuracy mode")

@@ -10,5 +10,6 @@ BACKENDS.register_lazy("null", "mlperf_bnas.backends.null")
 BACKENDS.register_lazy("openvino", "mlperf_bnas.backends.openvino")
 BACKENDS.register_lazy("pytorch", "mlperf_bnas.backends.pytorch")
 BACKENDS.register_lazy("simulated", "mlperf_bnas.backends.simulated")
+BACKENDS.register_lazy("simulated-dataset", "mlperf_bnas.backends.simulated")
 
 __all__ = ["BACKENDS", "Backend", "create_backend"]

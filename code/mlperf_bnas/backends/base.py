@@ -83,6 +83,12 @@ class Backend(ABC):
         raise UserError(f"backend {ctx.cfg.backend!r} runs no built model, so there is nothing to build; "
                         "build with the benchmark's own backend (without --set backend=...)")
 
+    @classmethod
+    def builds_model(cls) -> bool:
+        """Whether this backend runs a model it builds (``build`` overridden): the null and simulated
+        backends do not, so ``mlperf-bnas build`` has nothing to build and a run no build to check."""
+        return cls.build.__func__ is not Backend.build.__func__
+
     @abstractmethod
     def submit(self, batch: np.ndarray | None, size: int, done: Completion) -> None:
         """Start inference on ``batch`` (``size`` samples, leading axis) and return.
@@ -103,6 +109,12 @@ class Backend(ABC):
         if errors:
             raise errors[0]
 
+    def cancel(self) -> None:
+        """Drop batches submitted but not started (the run is being stopped). Their completions
+        may still be called, with an error or without; the SUT has answered their samples already.
+        Backends without a queue of their own (OpenVINO: at most one batch per infer request)
+        need nothing here."""
+
     def close(self) -> None:
         """Release runtime resources."""
 
@@ -114,7 +126,8 @@ class Backend(ABC):
 BACKENDS: Registry[type[Backend]] = Registry("backend")
 
 
-def create_backend(name: str, model_path: Path | None, options: dict[str, Any], where: str = "backend_options") -> Backend:
+def create_backend(name: str, model_path: Path | None, options: dict[str, Any], where: str = "backend_options",
+                   sources: dict[str, str] | None = None) -> Backend:
     cls = BACKENDS.get(name)
-    opts = check_options("backend_options", options, cls.Options, where)
+    opts = check_options("backend_options", options, cls.Options, where, sources)
     return cls.from_options(model_path, opts)

@@ -293,6 +293,20 @@ class PyTorchBackend(Backend):
             while self._pending:
                 self._idle.wait()
 
+    def cancel(self) -> None:
+        """Drop queued batches (an Offline run queues all of them at once), so a stopped run
+        waits for at most the batch each instance is running."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is None:            # close()'s stop marker: leave it for the workers
+                self._queue.put(None)
+                return
+            _batch, _size, done = item
+            self._complete(done, None, RuntimeError("cancelled: the run was stopped"))
+
     def warmup(self, batch: np.ndarray | None, iterations: int | None = None) -> None:
         """Compile (first call, in *this* thread), then run every instance concurrently so all start warm.
 

@@ -12,7 +12,13 @@ Analytic figures (used by the tuning tests and ``tools/benchmark_tuning.py``):
 * Offline capacity  ``workers * b / t(b)`` samples per millisecond
 * Server (b = 1)    an M/D/c queue: Poisson arrivals, deterministic service ``t(1)``, c = ``workers``.
 
-Inputs are never read (``reads_input = False``), so no dataset is needed.
+Inputs are never read (``reads_input = False``), so no dataset is needed. The
+``simulated-dataset`` variant takes the benchmark's dataset through the QSL and the SUT
+like a real backend (and still ignores it), so a whole benchmark (accuracy runs, TEST01,
+packaging) runs on a machine of a chosen speed; its answers are class 0 for every sample.
+
+``hang_after`` simulates a device that stops answering: after that many batches no
+batch completes any more (the run's watchdog must notice; tests use it).
 """
 
 from __future__ import annotations
@@ -54,12 +60,16 @@ class SimulatedBackend(Backend):
         cache_batch: int = 0
         spill_per_sample_ms: float = 0.0
         output_size: int = 1
+        #: Stop answering after this many batches (0: never); a hung device, for the watchdog.
+        hang_after: int = 0
 
         def __post_init__(self):
             if self.workers < 1:
                 raise ValueError(f"workers must be >= 1, got {self.workers}")
             if self.batch_size < 1:
                 raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            if self.hang_after < 0:
+                raise ValueError(f"hang_after must be >= 0, got {self.hang_after}")
             if min(self.fixed_ms, self.per_sample_ms, self.spill_per_sample_ms) < 0 or self.cache_batch < 0:
                 raise ValueError("fixed_ms, per_sample_ms, spill_per_sample_ms and cache_batch must be >= 0")
 
@@ -74,6 +84,8 @@ class SimulatedBackend(Backend):
         self._outputs = np.zeros((options.batch_size, options.output_size), np.float32)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._pending = 0
+        self._started = 0
+        self._closed = threading.Event()
         self._idle = threading.Condition()
         self._threads = [threading.Thread(target=self._worker, name=f"simulated-{i}", daemon=True)
                          for i in range(options.workers)]
@@ -86,6 +98,12 @@ class SimulatedBackend(Backend):
             if item is None:
                 return
             size, done = item
+            with self._idle:
+                self._started += 1
+                hang = 0 < self.options.hang_after < self._started
+            if hang:
+                self._closed.wait()     # a hung device: this batch never completes
+                return
             # Sleep to an absolute deadline so the service time does not depend on
             # how long this thread waited for the interpreter lock.
             deadline = time.perf_counter() + self.cost.batch_ms(size) / 1000.0
@@ -114,7 +132,26 @@ class SimulatedBackend(Backend):
             while self._pending:
                 self._idle.wait()
 
+    def cancel(self) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is None:
+                self._queue.put(None)
+                return
+            _size, done = item
+            try:
+                done(None, RuntimeError("cancelled: the run was stopped"))
+            finally:
+                with self._idle:
+                    self._pending -= 1
+                    if self._pending == 0:
+                        self._idle.notify_all()
+
     def close(self) -> None:
+        self._closed.set()
         for _ in self._threads:
             self._queue.put(None)
         for thread in self._threads:
@@ -123,3 +160,10 @@ class SimulatedBackend(Backend):
     def describe(self) -> dict:
         return {"batch_size": self.batch_size, "workers": self.options.workers,
                 "batch_ms": self.cost.batch_ms(self.batch_size)}
+
+
+@BACKENDS.register("simulated-dataset")
+class SimulatedDatasetBackend(SimulatedBackend):
+    """The simulated backend behind the benchmark's real dataset path (QSL, batches, responses)."""
+
+    reads_input = True

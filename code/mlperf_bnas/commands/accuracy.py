@@ -28,3 +28,8 @@ def run(args: argparse.Namespace) -> int:
     write_atomic(log_dir / "accuracy.txt", report.text)
     print(report.text, end="")
     return 0
+
+
+def output_dir(args: argparse.Namespace) -> Path:
+    """The folder this command writes into (the command line locks it: one writer at a time)."""
+    return Path(args.output_dir)

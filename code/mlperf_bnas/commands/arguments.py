@@ -63,7 +63,7 @@ def run_config_from_args(args: argparse.Namespace, scenario: str) -> tuple[Bench
     """``config_from_args`` for a LoadGen run with ``args.user_conf``: a conf written by
     `mlperf-bnas tune` carries the backend settings its target_qps was measured with, and
     they apply (running that target_qps on other settings would be another system)."""
-    from mlperf_bnas.tune.conf import tuned_backend_options
+    from mlperf_bnas.loadgen.userconf import tuned_backend_options
 
     user_conf = Path(args.user_conf)
     tuned = tuned_backend_options(user_conf, scenario) if user_conf.is_file() else {}

@@ -22,7 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="folder with the full (untruncated) results to verify hashes against "
                         "(default: <input>/../results when it exists)")
     p.add_argument("--json", type=Path, default=None, help="also write the findings as JSON to this file")
-    p.add_argument("--rules", action="store_true", help="list the rules and their official-checker mapping, then exit")
+    p.add_argument("--rules", action="store_true",
+                   help="list the rules and what the v5.1 release checker and the official package do with each, then exit")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.rules:
         for rule_id, rule in RULES.items():
-            print(f"{rule_id:<26} official={rule.official:<5} smoke={'yes' if rule.smoke else 'no ':<3} {rule.text}")
+            print(f"{rule_id:<26} release={rule.release:<5} official={rule.official:<5} "
+                  f"smoke={'yes' if rule.smoke else 'no ':<3} {rule.text}")
         return 0
     root = args.input
     if root is None:
@@ -58,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         write_atomic(args.json, json.dumps({
             "findings": [{"rule": f.rule, "severity": f.severity, "path": f.path, "message": f.message,
-                          "official": RULES[f.rule].official} for f in report.findings],
+                          "official": RULES[f.rule].official, "release": RULES[f.rule].release}
+                         for f in report.findings],
             "results": [list(r) for r in report.results],
             "smoke": report.is_smoke,
         }, indent=2) + "\n")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -26,6 +25,7 @@ from mlperf_bnas.commands.arguments import (
     add_common_arguments, add_precision_argument, add_scenario_argument, run_config_from_args,
 )
 from mlperf_bnas.enums import Mode
+from mlperf_bnas.processes import run_child
 from mlperf_bnas.submission.audit import DTYPES, TESTS
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         return run_one(args, tests[0])
     failed = []
     for test in tests:
-        rc = subprocess.run([sys.executable, "-m", "mlperf_bnas", *_child_argv(args, test)]).returncode
+        rc = run_child([sys.executable, "-m", "mlperf_bnas", *_child_argv(args, test)])
         if rc != 0:
             failed.append(f"{test} (exit {rc})")
     print("compliance: " + (f"FAILED {', '.join(failed)}" if failed else f"{', '.join(tests)} passed"))
@@ -115,3 +115,8 @@ def run_one(args: argparse.Namespace, test: str) -> int:
     for line in verdict.lines():
         print(line)
     return 0 if verdict.passed else 1
+
+
+def output_dir(args: argparse.Namespace) -> Path:
+    """The folder this command writes into (the command line locks it: one writer at a time)."""
+    return Path(args.output_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from mlperf_bnas import pipeline
 from mlperf_bnas.commands.arguments import add_common_arguments, config_from_args
@@ -21,3 +22,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{cfg.dataset} ({kind}): {len(dataset)} images in {dataset.root}")
     print(f"preprocessed cache: {cache.cache_dir} (spec {cache.spec.key}, samples {cache.sample_shape} {cache.spec.dtype})")
     return 0
+
+
+def output_dir(args: argparse.Namespace) -> Path:
+    """The folder this command writes into (the command line locks it: one writer at a time)."""
+    return Path(args.output_dir)

@@ -48,3 +48,12 @@ def run(args: argparse.Namespace) -> int:
     ))
     print(summary)
     return 0
+
+
+def output_dir(args: argparse.Namespace) -> Path | None:
+    """The folder packaging writes into (locked while it runs); None for --default-system-name."""
+    if args.default_system_name:
+        return None
+    from mlperf_bnas.paths import REPO
+
+    return args.output_dir or (Path(os.environ["OUTPUT_DIR"]) if os.environ.get("OUTPUT_DIR") else REPO)

@@ -72,3 +72,8 @@ def run(args: argparse.Namespace) -> int:
                      conf_out=Path(args.conf_out) if args.conf_out else None, confirm=args.confirm,
                      spec_overrides=spec_overrides))
     return 0
+
+
+def output_dir(args: argparse.Namespace) -> Path:
+    """The folder this command writes into (the command line locks it: one writer at a time)."""
+    return Path(args.output_dir)

@@ -107,7 +107,10 @@ def _preprocess_chunk(samples_path: str, spec_dict: dict, start: int, paths: lis
             with Image.open(path) as img:
                 img.load()
                 out[start + k] = spec.apply(img)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError,
+                MemoryError) as exc:
+            # DecompressionBombError: far more pixels than any photo (PIL's guard against images
+            # built to exhaust memory); it is not an OSError, so it is named here explicitly.
             return k, path, f"{type(exc).__name__}: {exc}"
     out.flush()
     return len(paths), None, None

@@ -1,4 +1,4 @@
-"""Run one LoadGen test: settings from ``user.conf``, logs published atomically.
+"""Run one LoadGen test: settings from ``user.conf``, logs published atomically and only when complete.
 
 LoadGen applies its embedded ``mlperf.conf`` (the round's RNG seeds) only on the
 first ``FromConfig`` of a process, so this module allows exactly one
@@ -12,6 +12,7 @@ import gc
 import logging
 import os
 import shutil
+import signal
 import tempfile
 import time
 from dataclasses import dataclass
@@ -19,8 +20,11 @@ from pathlib import Path
 
 import mlperf_loadgen as lg
 
+from mlperf_bnas import outdir
 from mlperf_bnas.enums import Mode, Scenario, parse
-from mlperf_bnas.errors import UserError
+from mlperf_bnas.errors import Interrupted, RunFailed, UserError
+from mlperf_bnas.loadgen import completeness, userconf
+from mlperf_bnas.loadgen.guard import WATCHDOG_FLOOR_S, RunGuard
 from mlperf_bnas.loadgen.logs import read_summary
 from mlperf_bnas.loadgen.qsl import QSL
 from mlperf_bnas.loadgen.sut import SUTBase
@@ -45,89 +49,102 @@ class RunRequest:
     # LoadGen's per-query trace (mlperf_log_trace.json, ~1.3 KB a query): off unless asked,
     # since a full Server run makes gigabytes; it gives the report a true latency histogram.
     trace: bool = False
-
-
-# Keys LoadGen 5.1's user.conf parser reads (test_settings_internal.cc, FromConfig). LoadGen
-# silently ignores any other key, so a typo ("target_qsp") would quietly run with defaults.
-USER_CONF_KEYS = frozenset("""
-mode min_duration max_duration min_query_count max_query_count qsl_rng_seed sample_index_rng_seed
-schedule_rng_seed accuracy_log_rng_seed accuracy_log_probability accuracy_log_sampling_target
-print_timestamps performance_issue_unique performance_issue_same performance_issue_same_index
-performance_sample_count_override performance_sample_count sample_concatenate_permutation
-test05 test05_qsl_rng_seed test05_sample_index_rng_seed test05_schedule_rng_seed
-target_latency_percentile target_latency target_qps samples_per_query max_async_queries
-coalesce_queries server_num_issue_query_threads use_token_latencies ttft_latency tpot_latency
-infer_token_latencies token_latency_scaling_factor enable_early_stopping early_stopping_min_queries
-""".split())
-USER_CONF_SCENARIOS = frozenset({"*", "SingleStream", "MultiStream", "Server", "Offline"})
-
-
-def check_user_conf_keys(path: Path) -> None:
-    """Reject keys LoadGen would silently ignore, naming the file and line."""
-    for number, raw in enumerate(path.read_text(errors="replace").splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        if not line or "=" not in line:
-            continue  # LoadGen itself rejects malformed lines (FromConfig returns an error)
-        key = line.split("=", 1)[0].strip()
-        parts = key.split(".")
-        if len(parts) != 3:
-            raise UserError(f"{path}:{number}: {key!r} is not <model>.<scenario>.<key> "
-                            "(e.g. resnet50.Offline.target_qps); fix the line")
-        _model, scenario, name = parts
-        if scenario not in USER_CONF_SCENARIOS:
-            raise UserError(f"{path}:{number}: unknown scenario {scenario!r} in {key!r}; "
-                            f"valid: {', '.join(sorted(USER_CONF_SCENARIOS))}")
-        if name not in USER_CONF_KEYS:
-            raise UserError(f"{path}:{number}: LoadGen has no setting {name!r} (it would be ignored "
-                            f"silently); valid settings: {', '.join(sorted(USER_CONF_KEYS))}")
+    # The watchdog's least patience, in seconds without any answer (loadgen/guard.py).
+    watchdog_floor_s: float = WATCHDOG_FLOOR_S
+    # The most bytes one sample's response takes (the model's max_response_bytes): sizes the
+    # free-space check before an accuracy run, whose log holds every response.
+    response_bytes: int = 4
 
 
 def load_settings(req: RunRequest) -> lg.TestSettings:
+    """``TestSettings`` from ``req.user_conf``, after checking the conf the way LoadGen reads it
+    (``loadgen/userconf.py``): a line LoadGen would reject or misread is an error naming it."""
     global _from_config_done
     if _from_config_done:
         raise RuntimeError("FromConfig(user.conf) may run once per process; start one process per LoadGen test")
     parse(Scenario, req.scenario)
     parse(Mode, req.mode)
     conf = Path(req.user_conf)
-    if not conf.is_file():
-        raise UserError(f"{conf}: user.conf not found; set USER_CONF to an existing file")
-    check_user_conf_keys(conf)
+    parsed = userconf.read(conf)
+    warnings, notes = userconf.run_notes(parsed, req.loadgen_model, req.scenario)
+    for note in notes:
+        log.info("%s", note)
+    for warning in warnings:
+        log.warning("%s", warning)
     settings = lg.TestSettings()
     _from_config_done = True
     rc = settings.FromConfig(str(conf), req.loadgen_model, req.scenario)
     if rc != 0:
-        raise UserError(f"{conf}: LoadGen rejected this user.conf (FromConfig returned {rc}); "
-                        "fix the line LoadGen reported above (format: <model>.<scenario>.<key> = <value>)")
+        raise UserError(f"{conf}: LoadGen rejected this user.conf (FromConfig returned {rc}) although every line "
+                        "passed our check; please report it with the file")
     settings.scenario = SCENARIOS[req.scenario]
     settings.mode = MODES[req.mode]
     return settings
+
+
+def _archive_slot(archive_dir: Path, label: str, name: str) -> Path:
+    """A fresh ``<archive>/<label>-<time>[-n]/<name>`` (its parent created)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    prefix = f"{label}-{stamp}" if label else stamp
+    target = archive_dir / prefix / name
+    n = 1
+    while target.exists():
+        target = archive_dir / f"{prefix}-{n}" / name
+        n += 1
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def _keep(tmp: Path, req: RunRequest, label: str) -> Path:
+    """Move the logs of a run that is not published to the archive; returns where."""
+    target = _archive_slot(req.archive_dir, label, req.log_dir.name)
+    shutil.move(str(tmp), str(target))
+    return target
 
 
 def _publish(tmp: Path, dest: Path, archive_dir: Path) -> None:
     """Move finished logs into place; an earlier result there goes to the archive, not the bin."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists():
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        target = archive_dir / stamp / dest.name
-        n = 1
-        while target.exists():
-            target = archive_dir / f"{stamp}-{n}" / dest.name
-            n += 1
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target = _archive_slot(archive_dir, "", dest.name)
         shutil.move(str(dest), str(target))
         log.warning("earlier results at %s moved to %s", dest, target)
     os.replace(tmp, dest)
+
+
+def _expected_queries(settings: lg.TestSettings, req: RunRequest) -> int:
+    """Roughly how many samples a performance run issues (for the trace's size)."""
+    seconds = settings.min_duration_ms / 1000
+    if req.scenario == "Offline":
+        return int(settings.offline_expected_qps * seconds * 1.1)
+    return int(max(settings.min_query_count, settings.server_target_qps * seconds))
+
+
+def _free_space_hint(folder: Path) -> str:
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return ""
+    return f" ({free / 2**20:.1f} MiB free on the file system of {folder}; is it full?)"
 
 
 def run_test(req: RunRequest, sut: SUTBase, qsl: QSL, settings: lg.TestSettings | None = None) -> dict[str, str]:
     """Run LoadGen, then publish the logs to ``req.log_dir``. Returns the parsed summary.
 
     The logs are written into a private folder beside ``log_dir`` and moved into
-    place only once the run has finished and every inference succeeded; a failed
-    run's logs go to the archive, so nothing published is half-written.
+    place only once the run has finished, every inference succeeded and the logs
+    are complete (``loadgen/completeness.py``: a full disk leaves them empty or cut
+    off). Any other run's logs go to the archive (``failed-``, ``incomplete-``,
+    ``interrupted-``), and an earlier result at ``log_dir`` stays where it is. Ctrl-C,
+    SIGTERM and a backend that stops answering end the run within seconds
+    (``loadgen/guard.py``); an interrupted run raises ``Interrupted``.
     """
     settings = settings if settings is not None else load_settings(req)
     req.log_dir.parent.mkdir(parents=True, exist_ok=True)
+    outdir.require_free_space(req.log_dir.parent,
+                              completeness.estimate_bytes(req.mode, qsl.total_count, req.response_bytes,
+                                                          _expected_queries(settings, req), req.trace),
+                              f"this {req.mode} run's logs")
     tmp = Path(tempfile.mkdtemp(prefix=f".{req.log_dir.name}.", dir=req.log_dir.parent))
     if Path("audit.config").exists() and req.audit_config is None:
         log.warning("ignoring ./audit.config: compliance settings are applied only by `mlperf-bnas compliance`")
@@ -142,6 +159,10 @@ def run_test(req: RunRequest, sut: SUTBase, qsl: QSL, settings: lg.TestSettings 
     log_settings.log_output = output
     log_settings.enable_trace = req.trace
 
+    def keep_partial(reason: str) -> Path:
+        return _keep(tmp, req, "interrupted" if reason.startswith("interrupted") else "failed")
+
+    guard = RunGuard(sut, keep_partial, floor_s=req.watchdog_floor_s)
     lg_sut = lg.ConstructSUT(sut.issue_queries, sut.flush_queries)
     lg_qsl = lg.ConstructQSL(qsl.total_count, qsl.performance_count, qsl.load_samples, qsl.unload_samples)
     # Everything loaded so far (torch, OpenVINO, the model, the samples) lives until the end:
@@ -151,20 +172,38 @@ def run_test(req: RunRequest, sut: SUTBase, qsl: QSL, settings: lg.TestSettings 
     gc.collect()
     gc.freeze()
     try:
-        lg.StartTestWithLogSettings(lg_sut, lg_qsl, settings, log_settings, audit)
-        sut.backend.drain()
+        with guard:
+            log.info("LoadGen %s %s run started (logs: %s)", req.scenario, req.mode, tmp)
+            lg.StartTestWithLogSettings(lg_sut, lg_qsl, settings, log_settings, audit)
+            if sut.stopping is None:
+                sut.backend.drain()
+    except BaseException:
+        if tmp.exists():
+            _keep(tmp, req, "failed")
+        raise
     finally:
         gc.unfreeze()
         sut.close()
         lg.DestroyQSL(lg_qsl)
         lg.DestroySUT(lg_sut)
+    if guard.signum is not None:
+        kept = _keep(tmp, req, "interrupted")
+        raise Interrupted(guard.signum, f"stopped by {signal.Signals(guard.signum).name} "
+                                        f"({sut.stopped_samples} sample(s) answered empty); nothing was "
+                                        f"published; partial logs kept in {kept}")
     try:
         sut.raise_if_failed()
     except Exception:
-        failed = req.archive_dir / ("failed-" + time.strftime("%Y%m%d-%H%M%S")) / req.log_dir.name
-        failed.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(tmp), str(failed))
+        failed = _keep(tmp, req, "failed")
         log.error("logs of the failed run kept in %s", failed)
         raise
+    incomplete = completeness.problems(tmp, req.mode, req.scenario)
+    if incomplete:
+        kept = _keep(tmp, req, "incomplete")
+        earlier = f"; the earlier result at {req.log_dir} is unchanged" if req.log_dir.exists() else ""
+        raise RunFailed(f"the run's logs are incomplete, so nothing was published: "
+                        f"{incomplete[0].replace(str(tmp), str(kept))}{_free_space_hint(req.log_dir.parent)}"
+                        f"{' (and ' + str(len(incomplete) - 1) + ' more problem(s))' if len(incomplete) > 1 else ''}"
+                        f"; logs kept in {kept}{earlier}")
     _publish(tmp, req.log_dir, req.archive_dir)
     return read_summary(req.log_dir / "mlperf_log_summary.txt")

@@ -8,9 +8,16 @@ samples leave in one batch of up to ``batch_size`` whenever the backend has a fr
 slot, so a lightly loaded server answers every query alone and batches grow only
 under load, when the extra throughput is what keeps the latency bounded.
 
-Every sample LoadGen issues is completed exactly once. When an inference (or its
-postprocessing) raises, the affected samples are completed with empty responses,
-the error is counted, and ``raise_if_failed`` fails the run after LoadGen returns.
+Every sample LoadGen issues is completed exactly once: the SUT keeps the ids it
+has issued and not yet answered, and a completion answers only those still open.
+When an inference (or its postprocessing) raises, the affected samples are
+completed with empty responses, the error is counted, and ``raise_if_failed``
+fails the run after LoadGen returns. ``abort`` stops a run early (Ctrl-C, SIGTERM,
+the watchdog: see ``loadgen/guard.py``): every open sample is answered at once with
+an empty response and every later query as soon as it arrives, so LoadGen can
+finish; those samples are not inference failures, and a stopped run is never
+published. ``stall`` is what the watchdog reads: how long samples have waited
+without any answer, against the slowest such wait seen so far.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 from typing import Any
 
 import mlperf_loadgen as lg
@@ -40,6 +48,16 @@ class SUTBase:
         self.failed_samples = 0
         self.first_error: BaseException | None = None
         self.completed_samples = 0
+        self._open: set[int] = set()             # issued, not yet answered
+        self.stopping: str | None = None          # why the run was stopped early (None: it was not)
+        self.stopped_samples = 0                  # answered empty because the run was stopped
+        self.stall_reason: str | None = None      # set when the watchdog stopped the run
+        #: Seconds one batch took in the warm-up (``open_sut`` measures it): the watchdog's
+        #: yardstick until the run's own first answer.
+        self.expected_batch_s: float | None = None
+        self._busy_since = time.monotonic()       # start of the current wait for an answer
+        self.slowest_wait_s = 0.0                 # longest wait for an answer seen in this run
+        self._answered = False
 
     # -- LoadGen callbacks -------------------------------------------------
     def issue_queries(self, query_samples) -> None:  # pragma: no cover - overridden
@@ -47,6 +65,19 @@ class SUTBase:
 
     def flush_queries(self) -> None:
         pass
+
+    # -- bookkeeping -------------------------------------------------------
+    def _open_ids(self, ids: np.ndarray) -> bool:
+        """Register issued ids; False (and answered at once) when the run is being stopped."""
+        with self._lock:
+            if self.stopping is None:
+                if not self._open:
+                    self._busy_since = time.monotonic()
+                self._open.update(ids.tolist())
+                return True
+            self.stopped_samples += len(ids)
+        lg.QuerySamplesComplete([lg.QuerySampleResponse(int(i), 0, 0) for i in ids])
+        return False
 
     # -- dispatch ----------------------------------------------------------
     def _dispatch(self, ids: np.ndarray, indices: np.ndarray) -> None:
@@ -56,23 +87,39 @@ class SUTBase:
         try:
             batch = self.qsl.batch(indices) if self.backend.reads_input else None
             self.backend.submit(batch, len(ids), done)
-        except BaseException as exc:  # noqa: BLE001 - every query must still be completed
+        except Exception as exc:  # noqa: BLE001 - every query must still be completed
             self._complete(ids, indices, None, exc)
+        except BaseException as exc:  # a KeyboardInterrupt here is a stop request, not a failed inference
+            self.abort(f"interrupted ({type(exc).__name__})")
 
     def _complete(self, ids: np.ndarray, indices: np.ndarray, outputs: Any, error: BaseException | None) -> None:
         responses = None
         if error is None:
             try:
                 responses = self.postprocess(outputs, indices)
-            except BaseException as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001
                 error = exc
-        if error is not None:
-            with self._lock:
-                self.failed_samples += len(ids)
+        id_list = ids.tolist()
+        now = time.monotonic()
+        with self._lock:
+            if self._open.issuperset(id_list):          # the usual case: every sample still open
+                live = range(len(id_list))
+                self._open.difference_update(id_list)
+            else:                                        # the run was stopped: answer only the rest
+                live = [k for k, i in enumerate(id_list) if i in self._open]
+                if not live:
+                    return
+                self._open.difference_update(id_list[k] for k in live)
+            self.slowest_wait_s = max(self.slowest_wait_s, now - self._busy_since)
+            self._busy_since = now
+            self._answered = True
+            if error is not None:
+                self.failed_samples += len(live)
                 if self.first_error is None:
                     self.first_error = error
                     log.error("inference failed: %r", error)
-            lg.QuerySamplesComplete([lg.QuerySampleResponse(int(i), 0, 0) for i in ids])
+        if error is not None:
+            lg.QuerySamplesComplete([lg.QuerySampleResponse(id_list[k], 0, 0) for k in live])
             return
         # ``responses`` must stay alive until QuerySamplesComplete returns: it is a
         # local of this frame, so it does.
@@ -81,20 +128,53 @@ class SUTBase:
             base = responses.ctypes.data
             row = responses.strides[0] if responses.ndim > 1 else responses.itemsize
             nbytes = responses[0].nbytes if len(responses) else 0
-            lg.QuerySamplesComplete(
-                [lg.QuerySampleResponse(int(i), base + k * row, nbytes) for k, i in enumerate(ids.tolist())])
+            lg.QuerySamplesComplete([lg.QuerySampleResponse(id_list[k], base + k * row, nbytes) for k in live])
         else:
             arrays = [np.ascontiguousarray(a) for a in responses]
             lg.QuerySamplesComplete(
-                [lg.QuerySampleResponse(int(i), a.ctypes.data, a.nbytes) for i, a in zip(ids.tolist(), arrays)])
+                [lg.QuerySampleResponse(id_list[k], arrays[k].ctypes.data, arrays[k].nbytes) for k in live])
         with self._lock:
-            self.completed_samples += len(ids)
+            self.completed_samples += len(live)
+
+    # -- stopping early ----------------------------------------------------
+    def abort(self, reason: str, failed: bool = False) -> int:
+        """Stop the run: answer every open sample now (empty responses) and every later one on
+        arrival, and drop work the backend has not started. ``failed`` counts the open samples
+        as failed (the watchdog); an interruption does not. Returns how many were answered."""
+        with self._lock:
+            if self.stopping is None:
+                self.stopping = reason
+            ids = list(self._open)
+            self._open.clear()
+            if failed:
+                self.failed_samples += len(ids)
+            else:
+                self.stopped_samples += len(ids)
+        if ids:
+            lg.QuerySamplesComplete([lg.QuerySampleResponse(i, 0, 0) for i in ids])
+        try:
+            self.backend.cancel()
+        except Exception:  # noqa: BLE001 - the samples are answered; a backend that cannot cancel just finishes
+            log.exception("backend cancel failed")
+        return len(ids)
+
+    def stall(self) -> tuple[float, float] | None:
+        """``(seconds the open samples have waited without any answer, the slowest such wait seen
+        before)``, or None when nothing is waiting. Before the first answer the slowest wait is
+        the warm-up's batch time (0 when unknown)."""
+        with self._lock:
+            if not self._open or self.stopping is not None:
+                return None
+            slowest = self.slowest_wait_s if self._answered else (self.expected_batch_s or 0.0)
+            return time.monotonic() - self._busy_since, slowest
 
     # -- after the run -----------------------------------------------------
     def close(self) -> None:
         """Stop the SUT's own threads (after LoadGen has returned)."""
 
     def raise_if_failed(self) -> None:
+        if self.stall_reason:
+            raise RunFailed(f"{self.stall_reason}; {self.failed_samples} sample(s) were not answered")
         if self.failed_samples:
             raise RunFailed(
                 f"{self.failed_samples} sample(s) failed during inference; first error: "
@@ -113,8 +193,12 @@ class OfflineSUT(SUTBase):
 
     def issue_queries(self, query_samples) -> None:
         ids, indices = _ids_and_indices(query_samples)
+        if not self._open_ids(ids):
+            return
         step = max(1, self.backend.batch_size)
         for start in range(0, len(ids), step):
+            if self.stopping is not None:
+                return              # abort() answered the rest
             self._dispatch(ids[start:start + step], indices[start:start + step])
 
 
@@ -124,7 +208,9 @@ class ServerSUT(SUTBase):
 
     def issue_queries(self, query_samples) -> None:
         for q in query_samples:
-            self._dispatch(np.array([q.id], np.uint64), np.array([q.index], np.int64))
+            ids = np.array([q.id], np.uint64)
+            if self._open_ids(ids):
+                self._dispatch(ids, np.array([q.index], np.int64))
 
 
 class BatchingServerSUT(SUTBase):
@@ -147,9 +233,17 @@ class BatchingServerSUT(SUTBase):
         self._dispatcher.start()
 
     def issue_queries(self, query_samples) -> None:
+        ids, indices = _ids_and_indices(query_samples)
+        if not self._open_ids(ids):
+            return
         with self._changed:
-            self._waiting.extend((q.id, q.index) for q in query_samples)
+            self._waiting.extend(zip(ids.tolist(), indices.tolist()))
             self._changed.notify()
+
+    def abort(self, reason: str, failed: bool = False) -> int:
+        with self._changed:
+            self._waiting.clear()     # answered by the base class's abort, never dispatched
+        return super().abort(reason, failed)
 
     def _dispatch_loop(self) -> None:
         limit = self.backend.batch_size

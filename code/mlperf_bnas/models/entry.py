@@ -33,6 +33,9 @@ class ModelEntry(ABC):
     #: Base-model name (``nas.export.BASE_MODELS``) of the NAS sub-networks this model takes as
     #: its checkpoint; None: it takes none.
     subnet_base: ClassVar[str | None] = None
+    #: The most bytes one sample's LoadGen response takes (sizes the accuracy log for the
+    #: free-space check before a run).
+    max_response_bytes: ClassVar[int] = 4
 
     def __init__(self, options: Any):
         self.options = options
@@ -84,6 +87,7 @@ MODELS.register_lazy("resnet50", "mlperf_bnas.models.resnet50")
 MODELS.register_lazy("retinanet", "mlperf_bnas.models.retinanet")
 
 
-def create_model(name: str, options: dict[str, Any], where: str = "model_options") -> ModelEntry:
+def create_model(name: str, options: dict[str, Any], where: str = "model_options",
+                 sources: dict[str, str] | None = None) -> ModelEntry:
     cls = MODELS.get(name)
-    return cls(check_options("model_options", options, cls.Options, where))
+    return cls(check_options("model_options", options, cls.Options, where, sources))

@@ -396,6 +396,11 @@ class RetinaNet(ModelEntry):
     Options = RetinaNetOptions
     postprocess = "retinanet"
 
+    @property
+    def max_response_bytes(self) -> int:  # type: ignore[override]
+        """At most detections_per_image rows of 7 float32 (qsl_idx, box, score, label)."""
+        return self.options.detections_per_image * 7 * 4
+
     def preprocess_spec(self) -> PreprocessSpec:
         # MLPerf: RGB, the whole image resized to 800x800 (no crop), /255 and the ImageNet
         # mean/std inside the model. Cached as uint8 NCHW (the model does the float scaling).

@@ -53,8 +53,9 @@ class QuantizationConfig:
             raise ValueError("; ".join(problems))
 
     @classmethod
-    def from_options(cls, section: dict[str, Any], where: str = "quantization") -> "QuantizationConfig":
-        return check_options("quantization", section, cls, where)
+    def from_options(cls, section: dict[str, Any], where: str = "quantization",
+                     sources: dict[str, str] | None = None) -> "QuantizationConfig":
+        return check_options("quantization", section, cls, where, sources)
 
     def to_nncf_kwargs(self) -> dict[str, Any]:
         """Arguments of ``nncf.quantize`` by name (enum values as strings; nncf.py converts them)."""

@@ -27,6 +27,7 @@ from typing import Any
 from mlperf_bnas.data.dataset_base import SYNTHETIC_STAMP
 from mlperf_bnas.enums import Mode, Precision, Scenario, values
 from mlperf_bnas.errors import UserError
+from mlperf_bnas.loadgen.explain import Failure, explain
 from mlperf_bnas.loadgen.logs import read_detail_log, read_summary
 from mlperf_bnas.paths import (
     BUILD_RECORD, OutputRoot, SearchOutputs, SubmissionTree, benchmark_dir, benchmark_dirs, mode_dir, tuned_conf_path,
@@ -62,6 +63,7 @@ class PerfRun:
     errors: list[str]
     query_latencies_ms: list[float] | None     # from the trace, when there is one
     latency_source: str
+    failures: list[Failure] = field(default_factory=list)   # why LoadGen called it INVALID, and the fix
 
 
 @dataclass
@@ -89,6 +91,8 @@ class ScenarioResult:
     accuracy: AccuracyResult | None = None
     data_source: DataSource | None = None
     problems: list[str] = field(default_factory=list)
+    benchmark: str | None = None            # benchmark directory name, where known
+    not_run: str | None = None              # the one line saying why this scenario was not run here
 
 
 @dataclass
@@ -111,6 +115,7 @@ class ReportData:
     results: list[ScenarioResult]
     tuning: list[dict[str, Any]]
     nas: list[NasResult]
+    sizing: list[dict[str, Any]] = field(default_factory=list)   # `mlperf-bnas size` records (generated confs)
 
 
 # --------------------------------------------------------------------------- performance / accuracy
@@ -229,11 +234,51 @@ def collect(source: Path, systems: list[str] | None, extra_tuning: list[Path] = 
     if not results and not systems:
         raise UserError(f"{source}: results/ holds no <system>/<model>/<Scenario> runs yet; run a benchmark first")
     sources = _data_sources(source, repo)
+    sizing = _sizing_records(source, list(system_desc) or (systems or []))
+    for record in sizing:
+        # A scenario this machine could not run at any load: one row saying so, not a result.
+        for scenario, result in (record.get("scenarios") or {}).items():
+            have = any(r.system == record.get("system") and r.model == record.get("loadgen_model")
+                       and r.scenario == scenario for r in results)
+            if result.get("infeasible") and not have:
+                results.append(ScenarioResult(record["system"], record["loadgen_model"], scenario,
+                                              benchmark=record.get("benchmark"), not_run=result["infeasible"]))
     for result in results:
         result.data_source = sources.get(result.model)
+        if result.benchmark is None:
+            result.benchmark = (result.data_source.benchmark if result.data_source else
+                                _packaged_benchmark(roots, result))
+        if result.performance is not None and not result.performance.valid:
+            result.performance.failures = explain(result.performance.log_dir, result.scenario, result.model,
+                                                  result.benchmark)
     tuning = _tuning_records(source, repo, list(system_desc) or (systems or []), extra_tuning)
     nas = _nas_results(source, nas_dirs)
-    return ReportData(source, kind, system_desc, results, tuning, nas)
+    return ReportData(source, kind, system_desc, results, tuning, nas, sizing)
+
+
+def _packaged_benchmark(roots: list[Path], r: ScenarioResult) -> str | None:
+    """In a packaged tree, the benchmark directory is the implementation name in
+    ``measurements/<system>/<model>/<Scenario>/<system>_<benchmark>_<Scenario>.json``."""
+    for root in roots:
+        folder = root / "measurements" / r.system / r.model / r.scenario
+        for path in sorted(folder.glob(f"{r.system}_*_{r.scenario}.json")):
+            return path.name[len(r.system) + 1:-len(f"_{r.scenario}.json")] or None
+    return None
+
+
+def _sizing_records(source: Path, systems: list[str]) -> list[dict[str, Any]]:
+    """The records of the generated confs (``mlperf-bnas size``) the runs used."""
+    out = []
+    for system in systems:
+        for path in sorted(source.glob(f"build/*/sizing/{system}/user.{system}.sized.json")):
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                log.warning("%s: unreadable sizing record; left out of the report", path)
+                continue
+            if isinstance(data, dict) and data.get("generated_by") == "mlperf-bnas size":
+                out.append({"_path": str(path), **data})
+    return out
 
 
 def _scenario(system: str, model: str, scenario: str, scen_dir: Path) -> ScenarioResult:

@@ -54,6 +54,7 @@ def render(data: ReportData) -> str:
     parts.append(_summary_table(data.results))
     for result in data.results:
         parts.append(_scenario_section(result))
+    parts.append(_sizing_sections(data.sizing))
     parts.append(_tuning_sections(data.tuning))
     parts.append(_nas_sections(data.nas))
     parts.append(_system_sections(data.systems))
@@ -72,6 +73,10 @@ def _summary_table(results: list[ScenarioResult]) -> str:
         acc_text = f"{acc.metric} = {acc.value:g}%" if acc and acc.value is not None else ("see below" if acc else "")
         if acc_text and r.data_source and r.data_source.synthetic:
             acc_text += " (INT8 vs FP32, synthetic data)"
+        if r.not_run:
+            rows.append(f"<tr><td>{_e(r.system)}</td><td>{_e(r.model)}</td><td>{_e(r.scenario)}</td>"
+                        f"<td colspan=\"6\">{_badge(False, 'NOT RUN')} {_e(r.not_run)}</td></tr>")
+            continue
         if p is None:
             rows.append(f"<tr><td>{_e(r.system)}</td><td>{_e(r.model)}</td><td>{_e(r.scenario)}</td>"
                         f"<td colspan=\"5\">no performance run</td><td>{_e(acc_text)}</td></tr>")
@@ -91,9 +96,16 @@ def _anchor(r: ScenarioResult) -> str:
 
 def _scenario_section(r: ScenarioResult) -> str:
     out = [f'<div class="card" id="{_e(_anchor(r))}"><h3>{_e(r.model)} &middot; {_e(r.scenario)} &middot; {_e(r.system)}</h3>']
+    if r.not_run:
+        out.append(f'<div class="warn"><b>Not run on this machine.</b> {_e(r.not_run)}</div></div>')
+        return "\n".join(out)
     for problem in r.problems:
         out.append(f'<div class="warn">{_e(problem)}</div>')
     p = r.performance
+    for failure in (p.failures if p is not None else []):
+        said = f' LoadGen: &ldquo;{_e(failure.loadgen)}&rdquo;' if failure.loadgen else ""
+        out.append(f'<div class="warn"><b>{_e(p.result_line)}: {_e(failure.condition)}.</b>{said} '
+                   f'<b>Fix:</b> {_e(failure.fix)}</div>')
     if p is not None:
         out.append("<table>")
         out.append(f"<tr><th>result</th><td>{_num(p.metric)} {_e(p.metric_name)} {_badge(p.valid, p.result_line)}</td></tr>")
@@ -129,6 +141,29 @@ def _scenario_section(r: ScenarioResult) -> str:
 
 def _opts(options: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in sorted(options.items())) or "(config defaults)"
+
+
+def _sizing_sections(records: list[dict[str, Any]]) -> str:
+    """Where the embedded default's target_qps came from (`mlperf-bnas size`)."""
+    if not records:
+        return ""
+    out = ['<h2 id="sizing">LoadGen settings sized on this machine</h2>',
+           '<p class="muted">The embedded default has no machine-speed constant: before its runs, '
+           '<code>mlperf-bnas size</code> measured this machine with short LoadGen probes and wrote the conf the '
+           'runs used (packaged as their <code>user.conf</code>).</p>']
+    for rec in records:
+        machine = rec.get("machine") or {}
+        out.append(f'<div class="card"><h3>{_e(rec.get("benchmark"))} on {_e(rec.get("system"))}</h3>'
+                   f'<p class="muted">{_e(machine.get("cpu_model"))}, {_e(machine.get("cores"))} core(s), '
+                   f'{_e(machine.get("usable_cpus"))} usable CPU(s); sized {_e(rec.get("sized_at"))}; '
+                   f'conf {_e(rec.get("conf"))}</p><table><tr><th>scenario</th><th>target_qps</th>'
+                   '<th>where it came from</th></tr>')
+        for scenario, result in (rec.get("scenarios") or {}).items():
+            target = result.get("target_qps")
+            out.append(f"<tr><td>{_e(scenario)}</td><td class=\"num\">{_e(target if target is not None else 'not run')}"
+                       f"</td><td>{_e(result.get('why'))}</td></tr>")
+        out.append("</table></div>")
+    return "\n".join(out)
 
 
 def _tuning_sections(records: list[dict[str, Any]]) -> str:

@@ -32,6 +32,8 @@ def _checker_verdicts(checker_json: Path | None) -> tuple[dict[tuple[str, str, s
 
 def _row(r: ScenarioResult, verdicts: dict) -> list[str]:
     perf, acc = r.performance, r.accuracy
+    if r.not_run:
+        return [r.model, r.scenario, "-", "-", "NOT RUN", "-", "-", "-"]
     unit = "samples/s" if r.scenario == "Offline" else "QPS"
     metric = f"{perf.metric:.2f} {unit}" if perf and perf.metric is not None else "-"
     p99 = perf.percentiles_ms.get("p99") if perf else None
@@ -52,6 +54,14 @@ def results_table(data: ReportData, checker_json: Path | None = None) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    # Every INVALID run explained under the table: the failed condition, LoadGen's own
+    # recommendation, and the command that fixes it; every scenario not run, why.
+    for r in data.results:
+        if r.not_run:
+            lines.append(r.not_run)      # "<model> <Scenario>: not run: ..."
+        elif r.performance is not None and r.performance.failures:
+            for failure in r.performance.failures:
+                lines.append(f"{r.model} {r.scenario} {r.performance.result_line}: {failure.line()}")
     if overall:
         lines.append(f"checker verdict: {overall}")
     return "\n".join(lines)

@@ -19,7 +19,6 @@ When TEST01's deterministic check fails, ``baseline_accuracy.txt`` and
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import tempfile
@@ -28,15 +27,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from mlperf_bnas.enums import Mode
 from mlperf_bnas.errors import UserError
+from mlperf_bnas.loadgen import accuracy_log
+from mlperf_bnas.loadgen.accuracy_log import DTYPES
 from mlperf_bnas.paths import mode_dir
 from mlperf_bnas.submission import rules as R
 
 TESTS = ("TEST01", "TEST04")
-DTYPES = {"byte": np.byte, "float32": np.float32, "int32": np.int32, "int64": np.int64}
+__all__ = ["DTYPES", "TESTS", "audit_settings", "check_reference", "verify_accuracy", "verify_and_publish",
+           "verify_performance"]
 
 
 def audit_settings(test: str, mlperf_model: str) -> str:
@@ -59,36 +59,34 @@ def audit_settings(test: str, mlperf_model: str) -> str:
 def verify_accuracy(reference_log: Path, test_log: Path, dtype: str) -> tuple[bool, str]:
     """TEST01: every response logged in performance mode equals the accuracy run's (first element)."""
     out = ["Verifying accuracy. This might take a while...", "Reading accuracy mode results..."]
-    acc_data = json.loads(reference_log.read_text(encoding="utf-8"))
-    perf_data = json.loads(test_log.read_text(encoding="utf-8"))
-    np_dtype = DTYPES[dtype]
     results: dict[int, str] = {}
-    acc_duplicates = acc_mismatch = idx_match = data_mismatch = missing = 0
-    for sample in acc_data:
-        idx, data = sample["qsl_idx"], sample["data"]
-        if idx in results:
+    acc_entries = acc_duplicates = acc_mismatch = idx_match = data_mismatch = missing = perf_entries = 0
+    for sample in accuracy_log.entries(reference_log):
+        acc_entries += 1
+        if sample.qsl_idx in results:
             acc_duplicates += 1
-            acc_mismatch += results[idx] != data
+            acc_mismatch += results[sample.qsl_idx] != sample.data
         else:
-            results[idx] = data
+            results[sample.qsl_idx] = sample.data
     out.append("Reading performance mode results...")
-    for sample in perf_data:
-        idx = sample["qsl_idx"]
-        data = np.frombuffer(bytes.fromhex(sample["data"]), np_dtype)
+    for sample in accuracy_log.entries(test_log):
+        perf_entries += 1
+        idx = sample.qsl_idx
+        data = sample.values(dtype)
         if idx in results:
             idx_match += 1
-            ref = np.frombuffer(bytes.fromhex(results[idx]), np_dtype)
+            ref = accuracy_log.decode(results[idx], dtype)
             if ref.size == 0 or data.size == 0:
                 data_mismatch += ref.size != data.size
             elif data[0] != ref[0]:
                 data_mismatch += 1
         else:
             missing += 1
-        results[idx] = sample["data"]
-    out += [f"num_acc_log_entries = {len(acc_data)}",
+        results[idx] = sample.data
+    out += [f"num_acc_log_entries = {acc_entries}",
             f"num_acc_log_duplicate_keys = {acc_duplicates}",
             f"num_acc_log_data_mismatch = {acc_mismatch}",
-            f"num_perf_log_entries = {len(perf_data)}",
+            f"num_perf_log_entries = {perf_entries}",
             f"num_perf_log_qsl_idx_match = {idx_match}",
             f"num_perf_log_data_mismatch = {data_mismatch}",
             f"num_missing_qsl_idxs = {missing}"]
@@ -179,9 +177,8 @@ class Verdict:
 
 def _filtered_log(reference_log: Path, test_log: Path, dest: Path) -> Path:
     """MLPerf's create_accuracy_baseline: the reference entries for the samples the test logged."""
-    wanted = {e["qsl_idx"] for e in json.loads(test_log.read_text(encoding="utf-8"))}
-    entries = [e for e in json.loads(reference_log.read_text(encoding="utf-8")) if e["qsl_idx"] in wanted]
-    dest.write_text(json.dumps(entries), encoding="utf-8")
+    wanted = {e.qsl_idx for e in accuracy_log.entries(test_log)}
+    accuracy_log.write_entries(dest, (e for e in accuracy_log.entries(reference_log) if e.qsl_idx in wanted))
     return dest
 
 

@@ -1,16 +1,21 @@
 """Our submission checker: a v5.1 open-division tree against the official rules, and a few stricter ones.
 
-Every finding names the file and a rule id; ``RULES`` says, for each rule, what
-the official MLPerf checker run with ``--version v5.1`` (mlcommons/inference
-tools/submission: its ``submission_checker`` package, the newest version that
-supports v5.1) does with the same defect in the open division -- ``fail`` (the
-result is rejected), ``logs`` (an error line, but the result is still accepted)
-or ``no`` (not checked) -- so our verdict can be compared with theirs
-(docs/submission.md; ``tools/compare_with_official_checker.py`` runs both). Where
-the older single-file ``submission_checker.py`` rejects more (folder hygiene,
-calibration.md, unused systems), the rule says so in its text. Rules marked ``smoke`` are the ones a short run on
-synthetic data cannot meet; a tree that fails only those is reported as a smoke
-submission.
+Every finding names the file and a rule id; ``RULES`` says, for each rule, what the two
+official MLPerf checkers do with the same defect in the open division -- ``fail`` (the
+result is rejected), ``logs`` (an error line, but the result is still accepted) or ``no``
+(not checked):
+
+* ``release``: the round's own checker, ``tools/submission/submission_checker.py`` as
+  released with v5.1 (tag ``v5.1.1`` of mlcommons/inference): the checker a submitter is
+  judged by;
+* ``official``: the ``submission_checker`` package of the development branch, run with
+  ``--version v5.1``.
+
+so our verdict can be compared with both (docs/submission.md;
+``tools/compare_with_official_checker.py`` runs them). The round's per-system-type scenario
+tables (``rules.REQUIRED_SCENARIOS``) are applied as the release checker applies them.
+Rules marked ``smoke`` are the ones a short run on synthetic data cannot meet; a tree that
+fails only those is reported as a smoke submission.
 
 When the full accuracy logs are available (``$OUTPUT_DIR/results`` beside
 ``$OUTPUT_DIR/submission``), the recorded hashes and the truncated logs are
@@ -20,101 +25,131 @@ verified against them.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from mlperf_bnas.enums import Mode
-from mlperf_bnas.fileio import sha256_file
+from mlperf_bnas.errors import UserError
+from mlperf_bnas.fileio import bad_symlinks, sha256_file
+from mlperf_bnas.loadgen import accuracy_log, completeness, userconf
+from mlperf_bnas.loadgen.explain import explain, one_line
 from mlperf_bnas.loadgen.logs import DetailLog, read_detail_log
 from mlperf_bnas.paths import SubmissionTree, mode_dir
 from mlperf_bnas.submission import rules as R
-from mlperf_bnas.submission import userconf
 from mlperf_bnas.submission.system import NON_EMPTY_FIELDS, REQUIRED_FIELDS, VALID_STATUS, VALID_SYSTEM_TYPES
 from mlperf_bnas.submission.truncation import HASH_LINE, truncated_text
 
 
 @dataclass(frozen=True)
 class Rule:
-    official: str       # what the official v5.1 checker does in the open division: "fail" | "logs" | "no"
+    official: str       # the checker package (submission_checker/, --version v5.1), open division: "fail" | "logs" | "no"
+    release: str        # the v5.1 release checker (tools/submission/submission_checker.py at tag v5.1.1), open division
     text: str
     smoke: bool = False  # a short run on synthetic data cannot meet it
     severity: str = "error"
 
 
+#: What the two official checkers do with a defect, in the open division: "fail" (the
+#: result, or the whole submitter, is rejected; a crash counts), "logs" (an error or
+#: warning line, the result is kept) or "no" (not checked). Read from the code:
+#: ``git show v5.1.1:tools/submission/submission_checker.py`` (check_results_dir,
+#: check_performance_dir, check_accuracy_dir, check_measurement_dir) and the package's
+#: checks/*.py; docs/submission.md lists where the two differ.
 RULES: dict[str, Rule] = {
-    # -- tree layout: the package checker runs no folder checks; the single-file
-    #    submission_checker.py (check_results_dir) rejects all of these --------------
-    "root-extra-files": Rule("no", "only .md/.pdf files may sit beside the division folders (single-file checker: fails)"),
-    "division-extra-files": Rule("no", "only submitter folders may sit in the division folder (single-file checker: fails)"),
-    "invalid-division": Rule("no", "division folders are closed, open or network", severity="warning"),
-    "hidden-names": Rule("no", "no file or folder name may start with '.' (git unfriendly; single-file checker: fails)"),
-    "spaces-in-names": Rule("no", "no file or folder name may contain a space (single-file checker: fails)"),
-    "pycache": Rule("no", "no __pycache__ folders (single-file checker: fails)"),
-    "empty-dirs": Rule("no", "no empty folders (single-file checker: fails)"),
-    "file-size": Rule("no", "no file over 50 MB (single-file checker: fails)"),
-    "broken-symlinks": Rule("no", "no broken symbolic links (single-file checker: fails)"),
-    "calibration-doc": Rule("no", "calibration.md documents how the model was calibrated/quantized "
-                                  "(official: closed division only)"),
+    # -- tree layout: the package runs no folder checks; the release checker rejects all of these
+    "root-extra-files": Rule("no", "fail", "only .md/.pdf files may sit beside the division folders"),
+    "division-extra-files": Rule("no", "fail", "only submitter folders may sit in the division folder"),
+    "invalid-division": Rule("no", "logs", "division folders are closed, open or network", severity="warning"),
+    "hidden-names": Rule("no", "fail", "no file or folder name may start with '.' (git unfriendly)"),
+    "spaces-in-names": Rule("no", "fail", "no file or folder name may contain a space"),
+    "pycache": Rule("no", "fail", "no __pycache__ folders"),
+    "empty-dirs": Rule("no", "fail", "no empty folders"),
+    "file-size": Rule("no", "fail", "no file over 50 MB"),
+    "broken-symlinks": Rule("no", "fail", "no broken symbolic links"),
+    "symlinks": Rule("no", "no", "no symbolic link loops or leads out of the tree (a submission must hold its own "
+                                 "files; the release checker only rejects broken links)"),
+    "no-results": Rule("no", "no", "the tree holds at least one result (an empty open/ is what a failed packaging "
+                                   "leaves; both official checkers call an empty tree OK)"),
+    "calibration-doc": Rule("no", "no", "calibration.md documents how the model was calibrated/quantized "
+                                        "(both official checkers: closed division only)"),
     # -- systems/ ----------------------------------------------------------------------
-    "system-json-missing": Rule("fail", "every results/<system> has systems/<system>.json"),
-    "system-field-missing": Rule("fail", "systems/<system>.json has every v5.1 field"),
-    "system-field-empty": Rule("fail", "fields that need a meaningful response are not empty"),
-    "system-status": Rule("fail", "status is available, preview or rdi"),
-    "system-type": Rule("fail", "system_type is datacenter, edge or datacenter,edge"),
-    "system-submitter": Rule("fail", "submitter matches the submitter folder"),
-    "system-division": Rule("fail", "division matches the division folder"),
-    "unused-system": Rule("no", "every systems/<system>.json has results (single-file checker: fails)"),
+    "system-json-missing": Rule("fail", "fail", "every results/<system> has systems/<system>.json"),
+    "system-field-missing": Rule("fail", "fail", "systems/<system>.json has every v5.1 field"),
+    "system-field-empty": Rule("fail", "fail", "fields that need a meaningful response are not empty"),
+    "system-status": Rule("fail", "fail", "status is available, preview or rdi"),
+    "system-type": Rule("fail", "fail", "system_type is datacenter, edge or datacenter,edge"),
+    "system-submitter": Rule("fail", "fail", "submitter matches the submitter folder"),
+    "system-division": Rule("fail", "fail", "division matches the division folder"),
+    "unused-system": Rule("no", "fail", "every systems/<system>.json has results"),
+    # -- the round's scenario tables (rules.REQUIRED_SCENARIOS, per system_type) ----------
+    "system-type-benchmark": Rule("no", "fail", "the benchmark exists for the system's system_type in v5.1 (resnet "
+                                                "is edge only): the release checker rejects it in every division "
+                                                "('has an invalid model'); the package checks this in closed only"),
+    "scenarios-missing": Rule("no", "no", "the system type's required scenarios are all present: the open division "
+                                          "waives missing ones (the release checker mentions them with --debug only)",
+                              severity="warning"),
+    "scenarios-required": Rule("fail", "fail", "closed/network: the system type's required scenarios are all present"),
+    "scenario-unlisted": Rule("fail", "fail", "closed/network: every scenario is required or optional for the "
+                                              "system type (the open division accepts any)"),
     # -- measurements/ and code/ --------------------------------------------------------
-    "measurements-dir-missing": Rule("fail", "every result has measurements/<system>/<benchmark>/<scenario>/"),
-    "measurements-file": Rule("fail", "measurements hold a non-empty README.md and user.conf"),
-    "measurements-json": Rule("fail", "measurements hold <system>_<implementation>_<scenario>.json"),
-    "measurements-field": Rule("fail", "the measurements JSON has every required field, non-empty"),
-    "code-dir-missing": Rule("fail", "code/ exists"),
-    "code-benchmark-dir": Rule("no", "code/<benchmark> exists (the official checker only needs code/)"),
-    "unknown-benchmark": Rule("fail", "results/<system>/<benchmark> is resnet50/resnet or retinanet "
-                                      "(or mapped to one in model_mapping.json)"),
-    "system-type-benchmark": Rule("no", "the benchmark exists for the system's system_type in v5.1 (resnet is "
-                                        "edge only): the newest official checker skips this in open, the single-file "
-                                        "submission_checker.py rejects the result ('invalid model')", severity="warning"),
-    "user-conf-mismatch": Rule("no", "the submitted user.conf is the one the performance run used"),
+    "measurements-dir-missing": Rule("fail", "fail", "every result has measurements/<system>/<benchmark>/<scenario>/"),
+    "measurements-file": Rule("fail", "fail", "measurements hold a non-empty README.md and user.conf"),
+    "measurements-json": Rule("fail", "fail", "measurements hold <system>_<implementation>_<scenario>.json"),
+    "measurements-field": Rule("fail", "fail", "the measurements JSON has every required field, non-empty"),
+    "code-dir-missing": Rule("fail", "fail", "code/ exists"),
+    "code-benchmark-dir": Rule("no", "fail", "code/<benchmark> exists (the package only needs code/)"),
+    "unknown-benchmark": Rule("fail", "fail", "results/<system>/<benchmark> is resnet50/resnet or retinanet "
+                                              "(or mapped to one in model_mapping.json)"),
+    "user-conf-mismatch": Rule("no", "no", "the submitted user.conf is the one the performance run used"),
     # -- performance ----------------------------------------------------------------------
-    "perf-log-missing": Rule("fail", "performance/run_1/mlperf_log_detail.txt exists"),
-    "perf-file-list": Rule("no", "performance/run_1 holds exactly mlperf_log_summary.txt and mlperf_log_detail.txt "
-                                 "(single-file checker: fails)"),
-    "result-invalid": Rule("no", "LoadGen reported 'Result is : VALID' (single-file checker: fails)"),
-    "perf-loadgen-errors": Rule("no", "no LoadGen errors in the performance mlperf_log_detail.txt (the package's "
-                                      "check only fails with --submission-exceptions; single-file checker: fails)"),
-    "test-mode": Rule("no", "performance logs come from PerformanceOnly runs, accuracy logs from AccuracyOnly runs"),
-    "perf-sample-count": Rule("fail", "effective performance_sample_count >= the benchmark's "
-                                      "(a synthetic set smaller than that cannot meet it)", smoke=True),
-    "seeds": Rule("fail", "the RNG seeds are the round's (v5.1)"),
-    "scenario-mismatch": Rule("fail", "the log's scenario is the folder's (datacenter systems cannot infer results)"),
-    "early-stopping": Rule("fail", "Server: early stopping criterion met"),
-    "latency-bound": Rule("fail", "Server: target latency within the benchmark's bound "
-                                  "(user.smoke.conf relaxes it for small machines)", smoke=True),
-    "latency-percentile": Rule("no", "Server: the latency bound holds at the 99th percentile "
-                                     "(a smoke conf may relax it)", smoke=True),
-    "min-duration": Rule("fail", "min_duration >= 600 s", smoke=True),
-    "min-query-count": Rule("no", "the round's query counts: Server min_query_count 270336, Offline >= 24576 samples "
-                                  "(official checker: closed division only)", smoke=True),
+    "perf-log-missing": Rule("fail", "fail", "performance/run_1/mlperf_log_detail.txt exists"),
+    "result-value": Rule("fail", "fail", "the performance log holds the scenario's result value"),
+    "log-incomplete": Rule("no", "no", "LoadGen's logs are complete: the summary parses and ends with its closing "
+                                       "line, the detail log reaches the end of the test (a full disk leaves them "
+                                       "cut off)"),
+    "perf-file-list": Rule("no", "fail", "performance/run_1 holds exactly mlperf_log_summary.txt and "
+                                         "mlperf_log_detail.txt"),
+    "result-invalid": Rule("no", "fail", "LoadGen reported 'Result is : VALID'"),
+    "perf-loadgen-errors": Rule("no", "fail", "no LoadGen errors in the performance mlperf_log_detail.txt (the "
+                                              "package's check only fails with --submission-exceptions)"),
+    "test-mode": Rule("no", "no", "performance logs come from PerformanceOnly runs, accuracy logs from AccuracyOnly runs"),
+    "perf-sample-count": Rule("fail", "fail", "effective performance_sample_count >= the benchmark's "
+                                              "(a synthetic set smaller than that cannot meet it)", smoke=True),
+    "seeds": Rule("fail", "fail", "the RNG seeds are the round's (v5.1)"),
+    "scenario-mismatch": Rule("fail", "no", "the log's scenario is the folder's (the release checker only infers "
+                                            "SingleStream/MultiStream-derived results and accepts the rest)"),
+    "early-stopping": Rule("fail", "logs", "Server: early stopping criterion met"),
+    "latency-bound": Rule("fail", "fail", "Server: target latency within the benchmark's bound "
+                                          "(user.smoke.conf relaxes it for small machines)", smoke=True),
+    "latency-percentile": Rule("no", "no", "Server: the latency bound holds at the 99th percentile "
+                                           "(a smoke conf may relax it)", smoke=True),
+    "min-duration": Rule("fail", "fail", "min_duration >= 600 s", smoke=True),
+    "min-query-count": Rule("no", "no", "Server: min_query_count >= 270336 (both official checkers: "
+                                        "closed only, or not at all for early-stopping scenarios)", smoke=True),
+    "offline-samples-per-query": Rule("no", "fail", "Offline: one query of >= 24576 samples (the release checker "
+                                                    "applies it in every division, the package in closed only)",
+                                      smoke=True),
     # -- accuracy ---------------------------------------------------------------------------
-    "acc-file-missing": Rule("fail", "accuracy/ holds accuracy.txt, mlperf_log_accuracy.json and mlperf_log_detail.txt"),
-    "acc-file-list": Rule("no", "accuracy/ holds exactly those and mlperf_log_summary.txt (single-file checker: fails)"),
-    "loadgen-errors": Rule("fail", "no LoadGen errors in the accuracy run's mlperf_log_detail.txt"),
-    "acc-log-size": Rule("fail", "mlperf_log_accuracy.json is truncated (< 10 KiB)"),
-    "acc-hash-missing": Rule("logs", "accuracy.txt ends with hash=<sha256 of the full accuracy log>"),
-    "acc-hash-mismatch": Rule("no", "the recorded hash is the full accuracy log's"),
-    "acc-truncation": Rule("no", "the truncated log is the first and last 4096 characters of the full log"),
-    "acc-value": Rule("no", "accuracy.txt reports the benchmark's metric"),
-    "dataset-coverage": Rule("fail", "the accuracy run covers the whole dataset", smoke=True),
-    "acc-log-coverage": Rule("no", "the full accuracy log answers every sample exactly once"),
+    "acc-file-missing": Rule("fail", "fail", "accuracy/ holds accuracy.txt, mlperf_log_accuracy.json and "
+                                             "mlperf_log_detail.txt"),
+    "acc-file-list": Rule("no", "fail", "accuracy/ holds exactly those and mlperf_log_summary.txt"),
+    "loadgen-errors": Rule("fail", "fail", "no LoadGen errors in the accuracy run's mlperf_log_detail.txt (the "
+                                           "release checker crashes on them)"),
+    "acc-log-size": Rule("fail", "logs", "mlperf_log_accuracy.json is truncated (< 10 KiB)"),
+    "acc-hash-missing": Rule("logs", "logs", "accuracy.txt ends with hash=<sha256 of the full accuracy log>"),
+    "acc-hash-mismatch": Rule("no", "no", "the recorded hash is the full accuracy log's"),
+    "acc-truncation": Rule("no", "no", "the truncated log is the first and last 4096 characters of the full log"),
+    "acc-value": Rule("no", "fail", "accuracy.txt reports the benchmark's metric"),
+    "dataset-coverage": Rule("fail", "logs", "the accuracy run covers the whole dataset", smoke=True),
+    "acc-log-coverage": Rule("no", "no", "the full accuracy log answers every sample exactly once"),
     # -- compliance (not required in open division; checked when present) -------------------
-    "compliance-missing": Rule("no", "TEST01 (and TEST04 for resnet) were run", severity="warning"),
-    "compliance-files": Rule("no", "compliance folders hold MLPerf's verification outputs (official: closed only)"),
-    "compliance-verdict": Rule("no", "compliance verifications end in TEST PASS (official: closed only)"),
-    "compliance-loadgen-errors": Rule("no", "no LoadGen errors in the compliance runs' logs (official: closed only)"),
+    "compliance-missing": Rule("no", "no", "TEST01 (and TEST04 for resnet) were run", severity="warning"),
+    "compliance-files": Rule("no", "no", "compliance folders hold MLPerf's verification outputs (official: closed only)"),
+    "compliance-verdict": Rule("no", "no", "compliance verifications end in TEST PASS (official: closed only)"),
+    "compliance-loadgen-errors": Rule("no", "no", "no LoadGen errors in the compliance runs' logs (official: closed only)"),
 }
 SMOKE_RULES = tuple(k for k, r in RULES.items() if r.smoke)
 
@@ -130,9 +165,10 @@ class Finding:
         return RULES[self.rule].severity
 
     def line(self) -> str:
-        official = {"fail": "official: fails", "logs": "official: logs only", "no": "official: not checked"}
+        words = {"fail": "fails", "logs": "logs only", "no": "not checked"}
+        rule = RULES[self.rule]
         return (f"{self.severity.upper()} [{self.rule}] {self.path}: {self.message} "
-                f"({official[RULES[self.rule].official]})")
+                f"(v5.1 release checker: {words[rule.release]}; official package: {words[rule.official]})")
 
 
 @dataclass
@@ -152,6 +188,9 @@ class Report:
     def official_failures(self) -> list[Finding]:
         return [f for f in self.findings if RULES[f.rule].official == "fail"]
 
+    def release_failures(self) -> list[Finding]:
+        return [f for f in self.findings if RULES[f.rule].release == "fail"]
+
     @property
     def is_smoke(self) -> bool:
         """Fails only smoke rules, and is short or synthetic (so a real run missing its latency
@@ -165,8 +204,11 @@ class Report:
             lines.append(f"result {system}/{model}/{scenario}: {metric}; accuracy: {acc}")
         errs, warns = self.errors, self.warnings
         lines.append(f"{len(errs)} error(s), {len(warns)} warning(s) in {len(self.results)} result(s)")
+        rel = sorted({f.rule for f in self.release_failures()})
+        lines.append("v5.1 release checker verdict (submission_checker.py of v5.1.1, by its rules): "
+                     + (f"FAIL ({', '.join(rel)})" if rel else "PASS"))
         off = sorted({f.rule for f in self.official_failures()})
-        lines.append("official v5.1 checker verdict (by its rules): "
+        lines.append("official v5.1 checker verdict (the submission_checker package, by its rules): "
                      + (f"FAIL ({', '.join(off)})" if off else "PASS"))
         if not errs:
             lines.append("SUMMARY: submission passes the v5.1 open-division checks")
@@ -191,9 +233,11 @@ class _Checker:
         if rule not in RULES:
             raise KeyError(rule)
         rel = str(path)
-        if Path(path).is_absolute() and Path(path).resolve().is_relative_to(self.root):
-            rel = str(Path(path).resolve().relative_to(self.root))
-        # else: a file outside the tree (the full accuracy logs under --full-results) keeps its own path
+        # Lexically, never resolving links (a looping one cannot be resolved); a file outside the
+        # tree (the full accuracy logs under --full-results) keeps its own path.
+        absolute = Path(os.path.abspath(path))
+        if Path(path).is_absolute() and absolute.is_relative_to(self.root):
+            rel = str(absolute.relative_to(self.root))
         self.report.findings.append(Finding(rule, rel, message))
 
     # -- tree ----------------------------------------------------------------------------
@@ -211,6 +255,9 @@ class _Checker:
                 self.add("division-extra-files", f, "file outside the submitter folders")
             for submitter in _dirs(division):
                 self.check_submitter(division.name, submitter)
+        if not self.report.results:
+            self.add("no-results", root, "no results/<system>/<benchmark>/<scenario> under any division and "
+                                         "submitter; package the runs first (mlperf-bnas package)")
         return self.report
 
     def check_submitter(self, division: str, sub: Path) -> None:
@@ -235,11 +282,7 @@ class _Checker:
                     self.add("unknown-benchmark", model_dir, f"benchmark {model_dir.name!r} is neither resnet50/resnet "
                              "nor retinanet and has no model_mapping.json entry; this checker only knows those")
                     continue
-                system_type = (system_json or {}).get("system_type")
-                if system_type in R.SYSTEM_TYPE_BENCHMARKS and mlperf_model not in R.SYSTEM_TYPE_BENCHMARKS[system_type]:
-                    self.add("system-type-benchmark", model_dir,
-                             f"v5.1 has no {mlperf_model} benchmark for system_type {system_type!r}; set system_type to "
-                             "'edge' or 'datacenter,edge' (systems/overrides.yaml)")
+                self.check_scenarios(division, model_dir, mlperf_model, (system_json or {}).get("system_type"))
                 for scen_dir in _dirs(model_dir):
                     self.check_result(sub, system_dir.name, model_dir.name, mlperf_model, scen_dir, system_json)
         systems_dir = tree.systems_dir
@@ -248,12 +291,46 @@ class _Checker:
                 if js.stem not in systems_with_results:
                     self.add("unused-system", js, "system description without results")
 
+    def check_scenarios(self, division: str, model_dir: Path, mlperf_model: str, system_type: Any) -> None:
+        """The round's scenario tables for the system type, as the release checker applies them:
+        a benchmark missing from the table is rejected in every division; missing required
+        scenarios and unlisted ones fail closed/network, and the open division waives them."""
+        if system_type not in R.REQUIRED_SCENARIOS:
+            return                      # system-type reports it
+        required = R.REQUIRED_SCENARIOS[system_type].get(mlperf_model)
+        if required is None:
+            fits = [t for t, table in R.REQUIRED_SCENARIOS.items() if mlperf_model in table and t != "edge,datacenter"]
+            self.add("system-type-benchmark", model_dir,
+                     f"v5.1 has no {mlperf_model} benchmark for system_type {system_type!r}, so the release checker "
+                     f"rejects these results ('has an invalid model'); set system_type to one of {', '.join(fits)} "
+                     "in systems/overrides.yaml")
+            return
+        optional = R.OPTIONAL_SCENARIOS[system_type].get(mlperf_model, ())
+        present = {d.name for d in _dirs(model_dir)}
+        missing = [sc for sc in required if sc not in present]
+        unlisted = sorted(present - set(required) - set(optional))
+        policy = R.SCENARIO_POLICY.get(division, R.SCENARIO_POLICY["closed"])
+        if missing:
+            text = (f"v5.1 '{system_type}' requires {', '.join(required)} for {mlperf_model}; missing "
+                    f"{', '.join(missing)}")
+            if policy["missing"] == "waived":
+                self.add("scenarios-missing", model_dir, text + f": the {division} division waives this (closed "
+                         "would fail); the result(s) present are evaluated")
+            else:
+                self.add("scenarios-required", model_dir, text)
+        if unlisted and policy["unlisted"] != "accepted":
+            self.add("scenario-unlisted", model_dir, f"{', '.join(unlisted)} neither required nor optional for "
+                     f"{mlperf_model} on a '{system_type}' system in v5.1")
+
     def check_folders(self, sub: Path) -> None:
+        links = {path: what for path, what in bad_symlinks(sub, within=self.root)}
         for p in sorted(sub.rglob("*")):
             name = p.name
-            if p.is_symlink() and not p.exists():
-                self.add("broken-symlinks", p, "broken symbolic link")
+            if p in links:
+                self.add("broken-symlinks" if "broken" in links[p] else "symlinks", p, links[p])
                 continue
+            if p.is_symlink():
+                continue        # a link inside the tree: its target is checked where it lies
             if name.startswith("."):
                 self.add("hidden-names", p, "name starts with '.'")
             if " " in name:
@@ -308,16 +385,28 @@ class _Checker:
                 self.add("perf-log-missing", perf / name, "missing")
         if perf.is_dir():
             self.file_list("perf-file-list", perf, R.PERF_LISTED_FILES, R.PERF_LOADED_FILES + R.OPTIONAL_PERF_FILES)
+            self.incomplete(perf, "performance", scenario)
             if (perf / "mlperf_log_detail.txt").is_file():
                 perf_log = read_detail_log(perf / "mlperf_log_detail.txt")
-                metric = self.check_performance(perf / "mlperf_log_detail.txt", perf_log, mlperf_model, scenario, system_json)
+                metric = self.check_performance(perf / "mlperf_log_detail.txt", perf_log, mlperf_model, scenario,
+                                                system_json, model, _implementation(meas, system, scenario))
                 if (meas / "user.conf").is_file():
-                    bad = userconf.mismatches(meas / "user.conf", perf_log, model, scenario)
+                    try:
+                        bad = userconf.mismatches(userconf.read(meas / "user.conf"), perf_log, model, scenario)
+                    except UserError as exc:
+                        bad = [f"LoadGen would not read it as written: {exc}"]
                     if bad:
                         self.add("user-conf-mismatch", meas / "user.conf", "; ".join(bad))
         acc = self.check_accuracy(mode_dir(scen_dir, Mode.ACCURACY), mlperf_model, system, model, scenario)
         self.check_compliance(tree.compliance_dir(system, model, scenario), mlperf_model, scenario)
         self.report.results.append((system, model, scenario, metric, acc))
+
+    def incomplete(self, folder: Path, mode: str, scenario: str) -> None:
+        """Logs cut off or empty (missing files and a missing result value have rules of their own)."""
+        for problem in completeness.problems(folder, mode, scenario, check_accuracy_log=False):
+            if not problem.endswith(": missing") and "the run has no result" not in problem:
+                name, _, what = problem.partition(": ")
+                self.add("log-incomplete", Path(name), what)
 
     def file_list(self, rule: str, folder: Path, required: Iterable[str], optional: Iterable[str] = ()) -> None:
         present = {p.name for p in folder.iterdir() if p.is_file()}
@@ -360,9 +449,13 @@ class _Checker:
             self.add("code-benchmark-dir", code / model, "missing (the code that produced the result)")
 
     def check_performance(self, path: Path, log: DetailLog, model: str, scenario: str,
-                          system_json: dict[str, Any] | None) -> str:
+                          system_json: dict[str, Any] | None, folder_model: str | None = None,
+                          benchmark: str | None = None) -> str:
         if log.get("result_validity") != "VALID":
-            self.add("result-invalid", path, f"result_validity is {log.get('result_validity')!r}")
+            # Which LoadGen condition failed, LoadGen's own recommendation, and the fix.
+            why = explain(path.parent, scenario, folder_model or model, benchmark, detail=log)
+            self.add("result-invalid", path, f"result_validity is {log.get('result_validity')!r}"
+                     + (f": {one_line(why)}" if why else ""))
         self.loadgen_errors("perf-loadgen-errors", path, log)
         if log.get("effective_test_mode") not in (None, "PerformanceOnly"):
             self.add("test-mode", path, f"effective_test_mode is {log.get('effective_test_mode')!r}, expected PerformanceOnly")
@@ -394,8 +487,8 @@ class _Checker:
         if effective == "Offline":
             spq = log.get("effective_samples_per_query")
             if not isinstance(spq, int) or spq < R.OFFLINE_MIN_SAMPLES_PER_QUERY:
-                self.add("min-query-count", path, f"Offline query has {spq} samples, the round needs >= "
-                                                  f"{R.OFFLINE_MIN_SAMPLES_PER_QUERY}")
+                self.add("offline-samples-per-query", path, f"Offline query has {spq} samples, the round needs "
+                                                            f">= {R.OFFLINE_MIN_SAMPLES_PER_QUERY}")
         elif effective == "Server":
             need_q = R.MIN_QUERIES[model]["Server"]
             mqc = log.get("effective_min_query_count")
@@ -403,7 +496,11 @@ class _Checker:
                 self.add("min-query-count", path, f"min_query_count is {mqc}, the round needs >= {need_q}")
         key = R.RESULT_FIELD.get(str(effective))
         value = log.get(key) if key else None
-        return f"{key}={value}" if value is not None else "no result value in the log"
+        if not isinstance(value, (int, float)):
+            self.add("result-value", path, f"no {key or 'result'} value: the log holds no result "
+                                           "(an interrupted run, or a full disk)")
+            return "no result value in the log"
+        return f"{key}={value}"
 
     def loadgen_errors(self, rule: str, path: Path, log: DetailLog) -> None:
         if log.errors:
@@ -417,10 +514,12 @@ class _Checker:
                 self.add("acc-file-missing", acc / name, f"missing{hint}")
         if acc.is_dir():
             self.file_list("acc-file-list", acc, R.ACC_LISTED_FILES, R.ACC_LOADED_FILES)
+            # The submitted accuracy log is truncated: its completeness is checked against the full one.
+            self.incomplete(acc, "accuracy", scenario)
         if not (acc / "accuracy.txt").is_file():
             return "missing"
         value = "not found"
-        text = (acc / "accuracy.txt").read_text(encoding="utf-8", errors="replace")
+        text = _read_small(acc / "accuracy.txt")
         recorded = None
         for line in text.splitlines():
             m = re.match(R.ACCURACY_PATTERN[model], line)
@@ -453,23 +552,28 @@ class _Checker:
             if recorded is not None and recorded != sha256_file(full):
                 self.add("acc-hash-mismatch", acc / "accuracy.txt",
                          f"hash={recorded[:12]}... is not the sha256 of the full log {full}")
-            if log_path.is_file() and log_path.read_text(encoding="utf-8", errors="replace") != truncated_text(full):
+            if log_path.is_file() and log_path.stat().st_size <= R.MAX_ACCURACY_LOG_SIZE \
+                    and _read_small(log_path) != _truncated_or_none(full):
                 self.add("acc-truncation", log_path, f"is not the first and last 4096 characters of {full}")
             self.check_log_coverage(full, detail, acc)
         return value
 
     def check_log_coverage(self, full: Path, detail: DetailLog | None, acc: Path) -> None:
+        """Every sample answered exactly once, read as a stream (a full log can be gigabytes)."""
+        seen: set[int] = set()
+        repeated = 0
         try:
-            entries = json.loads(full.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            self.add("acc-log-coverage", full, f"full accuracy log is not valid JSON ({exc})")
+            for entry in accuracy_log.entries(full):
+                repeated += entry.qsl_idx in seen
+                seen.add(entry.qsl_idx)
+        except UserError as exc:
+            self.add("acc-log-coverage", full, f"the full accuracy log is unreadable: {exc}")
             return
-        indices = [e.get("qsl_idx") for e in entries if isinstance(e, dict)]
         total = detail.get("qsl_reported_total_count") if detail else None
-        if len(indices) != len(set(indices)):
-            self.add("acc-log-coverage", full, f"{len(indices) - len(set(indices))} sample(s) answered more than once")
-        if isinstance(total, int) and set(indices) != set(range(total)):
-            self.add("acc-log-coverage", full, f"answers {len(set(indices))} distinct samples of the {total} LoadGen reported")
+        if repeated:
+            self.add("acc-log-coverage", full, f"{repeated} sample(s) answered more than once")
+        if isinstance(total, int) and seen != set(range(total)):
+            self.add("acc-log-coverage", full, f"answers {len(seen)} distinct samples of the {total} LoadGen reported")
 
     # -- compliance ----------------------------------------------------------------------------
     def check_compliance(self, comp: Path, model: str, scenario: str) -> None:
@@ -487,7 +591,7 @@ class _Checker:
                     self.add("compliance-files", path, "missing")
             if test == "TEST01" and acc.is_dir() and (tdir / "verify_accuracy.txt").is_file():
                 # MLPerf's fallback: a failed deterministic check needs both accuracy results beside the log.
-                passed = "TEST PASS" in (tdir / "verify_accuracy.txt").read_text(encoding="utf-8", errors="replace")
+                passed = "TEST PASS" in _read_small(tdir / "verify_accuracy.txt")
                 required = ["mlperf_log_accuracy.json", "accuracy.txt"]
                 if not passed:
                     required += ["baseline_accuracy.txt", "compliance_accuracy.txt"]
@@ -495,12 +599,20 @@ class _Checker:
             for verdict in ("verify_accuracy.txt", "verify_performance.txt"):
                 f = tdir / verdict
                 if f.is_file():
-                    lines = [ln.strip() for ln in f.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+                    lines = [ln.strip() for ln in _read_small(f).splitlines() if ln.strip()]
                     if not lines or lines[-1] != "TEST PASS":
                         self.add("compliance-verdict", f, f"ends with {lines[-1] if lines else 'nothing'!r}, not 'TEST PASS'")
             detail = perf / "mlperf_log_detail.txt"
             if detail.is_file():
                 self.loadgen_errors("compliance-loadgen-errors", detail, read_detail_log(detail))
+
+
+def _implementation(meas: Path, system: str, scenario: str) -> str | None:
+    """The benchmark directory a result came from: the implementation name in
+    ``measurements/.../<system>_<implementation>_<Scenario>.json``."""
+    for path in sorted(meas.glob(f"{system}_*_{scenario}.json")) if meas.is_dir() else []:
+        return path.name[len(system) + 1:-len(f"_{scenario}.json")] or None
+    return None
 
 
 def _dirs(p: Path) -> list[Path]:
@@ -513,8 +625,25 @@ def _files(p: Path) -> list[Path]:
 
 def _load_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(_read_small(path, errors="strict"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+#: Small text files (accuracy.txt, verdicts, JSON descriptions) are read up to this size: a
+#: file any larger is not what it claims to be, and is never read whole.
+SMALL_FILE_BYTES = 4 << 20
+
+
+def _read_small(path: Path, errors: str = "replace") -> str:
+    with open(path, encoding="utf-8", errors=errors) as fh:
+        return fh.read(SMALL_FILE_BYTES)
+
+
+def _truncated_or_none(full: Path) -> str | None:
+    try:
+        return truncated_text(full)
+    except UserError:
         return None
 
 

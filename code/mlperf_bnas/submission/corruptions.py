@@ -115,11 +115,15 @@ def edit_detail(path: Path, key: str, value: Any) -> None:
 
 
 def add_loadgen_error(path: Path) -> None:
+    """An error record, counted in the log's ``num_errors`` as LoadGen counts its own (the release
+    checker trusts that count and looks no further)."""
     rec = {"key": "error_runtime", "value": "Injected: SUT reported a failed query", "time_ms": 1.0,
            "namespace": "mlperf::logging", "event_type": "POINT_IN_TIME",
            "metadata": {"is_error": True, "is_warning": False, "file": "loadgen.cc", "line_no": 1}}
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(":::MLLOG " + json.dumps(rec) + "\n")
+    if '"key": "num_errors"' in path.read_text(encoding="utf-8"):
+        edit_detail(path, "num_errors", 1)
 
 
 def replace_in(path: Path, old: str, new: str) -> None:
@@ -132,6 +136,13 @@ def replace_in(path: Path, old: str, new: str) -> None:
 def _drop_hash_line(path: Path) -> None:
     path.write_text("\n".join(l for l in path.read_text(encoding="utf-8").splitlines()
                               if not l.startswith("hash=")), encoding="utf-8")
+
+
+def _datacenter_only(t: Tree) -> None:
+    """system_type datacenter: v5.1 has no ResNet-50 there (the release checker: 'has an invalid model')."""
+    if R.MLPERF_MODEL.get(t.benchmark) != "resnet":
+        raise UserError(f"{t.benchmark}: exists for every v5.1 system type; this corruption needs a resnet50 result")
+    edit_json(t.system_json(), system_type="datacenter")
 
 
 def _add_pycache(t: Tree) -> None:
@@ -175,6 +186,7 @@ CORRUPTIONS: dict[str, Corruption] = {
                                        "'cooling'"),
     "invalid-status": Corruption(lambda t: edit_json(t.system_json(), status="beta"), "system-status", "beta"),
     "invalid-system-type": Corruption(lambda t: edit_json(t.system_json(), system_type="laptop"), "system-type", "laptop"),
+    "benchmark-not-in-system-type": Corruption(_datacenter_only, "system-type-benchmark", "invalid model"),
     "submitter-mismatch": Corruption(lambda t: edit_json(t.system_json(), submitter="SomeoneElse"), "system-submitter",
                                      "SomeoneElse"),
     "missing-system-json": Corruption(lambda t: t.system_json().unlink(), "system-json-missing", "no system description"),
@@ -233,8 +245,8 @@ def fake_full_run_values(tree: Tree) -> None:
     """Edit every detail log of ``tree`` (a throw-away copy) so the short-run rules read as met.
 
     A fixture for comparing checkers, never a submission: min duration 600 s, the benchmark's
-    performance sample count, the Server latency bound with early stopping met, and an
-    accuracy run over the whole dataset. Everything else (seeds, files, fields) stays as run.
+    performance sample count, the Server latency bound with early stopping met, an Offline
+    query of the round's size, and an accuracy run over the whole dataset. Everything else (seeds, files, fields) stays as run.
     """
     results = tree.tree.results_root
     for detail in sorted(results.glob("*/*/*/*/mlperf_log_detail.txt")) + \
@@ -252,3 +264,6 @@ def fake_full_run_values(tree: Tree) -> None:
         if bound:
             edit_detail(detail, "effective_target_latency_ns", bound)
             edit_detail(detail, "early_stopping_met", True)
+        if scenario == "Offline" and detail.parent.name == "run_1":
+            # The release checker's one-query size (24576 samples), in every division.
+            edit_detail(detail, "effective_samples_per_query", R.OFFLINE_MIN_SAMPLES_PER_QUERY)

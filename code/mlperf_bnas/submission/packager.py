@@ -28,12 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlperf_bnas.config import BenchmarkConfig, load_config
-from mlperf_bnas.enums import Scenario, values
+from mlperf_bnas.enums import Mode, Scenario, values
 from mlperf_bnas.errors import UserError
-from mlperf_bnas.fileio import write_atomic
+from mlperf_bnas.fileio import bad_symlinks, write_atomic
+from mlperf_bnas.loadgen import completeness, userconf
 from mlperf_bnas.loadgen.logs import read_detail_log
-from mlperf_bnas.paths import REPO, OutputRoot, SubmissionTree, benchmark_dirs, system_overrides
-from mlperf_bnas.submission import provenance, userconf
+from mlperf_bnas.paths import REPO, OutputPaths, OutputRoot, SubmissionTree, benchmark_dirs, system_overrides
+from mlperf_bnas.submission import provenance
 from mlperf_bnas.submission.rules import MLPERF_MODEL
 from mlperf_bnas.submission.system import describe_system, load_overrides
 from mlperf_bnas.submission.truncation import write_truncated
@@ -121,6 +122,25 @@ def _require(path: Path, produce: str) -> Path:
     return path
 
 
+def _require_complete(folder: Path, mode: str, scenario: str) -> None:
+    """Package only complete results (``loadgen/completeness.py``): a run cut off by a full disk
+    or an interruption, or without a result value, is refused with what is wrong."""
+    problems = completeness.problems(folder, mode, scenario)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise UserError(f"{problems[0]}{more}; this {scenario} {mode} result is incomplete, so it cannot be "
+                        f"packaged: rerun it (mlperf-bnas run --scenario {scenario} --mode {mode})")
+
+
+def _require_no_bad_links(top: Path, within: Path) -> None:
+    """Refuse links that loop or leave ``within``: a submission must hold its own files."""
+    bad = bad_symlinks(top, within)
+    if bad:
+        listing = "; ".join(f"{path}: {what}" for path, what in bad[:5])
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise UserError(f"{listing}{more}; replace the link(s) with the files themselves, then package again")
+
+
 def _copy(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(src, dst)
@@ -139,25 +159,33 @@ def _git_commit(repo: Path) -> str:
     return head.stdout.strip() + (" with uncommitted changes in code/" if dirty.stdout.strip() else "")
 
 
-def _pick_user_conf(cfg: BenchmarkConfig, scenario: str, perf_detail: Path) -> Path:
+def _pick_user_conf(cfg: BenchmarkConfig, scenario: str, perf_detail: Path, paths: OutputPaths) -> Path:
     """The user.conf whose settings agree with the performance log (see userconf.py)."""
     candidates: list[Path] = []
     if os.environ.get("USER_CONF"):
         candidates.append(Path(os.environ["USER_CONF"]).resolve())
     candidates += sorted(cfg.benchmark_dir.glob("user*.conf"))
+    # The embedded default's conf, generated on this machine by `mlperf-bnas size` (and the
+    # earlier ones it replaced, kept under archive/: runs made with them still match them).
+    candidates += sorted(paths.sizing_dir.glob("user*.conf")) + sorted(paths.sizing_archive_dir.rglob("user*.conf"))
     detail = read_detail_log(perf_detail)
     best: tuple[int, Path] | None = None
     reasons = []
-    for conf in dict.fromkeys(candidates):
-        if not conf.is_file():
+    for path in dict.fromkeys(candidates):
+        if not path.is_file():
+            continue
+        try:
+            conf = userconf.read(path)
+        except UserError as exc:
+            reasons.append(f"{path.name}: {exc}")
             continue
         bad = userconf.mismatches(conf, detail, cfg.loadgen_model, scenario)
         if bad:
-            reasons.append(f"{conf.name}: {bad[0]}")
+            reasons.append(f"{path.name}: {bad[0]}")
             continue
-        matched = len(userconf.settings_for(conf, cfg.loadgen_model, scenario))
+        matched = len(conf.settings(cfg.loadgen_model, scenario))
         if best is None or matched > best[0]:
-            best = (matched, conf)
+            best = (matched, path)
     if best is None:
         raise UserError(f"{perf_detail}: no user.conf in {cfg.benchmark_dir} (or $USER_CONF) matches the settings of this run "
                         f"({'; '.join(reasons) or 'no user*.conf found'}); set USER_CONF to the file the run used")
@@ -165,7 +193,10 @@ def _pick_user_conf(cfg: BenchmarkConfig, scenario: str, perf_detail: Path) -> P
 
 
 def _measurement_readme(cfg: BenchmarkConfig, scenario: str, system: str, conf: Path, commit: str) -> str:
+    from mlperf_bnas.tune.sizing import is_sized_conf
+
     bench = cfg.benchmark_dir.name
+    sized = is_sized_conf(conf)
     names = sorted(p.name for p in cfg.benchmark_dir.glob("run*.sh"))
     # Pipeline order: build, this scenario's runs, then compliance.
     scripts = ([n for n in names if "calibration" in n or "build" in n]
@@ -183,15 +214,23 @@ def _measurement_readme(cfg: BenchmarkConfig, scenario: str, system: str, conf: 
         "./prepare_env.sh                      # pinned environment (code/requirements.txt)",
         f"export SYSTEM={system}",
         "export OUTPUT_DIR=$PWD/output         # where results/, compliance/ and build/ go",
-        "export DATA_DIR=/path/to/dataset      # unset = synthetic data (smoke run, not a valid result)",
+        *(["unset DATA_DIR                        # synthetic data (a smoke run, not a valid result)"] if sized else
+          ["export DATA_DIR=/path/to/dataset      # unset = synthetic data (smoke run, not a valid result)"]),
         "export CHECKPOINT=/path/to/weights    # unset = seeded weights",
-        f"export USER_CONF=code/{bench}/{conf.name}",
+        *([f"unset USER_CONF                       # settings sized on the machine ({conf.name})"]
+          if sized else [f"export USER_CONF=code/{bench}/{conf.name}"]),
         *(f"code/{bench}/{s}" for s in scripts),
         "tools/package_submission.sh           # this tree",
         "tools/submission_checker.sh           # our v5.1 checker",
         "```",
         "",
-        f"The LoadGen settings of this run are in `user.conf` beside this file (`code/{bench}/{conf.name}`).",
+        *([f"The LoadGen settings of this run are in `user.conf` beside this file (`code/{bench}/{conf.name}`)."]
+          if not sized else [
+              "The LoadGen settings of this run are in `user.conf` beside this file: the conf `mlperf-bnas size` "
+              f"generated on the machine ({conf.name}, in `$OUTPUT_DIR/build/{bench}/sizing/{system}/`): "
+              f"`code/{bench}/user.smoke.conf` plus the target_qps measured there; its comment lines say how "
+              "each number was measured (probe, figure, CPU model, core count, date). On another machine the "
+              "run scripts measure that machine and write its own."]),
         "",
     ])
 
@@ -201,6 +240,7 @@ def _write_json(path: Path, data) -> None:
 
 
 def _package_code(cfg: BenchmarkConfig, dest: Path, commit: str, repo: Path) -> None:
+    _require_no_bad_links(cfg.benchmark_dir, cfg.benchmark_dir)
     shutil.copytree(cfg.benchmark_dir, dest, ignore=_CODE_IGNORE)
     _remove_empty_dirs(dest)
     write_atomic(dest / "SOURCE.md", "\n".join([
@@ -219,6 +259,7 @@ def _package_code(cfg: BenchmarkConfig, dest: Path, commit: str, repo: Path) -> 
 def _package_harness(code_dir: Path, repo: Path) -> None:
     """A snapshot of the harness package beside the benchmark folders, so the code is self-contained."""
     src = repo / "code"
+    _require_no_bad_links(src / "mlperf_bnas", src / "mlperf_bnas")
     shutil.copytree(src / "mlperf_bnas", code_dir / "mlperf_bnas", ignore=_CODE_IGNORE)
     _remove_empty_dirs(code_dir / "mlperf_bnas")
     for name in ("pyproject.toml", "requirements.txt"):
@@ -247,6 +288,10 @@ def build_tree(req: PackageRequest, folder: Path) -> Packaged:
     calibration_sections = []
     for model, cfg in sorted(benchmarks.items()):
         res_src = runs.benchmark_results_dir(req.system, model)
+        _require_no_bad_links(res_src, req.output_dir)
+        comp_root = runs.benchmark_compliance_dir(req.system, model)
+        if comp_root.is_dir():
+            _require_no_bad_links(comp_root, req.output_dir)
         scenarios = sorted(p.name for p in res_src.iterdir() if p.is_dir() and p.name in values(Scenario))
         unknown = sorted(p.name for p in res_src.iterdir() if p.is_dir() and p.name not in values(Scenario))
         if unknown:
@@ -260,16 +305,22 @@ def build_tree(req: PackageRequest, folder: Path) -> Packaged:
         for scenario in scenarios:
             perf = runs.performance_dir(req.system, model, scenario)
             for name in PERF_FILES:
-                _copy(_require(perf / name, f"run the {scenario} performance test (mlperf-bnas run --mode performance)"),
-                      tree.performance_dir(req.system, model, scenario) / name)
+                _require(perf / name, f"run the {scenario} performance test (mlperf-bnas run --mode performance)")
+            _require_complete(perf, Mode.PERFORMANCE, scenario)
+            for name in PERF_FILES:
+                _copy(perf / name, tree.performance_dir(req.system, model, scenario) / name)
             acc = runs.accuracy_dir(req.system, model, scenario)
             acc_dst = tree.accuracy_dir(req.system, model, scenario)
+            for name in (*ACC_LOG_FILES, "mlperf_log_accuracy.json"):
+                _require(acc / name, f"run the {scenario} accuracy test (mlperf-bnas run --mode accuracy)")
+            _require_complete(acc, Mode.ACCURACY, scenario)
             for name in ACC_LOG_FILES:
                 _copy(_require(acc / name, f"run the {scenario} accuracy test (mlperf-bnas run --mode accuracy)"),
                       acc_dst / name)
             write_truncated(acc / "accuracy.txt", _require(acc / "mlperf_log_accuracy.json",
                             f"run the {scenario} accuracy test (mlperf-bnas run --mode accuracy)"), acc_dst)
-            conf = _pick_user_conf(cfg, scenario, perf / "mlperf_log_detail.txt")
+            conf = _pick_user_conf(cfg, scenario, perf / "mlperf_log_detail.txt",
+                                   OutputPaths.of(cfg, req.output_dir, req.system))
             meas = tree.measurements_dir(req.system, model, scenario)
             _copy(conf, meas / "user.conf")
             write_atomic(meas / "README.md", _measurement_readme(cfg, scenario, req.system, conf, commit))

@@ -198,6 +198,20 @@ def default_system_name() -> str:
     return f"{cpu.sockets}x{_sanitize(cpu.model_name)}_{cpu.sockets * cpu.cores_per_socket}c"
 
 
+def machine_identity() -> dict[str, Any]:
+    """What a speed measurement depends on, as far as the machine goes: CPU model, sockets,
+    physical cores, hardware threads, and the CPUs this process may run on (a container or
+    ``taskset`` can hide some). Two machines that differ in any of these are not
+    interchangeable for a sized or tuned ``target_qps`` (``mlperf_bnas.tune.sizing``)."""
+    cpu = _cpu_info()
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count() or cpu.threads
+    return {"cpu_model": cpu.model_name, "sockets": cpu.sockets, "cores": cpu.sockets * cpu.cores_per_socket,
+            "threads": cpu.threads, "usable_cpus": usable}
+
+
 def detect(storage_path: Path | None = None) -> dict[str, Any]:
     """The system fields that can be read from this machine."""
     cpu = _cpu_info()

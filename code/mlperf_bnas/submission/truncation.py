@@ -34,13 +34,28 @@ def hash_in_accuracy_txt(path: Path) -> str | None:
 
 
 def truncated_text(full_log: Path) -> str:
-    """First and last 4096 characters of the log; a log already that short is kept whole."""
-    text = full_log.read_text(encoding="utf-8", errors="strict")
-    if len(text) <= 2 * VIEWABLE_SIZE + len(ELLIPSIS):
-        # MLPerf's tool cannot seek before the start of a short file; such a log
-        # already satisfies the size rule, so it is submitted unchanged.
-        return text
-    return text[:VIEWABLE_SIZE] + ELLIPSIS + text[-VIEWABLE_SIZE:]
+    """First and last 4096 characters of the log; a log already that short is kept whole.
+
+    Read from both ends of the file, never whole (a full accuracy log can be gigabytes).
+    LoadGen's log is ASCII, so characters are bytes; anything else is refused."""
+    size = full_log.stat().st_size
+    with open(full_log, "rb") as fh:
+        if size <= 2 * VIEWABLE_SIZE + len(ELLIPSIS):
+            # MLPerf's tool cannot seek before the start of a short file; such a log
+            # already satisfies the size rule, so it is submitted unchanged.
+            return _ascii(fh.read(), full_log)
+        head = fh.read(VIEWABLE_SIZE)
+        fh.seek(size - VIEWABLE_SIZE)
+        tail = fh.read(VIEWABLE_SIZE)
+    return _ascii(head, full_log) + ELLIPSIS + _ascii(tail, full_log)
+
+
+def _ascii(data: bytes, path: Path) -> str:
+    try:
+        return data.decode("ascii")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a LoadGen accuracy log (it holds non-ASCII bytes); "
+                        "rerun the accuracy mode") from None
 
 
 def accuracy_txt_with_hash(accuracy_txt: Path, full_log: Path) -> str:

@@ -81,19 +81,29 @@ def waiting_time_tail(arrival_rate: float, service_s: float, workers: int, thres
 
 
 def latency_percentile_met(arrival_rate: float, service_s: float, workers: int, bound_s: float,
-                           percentile: float = 0.99) -> bool:
-    return waiting_time_tail(arrival_rate, service_s, workers, bound_s - service_s) <= 1.0 - percentile
+                           percentile: float = 0.99, grid_points_per_service: int = 50) -> bool:
+    return waiting_time_tail(arrival_rate, service_s, workers, bound_s - service_s,
+                             grid_points_per_service=grid_points_per_service) <= 1.0 - percentile
 
 
 def max_server_qps(service_s: float, workers: int, bound_s: float, percentile: float = 0.99,
-                   rel_tol: float = 2e-3) -> float:
-    """Highest Poisson arrival rate whose ``percentile`` latency stays within ``bound_s``."""
+                   rel_tol: float = 2e-3, max_utilisation: float = 1.0, grid_points_per_service: int = 50) -> float:
+    """Highest Poisson arrival rate whose ``percentile`` latency stays within ``bound_s``.
+
+    ``max_utilisation`` < 1 caps the answer at that fraction of the capacity ``workers /
+    service_s``: near utilisation 1 the fixed point takes many iterations (minutes when the
+    bound is dozens of service times), and a caller that only needs a safe rate (the
+    sizing of smoke runs) has no use for the last few percent. A coarser grid is faster too.
+    """
     if bound_s < service_s:
         return 0.0
-    lo, hi = 0.0, workers / service_s
+    lo, hi = 0.0, max_utilisation * workers / service_s
+    if max_utilisation < 1.0 and latency_percentile_met(hi, service_s, workers, bound_s, percentile,
+                                                        grid_points_per_service):
+        return hi
     while hi - lo > rel_tol * hi:
         mid = (lo + hi) / 2
-        if latency_percentile_met(mid, service_s, workers, bound_s, percentile):
+        if latency_percentile_met(mid, service_s, workers, bound_s, percentile, grid_points_per_service):
             lo = mid
         else:
             hi = mid

@@ -18,7 +18,8 @@ from typing import Any
 from mlperf_bnas.errors import RunFailed
 from mlperf_bnas.fileio import write_atomic
 from mlperf_bnas.loadgen.logs import read_detail_log, read_summary
-from mlperf_bnas.tune.conf import trial_conf_text
+from mlperf_bnas.loadgen.userconf import trial_conf_text
+from mlperf_bnas.processes import run_child
 
 
 @dataclass
@@ -98,11 +99,8 @@ class TrialRunner:
               flush=True)
         start = time.monotonic()
         with open(trial_dir / "run.log", "w", encoding="utf-8") as out:
-            try:
-                proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=self.timeout_s)
-                rc = proc.returncode
-            except subprocess.TimeoutExpired:
-                rc = None
+            # Stopping tune (Ctrl-C) stops the trial the same way, its logs archived (processes.py).
+            rc = run_child(cmd, timeout=self.timeout_s, stdout=out, stderr=subprocess.STDOUT)
         trial.wall_s = round(time.monotonic() - start, 2)
         if rc != 0:
             tail = (trial_dir / "run.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()

@@ -22,8 +22,9 @@ from mlperf_bnas.backends import BACKENDS
 from mlperf_bnas.config import BenchmarkConfig, check_options, load_config
 from mlperf_bnas.errors import RunFailed, UserError
 from mlperf_bnas.fileio import write_atomic
+from mlperf_bnas.loadgen.userconf import base_conf_text, check_replaceable, tuned_conf_text
 from mlperf_bnas.paths import OutputPaths, tuned_conf_path
-from mlperf_bnas.tune.conf import base_conf_text, check_replaceable, tuned_conf_text
+from mlperf_bnas.tune.sizing import Machine, machine_line
 from mlperf_bnas.tune.strategy import confirm, tune_offline, tune_server
 from mlperf_bnas.tune.tuning_spec import SCENARIOS, parse_tuning
 from mlperf_bnas.tune.trials import TrialRunner
@@ -104,8 +105,13 @@ def tune(req: TuneRequest) -> dict[str, Any]:
 
     results: dict[str, dict[str, Any]] = dict(existing.get("scenarios", {}))
     failed: dict[str, dict[str, Any]] = {}     # searches of this run that found nothing, with their trials
+    machine = Machine.this()
+    # The machine the trials ran on: a run with this conf elsewhere stops and says so
+    # (mlperf-bnas size, before each run), since its target_qps were measured here.
     header = [f"benchmark: {base_cfg.benchmark}  system: {req.system}  updated: {stamp}",
-              f"evidence (every trial): {json_out.name}"]
+              f"machine: {machine.describe()}",
+              f"evidence (every trial): {json_out.name}",
+              machine_line(machine)[2:]]
 
     def save() -> dict[str, Any]:
         """Write the conf and the evidence for what is tuned so far (each scenario as it finishes)."""
