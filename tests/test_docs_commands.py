@@ -11,9 +11,9 @@ and inline code spans: ``mlperf-bnas ...``, ``python -m mlperf_bnas ...``, ``dyn
   ``dynast.main``, the tool's ``main``), stopped right after parsing, so nothing runs.
 * Synopsis notation is read as a reader would: ``[...]`` is optional (shown, so parsed),
   ``a|b`` alternatives (each one parsed), ``<name>`` and UPPER-CASE words are placeholders (a
-  placeholder takes the option's first choice, or 1 for a number). A fragment (one that ends
-  in ``...``, or an inline mention without options) may leave required arguments out, but every
-  option it shows must exist.
+  placeholder takes the option's first choice, or 1 for a number). A fragment (an inline
+  mention in prose, or a line that ends in ``...``) may leave required arguments out, but every
+  option and value it shows must be accepted; a code block's command line must be complete.
 
 The last tests check the claims about where versions are pinned.
 """
@@ -157,8 +157,10 @@ def _alternatives(words: list[str]) -> list[list[str]]:
     return variants
 
 
-def _is_fragment(shown: Shown, args: list[str]) -> bool:
-    return "..." in shown.text or (not shown.block and not any(a.startswith("-") for a in args))
+def _is_fragment(shown: Shown) -> bool:
+    """Prose names a command by the flag it is about (`mlperf-bnas size --check`); a code block
+    shows a whole command line unless it ends in ``...``."""
+    return "..." in shown.text or not shown.block
 
 
 class _Parsed(Exception):
@@ -358,7 +360,7 @@ def check(shown: Shown) -> None:
         return                                      # the launcher (and its options) named in prose
     main, argv = _main_of(words)
     for variant in _alternatives(argv):
-        _parse(main, variant, _is_fragment(shown, argv))
+        _parse(main, variant, _is_fragment(shown))
 
 
 @pytest.mark.parametrize("shown", SHOWN, ids=lambda s: f"{s.doc.name}:{s.line}")
@@ -386,6 +388,7 @@ def test_the_collection_finds_the_documented_commands():
     ("dynast --supernet resnet50 --optimization_metrics accuracy_top1 flops --results_path r.csv",
      "invalid choice: 'flops'"),
     ("mlperf-bnas nas export --supernet S.pt", "the following arguments are required: --output"),
+    ("mlperf-bnas check --rules --no-such-flag", "unrecognized arguments: --no-such-flag"),
     ("code/resnet50-openvino/tune.sh --no-such-flag", "unrecognized arguments: --no-such-flag"),
     ("code/resnet50-openvino/run_offlin.sh", "no such script"),
     ("python tools/benchmark_resnet50.py --no-such-flag", "unrecognized arguments: --no-such-flag"),
@@ -435,3 +438,17 @@ def test_the_bootstrapnas_config_shown_is_the_shipped_one_and_reads(tmp_path):
         path = tmp_path / f"shown{k}.json"
         path.write_text(json.dumps(block))
         load_nas_config(path)
+
+
+# ----------------------------------------------------------------------------- figures
+
+def test_readme_gives_one_int8_fidelity_figure_per_model():
+    """README quotes the synthetic-set INT8 fidelity in its figures table, the summary sentence and
+    sample output; each model's figure must be one number wherever it appears (to 0.1 %)."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    retinanet = {round(float(v), 1) for v in re.findall(r"mAP[= ]([0-9]+\.[0-9]+)%", text)}
+    retinanet |= {round(float(v), 1) for v in re.findall(r"RetinaNet ([0-9]+\.[0-9]+)% mAP", text)}
+    resnet50 = {round(float(v), 1) for v in re.findall(r"accuracy ([0-9]+\.[0-9]+)% \(INT8 fidelity\)", text)}
+    resnet50 |= {round(float(v), 1) for v in re.findall(r"ResNet-50 ([0-9]+\.[0-9]+)% top-1 agreement", text)}
+    assert len(retinanet) == 1, f"README.md: RetinaNet INT8 fidelity given as {sorted(retinanet)} mAP"
+    assert len(resnet50) == 1, f"README.md: ResNet-50 INT8 fidelity given as {sorted(resnet50)} top-1"
