@@ -102,6 +102,13 @@ def resolve_supernet(spec: str | Path, ckpt_path: Path | None) -> tuple[Path, st
     refusal = dynast_supernet_refusal(text, names)
     if refusal:
         raise UserError(refusal)
+    from mlperf_bnas.models.entry import MODELS
+
+    if text in MODELS and not Path(text).is_file():
+        # A benchmark model without a search target (names come from SEARCH_TARGETS, so one
+        # that gains a target is taken above).
+        raise UserError(f"--supernet {text}: the {text} benchmark model has no BootstrapNAS search target in "
+                        f"this version; search one of {', '.join(names)}, or pass a super-network checkpoint")
     if ckpt_path is not None:
         raise UserError(f"--supernet_ckpt_path needs a super-network name in --supernet ({', '.join(names)}); "
                         f"{text!r} is not one")
