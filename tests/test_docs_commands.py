@@ -452,3 +452,15 @@ def test_readme_gives_one_int8_fidelity_figure_per_model():
     resnet50 |= {round(float(v), 1) for v in re.findall(r"ResNet-50 ([0-9]+\.[0-9]+)% top-1 agreement", text)}
     assert len(retinanet) == 1, f"README.md: RetinaNet INT8 fidelity given as {sorted(retinanet)} mAP"
     assert len(resnet50) == 1, f"README.md: ResNet-50 INT8 fidelity given as {sorted(resnet50)} top-1"
+
+
+def test_the_commands_shown_are_the_package_s_console_scripts():
+    """`mlperf-bnas` and `dynast`, as the docs call them, are what `pip install code/` installs."""
+    from mlperf_bnas import cli
+    from mlperf_bnas.commands import dynast
+
+    section = (REPO / "code" / "pyproject.toml").read_text().split("[project.scripts]\n")[1].split("\n[")[0]
+    scripts = dict(re.findall(r'^([\w-]+) = "([^"]+)"$', section, re.M))     # tomllib is Python 3.11+
+    assert scripts == {"mlperf-bnas": "mlperf_bnas.cli:main", "dynast": "mlperf_bnas.commands.dynast:main"}
+    assert callable(cli.main) and callable(dynast.main)
+    assert {s.text.split()[0] for s in SHOWN if s.text.split()[0] in ENTRY} == set(ENTRY)
