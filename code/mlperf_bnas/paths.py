@@ -51,6 +51,11 @@ def mode_dir(folder: Path, mode: str) -> Path:
     return Path(folder) / (PERFORMANCE_RUN if parse(Mode, mode) == Mode.PERFORMANCE else Path("accuracy"))
 
 
+def sized_conf_name(system: str) -> str:
+    """The file name of the conf ``mlperf-bnas size`` generates for ``system``."""
+    return f"user.{system}.sized.conf"
+
+
 def tuned_conf_path(benchmark_dir: Path, system: str) -> Path:
     """The user.conf ``mlperf-bnas tune`` writes for ``system`` beside the benchmark's own (its
     evidence beside it, ``.json``): the file a run then names as ``USER_CONF``."""
@@ -255,6 +260,10 @@ class OutputRoot:
         """The synthetic datasets generated for ``benchmark`` (``build/<benchmark>/data/<dataset>/``)."""
         return sorted(p for p in (self.benchmark_build_dir(benchmark) / "data").glob("*") if p.is_dir())
 
+    def sized_records(self, system: str) -> list[Path]:
+        """The records of the confs ``mlperf-bnas size`` generated for ``system`` (one per benchmark)."""
+        return sorted(p.with_suffix(".json") for p in self.staging_dir.glob(f"*/sizing/{system}/{sized_conf_name(system)}"))
+
     def tuning_records(self, system: str) -> list[Path]:
         """The evidence of every ``mlperf-bnas tune`` run for ``system`` (one per benchmark)."""
         return sorted(self.staging_dir.glob(f"*/tuning/{system}/tuning.json"))
@@ -344,8 +353,9 @@ class OutputPaths(OutputRoot):
 
     @property
     def sized_conf(self) -> Path:
-        """The generated per-system conf the embedded default runs with (``USER_CONF`` unset)."""
-        return self.sizing_dir / f"user.{self.system}.sized.conf"
+        """The generated per-system conf the embedded default runs with (``USER_CONF`` unset); its
+        record (the evidence) is beside it with ``.json``."""
+        return self.sizing_dir / sized_conf_name(self.system)
 
     @property
     def sizing_archive_dir(self) -> Path:

@@ -318,6 +318,8 @@ def require_current_build(cfg: BenchmarkConfig, paths: OutputPaths, precision: s
     this run would use (``buildrecord.py``), naming the command that rebuilds it."""
     from mlperf_bnas.buildrecord import BuildInputs, require_current
 
+    if not paths.model_dir(precision).is_dir():
+        return          # nothing built: the backend says how to build it (no weights to hash for that)
     weights = resolve_weights(cfg, paths, checkpoint)
     now = BuildInputs(model=cfg.model, precision=precision, weights_sha256=weights.sha256,
                       weights_source="seeded weights, no CHECKPOINT" if weights.seeded else f"CHECKPOINT={weights.path}",

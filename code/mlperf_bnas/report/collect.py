@@ -28,10 +28,11 @@ from mlperf_bnas.data.dataset_base import SYNTHETIC_STAMP
 from mlperf_bnas.enums import Mode, Precision, Scenario, values
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.loadgen.explain import Failure, explain
-from mlperf_bnas.loadgen.logs import read_detail_log, read_summary
+from mlperf_bnas.loadgen.logs import RESULT_FIELD, read_detail_log, read_summary
 from mlperf_bnas.paths import (
     BUILD_RECORD, OutputRoot, SearchOutputs, SubmissionTree, benchmark_dir, benchmark_dirs, mode_dir, tuned_conf_path,
 )
+from mlperf_bnas.tune.sizing import GENERATED_BY as SIZING_GENERATED_BY
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ def read_performance(run_dir: Path, scenario: str) -> PerfRun:
     summary_path = run_dir / "mlperf_log_summary.txt"
     summary = read_summary(summary_path) if summary_path.is_file() else {}
     metric_name = "samples/s" if scenario == "Offline" else "completed samples/s"
-    key = "result_samples_per_second" if scenario == "Offline" else "result_completed_samples_per_sec"
+    key = RESULT_FIELD[scenario]
     metric = detail.get(key)
     percentiles = {name: detail.get(k) / 1e6 for name, k, _ in PERCENTILE_KEYS
                    if isinstance(detail.get(k), (int, float))}
@@ -260,7 +261,7 @@ def _packaged_benchmark(roots: list[Path], r: ScenarioResult) -> str | None:
     """In a packaged tree, the benchmark directory is the implementation name in
     ``measurements/<system>/<model>/<Scenario>/<system>_<benchmark>_<Scenario>.json``."""
     for root in roots:
-        folder = root / "measurements" / r.system / r.model / r.scenario
+        folder = SubmissionTree(root).measurements_dir(r.system, r.model, r.scenario)
         for path in sorted(folder.glob(f"{r.system}_*_{r.scenario}.json")):
             return path.name[len(r.system) + 1:-len(f"_{r.scenario}.json")] or None
     return None
@@ -270,13 +271,13 @@ def _sizing_records(source: Path, systems: list[str]) -> list[dict[str, Any]]:
     """The records of the generated confs (``mlperf-bnas size``) the runs used."""
     out = []
     for system in systems:
-        for path in sorted(source.glob(f"build/*/sizing/{system}/user.{system}.sized.json")):
+        for path in OutputRoot(source).sized_records(system):
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, json.JSONDecodeError):
                 log.warning("%s: unreadable sizing record; left out of the report", path)
                 continue
-            if isinstance(data, dict) and data.get("generated_by") == "mlperf-bnas size":
+            if isinstance(data, dict) and data.get("generated_by") == SIZING_GENERATED_BY:
                 out.append({"_path": str(path), **data})
     return out
 

@@ -32,7 +32,7 @@ from mlperf_bnas.enums import Mode, Scenario, values
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.fileio import bad_symlinks, write_atomic
 from mlperf_bnas.loadgen import completeness, userconf
-from mlperf_bnas.loadgen.logs import read_detail_log
+from mlperf_bnas.loadgen.logs import RESULT_FIELD, read_detail_log
 from mlperf_bnas.paths import REPO, OutputPaths, OutputRoot, SubmissionTree, benchmark_dirs, system_overrides
 from mlperf_bnas.submission import provenance
 from mlperf_bnas.submission.rules import MLPERF_MODEL
@@ -330,7 +330,7 @@ def build_tree(req: PackageRequest, folder: Path) -> Packaged:
                 shutil.copytree(comp_src, tree.compliance_dir(req.system, model, scenario),
                                 ignore=shutil.ignore_patterns("mlperf_log_trace.json", ".*"))
             metric = read_detail_log(perf / "mlperf_log_detail.txt")
-            key = "result_samples_per_second" if scenario == "Offline" else "result_completed_samples_per_sec"
+            key = RESULT_FIELD[scenario]
             packaged.entries.append((model, scenario, conf.name, f"{key}={metric.get(key)}"))
     write_atomic(tree.calibration_doc, provenance.calibration_document(calibration_sections))
     return packaged
