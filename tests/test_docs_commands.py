@@ -319,8 +319,11 @@ def _check_script(shown: Shown, script: Path, args: list[str]) -> None:
     assert os.access(script, os.X_OK), f"{script}: not executable"
     if not args or script.name in ("run.sh", "prepare_env.sh", "render_report.sh"):
         return                                      # these take a folder/nothing; see their headers
-    if script.name == "test.sh":
-        assert args[0] == "--fast" or args[0].startswith("tests"), f"test.sh: {args}"
+    if script.name == "test.sh":                  # [--fast] then pytest's own arguments
+        for arg in args[1:] if args[0] == "--fast" else args:
+            assert arg != "--fast", "test.sh: --fast must come first"
+            if arg.startswith("tests/"):
+                assert (REPO / arg.split("::")[0]).exists(), f"test.sh: {arg}: no such test file"
         return
     positional = _script_positional(script)
     variants = _alternatives(args)
