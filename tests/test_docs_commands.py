@@ -47,6 +47,7 @@ class Shown:
     line: int
     text: str
     block: bool             # from a fenced code block (else an inline span)
+    cwd: str = ""           # a code block's `cd DIR` before this line (relative to the repository)
 
     @property
     def where(self) -> str:
@@ -80,15 +81,20 @@ def collect() -> list[Shown]:
     found: list[Shown] = []
     for doc in DOCS:
         lines = doc.read_text(encoding="utf-8").splitlines()
-        in_block, k = False, 0
+        in_block, k, cwd = False, 0, ""
         while k < len(lines):
             line = lines[k]
             if line.lstrip().startswith("```"):
-                in_block = not in_block
+                in_block, cwd = not in_block, ""
                 k += 1
                 continue
             if in_block:
                 start = k
+                cd = re.match(r"^\s*cd (\S+)\s*(#.*)?$", line)
+                if cd:
+                    cwd = str(Path(cwd) / cd.group(1))
+                    k += 1
+                    continue
                 text = line
                 # Continuations: a trailing backslash, or indented lines under a command (a synopsis).
                 while k + 1 < len(lines) and (text.rstrip().endswith("\\") or (
@@ -97,7 +103,7 @@ def collect() -> list[Shown]:
                     text = text.rstrip().rstrip("\\").split(" #")[0] + " " + lines[k + 1].strip()
                     k += 1
                 if _starts_command(text):
-                    found.append(Shown(doc, start + 1, text.strip(), True))
+                    found.append(Shown(doc, start + 1, text.strip(), True, cwd))
             else:
                 # Inline spans may wrap: read the paragraph (up to a blank line or a fence) at once.
                 end = k
@@ -256,10 +262,10 @@ def _parse(main, argv: list[str], fragment: bool) -> None:
     raise AssertionError("the parser never ran")
 
 
-def _scripts(doc: Path, name: str) -> list[Path]:
+def _scripts(doc: Path, name: str, cwd: str = "") -> list[Path]:
     """The script(s) a shown name means: ``<benchmark>``-style placeholders match every benchmark."""
     pattern = re.sub(r"<[^>]+>", "*", name)
-    for base in (REPO, doc.parent):
+    for base in ([REPO / cwd] if cwd else []) + [REPO, doc.parent]:
         found = sorted(p.resolve() for p in base.glob(pattern)) if "*" in pattern else \
             [(base / name).resolve()] if (base / name).is_file() else []
         if found:
@@ -353,9 +359,9 @@ def check(shown: Shown) -> None:
                 else:
                     current.append(w)
             for part in parts:
-                check(Shown(shown.doc, shown.line, shlex.join(part), shown.block))
+                check(Shown(shown.doc, shown.line, shlex.join(part), shown.block, shown.cwd))
             return
-        for script in _scripts(shown.doc, words[0]):
+        for script in _scripts(shown.doc, words[0], shown.cwd):
             _check_script(shown, script, words[1:])
         return
     if words[0] in ("mpirun", "mpiexec", "torchrun") and (len(words) == 1 or (
@@ -414,9 +420,22 @@ def _pins(text: str) -> list[str]:
     return re.findall(r"^\s*-?\s*([A-Za-z0-9_.\-]+)\s*(?:==|=)\s*[0-9]", text, re.M)
 
 
-def test_requirements_txt_is_the_only_place_package_versions_are_pinned():
+def _pinned(path: Path) -> dict[str, str]:
+    return dict(re.findall(r"^([A-Za-z0-9_.\-]+)==(\S+)", path.read_text(), re.M))
+
+
+def test_the_requirements_files_are_the_only_places_package_versions_are_pinned():
+    """README: requirements.txt and requirements-ipex.txt pin package versions, the packages both
+    environments have at the same version (torch and torchvision aside); environment.yml pins
+    only conda's Python; nothing else pins."""
     requirements = (REPO / "code" / "requirements.txt").read_text()
     assert len(_pins(requirements)) >= 8                       # torch, torchvision, openvino, nncf, ...
+    main, ipex = _pinned(REPO / "code" / "requirements.txt"), _pinned(REPO / "code" / "requirements-ipex.txt")
+    assert "intel-extension-for-pytorch" in ipex
+    differ = {k: (main[k], ipex[k]) for k in set(main) & set(ipex) if main[k] != ipex[k]}
+    assert set(differ) <= {"torch", "torchvision"}, f"requirements-ipex.txt differs from requirements.txt: {differ}"
+    for script in [REPO / "prepare_env.sh", REPO / ".ci" / "run", *sorted((REPO / "code").glob("*/*.sh"))]:
+        assert not re.search(r"pip[^\n]*install[^\n]*==", script.read_text()), f"{script}: pins a version"
     pyproject = (REPO / "code" / "pyproject.toml").read_text()
     assert 'dependencies = { file = ["requirements.txt"] }' in pyproject
     assert not re.search(r"==\s*[0-9]", pyproject)
