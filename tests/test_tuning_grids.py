@@ -48,6 +48,15 @@ def test_a_grid_varying_a_build_time_option_is_refused():
         _check_candidates(cfg, "Offline", [{"batch_size": 1}, {"batch_size": 2}])
 
 
+def test_a_grid_needing_another_engine_build_is_refused_and_one_sharing_the_build_is_not():
+    bench = REPO / "code" / "retinanet-pytorch-cpu"
+    cfg = load_config(bench, "Offline", {"backend_options": {"engine": "inductor"}})
+    _check_candidates(cfg, "Offline", [{"engine": "inductor"}, {"engine": "eager"}])     # one exported program
+    with pytest.raises(UserError, match=r"tuning.Offline.backend_options.engine: 'ipex' cannot run: the pytorch "
+                                        r"backend builds the model for one engine"):
+        _check_candidates(cfg, "Offline", [{"engine": "inductor"}, {"engine": "ipex"}])
+
+
 def _open_every_candidate(benchmark: Path, out: Path, system: str, overrides: dict) -> list[str]:
     from mlperf_bnas.pipeline import open_sut
 

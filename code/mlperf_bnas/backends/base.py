@@ -73,6 +73,12 @@ class Backend(ABC):
     BUILD_OPTIONS: tuple[str, ...] = ()
 
     @classmethod
+    def build_identity(cls, options: Any) -> dict[str, Any]:
+        """What of ``options`` the built model depends on (``BUILD_OPTIONS``' values by default):
+        two option sets with the same identity run on the same build."""
+        return {key: getattr(options, key) for key in cls.BUILD_OPTIONS}
+
+    @classmethod
     def from_options(cls, model_path: Path | None, options: Any) -> "Backend":
         return cls(model_path, options)
 

@@ -52,14 +52,15 @@ def _check_candidates(cfg: BenchmarkConfig, scenario: str, candidates: list[dict
     (same build-time options), before any trial starts."""
     backend_cls = BACKENDS.get(cfg.backend)
     where = f"{cfg.benchmark_dir / 'config.yaml'} tuning.{scenario}"
-    built = check_options("backend_options", dict(cfg.backend_options), backend_cls.Options, where)
+    built = backend_cls.build_identity(
+        check_options("backend_options", dict(cfg.backend_options), backend_cls.Options, where))
     for candidate in candidates:
-        check_options("backend_options", {**cfg.backend_options, **candidate}, backend_cls.Options, where)
-        for key in backend_cls.BUILD_OPTIONS:
-            if key in candidate and candidate[key] != getattr(built, key):
-                raise UserError(f"{where}.backend_options.{key}: {candidate[key]!r} cannot run: the {cfg.backend} "
-                                f"backend builds the model for one {key} ({getattr(built, key)!r} here) and the "
-                                f"tuner does not rebuild; leave {key} out of the grid, or build and tune each "
+        options = check_options("backend_options", {**cfg.backend_options, **candidate}, backend_cls.Options, where)
+        for key, value in backend_cls.build_identity(options).items():
+            if value != built[key]:
+                raise UserError(f"{where}.backend_options.{key}: {candidate.get(key, value)!r} cannot run: the "
+                                f"{cfg.backend} backend builds the model for one {key} ({built[key]!r} here) and "
+                                f"the tuner does not rebuild; leave {key} out of the grid, or build and tune each "
                                 f"{key} separately")
 
 
