@@ -16,7 +16,7 @@ from mlperf_bnas.nas.supernet.elastic import ElasticBatchNorm2d
 from mlperf_bnas.nas.supernet.network import SuperNetwork
 
 WIDTH_DEPTH = {"available_elasticity_dims": ["width", "depth"],
-               "width": {"width_multipliers": [1.0, 0.75, 0.5, 0.25]}}
+               "width": {"width_multipliers": [1.0, 0.75, 0.5, 0.25], "min_width": 8}}
 
 
 def _settled(model: nn.Module) -> nn.Module:
@@ -133,7 +133,7 @@ def test_a_layer_used_on_several_levels_shares_one_width():
     torch.manual_seed(0)
     model = _settled(_TwoLevelDetector())
     x = torch.randn(2, 3, 16, 16)
-    net = SuperNetwork.from_model(model, {"width": {"width_multipliers": [1.0, 0.5]}}, x)
+    net = SuperNetwork.from_model(model, {"width": {"width_multipliers": [1.0, 0.5], "min_width": 8}}, x)
     producers = {p for g in net.width_groups for p in g.producers}
     assert {"tower.0", "tower.2", "tower.4"} <= producers
     assert "stem.0" in producers and "down" in producers        # both levels read one space

@@ -187,8 +187,9 @@ def test_retinanet_config_asking_for_an_elastic_kernel_is_refused_naming_the_key
     config = REPO / "code" / "bootstrapnas" / "configs" / "retinanet_progressive_shrinking.json"
     proc = run_cli("nas", "train", "--config", str(config), "--output-dir", str(tmp_path / "out"),
                    "--set", "bootstrapNAS.training.elasticity.available_elasticity_dims=[kernel, width, depth]",
+                   "--set", "bootstrapNAS.training.progressivity_of_elasticity=[kernel, depth, width]",
                    check=False)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "available_elasticity_dims" in lines[0] and "kernel" in lines[0], proc.stderr
+    assert len(lines) == 1 and "available_elasticity_dims" in lines[0] and "no elastic kernel" in lines[0], proc.stderr
     assert not (tmp_path / "out").exists()

@@ -5,9 +5,9 @@
 #   retinanet -> code/retinanet-pytorch-cpu) -> Offline performance run.
 # The benchmark directory is used unchanged: its scripts take the sub-network as CHECKPOINT.
 #
-#   code/bootstrapnas/search_and_benchmark.sh [MODEL] [search arguments...]
+# Usage: search_and_benchmark.sh [resnet50|retinanet] [search arguments...]
 #
-# MODEL: resnet50 (default) or retinanet.
+# The model: resnet50 (default) or retinanet.
 # Environment:
 #   SUPERNET    super-network checkpoint (`mlperf-bnas nas train`). Unset for retinanet: one is
 #               trained first with configs/retinanet_progressive_shrinking.json into

@@ -78,7 +78,8 @@ def digits_tensors(size: int = DIGITS_SIZE) -> tuple[torch.Tensor, torch.Tensor]
     return images, torch.from_numpy(digits.target.astype(np.int64))
 
 
-def digits_loaders(batch_size: int, seed: int, size: int = DIGITS_SIZE, val_fraction: float = 0.25):
+def digits_loaders(batch_size: int, seed: int, size: int = DIGITS_SIZE, val_fraction: float = 0.25,
+                   val_batch_size: int = 256):
     """(train, val) DataLoaders over a fixed, seeded split of the digits."""
     images, labels = digits_tensors(size)
     perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
@@ -87,7 +88,7 @@ def digits_loaders(batch_size: int, seed: int, size: int = DIGITS_SIZE, val_frac
     # The shuffle follows torch's global RNG, which the trainer seeds per epoch (exact resume).
     train = DataLoader(TensorDataset(images[train_idx], labels[train_idx]), batch_size=batch_size, shuffle=True,
                        drop_last=True)
-    val = DataLoader(TensorDataset(images[val_idx], labels[val_idx]), batch_size=256, shuffle=False)
+    val = DataLoader(TensorDataset(images[val_idx], labels[val_idx]), batch_size=val_batch_size, shuffle=False)
     return train, val
 
 
@@ -108,6 +109,7 @@ class Digits(ModelEntry):
     postprocess = "argmax"
     subnet_base = "digits_resnet"
     nas_latency_runtime = "torch"       # no benchmark runtime: eager PyTorch
+    nas_datasets = ("digits", "imagefolder", "imagenet")
 
     @dataclass(frozen=True)
     class Options:
@@ -141,13 +143,15 @@ class Digits(ModelEntry):
         return dict(DIGITS_PREPROCESS)
 
     def nas_train_data(self, dataset: str, data_dir: str | None, batch_size: int, seed: int,
-                       input_size: Sequence[int], teacher=None, options: dict | None = None):
+                       input_size: Sequence[int], teacher=None, options: dict | None = None,
+                       val_batch_size: int | None = None, workers: int | None = None):
         """``digits`` (scikit-learn's bundled digits), or a classifier's ``imagefolder``."""
         if dataset != "digits":
-            return super().nas_train_data(dataset, data_dir, batch_size, seed, input_size, teacher, options)
+            return super().nas_train_data(dataset, data_dir, batch_size, seed, input_size, teacher, options,
+                                          val_batch_size, workers)
         if options:
             raise UserError(f"dataset_options {sorted(options)}: dataset 'digits' takes none")
-        return digits_loaders(batch_size, seed, size=int(input_size[-1]))
+        return digits_loaders(batch_size, seed, size=int(input_size[-1]), val_batch_size=val_batch_size or 256)
 
     def nas_search_data(self, dataset_path: Path | None, fraction: float, seed: int, input_size: Sequence[int],
                         training: dict | None = None):

@@ -63,6 +63,11 @@ class ModelEntry(ABC):
     nas_metric: ClassVar[str] = "top-1 %"
     #: Keep BatchNorm statistics fixed while the super-network trains (detectors: small batches).
     nas_freeze_bn: ClassVar[bool] = False
+    #: Whether ``nas_loss`` always needs the teacher's outputs (a detector distils with no hard
+    #: labels); False: only when the config configures distillation.
+    nas_loss_needs_teacher: ClassVar[bool] = False
+    #: The NAS config's ``dataset`` values ``nas_train_data`` takes (checked when the config loads).
+    nas_datasets: ClassVar[tuple[str, ...]] = ("imagefolder", "imagenet")
     #: The elastic dimensions this model's super-network may have; a training config asking for
     #: another is refused, naming the key.
     nas_elasticity_dims: ClassVar[tuple[str, ...]] = ("kernel", "width", "depth")
@@ -183,22 +188,23 @@ class ModelEntry(ABC):
         return None
 
     def nas_train_data(self, dataset: str, data_dir: str | None, batch_size: int, seed: int,
-                       input_size: Sequence[int], teacher=None,
-                       options: dict | None = None) -> tuple[Iterable, Iterable]:
+                       input_size: Sequence[int], teacher=None, options: dict | None = None,
+                       val_batch_size: int | None = None, workers: int | None = None) -> tuple[Iterable, Iterable]:
         """(train, validation) loaders for the config's ``dataset``: training batches of
         ``(inputs, targets)``, and what ``nas_accuracy`` measures on (``teacher``: the pre-trained
         model, for a model whose accuracy is measured against it; ``options``: the config's
-        ``dataset_options``).
+        ``dataset_options``; ``val_batch_size``, ``workers``: the config's batch_size_val and
+        workers, as NNCF's sample).
 
-        A classifier's: ``imagefolder``, ``data_dir`` holding ``train/`` and ``val/`` class folders
+        A classifier's: ``imagefolder`` (NNCF's ``imagenet``), ``data_dir`` holding ``train/`` and ``val/`` class folders
         (ImageNet's layout), ImageNet's augmentation and evaluation transforms."""
-        if dataset != "imagefolder":
+        if dataset not in ("imagefolder", "imagenet"):
             raise UserError(f"dataset {dataset!r}: model {type(self).__name__} trains on 'imagefolder' (--data-dir "
                             "with train/ and val/ class folders)")
         if options:
-            raise UserError(f"dataset_options {sorted(options)}: dataset 'imagefolder' takes none")
+            raise UserError(f"dataset_options {sorted(options)}: dataset {dataset!r} takes none")
         if not data_dir:
-            raise UserError("dataset 'imagefolder' needs --data-dir holding train/ and val/ class folders")
+            raise UserError(f"dataset {dataset!r} needs --data-dir holding train/ and val/ class folders")
         import os
 
         import torchvision.transforms as T
@@ -215,14 +221,17 @@ class ModelEntry(ABC):
                                                        T.ToTensor(), norm]))
         val = ImageFolder(root / "val", T.Compose([T.Resize(int(size / 0.875)), T.CenterCrop(size), T.ToTensor(),
                                                    norm]))
-        workers = min(4, os.cpu_count() or 1)
+        workers = min(4, os.cpu_count() or 1) if workers is None else workers
         return (DataLoader(train, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True),
-                DataLoader(val, batch_size=batch_size, shuffle=False, num_workers=workers))
+                DataLoader(val, batch_size=val_batch_size or batch_size, shuffle=False, num_workers=workers))
 
-    def nas_loss(self, student_out, teacher_out, targets, temperature: float, weight: float):
-        """Training loss of a sub-network given the teacher's outputs on the same batch
-        (knowledge distillation); a classifier's: ``classifier_distillation_loss``."""
-        return classifier_distillation_loss(student_out, teacher_out, targets, temperature, weight)
+    def nas_loss(self, student_out, teacher_out, targets, distillation=None, label_smoothing: float = 0.0):
+        """Training loss of a sub-network. ``teacher_out``: the frozen pre-trained model's outputs
+        on the same batch (None unless ``distillation`` is configured or ``nas_loss_needs_teacher``);
+        ``distillation``: the config's ``Distillation`` (type, scale, temperature) or None;
+        ``label_smoothing``: the config's optimizer.label_smoothing. A classifier's:
+        ``classifier_loss`` (cross-entropy + optional knowledge distillation, as NNCF)."""
+        return classifier_loss(student_out, teacher_out, targets, distillation, label_smoothing)
 
     def nas_accuracy(self, model, val_loader: Iterable) -> float:
         """What a search maximises (``nas_metric``), measured on ``val_loader``: top-1 (%)."""
@@ -256,16 +265,28 @@ class ModelEntry(ABC):
         return label
 
 
-def classifier_distillation_loss(student_out, teacher_out, targets, temperature: float, weight: float):
-    """Cross-entropy plus ``weight`` x knowledge distillation (KL divergence of the
-    temperature-softened outputs, scaled by T^2) from the teacher."""
+def knowledge_distillation(student_out, teacher_out, kd):
+    """NNCF's KnowledgeDistillationLoss: ``kd.type`` ``softmax`` is the soft-target cross-entropy
+    (times classes x T^2, as NNCF wrote it), ``mse`` the mean squared error of the outputs; times
+    ``kd.scale`` (``kd``: the NAS config's ``Distillation``)."""
     import torch.nn.functional as F
 
-    loss = F.cross_entropy(student_out, targets)
-    if weight > 0:
-        kd = F.kl_div(F.log_softmax(student_out / temperature, dim=1), F.softmax(teacher_out / temperature, dim=1),
-                      reduction="batchmean") * temperature * temperature
-        loss = loss + weight * kd
+    if kd.type == "mse":
+        return kd.scale * F.mse_loss(student_out, teacher_out)
+    t = kd.temperature
+    soft = -(F.log_softmax(student_out / t, dim=1) * F.softmax(teacher_out / t, dim=1)).mean()
+    return kd.scale * soft * student_out.shape[1] * t * t
+
+
+def classifier_loss(student_out, teacher_out, targets, distillation=None, label_smoothing: float = 0.0):
+    """A classifier's NAS training loss, as NNCF's BootstrapNAS sample computes it: cross-entropy
+    (``label_smoothing``: the config's optimizer.label_smoothing) plus, when ``distillation`` is
+    configured, knowledge distillation from the teacher's outputs (``knowledge_distillation``)."""
+    import torch.nn.functional as F
+
+    loss = F.cross_entropy(student_out, targets, label_smoothing=label_smoothing)
+    if distillation is not None:
+        loss = loss + knowledge_distillation(student_out, teacher_out, distillation)
     return loss
 
 

@@ -518,6 +518,8 @@ class RetinaNet(ModelEntry):
     # Detection fine-tuning keeps BatchNorm frozen (MLPerf's RetinaNet: FrozenBatchNorm2d); batches of
     # a few 800x800 images give no usable statistics.
     nas_freeze_bn = True
+    nas_loss_needs_teacher = True
+    nas_datasets = ("synthetic", "openimages", "images")   # retinanet_nas.DATASETS
 
     @property
     def max_response_bytes(self) -> int:  # type: ignore[override]
@@ -630,8 +632,10 @@ class RetinaNet(ModelEntry):
         return dataclasses.replace(self.preprocess_spec(), size=int(input_size[-1]))
 
     def nas_train_data(self, dataset: str, data_dir: str | None, batch_size: int, seed: int,
-                       input_size: Sequence[int], teacher=None, options: dict | None = None):
-        """Images of ``dataset`` (``retinanet_nas.DATASETS``; ``options``: ``retinanet_nas.DataOptions``):
+                       input_size: Sequence[int], teacher=None, options: dict | None = None,
+                       val_batch_size: int | None = None, workers: int | None = None):
+        """Images of ``dataset`` (``retinanet_nas.DATASETS``; ``options``: ``retinanet_nas.DataOptions``;
+        ``val_batch_size``, ``workers``: unused, the held-out set is scored image by image in-process):
         a training loader of (images, index) and the held-out ``DetectionSet`` (mAP against
         ``teacher``'s detections)."""
         from mlperf_bnas.models import retinanet_nas as nas
@@ -663,12 +667,19 @@ class RetinaNet(ModelEntry):
                                     self.detection_settings(), self.options.num_classes).subset(fraction)
         return nas.bn_batches(train, train_idx), held_out
 
-    def nas_loss(self, student_out, teacher_out, targets, temperature: float, weight: float) -> Tensor:
-        """Distillation on both heads (no hard labels): class scores, plus ``weight`` x the box
-        regression (``retinanet_nas.distillation_loss``)."""
+    def nas_loss(self, student_out, teacher_out, targets, distillation=None, label_smoothing: float = 0.0) -> Tensor:
+        """Distillation on both heads from the teacher (no hard labels, so it always distils:
+        ``nas_loss_needs_teacher``): class scores at ``distillation.temperature``, plus
+        ``distillation.scale`` x the box regression (``retinanet_nas.distillation_loss``);
+        no distillation configured: temperature 1, scale 1. ``label_smoothing`` does not apply."""
         from mlperf_bnas.models.retinanet_nas import distillation_loss
 
-        return distillation_loss(student_out, teacher_out, temperature, weight, ANCHORS_PER_LOCATION)
+        if distillation is not None and distillation.type != "softmax":
+            raise UserError(f"knowledge_distillation type {distillation.type!r}: RetinaNet distils its class scores "
+                            "(temperature) and boxes (scale); use type 'softmax' or the distillation section")
+        temperature = distillation.temperature if distillation is not None else 1.0
+        scale = distillation.scale if distillation is not None else 1.0
+        return distillation_loss(student_out, teacher_out, temperature, scale, ANCHORS_PER_LOCATION)
 
     def nas_accuracy(self, model, val_loader) -> float:
         from mlperf_bnas.models.retinanet_nas import detection_map

@@ -130,6 +130,8 @@ def subnet_input_size(ckpt: dict) -> list[int] | None:
     if ckpt.get("input_size"):
         return [int(v) for v in ckpt["input_size"]]
     size = (ckpt.get("preprocess") or {}).get("input_size")
+    if isinstance(size, (list, tuple)) and len(size) == 2:   # [H, W]: an RGB image model's
+        size = [3, *size]
     return [1, *[int(v) for v in size]] if isinstance(size, (list, tuple)) and len(size) == 3 else None
 
 

@@ -246,27 +246,45 @@ def _is_flatten_of_pooled(node: fx.Node, first: fx.Node | None, module: nn.Modul
 
 
 def width_list(channels: int, options, blocks: int = 1) -> list[int]:
-    """Widths of a group of ``channels`` channels, largest first (``channels`` always included).
+    """Widths of a group of ``channels`` channels, largest first: NNCF's ElasticWidthHandler
+    ``_generate_width_list``.
 
-    Widths are multiples of 8 (SIMD-friendly); in a blocked group (grouped convolution of
-    ``blocks`` groups) multiples of lcm(8, blocks), so every group keeps whole channels.
+    With ``width_multipliers``: ``int(channels * m)`` rounded down to a multiple of 8, at least
+    ``min_width``, duplicates dropped (the full width is added when no multiplier is 1). Else:
+    ``channels, channels - width_step, ...`` while >= ``min_width``. Either way at most
+    ``max_num_widths`` values (-1: no limit), and a group no wider than ``min_width`` keeps
+    its full width only.
+
+    A blocked group (grouped convolution of ``blocks`` groups; NNCF has none) keeps whole
+    channels per group: multiples of lcm(8, blocks) with multipliers, multiples of ``blocks``
+    with ``width_step``.
     """
-    quantum = 8 if blocks <= 1 else math.lcm(8, blocks)
-    if options.width_multipliers:
-        widths = {channels}
-        for m in options.width_multipliers:
-            widths.add(min(channels, max(quantum, int(round(channels * m / quantum)) * quantum)))
-        out = sorted(widths, reverse=True)
-    else:
-        out = [channels]
-        w = channels - options.width_step
-        while w >= options.min_width:
-            rounded = max(quantum, (w // quantum) * quantum)
-            if rounded < out[-1] and rounded >= options.min_width:
-                out.append(rounded)
+    if channels <= options.min_width:
+        return [channels]
+    out: list[int] = []
+    if not options.width_multipliers:
+        w = channels
+        while w >= options.min_width and len(out) != options.max_num_widths:
+            if blocks <= 1 or w % blocks == 0:
+                out.append(w)
             w -= options.width_step
-    if options.max_num_widths and options.max_num_widths > 0:
-        out = out[:options.max_num_widths]
+        return out
+    multipliers = sorted(options.width_multipliers, reverse=True)
+    if multipliers[0] < 1:
+        out.append(channels)
+    for m in multipliers:
+        if len(out) == options.max_num_widths:
+            break
+        w = int(channels * m)
+        if blocks <= 1:
+            w = max(w - w % 8, options.min_width)
+        else:
+            quantum = math.lcm(8, blocks)
+            w = max(w - w % quantum, -(-options.min_width // quantum) * quantum)
+            if w > channels:
+                continue
+        if w not in out:
+            out.append(w)
     return out
 
 

@@ -124,6 +124,23 @@ def resolve_subnet(supernet, spec: str) -> dict:
 
 
 # -- train ----------------------------------------------------------------------------------
+def _check_num_classes(cfg, model: torch.nn.Module) -> None:
+    """The config's num_classes (NNCF's sample built the model with it) must be the pre-trained model's."""
+    if cfg.num_classes is None:
+        return
+    with torch.no_grad():
+        was = model.training
+        model.eval()
+        out = model(torch.zeros(cfg.input_size, device=next(model.parameters()).device)[:1])
+        model.train(was)
+    if not isinstance(out, torch.Tensor):
+        raise UserError(f"{cfg.path}: num_classes: {cfg.model} is not a classifier; remove num_classes (its classes "
+                        "are a model_options entry)")
+    if out.shape[-1] != cfg.num_classes:
+        raise UserError(f"{cfg.path}: num_classes: {cfg.num_classes}, but the pre-trained model predicts "
+                        f"{out.shape[-1]} classes; fix num_classes or pass the matching --pretrained weights")
+
+
 def train_from_config(config_path: Path, output_dir: Path, pretrained_model: torch.nn.Module, resume: bool,
                       data_dir: str | None = None, progress: bool = True, pretrained: str | None = None,
                       overrides=()):
@@ -144,8 +161,10 @@ def train_from_config(config_path: Path, output_dir: Path, pretrained_model: tor
     device = default_device()
     torch.manual_seed(cfg.seed)
     teacher = pretrained_model.to(device).eval()
+    _check_num_classes(cfg, teacher)
     train_loader, val_loader = entry.nas_train_data(cfg.dataset, data_dir, cfg.batch_size, cfg.seed, cfg.input_size,
-                                                    teacher, cfg.dataset_options)
+                                                    teacher, cfg.dataset_options, val_batch_size=cfg.batch_size_val,
+                                                    workers=cfg.workers)
     source = str(Path(pretrained).resolve()) if pretrained and Path(pretrained).is_file() else pretrained
     extra = {"base_model": cfg.model, "model_options": plain_options(cfg.model_options),
              "preprocess": entry.nas_export_preprocess(cfg.input_size), "config": str(Path(config_path).resolve()),
@@ -167,7 +186,7 @@ def train_from_config(config_path: Path, output_dir: Path, pretrained_model: tor
     state = train_progressive_shrinking(supernet, teacher, train_loader, val_loader, cfg.training, cfg.optimizer,
                                         output_dir, cfg.seed, resume=resume, checkpoint_extra=extra,
                                         progress=progress, loss_fn=entry.nas_loss, accuracy_fn=entry.nas_accuracy,
-                                        freeze_bn=entry.nas_freeze_bn)
+                                        freeze_bn=entry.nas_freeze_bn, needs_teacher=entry.nas_loss_needs_teacher)
     return supernet, state
 
 
@@ -282,7 +301,8 @@ def run_demo(output_dir: Path, config: Path = DEMO_CONFIG, pretrain_epochs: int 
     subnets_dir.mkdir(exist_ok=True)
     for name, sub_cfg in (("max", space.maximum()), ("min", space.minimum())):
         supernet.activate(sub_cfg)
-        supernet.bn_adapt(train, n_bn)
+        if n_bn > 0:
+            supernet.bn_adapt(train, n_bn)
         # Measured and exported with the same re-calibrated BN statistics.
         acc = evaluate_accuracy(supernet, sub_cfg, train, val, 0)
         subnet = supernet.extract_subnet(sub_cfg)
