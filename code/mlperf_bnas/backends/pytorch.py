@@ -55,8 +55,8 @@ log = logging.getLogger(__name__)
 
 PROGRAM_NAME = "model.pt2"
 ENGINES = ("inductor", "eager", "ipex")
-#: Engines with a build and a backend of their own (a subclass of PyTorchBackend with a
-#: ``build(ctx, entry, batch_size)`` static method), imported only when chosen.
+#: Engines with a build and a backend of their own (a subclass of PyTorchBackend with its own
+#: ``build(ctx)``), imported only when chosen.
 ENGINE_BACKENDS: Registry[type] = Registry("pytorch engine")
 ENGINE_BACKENDS.register_lazy("ipex", "mlperf_bnas.backends.ipex")
 
@@ -95,17 +95,14 @@ def count_quantized_convolutions(module: torch.nn.Module) -> dict[str, int]:
     return {"convolutions": len(convs), "int8_convolutions": len(quantized)}
 
 
-def calibration_inputs(ctx: BuildContext, entry: Any) -> tuple[list[torch.Tensor], list[str]]:
+def calibration_inputs(ctx: BuildContext) -> tuple[list[torch.Tensor], list[str]]:
     """The calibration batches (model inputs, ``calibration_batch_size`` each) and their sample names:
-    the dataset's calibration set (``ctx.calibration``), at most ``quantization.subset_size``.
-    Every pytorch engine calibrates on these."""
+    the samples the dataset chose from its calibration set (``ctx.calibration``), at most
+    ``quantization.subset_size``. Every pytorch engine calibrates on these."""
     qcfg = ctx.quantization
     samples = ctx.calibration.samples[:qcfg.subset_size]
-    if len(samples) < qcfg.subset_size:
-        log.warning("quantization.subset_size=%d but only %d calibration image(s) exist: using %d",
-                    qcfg.subset_size, len(samples), len(samples))
     bs = qcfg.calibration_batch_size
-    inputs = [entry.to_torch_input(samples[i:i + bs], ctx.spec) for i in range(0, len(samples), bs)]
+    inputs = [ctx.entry.to_torch_input(samples[i:i + bs], ctx.spec) for i in range(0, len(samples), bs)]
     return inputs, list(ctx.calibration.names[:len(samples)])
 
 
@@ -117,7 +114,7 @@ def build_pytorch(ctx: BuildContext) -> Path:
     entry = ctx.entry
     options = check_options("backend_options", ctx.cfg.backend_options, PyTorchBackend.Options, ctx.where)
     if options.engine in ENGINE_BACKENDS:
-        return ENGINE_BACKENDS.get(options.engine).build(ctx, entry, options.batch_size)
+        return ENGINE_BACKENDS.get(options.engine).build(ctx)
     batch = options.batch_size
     example = entry.example_input(batch)
     started = time.time()
@@ -131,7 +128,7 @@ def build_pytorch(ctx: BuildContext) -> Path:
 
         qcfg = ctx.quantization
         bs = qcfg.calibration_batch_size
-        inputs, names = calibration_inputs(ctx, entry)
+        inputs, _names = calibration_inputs(ctx)
         prepare = getattr(entry, "prepare_for_quantization", None)
         target = prepare(module) if prepare else module
         ignored = list(getattr(entry, "quantization_ignored_modules", lambda: [])())
