@@ -11,6 +11,18 @@ Two halves:
   infer request is busy, which is the back-pressure Offline needs); the queue's
   callback calls the SUT's ``done`` exactly once per batch, with the outputs or
   with the exception that stopped their retrieval.
+
+Why twice as many infer requests as the plugin's optimal number (one per stream):
+``benchmark_app`` restarts a finished request inside OpenVINO's own C++ callback, so a
+stream never waits. Here a finished request's callback first takes the GIL, answers
+LoadGen, and only then is the request idle for the SUT's issue thread to wake up,
+gather the next batch and start it: with one request per stream, the stream sits
+idle for that whole Python round trip, every batch (and longer when the Python
+threads must wait for a core the pinned inference threads hold). With a second
+request per stream already queued inside the plugin, the stream goes straight on
+to it and the Python work overlaps inference. ``parallelism`` (what the batching
+Server SUT keeps in flight) stays at the optimal number, so Server batches still
+form in the SUT's queue, not in the plugin's.
 """
 
 from __future__ import annotations
@@ -130,15 +142,31 @@ class OpenVINOBackend(Backend):
         performance_hint: str | None = "THROUGHPUT"
         #: CPU streams; None lets the hint decide.
         num_streams: int | None = None
-        #: Infer requests in the AsyncInferQueue; None: the compiled model's optimal number.
+        #: Infer requests in the AsyncInferQueue; None: ``requests_per_stream`` x the compiled
+        #: model's optimal number (see the module docstring for why more than one per stream).
         num_requests: int | None = None
+        #: With ``num_requests`` unset: infer requests per optimal request (stream); 1 is what the
+        #: harness used before (a stream idles while Python answers its last batch).
+        requests_per_stream: int = 2
         #: Samples per inference (the IR is reshaped to it); Offline queries are split in such batches.
         batch_size: int = 1
         #: Compile for any batch of 1..batch_size instead of exactly batch_size, so a partial batch
         #: (Server's dynamic batching) costs what it holds instead of a padded full batch.
         dynamic_batch: bool = False
         inference_num_threads: int | None = None
+        # CPU placement, passed to the plugin as is (None: the plugin decides). OpenVINO keeps its
+        # own streams and pinning: it spreads THROUGHPUT streams over the NUMA nodes itself.
+        #: ENABLE_CPU_PINNING: pin each stream's threads to its cores.
         enable_cpu_pinning: bool | None = None
+        #: ENABLE_HYPER_THREADING: also use the second hardware thread of each core.
+        enable_hyper_threading: bool | None = None
+        #: ENABLE_CPU_RESERVATION: keep the streams' cores from other work of this process.
+        enable_cpu_reservation: bool | None = None
+        #: SCHEDULING_CORE_TYPE: ANY_CORE, PCORE_ONLY or ECORE_ONLY (hybrid CPUs).
+        scheduling_core_type: str | None = None
+        #: MODEL_DISTRIBUTION_POLICY: ["TENSOR_PARALLEL"] splits one inference over the sockets
+        #: (a LATENCY stream spanning NUMA nodes); [] or None: one stream stays on one node.
+        model_distribution_policy: tuple[str, ...] | None = None
         #: INFERENCE_PRECISION_HINT ("f32", "bf16", "f16"); None: the plugin's default, which on CPUs
         #: with bf16 support runs an FP32 IR's float layers in bf16.
         inference_precision: str | None = None
@@ -147,7 +175,7 @@ class OpenVINOBackend(Backend):
         def __post_init__(self) -> None:
             if self.performance_hint is not None and self.performance_hint not in _HINTS:
                 raise ValueError(f"performance_hint {self.performance_hint!r} not one of {', '.join(_HINTS)}")
-            for name in ("num_streams", "num_requests", "inference_num_threads"):
+            for name in ("num_streams", "num_requests", "inference_num_threads", "requests_per_stream"):
                 value = getattr(self, name)
                 if value is not None and (not isinstance(value, int) or value < 1):
                     raise ValueError(f"{name} must be a positive integer or null, got {value!r}")
@@ -155,6 +183,13 @@ class OpenVINOBackend(Backend):
                 raise ValueError(f"inference_precision {self.inference_precision!r} not one of f32, bf16, f16")
             if not isinstance(self.batch_size, int) or self.batch_size < 1:
                 raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+            if self.scheduling_core_type not in (None, "ANY_CORE", "PCORE_ONLY", "ECORE_ONLY"):
+                raise ValueError(f"scheduling_core_type {self.scheduling_core_type!r} not one of "
+                                 "ANY_CORE, PCORE_ONLY, ECORE_ONLY")
+            if self.model_distribution_policy is not None and not set(self.model_distribution_policy) <= \
+                    {"TENSOR_PARALLEL"}:
+                raise ValueError(f"model_distribution_policy {self.model_distribution_policy!r}: "
+                                 "a list of TENSOR_PARALLEL or empty")
 
     def __init__(self, model_path: Path | None, options: "OpenVINOBackend.Options"):
         if model_path is None:
@@ -183,14 +218,27 @@ class OpenVINOBackend(Backend):
             config["INFERENCE_PRECISION_HINT"] = options.inference_precision
         if options.enable_cpu_pinning is not None:
             config["ENABLE_CPU_PINNING"] = options.enable_cpu_pinning
+        if options.enable_hyper_threading is not None:
+            config["ENABLE_HYPER_THREADING"] = options.enable_hyper_threading
+        if options.enable_cpu_reservation is not None:
+            config["ENABLE_CPU_RESERVATION"] = options.enable_cpu_reservation
+        if options.scheduling_core_type is not None:
+            config["SCHEDULING_CORE_TYPE"] = options.scheduling_core_type
+        if options.model_distribution_policy:       # the plugin refuses an empty set
+            config["MODEL_DISTRIBUTION_POLICY"] = ",".join(options.model_distribution_policy)
         try:
             self.compiled = core().compile_model(model, options.device, config)
         except RuntimeError as exc:
+            # OpenVINO's message is a stack of "Exception from <file>:<line>:" lines; the last
+            # non-empty one says what is wrong.
+            reason = [line for line in str(exc).splitlines() if line.strip()][-1:] or ["unknown error"]
             raise UserError(f"backend_options: OpenVINO could not compile {self.model_path} for "
-                            f"{options.device} with {config} ({str(exc).splitlines()[0]})") from None
-        self.num_requests = options.num_requests or int(
-            self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-        self.parallelism = self.num_requests
+                            f"{options.device} with {config} ({reason[0].strip()})") from None
+        optimal = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self.num_requests = options.num_requests or optimal * options.requests_per_stream
+        # The batching Server SUT keeps this many batches in flight: one per stream, so a
+        # batch still forming waits in the SUT's queue, where later samples can join it.
+        self.parallelism = min(optimal, self.num_requests)
         self._queue = ov.AsyncInferQueue(self.compiled, self.num_requests)
         self._queue.set_callback(self._on_done)
         self._single_output = len(self.compiled.outputs) == 1
@@ -248,7 +296,8 @@ class OpenVINOBackend(Backend):
 
     def describe(self) -> dict[str, Any]:
         props = {}
-        for key in ("NUM_STREAMS", "INFERENCE_NUM_THREADS", "PERFORMANCE_HINT", "INFERENCE_PRECISION_HINT"):
+        for key in ("NUM_STREAMS", "INFERENCE_NUM_THREADS", "PERFORMANCE_HINT", "INFERENCE_PRECISION_HINT",
+                    "ENABLE_CPU_PINNING", "ENABLE_HYPER_THREADING"):
             try:
                 props[key.lower()] = str(self.compiled.get_property(key))
             except RuntimeError:
