@@ -67,20 +67,20 @@ class SUTBase:
         pass
 
     # -- bookkeeping -------------------------------------------------------
-    def _open_ids(self, ids: np.ndarray) -> bool:
+    def _open_ids(self, ids: list[int]) -> bool:
         """Register issued ids; False (and answered at once) when the run is being stopped."""
         with self._lock:
             if self.stopping is None:
                 if not self._open:
                     self._busy_since = time.monotonic()
-                self._open.update(ids.tolist())
+                self._open.update(ids)
                 return True
             self.stopped_samples += len(ids)
         lg.QuerySamplesComplete([lg.QuerySampleResponse(int(i), 0, 0) for i in ids])
         return False
 
     # -- dispatch ----------------------------------------------------------
-    def _dispatch(self, ids: np.ndarray, indices: np.ndarray) -> None:
+    def _dispatch(self, ids: list[int], indices: np.ndarray) -> None:
         def done(outputs: Any, error: BaseException | None) -> None:
             self._complete(ids, indices, outputs, error)
 
@@ -92,14 +92,14 @@ class SUTBase:
         except BaseException as exc:  # a KeyboardInterrupt here is a stop request, not a failed inference
             self.abort(f"interrupted ({type(exc).__name__})")
 
-    def _complete(self, ids: np.ndarray, indices: np.ndarray, outputs: Any, error: BaseException | None) -> None:
+    def _complete(self, ids: list[int], indices: np.ndarray, outputs: Any, error: BaseException | None) -> None:
         responses = None
         if error is None:
             try:
                 responses = self.postprocess(outputs, indices)
             except Exception as exc:  # noqa: BLE001
                 error = exc
-        id_list = ids.tolist()
+        id_list = ids
         now = time.monotonic()
         with self._lock:
             if self._open.issuperset(id_list):          # the usual case: every sample still open
@@ -118,6 +118,8 @@ class SUTBase:
                 if self.first_error is None:
                     self.first_error = error
                     log.error("inference failed: %r", error)
+            else:
+                self.completed_samples += len(live)   # counted here: one lock round per batch
         if error is not None:
             lg.QuerySamplesComplete([lg.QuerySampleResponse(id_list[k], 0, 0) for k in live])
             return
@@ -133,8 +135,6 @@ class SUTBase:
             arrays = [np.ascontiguousarray(a) for a in responses]
             lg.QuerySamplesComplete(
                 [lg.QuerySampleResponse(id_list[k], arrays[k].ctypes.data, arrays[k].nbytes) for k in live])
-        with self._lock:
-            self.completed_samples += len(live)
 
     # -- stopping early ----------------------------------------------------
     def abort(self, reason: str, failed: bool = False) -> int:
@@ -182,10 +182,13 @@ class SUTBase:
             )
 
 
-def _ids_and_indices(query_samples) -> tuple[np.ndarray, np.ndarray]:
-    ids = np.fromiter((q.id for q in query_samples), dtype=np.uint64, count=len(query_samples))
-    idx = np.fromiter((q.index for q in query_samples), dtype=np.int64, count=len(query_samples))
-    return ids, idx
+def _ids_and_indices(query_samples) -> tuple[list[int], np.ndarray]:
+    """LoadGen's ids as Python ints (they only go back to LoadGen and into sets), the sample
+    indices as an array (the QSL gathers rows with it). Plain lists: at Server rates (tens of
+    thousands of one-sample queries a second) numpy's per-call overhead was most of the
+    issue path's cost."""
+    ids = [q.id for q in query_samples]
+    return ids, np.array([q.index for q in query_samples], dtype=np.int64)
 
 
 class OfflineSUT(SUTBase):
@@ -208,7 +211,7 @@ class ServerSUT(SUTBase):
 
     def issue_queries(self, query_samples) -> None:
         for q in query_samples:
-            ids = np.array([q.id], np.uint64)
+            ids = [q.id]
             if self._open_ids(ids):
                 self._dispatch(ids, np.array([q.index], np.int64))
 
@@ -225,7 +228,8 @@ class BatchingServerSUT(SUTBase):
     def __init__(self, backend: Backend, qsl: QSL, postprocess: Postprocessor):
         super().__init__(backend, qsl, postprocess)
         self._waiting: collections.deque[tuple[int, int]] = collections.deque()
-        self._changed = threading.Condition()
+        # A plain Lock (Condition's default is an RLock, slower on this hot path).
+        self._changed = threading.Condition(threading.Lock())
         self._free_slots = max(1, backend.parallelism)
         self._stopping = False
         self.batches = 0
@@ -233,11 +237,11 @@ class BatchingServerSUT(SUTBase):
         self._dispatcher.start()
 
     def issue_queries(self, query_samples) -> None:
-        ids, indices = _ids_and_indices(query_samples)
-        if not self._open_ids(ids):
+        pairs = [(q.id, q.index) for q in query_samples]
+        if not self._open_ids([i for i, _ in pairs]):
             return
         with self._changed:
-            self._waiting.extend(zip(ids.tolist(), indices.tolist()))
+            self._waiting.extend(pairs)
             self._changed.notify()
 
     def abort(self, reason: str, failed: bool = False) -> int:
@@ -256,9 +260,7 @@ class BatchingServerSUT(SUTBase):
                 taken = [self._waiting.popleft() for _ in range(min(limit, len(self._waiting)))]
                 self._free_slots -= 1
                 self.batches += 1
-            ids = np.fromiter((i for i, _ in taken), dtype=np.uint64, count=len(taken))
-            indices = np.fromiter((k for _, k in taken), dtype=np.int64, count=len(taken))
-            self._dispatch(ids, indices)
+            self._dispatch([i for i, _ in taken], np.array([k for _, k in taken], dtype=np.int64))
 
     def _complete(self, ids: np.ndarray, indices: np.ndarray, outputs: Any, error: BaseException | None) -> None:
         try:
