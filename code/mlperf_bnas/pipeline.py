@@ -308,6 +308,12 @@ def build_openvino_ir(torch_model, preprocess_spec: PreprocessSpec, calibration_
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building.", dir=out_dir.parent))
     try:
         ovb.save_ir(ov_model, tmp / ovb.IR_NAME)
+        # The float layers' precision, chosen now (measured on AMX-BF16 CPUs) and recorded; the
+        # backend applies it (backends/openvino_precision.py).
+        from mlperf_bnas.backends import openvino_precision
+
+        info["precision_policy"] = openvino_precision.choose(tmp / ovb.IR_NAME, info["precision"],
+                                                             calibration_batch)
         info["ir_bin_sha256"] = sha256_file(tmp / ovb.IR_NAME.replace(".xml", ".bin"))
         write_json_atomic(tmp / "quantization.json", info)
         _replace_dir(tmp, out_dir)

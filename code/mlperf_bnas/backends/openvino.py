@@ -27,6 +27,7 @@ form in the SUT's queue, not in the plugin's.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from dataclasses import dataclass
@@ -130,6 +131,22 @@ def input_description(model_or_path: ov.Model | Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------------
 # The backend
 # ---------------------------------------------------------------------------
+def _inference_precision(option: str | None, xml: Path) -> tuple[str, str]:
+    """``(INFERENCE_PRECISION_HINT, where it came from)``: the option when set, else the build
+    record's precision policy, else f32."""
+    if option is not None:
+        return option, "backend_options.inference_precision"
+    record = xml.parent / "quantization.json"
+    try:
+        policy = json.loads(record.read_text(encoding="utf-8")).get("precision_policy") or {}
+    except (OSError, ValueError, AttributeError):
+        policy = {}
+    chosen = policy.get("inference_precision") if isinstance(policy, dict) else None
+    if chosen in ("f32", "bf16", "f16"):
+        return chosen, f"{record} (precision_policy: {policy.get('reason', 'no reason recorded')})"
+    return "f32", "default f32 (the build records no precision policy)"
+
+
 _HINTS = ("THROUGHPUT", "LATENCY", "CUMULATIVE_THROUGHPUT")
 
 
@@ -167,8 +184,9 @@ class OpenVINOBackend(Backend):
         #: MODEL_DISTRIBUTION_POLICY: ["TENSOR_PARALLEL"] splits one inference over the sockets
         #: (a LATENCY stream spanning NUMA nodes); [] or None: one stream stays on one node.
         model_distribution_policy: tuple[str, ...] | None = None
-        #: INFERENCE_PRECISION_HINT ("f32", "bf16", "f16"); None: the plugin's default, which on CPUs
-        #: with bf16 support runs an FP32 IR's float layers in bf16.
+        #: INFERENCE_PRECISION_HINT ("f32", "bf16", "f16"); None: the build's precision policy (its
+        #: record's ``precision_policy``, backends/openvino_precision.py), f32 for a model without
+        #: one; never the plugin's default, which runs float layers in bf16 wherever the CPU has it.
         inference_precision: str | None = None
         warmup_iterations: int = 4
 
@@ -214,8 +232,8 @@ class OpenVINOBackend(Backend):
             config["NUM_STREAMS"] = str(options.num_streams)
         if options.inference_num_threads is not None:
             config["INFERENCE_NUM_THREADS"] = options.inference_num_threads
-        if options.inference_precision is not None:
-            config["INFERENCE_PRECISION_HINT"] = options.inference_precision
+        precision, self.precision_source = _inference_precision(options.inference_precision, self.model_path)
+        config["INFERENCE_PRECISION_HINT"] = precision
         if options.enable_cpu_pinning is not None:
             config["ENABLE_CPU_PINNING"] = options.enable_cpu_pinning
         if options.enable_hyper_threading is not None:
@@ -303,5 +321,6 @@ class OpenVINOBackend(Backend):
             except RuntimeError:
                 pass
         return {"model": str(self.model_path), "device": self.options.device, "batch_size": self.batch_size,
+                "inference_precision_from": self.precision_source,
                 "dynamic_batch": self.options.dynamic_batch,
                 "num_requests": self.num_requests, **props}
