@@ -98,3 +98,98 @@ def test_topology_reads_this_machine():
     topo = topology()
     assert topo.cores and all(c.cpus for c in topo.cores)
     assert "physical cores" in topo.describe()
+
+
+# -- instance layout (backends/layout.py) on made-up topologies -----------------------------
+def _xeon(sockets=2, cores=4, threads=2):
+    from mlperf_bnas.backends.cpu import Core, Topology
+
+    out, cpu_count = [], sockets * cores
+    for s in range(sockets):
+        for c in range(cores):
+            first = s * cores + c
+            out.append(Core(tuple(first + t * cpu_count for t in range(threads)), s, s))
+    return Topology(tuple(out), tuple(range(sockets)))
+
+
+def test_layout_cuts_consecutive_core_groups_per_node():
+    from mlperf_bnas.backends.layout import plan
+
+    lay = plan(4, 2, topo=_xeon())
+    assert lay.groups == ((0, 1), (2, 3), (4, 5), (6, 7)) and lay.nodes == (0, 0, 1, 1) and lay.spare == ()
+    lay = plan(3, 2, topo=_xeon(), hyperthreads=True)
+    assert lay.groups[0] == (0, 8, 1, 9)
+    assert lay.spare == (6, 7, 14, 15)                 # the unused core and its hyper-thread
+    lay = plan(2, None, numa_node=1, topo=_xeon())
+    assert lay.groups == ((4, 5), (6, 7))
+    assert "instance(s) on CPUs 0-1 (node 0)" in plan(1, 2, topo=_xeon()).describe()
+
+
+def test_a_layout_the_machine_cannot_hold_is_one_line_naming_the_topology():
+    from mlperf_bnas.backends.layout import plan
+    from mlperf_bnas.errors import UserError
+
+    with pytest.raises(UserError) as err:
+        plan(5, 2, topo=_xeon())
+    msg = str(err.value)
+    assert "\n" not in msg and "need 10 physical cores" in msg and "8 physical cores (16 CPUs) on 2 socket(s)" in msg
+    with pytest.raises(UserError, match="numa_node 3 does not exist here; this machine has 8 physical cores"):
+        plan(1, 1, numa_node=3, topo=_xeon())
+    with pytest.raises(UserError, match="NUMA node 0 has 4"):
+        plan(3, 2, numa_node=0, topo=_xeon())
+
+
+# -- allocator preload (backends/allocator.py, commands/allocator_env.py) -------------------
+def test_missing_allocator_is_a_warning_that_says_how_to_install(monkeypatch, caplog, tmp_path):
+    import argparse
+
+    from mlperf_bnas.backends import allocator
+    from mlperf_bnas.commands import allocator_env
+
+    monkeypatch.setattr(allocator, "LIB_DIRS", (str(tmp_path),))
+    monkeypatch.delenv("CONDA_PREFIX", raising=False)
+    assert allocator.library("jemalloc") is None
+    assert "apt-get install libjemalloc2" in allocator.missing_message("jemalloc")
+    assert allocator.in_effect("jemalloc") == "system malloc (jemalloc requested, library not found)"
+    monkeypatch.setattr(allocator_env, "_backend_options", lambda args: {"allocator": "jemalloc"})
+    args = argparse.Namespace(benchmark="x")
+    with caplog.at_level("WARNING"):
+        assert allocator_env.run_with_allocator("run", args, ["run"], replace_process=False) is None
+    assert "apt-get install libjemalloc2" in caplog.text
+
+
+def test_allocator_and_openmp_env_are_set_by_one_rerun(monkeypatch, tmp_path):
+    import argparse
+    import subprocess
+
+    from mlperf_bnas.backends import allocator
+    from mlperf_bnas.commands import allocator_env
+
+    lib = tmp_path / "libjemalloc.so.2"
+    lib.write_bytes(b"")
+    monkeypatch.setattr(allocator, "LIB_DIRS", (str(tmp_path),))
+    monkeypatch.delenv("CONDA_PREFIX", raising=False)
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    monkeypatch.delenv(allocator_env.GUARD, raising=False)
+    monkeypatch.setattr(allocator_env, "_backend_options",
+                        lambda args: {"allocator": "jemalloc", "openmp_env": {"OMP_WAIT_POLICY": "PASSIVE"}})
+    seen = {}
+
+    def fake_run(cmd, env):
+        seen.update(cmd=cmd, env=env)
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(allocator_env.subprocess, "run", fake_run)
+    args = argparse.Namespace(benchmark="x")
+    assert allocator_env.run_with_allocator("run", args, ["run", "--scenario", "Offline"], False) == 0
+    assert seen["env"]["LD_PRELOAD"] == str(lib) and seen["env"]["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert "oversize_threshold" in seen["env"]["MALLOC_CONF"] and seen["env"][allocator_env.GUARD] == "1"
+    assert seen["cmd"][-3:] == ["run", "--scenario", "Offline"]
+    # In the re-run process the library is preloaded and nothing runs a third time.
+    monkeypatch.setenv("LD_PRELOAD", str(lib))
+    assert allocator.in_effect("jemalloc") == f"jemalloc ({lib}, LD_PRELOAD)"
+    monkeypatch.setenv(allocator_env.GUARD, "1")
+    assert allocator_env.run_with_allocator("run", args, ["run"], False) is None
+    # build never needs it
+    monkeypatch.delenv(allocator_env.GUARD)
+    assert allocator_env.run_with_allocator("build", args, ["build"], False) is None
