@@ -13,7 +13,7 @@ from mlperf_bnas.errors import UserError
 
 SCENARIOS = ("Offline", "Server")
 MODES = ("performance", "accuracy")
-PRECISIONS = ("int8", "fp32")
+PRECISIONS = ("int8", "fp32", "bf16")
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from mlperf_bnas.registry import Registry
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("int8", "fp32")
+PRECISIONS = ("int8", "fp32", "bf16")   # bf16: the FP32 model, float layers in bf16
 _announced: set[str] = set()
 
 
@@ -263,7 +263,7 @@ def _replace_dir(tmp: Path, dest: Path) -> None:
 
 def build_openvino_ir(torch_model, preprocess_spec: PreprocessSpec, calibration_batch: np.ndarray | None,
                       out_dir: str | Path, quantization_config: QuantizationConfig | None = None,
-                      record: dict[str, Any] | None = None) -> Path:
+                      record: dict[str, Any] | None = None, precision: str | None = None) -> Path:
     """Torch module -> OpenVINO IR in ``out_dir`` (FP32, or INT8 when ``calibration_batch`` is given).
 
     ``convert_model`` -> ``nncf.quantize`` (calibration samples as cached: they are
@@ -284,7 +284,7 @@ def build_openvino_ir(torch_model, preprocess_spec: PreprocessSpec, calibration_
     with torch.no_grad():
         ov_model = ovb.convert_torch(torch_model, example)
     info: dict[str, Any] = dict(record or {})
-    info.update({"precision": "int8" if calibration_batch is not None else "fp32",
+    info.update({"precision": precision or ("int8" if calibration_batch is not None else "fp32"),
                  "openvino_version": ovb.OPENVINO_VERSION, "torch_version": torch.__version__,
                  "python": platform.python_version(), "preprocess": preprocess_spec.to_dict(),
                  "preprocess_key": preprocess_spec.key,
@@ -356,7 +356,8 @@ def _build_openvino(ctx: BuildContext) -> Path:
         record["calibration"] = {"count": len(ctx.calibration_indices),
                                  "qsl_indices": ctx.calibration_indices,
                                  "names": [ctx.cache.names[i] for i in ctx.calibration_indices]}
-    return build_openvino_ir(ctx.torch_model, ctx.spec, calibration, ctx.out_dir, ctx.quantization, record)
+    return build_openvino_ir(ctx.torch_model, ctx.spec, calibration, ctx.out_dir, ctx.quantization, record,
+                             precision=ctx.precision)
 
 
 def build(cfg: BenchmarkConfig, paths: OutputPaths, data_dir: str | Path | None,

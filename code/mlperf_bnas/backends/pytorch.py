@@ -129,6 +129,9 @@ def build_pytorch(ctx: BuildContext) -> Path:
 
     ``engine: ipex`` builds a TorchScript file instead (``backends/ipex.py``).
     """
+    if ctx.precision == "bf16":
+        raise UserError("--precision bf16: the pytorch backend builds int8 and fp32 (its float parts run in "
+                        "f32); bf16 builds are OpenVINO's for now (docs/performance.md)")
     entry = model_entry(ctx.cfg)
     options = PyTorchBackend.Options(**{k: v for k, v in ctx.cfg.backend_options.items()
                                         if k in PyTorchBackend.Options.__dataclass_fields__})

@@ -11,8 +11,9 @@ from mlperf_bnas import pipeline
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     pipeline.add_common_arguments(p)
-    p.add_argument("--precision", choices=["int8", "fp32", "all"], default="all",
-                   help="which model(s) to build (default: both)")
+    p.add_argument("--precision", choices=["int8", "fp32", "bf16", "all"], default="all",
+                   help="which model(s) to build (default, all: int8 and fp32; bf16, the FP32 model with "
+                        "bf16 float layers, only on request: it pays only on CPUs with AMX-BF16)")
     p.add_argument("--if-missing", action="store_true",
                    help="build only the model(s) not built yet (the run scripts' first step: a fresh output "
                         "folder gets what it needs, and says so)")

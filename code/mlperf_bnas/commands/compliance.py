@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     pipeline.add_common_arguments(p)
     p.add_argument("--scenario", required=True, choices=["Offline", "Server"])
     p.add_argument("--user-conf", required=True, metavar="FILE", help="the LoadGen user.conf of the submitted runs")
-    p.add_argument("--precision", default="int8", choices=["int8", "fp32"])
+    p.add_argument("--precision", default="int8", choices=["int8", "fp32", "bf16"])
     p.add_argument("--dtype", default="byte", choices=sorted(DTYPES),
                    help="element type of a response, for TEST01's comparison (MLPerf's --dtype; default byte)")
 

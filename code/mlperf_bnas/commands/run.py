@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scenario", required=True, choices=["Offline", "Server"])
     p.add_argument("--mode", default="performance", choices=["performance", "accuracy"])
     p.add_argument("--user-conf", required=True, metavar="FILE", help="LoadGen user.conf")
-    p.add_argument("--precision", default="int8", choices=["int8", "fp32"])
+    p.add_argument("--precision", default="int8", choices=["int8", "fp32", "bf16"])
     p.add_argument("--model-path", default=None, metavar="PATH",
                    help="run this built model instead of build/<benchmark>/model/<precision>")
     p.add_argument("--log-dir", default=None, metavar="DIR",
