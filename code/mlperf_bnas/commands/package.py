@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="system overrides YAML (default: <repository>/systems/overrides.yaml)")
     p.add_argument("--benchmark", action="append", default=[], metavar="DIR",
                    help="benchmark directory to package (repeatable; default: every code/*/config.yaml with results)")
-    p.add_argument("--precision", default="int8", choices=["int8", "fp32"],
+    p.add_argument("--precision", default="int8", choices=["int8", "fp32", "bf16"],
                    help="precision of the model the runs used (its build record is documented; default: int8)")
 
 
