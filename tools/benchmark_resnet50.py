@@ -62,8 +62,8 @@ class Setting:
         return args
 
     def harness_sets(self) -> list[str]:
-        sets = {"performance_hint": "null" if self.hint == "NONE" else self.hint, "batch_size": self.batch, "inference_precision": self.precision,
-                "num_streams": "null" if self.streams is None else self.streams}
+        sets = {"performance_hint": "null" if self.hint == "NONE" else self.hint, "batch_size": self.batch,
+                "inference_precision": self.precision, "num_streams": "null" if self.streams is None else self.streams}
         return [x for k, v in sets.items() for x in ("--set", f"backend_options.{k}={v}")]
 
 
