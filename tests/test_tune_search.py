@@ -71,6 +71,18 @@ def test_offline_choice_is_by_median_of_interleaved_repeats():
     assert spread[125.0]["runs"] == [200.0, 120.0, 125.0] and spread[125.0]["relative_spread"] == 0.64
 
 
+def test_grid_values_relative_to_the_machine():
+    from mlperf_bnas.tune.spec import parse_tuning
+
+    spec = parse_tuning({"Offline": {"backend_options": {"num_streams": ["cores/4", "cores/2", "cores"],
+                                                         "batch_size": [1, 4]}}}, "config.yaml")
+    two = spec.candidates("Offline", cores=2)
+    assert [(c["batch_size"], c["num_streams"]) for c in two] == [(1, 1), (1, 2), (4, 1), (4, 2)]
+    xeon = spec.candidates("Offline", cores=128)
+    assert sorted({c["num_streams"] for c in xeon}) == [32, 64, 128]
+    assert all(isinstance(c["num_streams"], int) for c in spec.candidates("Offline"))     # this machine
+
+
 def _server_trials(machine: ScriptedMachine, options: dict[str, Any]) -> list[Trial]:
     return [t for t in machine.trials if t.scenario == "Server" and t.backend_options == options]
 

@@ -24,11 +24,18 @@
 Every combination of the listed values is tried (a full grid: the grids that
 matter for a CPU backend are small). A scenario with no grid is tuned with the
 backend options ``config.yaml`` already resolves for it.
+
+A candidate may be written relative to the machine, so one grid fits 2 cores and
+2 x 64: ``cores`` (this machine's physical cores) or ``cores/N`` (at least 1), e.g.
+``num_streams: [cores/4, cores/2, cores]`` is [1, 1, 2] -> [1, 2] on 2 cores and
+[32, 64, 128] on a 2 x 64-core Xeon (Intel's 2-core instances are ``cores/2``).
+Duplicates after resolving are tried once.
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,11 +73,35 @@ class TuningSpec:
     repeat_within: float = 0.15
     grids: dict[str, dict[str, list[Any]]] = field(default_factory=dict)   # scenario -> option -> values
 
-    def candidates(self, scenario: str) -> list[dict[str, Any]]:
-        """Every combination of the scenario's grid, in a stable order ([{}] when there is no grid)."""
+    def candidates(self, scenario: str, cores: int | None = None) -> list[dict[str, Any]]:
+        """Every combination of the scenario's grid, in a stable order ([{}] when there is no grid);
+        ``cores/N`` values resolved for ``cores`` physical cores (default: this machine's)."""
         grid = self.grids.get(scenario, {})
         keys = sorted(grid)
-        return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+        if any(_is_relative(v) for k in keys for v in grid[k]):
+            cores = cores or _physical_cores()
+        resolved = {k: list(dict.fromkeys(_resolve(v, cores) for v in grid[k])) for k in keys}
+        return [dict(zip(keys, values)) for values in itertools.product(*(resolved[k] for k in keys))]
+
+
+_RELATIVE = re.compile(r"^cores(?:/([1-9][0-9]*))?$")
+
+
+def _is_relative(value: Any) -> bool:
+    return isinstance(value, str) and bool(_RELATIVE.match(value))
+
+
+def _resolve(value: Any, cores: int | None) -> Any:
+    m = _RELATIVE.match(value) if isinstance(value, str) else None
+    if not m or cores is None:
+        return value
+    return max(1, cores // int(m.group(1) or 1))
+
+
+def _physical_cores() -> int:
+    from mlperf_bnas.backends.cpu import topology
+
+    return len(topology().cores)
 
 
 def parse_tuning(raw: dict[str, Any] | None, where: str) -> TuningSpec:
