@@ -32,6 +32,9 @@ import pytest
 
 from conftest import REPO
 
+# run.sh three times, every step a LoadGen process (about 10 minutes on 2 cores): the full suite only.
+pytestmark = pytest.mark.slow
+
 SPEEDS = {  # system -> (fixed_ms, per_sample_ms): service of a batch of b = fixed + per_sample x b
     "simfast": (2.0, 1.0),
     "simslow": (20.0, 10.0),

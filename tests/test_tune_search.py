@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlperf_bnas.tune.search import tune_offline, tune_server
-from mlperf_bnas.tune.spec import TuningSpec
+from mlperf_bnas.tune.strategy import tune_offline, tune_server
+from mlperf_bnas.tune.tuning_spec import TuningSpec
 from mlperf_bnas.tune.trials import Trial
 
 
@@ -72,7 +72,7 @@ def test_offline_choice_is_by_median_of_interleaved_repeats():
 
 
 def test_grid_values_relative_to_the_machine():
-    from mlperf_bnas.tune.spec import parse_tuning
+    from mlperf_bnas.tune.tuning_spec import parse_tuning
 
     spec = parse_tuning({"Offline": {"backend_options": {"num_streams": ["cores/4", "cores/2", "cores"],
                                                          "batch_size": [1, 4]}}}, "config.yaml")

@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlperf_bnas.benchtools import cli, harness_run as harness
+from mlperf_bnas.paths import REPO, OutputRoot, benchmark_dir
 
-REPO = Path(__file__).resolve().parents[1]
-BENCH = REPO / "code" / "resnet50-openvino"
+BENCH = benchmark_dir("resnet50-openvino")
 
 
 @dataclass(frozen=True)
@@ -134,12 +134,12 @@ def main() -> int:
 
     out = Path(args.output_dir).resolve()
     common = ["--benchmark", str(BENCH), "--output-dir", str(out), "--system", "benchmark"]
-    model_dir = out / "build" / "resnet50-openvino" / "model"
-    if not (model_dir / "int8" / "model.xml").is_file() or not (model_dir / "fp32" / "model.xml").is_file():
+    ir = {p: OutputRoot(out).model_dir_of(BENCH.name, p) / "model.xml" for p in ("int8", "fp32")}
+    if not all(xml.is_file() for xml in ir.values()):
         print("building the synthetic dataset and both IRs (once) ...", flush=True)
         cli("dataset", *common, "--no-progress")
         cli("build", *common)
-    int8_xml = model_dir / "int8" / "model.xml"
+    int8_xml = ir["int8"]
     work = Path(tempfile.mkdtemp(prefix="bench-", dir=out))
     from mlperf_bnas.config import load_config
     offline_opts = load_config(BENCH, "Offline").backend_options

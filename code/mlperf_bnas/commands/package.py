@@ -11,6 +11,8 @@ import argparse
 import os
 from pathlib import Path
 
+from mlperf_bnas.enums import Precision, values
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--default-system-name", action="store_true",
@@ -24,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="system overrides YAML (default: <repository>/systems/overrides.yaml)")
     p.add_argument("--benchmark", action="append", default=[], metavar="DIR",
                    help="benchmark directory to package (repeatable; default: every code/*/config.yaml with results)")
-    p.add_argument("--precision", default="int8", choices=["int8", "fp32", "bf16"],
+    p.add_argument("--precision", default=Precision.INT8.value, choices=values(Precision),
                    help="precision of the model the runs used (its build record is documented; default: int8)")
 
 
@@ -34,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
         print(default_system_name())
         return 0
-    from mlperf_bnas.submission.package import PackageRequest, package_submission
+    from mlperf_bnas.submission.packager import PackageRequest, package_submission
 
     summary = package_submission(PackageRequest.resolve(
         output_dir=args.output_dir or (Path(os.environ["OUTPUT_DIR"]) if os.environ.get("OUTPUT_DIR") else None),
@@ -52,6 +54,6 @@ def output_dir(args: argparse.Namespace) -> Path | None:
     """The folder packaging writes into (locked while it runs); None for --default-system-name."""
     if args.default_system_name:
         return None
-    from mlperf_bnas.submission.package import REPO
+    from mlperf_bnas.paths import REPO
 
     return args.output_dir or (Path(os.environ["OUTPUT_DIR"]) if os.environ.get("OUTPUT_DIR") else REPO)

@@ -24,13 +24,12 @@ from pathlib import Path
 
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.loadgen import accuracy_log
-from mlperf_bnas.loadgen.logs import MAX_SUMMARY_BYTES, read_detail_log, read_summary
+from mlperf_bnas.loadgen.logs import MAX_SUMMARY_BYTES, RESULT_FIELD, read_detail_log, read_summary
 
 SUMMARY = "mlperf_log_summary.txt"
 DETAIL = "mlperf_log_detail.txt"
 ACCURACY = "mlperf_log_accuracy.json"
 #: The scenario's headline metric: detail-log key and summary line.
-RESULT_KEY = {"Offline": "result_samples_per_second", "Server": "result_completed_samples_per_sec"}
 SUMMARY_METRIC = {"Offline": "Samples per second", "Server": "Completed samples per second"}
 _CLOSING = re.compile(r"^(No errors|1 ERROR|\d+ ERRORS) encountered", re.M)
 
@@ -82,7 +81,7 @@ def problems(folder: Path, mode: str, scenario: str | None = None, check_accurac
         if mode == "performance":
             if detail.get("result_validity") is None:
                 out.append(f"{detail_path}: no result_validity record")
-            key = RESULT_KEY.get(str(scenario))
+            key = RESULT_FIELD.get(str(scenario))
             if key and not isinstance(detail.get(key), (int, float)):
                 out.append(f"{detail_path}: no {key} value: the run has no result")
     if mode == "accuracy" and check_accuracy_log:

@@ -16,6 +16,8 @@ from typing import Any, Iterator
 _MLLOG = ":::MLLOG "
 MAX_LINE_BYTES = 1 << 20
 MAX_SUMMARY_BYTES = 1 << 20
+#: The detail-log key holding a performance run's result, per scenario (what the checker reads).
+RESULT_FIELD = {"Offline": "result_samples_per_second", "Server": "result_completed_samples_per_sec"}
 
 
 @dataclass

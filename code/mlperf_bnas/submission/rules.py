@@ -7,8 +7,7 @@ Values reproduced from the official v5.1 submission checker's configuration
 
 from __future__ import annotations
 
-VERSION = "v5.1"
-SCENARIOS = ("Offline", "Server")
+from mlperf_bnas.loadgen import logs
 
 #: Folder names we package -> the checker's benchmark names ("resnet50" is in the
 #: checker's built-in model_mapping, so no model_mapping.json is needed).
@@ -52,7 +51,7 @@ OFFLINE_MIN_SAMPLES_PER_QUERY = 24576      # release checker: every division; pa
 MIN_DURATION_MS = 600_000
 MAX_ACCURACY_LOG_SIZE = 10 * 1024
 FILE_SIZE_LIMIT_BYTES = 50 * 1024 * 1024
-RESULT_FIELD = {"Offline": "result_samples_per_second", "Server": "result_completed_samples_per_sec"}
+RESULT_FIELD = logs.RESULT_FIELD          # the detail-log key of a performance result, per scenario
 ACCURACY_PATTERN = {
     "resnet": r"^(?:\{\"accuracy|accuracy)[\": ]*=?\s*([\d\.]+).*",
     "retinanet": r".*(?:mAP=|'Total':)\s*([\d.]+)",
