@@ -23,13 +23,14 @@ GUARD = "MLPERF_BNAS_ALLOCATOR_ENV"
 
 
 def _backend_options(args: argparse.Namespace) -> dict | None:
-    from mlperf_bnas import pipeline
+    from mlperf_bnas.commands import arguments
 
     scenario = getattr(args, "scenario", None)
     if getattr(args, "user_conf", None) and scenario:
-        cfg, _paths = pipeline.run_config_from_args(args, scenario)
+        # A conf written by `mlperf-bnas tune` may carry backend options of its own.
+        cfg, _paths = arguments.run_config_from_args(args, scenario)
     else:
-        cfg, _paths = pipeline.config_from_args(args, scenario)
+        cfg, _paths = arguments.config_from_args(args, scenario)
     return dict(cfg.backend_options) if cfg.backend == "pytorch" else None
 
 
