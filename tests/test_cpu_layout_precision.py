@@ -1,4 +1,4 @@
-"""The OpenVINO precision policy (backends/openvino_precision.py) and the CPU facts it reads.
+"""The OpenVINO precision policy (backends/openvino.py, "Precision policy") and the CPU facts it reads.
 
 A tiny IR stands in for a model: the policy's decisions do not depend on its size. On a
 CPU without AMX-BF16 (this project's AMD EPYC) the INT8 build must choose f32 and say why;
@@ -15,7 +15,7 @@ import numpy as np
 import openvino as ov
 import pytest
 
-from mlperf_bnas.backends import openvino_precision as policy
+from mlperf_bnas.backends import openvino as ovb
 from mlperf_bnas.backends.base import create_backend
 from mlperf_bnas.backends.cpu import CpuInfo, cpu_info, topology
 
@@ -37,12 +37,12 @@ def tiny_ir(tmp_path_factory) -> Path:
 
 
 def test_fp32_build_is_true_f32(tiny_ir):
-    rec = policy.choose(tiny_ir, "fp32", cpu=AMX)
+    rec = ovb.choose_precision(tiny_ir, "fp32", cpu=AMX)
     assert rec["inference_precision"] == "f32" and "true f32" in rec["reason"]
 
 
 def test_int8_without_amx_bf16_keeps_f32_and_says_why(tiny_ir):
-    rec = policy.choose(tiny_ir, "int8", cpu=AMD)
+    rec = ovb.choose_precision(tiny_ir, "int8", cpu=AMD)
     assert rec["inference_precision"] == "f32"
     assert "amx_bf16" in rec["reason"] and "AMD EPYC 7B13" in rec["reason"]
     assert rec["measured"] is None and rec["cpu"]["amx_bf16"] is False
@@ -51,21 +51,21 @@ def test_int8_without_amx_bf16_keeps_f32_and_says_why(tiny_ir):
 def test_int8_on_amx_is_measured_and_thresholds_decide(tiny_ir):
     samples = np.random.default_rng(1).standard_normal((16, 16)).astype(np.float32)
     kw = dict(batch=4, seconds=0.2, rounds=2, cpu=AMX)
-    never = policy.choose(tiny_ir, "int8", samples, min_speedup=1e9, **kw)
+    never = ovb.choose_precision(tiny_ir, "int8", samples, min_speedup=1e9, **kw)
     assert never["inference_precision"] == "f32"
     m = never["measured"]
     assert len(m["samples_per_s"]["f32"]) == len(m["samples_per_s"]["bf16"]) == 2
     assert all(v > 0 for v in m["samples_per_s"]["f32"] + m["samples_per_s"]["bf16"])
     assert 0.0 <= m["top1_agreement_bf16_vs_f32"] <= 1.0 and m["agreement_samples"] == 16
-    always = policy.choose(tiny_ir, "int8", samples, min_speedup=0.0, min_agreement=0.0, **kw)
+    always = ovb.choose_precision(tiny_ir, "int8", samples, min_speedup=0.0, min_agreement=0.0, **kw)
     assert always["inference_precision"] == "bf16" and "bf16" in always["reason"]
     # Without samples there is no fidelity evidence, so bf16 is never chosen.
-    blind = policy.choose(tiny_ir, "int8", None, min_speedup=0.0, min_agreement=0.0, **kw)
+    blind = ovb.choose_precision(tiny_ir, "int8", None, min_speedup=0.0, min_agreement=0.0, **kw)
     assert blind["inference_precision"] == "f32"
 
 
 def test_bf16_build_says_what_it_runs_as_here(tiny_ir):
-    rec = policy.choose(tiny_ir, "bf16", cpu=cpu_info())
+    rec = ovb.choose_precision(tiny_ir, "bf16", cpu=cpu_info())
     assert rec["inference_precision"] == "bf16" and rec["runs_as_here"] in ("bf16", "f32")
     if not cpu_info().native_bf16:
         assert "amx_bf16" in rec["reason"]

@@ -131,7 +131,7 @@ def measurement_fields(prov: Provenance) -> dict[str, str]:
         transforms.append("converted to OpenVINO IR with the preprocessing in the graph")
         policy = _first(q, "precision_policy")
         if isinstance(policy, dict) and policy.get("inference_precision"):
-            # The build's precision policy (backends/openvino_precision.py): what the float layers ran in, and why.
+            # The build's precision policy (backends/openvino.py): what the float layers ran in, and why.
             transforms.append(f"float layers run in {policy['inference_precision']} (OpenVINO "
                               f"INFERENCE_PRECISION_HINT; {policy.get('reason', 'no reason recorded')})")
     elif _first(q, "engine") == "ipex":
