@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO
 from mlperf_bnas.backends.base import create_backend
 from mlperf_bnas.benchtools import harness_run
+from mlperf_bnas.paths import benchmark_dir
 from mlperf_bnas.tune.queueing import batching_server_latencies, max_batching_server_qps, waiting_time_tail
 
 PER_CORE = 197.6            # Intel 8592+ (v4.0) ResNet-50 Offline samples/s per core
@@ -97,7 +97,7 @@ def test_harness_carries_simulated_xeon_instances_offline(tmp_path: Path):
     sets = {"backend": "simulated", "postprocess": "none", "backend_options.workers": instances,
             "backend_options.batch_size": batch, "backend_options.fixed_ms": 0,
             "backend_options.per_sample_ms": round(per_sample_ms, 6), "backend_options.requests_per_worker": 2}
-    common = ["--benchmark", str(REPO / "code" / "resnet50-openvino"), "--output-dir", str(tmp_path / "out"),
+    common = ["--benchmark", str(benchmark_dir("resnet50-openvino")), "--output-dir", str(tmp_path / "out"),
               "--system", "scale"]
     summary = harness_run(common, tmp_path / "work", "Offline",
                           f"resnet50.Offline.target_qps = {analytic * 1.1:.0f}\n"

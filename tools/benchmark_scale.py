@@ -44,10 +44,10 @@ import time
 from pathlib import Path
 
 from mlperf_bnas.benchtools import harness_run as harness
+from mlperf_bnas.paths import REPO, benchmark_dir
 from mlperf_bnas.tune.queueing import batching_server_latencies, max_batching_server_qps
 
-REPO = Path(__file__).resolve().parents[1]
-BENCH = REPO / "code" / "resnet50-openvino"
+BENCH = benchmark_dir("resnet50-openvino")
 
 
 def layout(cores: int, cores_per_instance: int) -> int:
