@@ -192,6 +192,16 @@ def compile_program(module: torch.nn.Module, engine: str) -> Any:
 
 @BACKENDS.register("pytorch")
 class PyTorchBackend(Backend):
+    #: The program is exported and quantized for one batch size (the backend refuses a mismatch),
+    #: and an engine with a builder of its own (ipex: a TorchScript file) needs its own build.
+    BUILD_OPTIONS = ("batch_size", "engine")
+
+    @classmethod
+    def build_identity(cls, options: Any) -> dict[str, Any]:
+        # inductor and eager run the same exported program; an ENGINE_BACKENDS engine builds its own file.
+        engine = options.engine if options.engine in ENGINE_BACKENDS else "inductor/eager (one exported program)"
+        return {"batch_size": options.batch_size, "engine": engine}
+
     @dataclass(frozen=True)
     class Options:
         #: Worker threads, each running whole batches.

@@ -48,11 +48,20 @@ class TuneRequest:
 
 
 def _check_candidates(cfg: BenchmarkConfig, scenario: str, candidates: list[dict[str, Any]]) -> None:
-    """Every candidate must be a valid set of backend options before any trial starts."""
-    options_cls = BACKENDS.get(cfg.backend).Options
+    """Every candidate must be a valid set of backend options, and one the built model can run
+    (same build-time options), before any trial starts."""
+    backend_cls = BACKENDS.get(cfg.backend)
     where = f"{cfg.benchmark_dir / 'config.yaml'} tuning.{scenario}"
+    built = backend_cls.build_identity(
+        check_options("backend_options", dict(cfg.backend_options), backend_cls.Options, where))
     for candidate in candidates:
-        check_options("backend_options", {**cfg.backend_options, **candidate}, options_cls, where)
+        options = check_options("backend_options", {**cfg.backend_options, **candidate}, backend_cls.Options, where)
+        for key, value in backend_cls.build_identity(options).items():
+            if value != built[key]:
+                raise UserError(f"{where}.backend_options.{key}: {candidate.get(key, value)!r} cannot run: the "
+                                f"{cfg.backend} backend builds the model for one {key} ({built[key]!r} here) and "
+                                f"the tuner does not rebuild; leave {key} out of the grid, or build and tune each "
+                                f"{key} separately")
 
 
 def _load_existing(path: Path) -> dict[str, Any]:
