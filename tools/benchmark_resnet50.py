@@ -32,8 +32,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from mlperf_bnas.benchtools import cli, harness_run as harness
 from mlperf_bnas.paths import REPO, OutputRoot, benchmark_dir
@@ -41,9 +41,9 @@ from mlperf_bnas.paths import REPO, OutputRoot, benchmark_dir
 BENCH = benchmark_dir("resnet50-openvino")
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One device setting, as benchmark_app takes it and as backend_options says it."""
+class Setting(NamedTuple):
+    """One device setting, as benchmark_app takes it and as backend_options says it.
+    (A NamedTuple, not a dataclass: tests load this tool as a module without registering it.)"""
 
     hint: str                   # THROUGHPUT | LATENCY | NONE (explicit streams: benchmark_app
                                 # takes -nstreams only with -hint none)
@@ -124,6 +124,9 @@ def main() -> int:
     p.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8], help="batch sizes screened")
     p.add_argument("--precisions", nargs="+", default=None, choices=["f32", "bf16"],
                    help="inference precisions screened (default: f32, and bf16 where the CPU has it natively)")
+    p.add_argument("--offline-qps", type=float, default=None,
+                   help="expected Offline samples/s (sizes LoadGen's target_qps); default: benchmark_app's "
+                        "measured figure of the first round")
     p.add_argument("--null-offline-qps", type=float, default=600000,
                    help="null backend Offline target (above the harness ceiling: ~450,000 idle here)")
     p.add_argument("--null-server-qps", type=float, nargs="+", default=[10000, 20000, 40000])
@@ -182,7 +185,7 @@ def main() -> int:
     # 2. Interleaved rounds.
     runs: dict[str, list[float]] = {"benchmark_app": [], "harness": [], "harness_1_request_per_stream": [],
                                     "harness_config": [], "harness_fp32": []}
-    expected = None
+    expected = args.offline_qps
     for r in range(args.rounds):
         app = benchmark_app(int8_xml, args.seconds, best_setting)
         runs["benchmark_app"].append(app)
