@@ -34,7 +34,7 @@ import yaml
 
 from mlperf_bnas.errors import UserError
 
-SCENARIOS = ("Offline", "Server")
+SCENARIOS = ("Offline", "Server", "SingleStream", "MultiStream")
 OPTION_SECTIONS = ("model_options", "dataset_options", "quantization", "backend_options")
 
 

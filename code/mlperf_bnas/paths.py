@@ -11,7 +11,7 @@ from pathlib import Path
 
 from mlperf_bnas.errors import UserError
 
-SCENARIOS = ("Offline", "Server")
+SCENARIOS = ("Offline", "Server", "SingleStream", "MultiStream")
 MODES = ("performance", "accuracy")
 PRECISIONS = ("int8", "fp32")
 

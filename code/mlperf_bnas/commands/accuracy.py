@@ -12,7 +12,7 @@ from mlperf_bnas.fileio import write_atomic
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     pipeline.add_common_arguments(p)
-    p.add_argument("--scenario", required=True, choices=["Offline", "Server"])
+    p.add_argument("--scenario", required=True, choices=["Offline", "Server", "SingleStream", "MultiStream"])
     p.add_argument("--log-dir", default=None, metavar="DIR",
                    help="folder holding mlperf_log_accuracy.json (default: results/.../<Scenario>/accuracy)")
 

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("tests", nargs="+", choices=TESTS, metavar="TEST", help=f"one or more of {', '.join(TESTS)}")
     pipeline.add_common_arguments(p)
-    p.add_argument("--scenario", required=True, choices=["Offline", "Server"])
+    p.add_argument("--scenario", required=True, choices=["Offline", "Server", "SingleStream", "MultiStream"])
     p.add_argument("--user-conf", required=True, metavar="FILE", help="the LoadGen user.conf of the submitted runs")
     p.add_argument("--precision", default="int8", choices=["int8", "fp32"])
     p.add_argument("--dtype", default="byte", choices=sorted(DTYPES),

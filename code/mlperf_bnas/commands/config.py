@@ -10,7 +10,7 @@ from mlperf_bnas.config import OPTION_SECTIONS, load_config, parse_set_options
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["show"])
     p.add_argument("benchmark", help="benchmark directory, e.g. code/resnet50-openvino")
-    p.add_argument("--scenario", choices=["Offline", "Server"])
+    p.add_argument("--scenario", choices=["Offline", "Server", "SingleStream", "MultiStream"])
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a value")
 
 

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     pipeline.add_common_arguments(p)
-    p.add_argument("--scenario", required=True, choices=["Offline", "Server"])
+    p.add_argument("--scenario", required=True, choices=["Offline", "Server", "SingleStream", "MultiStream"])
     p.add_argument("--mode", default="performance", choices=["performance", "accuracy"])
     p.add_argument("--user-conf", required=True, metavar="FILE", help="LoadGen user.conf")
     p.add_argument("--precision", default="int8", choices=["int8", "fp32"])
@@ -60,8 +60,15 @@ def run(args: argparse.Namespace) -> int:
     finally:
         backend.close()
     result = summary.get("Result is", "done" if args.mode == "accuracy" else "?")
-    metric = next((f"{k}: {summary[k]}" for k in ("Samples per second", "Completed samples per second",
-                                                    "Scheduled samples per second") if k in summary), "")
+    key = completeness.summary_metric(summary, args.scenario)
+    metric = f"{key}: {summary[key]}" if key and key in summary else ""
+    early = None
+    if args.mode == "performance" and args.scenario in ("SingleStream", "MultiStream"):
+        from mlperf_bnas.loadgen.logs import read_detail_log
+
+        early = read_detail_log(log_dir / "mlperf_log_detail.txt").get(completeness.RESULT_KEY[args.scenario])
+    if isinstance(early, (int, float)):
+        metric += f" (early-stopping estimate, the reported result: {early / 1e6:.3f} ms)"
     print(f"{cfg.loadgen_model} {args.scenario} {args.mode}: {result} {metric} -> {log_dir}")
     if args.mode == "performance" and result != "VALID":
         from mlperf_bnas.loadgen.explain import explain

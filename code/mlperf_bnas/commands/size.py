@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--from", dest="base", metavar="FILE",
                    help="generate --user-conf from this base conf (the benchmark's user.smoke.conf) when it is "
                         "missing or stale")
-    p.add_argument("--scenario", choices=["Offline", "Server"], help="the run about to start")
+    p.add_argument("--scenario", choices=["Offline", "Server", "SingleStream", "MultiStream"], help="the run about to start")
     p.add_argument("--check", action="store_true",
                    help="a conf the user wrote: warn when its target_qps is out of this machine's reach")
     p.add_argument("--force", action="store_true", help="re-size even when the generated conf is current")

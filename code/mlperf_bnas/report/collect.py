@@ -30,7 +30,7 @@ from mlperf_bnas.loadgen.logs import read_detail_log, read_summary
 
 log = logging.getLogger(__name__)
 
-SCENARIOS = ("Offline", "Server")
+SCENARIOS = ("Offline", "Server", "SingleStream", "MultiStream")
 PERCENTILE_KEYS = (("min", "result_min_latency_ns", 0.0), ("p50", "result_50.00_percentile_latency_ns", 50.0),
                    ("p90", "result_90.00_percentile_latency_ns", 90.0),
                    ("p95", "result_95.00_percentile_latency_ns", 95.0),

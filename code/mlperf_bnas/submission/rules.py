@@ -8,7 +8,7 @@ Values reproduced from the official v5.1 submission checker's configuration
 from __future__ import annotations
 
 VERSION = "v5.1"
-SCENARIOS = ("Offline", "Server")
+SCENARIOS = ("Offline", "Server", "SingleStream", "MultiStream")
 
 #: Folder names we package -> the checker's benchmark names ("resnet50" is in the
 #: checker's built-in model_mapping, so no model_mapping.json is needed).
