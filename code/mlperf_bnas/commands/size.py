@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         if conf.resolve() != paths.sized_conf.resolve():
             raise UserError(f"--user-conf {conf}: with --from, the generated conf is {paths.sized_conf} "
                             "(mlperf-bnas size --print-path)")
-        cfgs = {s: pipeline.config_from_args(args, s)[0] for s in ("Offline", "Server")}
+        cfgs = {s: pipeline.config_from_args(args, s)[0] for s in sizing.SIZED_SCENARIOS}
         req = sizing.SizeRequest(cfgs, paths, base, args.data_dir, args.checkpoint, args.force)
         path, record, sized_now = sizing.ensure_sized(req)
         if not sized_now:
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     run_cfg, _ = pipeline.run_config_from_args(args, args.scenario)
     measured = sizing.cached_measurement(paths, {args.scenario: run_cfg}, args.data_dir, args.checkpoint,
-                                         {"Server"} & {args.scenario})
+                                         {"Server", "SingleStream", "MultiStream"} & {args.scenario})
     warnings, line = sizing.check_user_conf(conf, run_cfg, args.scenario, measured[args.scenario],
                                             sizing.Machine.this())
     for warning in warnings:
