@@ -35,7 +35,7 @@ from mlperf_bnas.fileio import bad_symlinks
 from mlperf_bnas.loadgen import completeness, userconf
 from mlperf_bnas.paths import OutputPaths
 from mlperf_bnas.submission import provenance
-from mlperf_bnas.submission.rules import MLPERF_MODEL, SCENARIOS
+from mlperf_bnas.submission.rules import MLPERF_MODEL, RESULT_FIELD, SCENARIOS
 from mlperf_bnas.submission.system import describe_system, load_overrides
 from mlperf_bnas.submission.truncate import write_atomic, write_truncated
 
@@ -293,7 +293,7 @@ def build_tree(req: PackageRequest, tree: Path) -> Packaged:
         if unknown:
             raise UserError(f"{res_src}: unexpected folder(s) {', '.join(unknown)}; only {', '.join(SCENARIOS)} are packaged")
         if not scenarios:
-            raise UserError(f"{res_src}: no scenario results; run Offline and/or Server first")
+            raise UserError(f"{res_src}: no scenario results; run a scenario first (run_offline.sh, run_singlestream.sh, ...)")
         prov = provenance.read(req.output_dir, cfg, req.precision)
         _package_code(cfg, tree / "code" / model, commit, req.repo)
         calibration_sections.append(provenance.calibration_section(model, cfg, prov))
@@ -326,7 +326,7 @@ def build_tree(req: PackageRequest, tree: Path) -> Packaged:
                 shutil.copytree(comp_src, tree / "compliance" / req.system / model / scenario,
                                 ignore=shutil.ignore_patterns("mlperf_log_trace.json", ".*"))
             metric = read_detail_log(perf / "mlperf_log_detail.txt")
-            key = "result_samples_per_second" if scenario == "Offline" else "result_completed_samples_per_sec"
+            key = RESULT_FIELD[scenario]
             packaged.entries.append((model, scenario, conf.name, f"{key}={metric.get(key)}"))
     write_atomic(tree / "calibration.md", provenance.calibration_document(calibration_sections))
     return packaged

@@ -47,12 +47,34 @@ PERFORMANCE_SAMPLE_COUNT = {"resnet": 1024, "retinanet": 64}
 DATASET_SIZE = {"resnet": 50000, "retinanet": 24781}
 #: Server latency bound (99th percentile), ns.
 LATENCY_CONSTRAINT_NS = {"resnet": {"Server": 15_000_000}, "retinanet": {"Server": 100_000_000}}
-MIN_QUERIES = {"resnet": {"Server": 270336, "Offline": 1}, "retinanet": {"Server": 270336, "Offline": 1}}
+#: The release checker's min_queries (checked only for scenarios without early stopping, i.e.
+#: Offline; SingleStream, MultiStream and Server use early stopping there).
+MIN_QUERIES = {"resnet": {"SingleStream": 1024, "MultiStream": 270336, "Server": 270336, "Offline": 1},
+               "retinanet": {"SingleStream": 1024, "MultiStream": 270336, "Server": 270336, "Offline": 1}}
 OFFLINE_MIN_SAMPLES_PER_QUERY = 24576      # release checker: every division; package: closed only
 MIN_DURATION_MS = 600_000
 MAX_ACCURACY_LOG_SIZE = 10 * 1024
 FILE_SIZE_LIMIT_BYTES = 50 * 1024 * 1024
-RESULT_FIELD = {"Offline": "result_samples_per_second", "Server": "result_completed_samples_per_sec"}
+#: The result each scenario reports (the release checker's RESULT_FIELD_NEW["v5.1"]): a rate, or
+#: for SingleStream / MultiStream LoadGen's early-stopping estimate of the 90th / 99th
+#: percentile latency in ns (per query of 8 samples for MultiStream), reported in ms.
+RESULT_FIELD = {"Offline": "result_samples_per_second", "Server": "result_completed_samples_per_sec",
+                "SingleStream": "early_stopping_latency_ss", "MultiStream": "early_stopping_latency_ms"}
+#: The latency percentile each latency-bound scenario is judged at (LoadGen's mlperf.conf).
+LATENCY_PERCENTILE = {"SingleStream": 0.90, "MultiStream": 0.99, "Server": 0.99}
+#: Scenarios whose result is a latency (lower is better), reported in ms.
+LATENCY_SCENARIOS = ("SingleStream", "MultiStream")
+#: Samples per MultiStream query (LoadGen's mlperf.conf; the checker reads effective_samples_per_query).
+MULTISTREAM_SAMPLES_PER_QUERY = 8
+
+
+def result_unit(scenario: str) -> str:
+    return "ms" if scenario in LATENCY_SCENARIOS else "samples/s"
+
+
+def result_value(scenario: str, raw: float) -> float:
+    """The scenario's result as reported: a rate as logged, a latency in ms (logged in ns)."""
+    return raw / 1e6 if scenario in LATENCY_SCENARIOS else raw
 ACCURACY_PATTERN = {
     "resnet": r"^(?:\{\"accuracy|accuracy)[\": ]*=?\s*([\d\.]+).*",
     "retinanet": r".*(?:mAP=|'Total':)\s*([\d.]+)",
