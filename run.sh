@@ -16,7 +16,9 @@
 #
 # Environment: OUTPUT_DIR (default ./output), DATA_DIR, CHECKPOINT, USER_CONF, SYSTEM,
 #   BENCHMARKS (default "resnet50-openvino retinanet-pytorch-cpu": names under code/, or
-#   paths of benchmark directories), SCENARIOS (default: the system type's, see above).
+#   paths of benchmark directories), SCENARIOS (default: the system type's, see above),
+#   ENGINE (RetinaNet's engine: ENGINE=ipex builds and runs its IPEX TorchScript in
+#   .venv-ipex, docs/ipex.md).
 # DATA_DIR / CHECKPOINT / USER_CONF apply to every benchmark; for a real submission of both,
 # run each benchmark's scripts with its own values, then tools/package_submission.sh.
 # A scenario this machine cannot run at any load (a latency bound below one query's latency)

@@ -30,6 +30,13 @@ COMMON_ARGS=(--benchmark "$BENCH_DIR" --output-dir "$OUTPUT_DIR" --system "$SYST
 # return 1 and stop every `set -e` run script when CHECKPOINT is unset.
 if [ -n "$DATA_DIR" ]; then COMMON_ARGS+=(--data-dir "$DATA_DIR"); fi
 if [ -n "$CHECKPOINT" ]; then COMMON_ARGS+=(--checkpoint "$CHECKPOINT"); fi
+# ENGINE (e.g. ENGINE=ipex) sets backend_options.engine of a benchmark on the pytorch backend;
+# benchmarks on other backends have no engine and ignore it. With ENGINE=ipex, mlperf-bnas
+# runs the build and the LoadGen runs in the IPEX environment (./prepare_env.sh --ipex).
+if [ -n "${ENGINE:-}" ] && [ -n "$BENCH_DIR" ] \
+   && grep -Eq '^backend:[[:space:]]*pytorch([[:space:]]|#|$)' "$BENCH_DIR/config.yaml" 2>/dev/null; then
+  COMMON_ARGS+=(--set "backend_options.engine=$ENGINE")
+fi
 # USER_CONF is resolved per benchmark (a caller without a benchmark, like run.sh, leaves it
 # alone so each benchmark script picks its own); a value the user set is always kept.
 # SIZE_FROM (not exported): set when this script runs the embedded default, whose conf is

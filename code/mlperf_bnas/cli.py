@@ -85,6 +85,7 @@ def _output_folder(module, args: argparse.Namespace):
 
 
 def main(argv: list[str] | None = None) -> int:
+    entry_point = argv is None
     argv = sys.argv[1:] if argv is None else argv
     # Only import the module of the command being run.
     only = next((a for a in argv if a in COMMANDS), None)
@@ -101,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         # SIGTERM ends a command like Ctrl-C does: cleanup runs, exit status 143.
         previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
+        # engine: ipex runs in its own environment (torch 2.8): re-run there when needed.
+        from mlperf_bnas.commands import engine_env
+        rc = engine_env.run_in_engine_env(args.command, args, argv, replace_process=entry_point)
+        if rc is not None:
+            return rc
         with _output_folder(module, args):
             return int(module.run(args) or 0)
     except UserError as exc:

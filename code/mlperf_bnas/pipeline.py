@@ -437,6 +437,11 @@ def open_sut(cfg: BenchmarkConfig, scenario: str, paths: OutputPaths, precision:
     _dataset, cache = prepare_dataset(cfg, paths, data_dir, checkpoint)
     backend = create_backend(cfg.backend, Path(model_path) if model_path else paths.model_dir(precision),
                              cfg.backend_options, where, cfg.sources)
+    try:
+        backend.check_build(cfg.model, model_entry(cfg).options, precision)
+    except BaseException:
+        backend.close()
+        raise
     qsl = QSL(cache, _performance_sample_count(cfg))
     warm = cache.load([i % len(cache) for i in range(backend.batch_size)])
     started = time.monotonic()

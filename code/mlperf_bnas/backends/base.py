@@ -59,6 +59,13 @@ class Backend(ABC):
         if errors:
             raise errors[0]
 
+    def check_build(self, model: str, model_options: Any, precision: str) -> None:
+        """Refuse a built model made for another model, other model options or another precision.
+
+        Called once the backend has loaded it, before warm-up; backends whose build
+        records say so (the IPEX TorchScript build) check them here.
+        """
+
     def cancel(self) -> None:
         """Drop batches submitted but not started (the run is being stopped). Their completions
         may still be called, with an error or without; the SUT has answered their samples already.

@@ -11,8 +11,9 @@ Run: the program is loaded and, with ``engine: inductor`` (default),
 ``torch.compile``d with Inductor freezing (constant weights, which is what lets
 the INT8 q/dq patterns lower to oneDNN INT8 convolutions), then warmed up before
 LoadGen starts. ``engine: eager`` runs the exported graph op by op (the FP32
-baseline); ``engine: ipex`` compiles with Intel Extension for PyTorch's
-``ipex`` backend (optional; a separate environment with torch 2.8).
+baseline). ``engine: ipex`` builds and runs a TorchScript file instead (Intel
+Extension for PyTorch's static INT8, ``torch.jit.trace`` + ``freeze``), in the
+IPEX environment of its own (torch 2.8): see ``backends/ipex.py``.
 
 Parallelism: ``instances`` worker threads take batches from one queue; each
 runs the model with ``threads`` intra-op (OpenMP) threads. Torch's thread count
@@ -46,12 +47,17 @@ import torch
 from mlperf_bnas.backends.base import BACKENDS, Backend, Completion
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.pipeline import BUILDERS, BuildContext, model_entry, sha256_file, write_json_atomic
+from mlperf_bnas.registry import Registry
 
 log = logging.getLogger(__name__)
 
 PROGRAM_NAME = "model.pt2"
 INFO_NAME = "quantization.json"
 ENGINES = ("inductor", "eager", "ipex")
+#: Engines with a build and a backend of their own (a subclass of PyTorchBackend with a
+#: ``build(ctx, entry, batch_size)`` static method), imported only when chosen.
+ENGINE_BACKENDS: Registry[type] = Registry("pytorch engine")
+ENGINE_BACKENDS.register_lazy("ipex", "mlperf_bnas.backends.ipex")
 
 
 def _register_quantized_ops() -> None:
@@ -88,12 +94,40 @@ def count_quantized_convolutions(module: torch.nn.Module) -> dict[str, int]:
     return {"convolutions": len(convs), "int8_convolutions": len(quantized)}
 
 
+def calibration_inputs(ctx: BuildContext, entry: Any) -> tuple[list[torch.Tensor], list[str]]:
+    """The calibration batches (model inputs, ``calibration_batch_size`` each) and their sample names.
+
+    The dataset's own calibration split where it has one (OpenImages: MLPerf's 500
+    train images, cached beside the dataset's), else the calibration list's samples;
+    at most ``quantization.subset_size``. Every pytorch engine calibrates on these.
+    """
+    qcfg = ctx.quantization
+    if getattr(ctx.dataset, "has_calibration_set", lambda: False)():
+        samples, names = ctx.dataset.calibration_samples(ctx.spec, ctx.paths.cache_root(ctx.cfg.dataset),
+                                                         qcfg.subset_size)
+    else:
+        samples = ctx.cache.load(ctx.calibration_indices)
+        names = [ctx.cache.names[i] for i in ctx.calibration_indices]
+    samples = samples[:qcfg.subset_size]
+    if len(samples) < qcfg.subset_size:
+        log.warning("quantization.subset_size=%d but only %d calibration image(s) exist: using %d",
+                    qcfg.subset_size, len(samples), len(samples))
+    bs = qcfg.calibration_batch_size
+    inputs = [entry.to_torch_input(samples[i:i + bs], ctx.spec) for i in range(0, len(samples), bs)]
+    return inputs, list(names[:len(samples)])
+
+
 @BUILDERS.register("pytorch")
 def build_pytorch(ctx: BuildContext) -> Path:
-    """FP32: export the module. INT8: rewrite, quantize (NNCF pt2e), export. Saved to ``ctx.out_dir``."""
+    """FP32: export the module. INT8: rewrite, quantize (NNCF pt2e), export. Saved to ``ctx.out_dir``.
+
+    ``engine: ipex`` builds a TorchScript file instead (``backends/ipex.py``).
+    """
     entry = model_entry(ctx.cfg)
     options = PyTorchBackend.Options(**{k: v for k, v in ctx.cfg.backend_options.items()
                                         if k in PyTorchBackend.Options.__dataclass_fields__})
+    if options.engine in ENGINE_BACKENDS:
+        return ENGINE_BACKENDS.get(options.engine).build(ctx, entry, options.batch_size)
     batch = options.batch_size
     example = entry.example_input(batch)
     started = time.time()
@@ -109,24 +143,13 @@ def build_pytorch(ctx: BuildContext) -> Path:
         from mlperf_bnas.quantize.nncf import quantize_torch_fx
 
         qcfg = ctx.quantization
-        if getattr(ctx.dataset, "has_calibration_set", lambda: False)():
-            # A separate calibration split (OpenImages: 500 train images), cached beside the dataset's.
-            samples, names = ctx.dataset.calibration_samples(ctx.spec, ctx.paths.cache_root(ctx.cfg.dataset),
-                                                             qcfg.subset_size)
-        else:
-            samples = ctx.cache.load(ctx.calibration_indices)
-            names = [ctx.cache.names[i] for i in ctx.calibration_indices]
-        samples = samples[:qcfg.subset_size]
-        if len(samples) < qcfg.subset_size:
-            log.warning("quantization.subset_size=%d but only %d calibration image(s) exist: using %d",
-                        qcfg.subset_size, len(samples), len(samples))
         bs = qcfg.calibration_batch_size
-        inputs = [entry.to_torch_input(samples[i:i + bs], ctx.spec) for i in range(0, len(samples), bs)]
+        inputs, names = calibration_inputs(ctx, entry)
         prepare = getattr(entry, "prepare_for_quantization", None)
         target = prepare(module) if prepare else module
         ignored = list(getattr(entry, "quantization_ignored_modules", lambda: [])())
         quantized, record = quantize_torch_fx(target, entry.example_input(bs), inputs, qcfg, ignored)
-        record["calibration"] = {"count": len(samples), "names": names[:len(samples)]}
+        record["calibration"] = {"count": len(names), "names": names}
         record["model_rewrites"] = getattr(entry, "quantization_rewrites", lambda: [])()
         info["quantization"] = record
         module = quantized
@@ -164,16 +187,11 @@ def build_pytorch(ctx: BuildContext) -> Path:
 # run
 # ---------------------------------------------------------------------------
 def compile_program(module: torch.nn.Module, engine: str) -> Any:
-    """The callable that runs batches: Inductor (freezing), IPEX's dynamo backend, or the graph as is."""
+    """The callable that runs batches: Inductor (freezing), or the graph as is (eager)."""
     if engine == "eager":
         return module
-    if engine == "ipex":
-        try:
-            import intel_extension_for_pytorch  # noqa: F401  (registers the "ipex" torch.compile backend)
-        except ImportError:
-            raise UserError("backend_options.engine=ipex needs intel-extension-for-pytorch (2.8, with torch 2.8 in "
-                            "its own environment); install it there or use engine: inductor") from None
-        return torch.compile(module, backend="ipex")
+    if engine != "inductor":
+        raise ValueError(f"compile_program: engine {engine!r} does not run an exported program")
     import torch._inductor.config as inductor_config
 
     # Freezing turns the weights into constants: the INT8 q/dq patterns only lower to
@@ -192,7 +210,8 @@ class PyTorchBackend(Backend):
         #: Intra-op (OpenMP) threads per instance; default: the cores divided among the instances.
         threads: int | None = None
         batch_size: int = 1
-        #: inductor (torch.compile, default), eager (the exported graph op by op), ipex (optional).
+        #: inductor (torch.compile, default), eager (the exported graph op by op), ipex (a TorchScript
+        #: file built and run with Intel Extension for PyTorch, in its own environment: backends/ipex.py).
         engine: str = "inductor"
         #: Warm-up iterations before LoadGen starts (compilation happens in the first).
         warmup_iterations: int = 2
@@ -214,31 +233,24 @@ class PyTorchBackend(Backend):
             if self.completion_threads < 0:
                 raise ValueError(f"completion_threads must be >= 0, got {self.completion_threads}")
 
+    @classmethod
+    def from_options(cls, model_path: Path | None, options: "PyTorchBackend.Options") -> Backend:
+        if options.engine in ENGINE_BACKENDS and cls is PyTorchBackend:
+            return ENGINE_BACKENDS.get(options.engine)(model_path, options)
+        return cls(model_path, options)
+
     def __init__(self, model_path: Path | None, options: "PyTorchBackend.Options"):
         if model_path is None:
             raise UserError("the pytorch backend needs a built model; run mlperf-bnas build first")
-        path = Path(model_path)
-        program = path / PROGRAM_NAME if path.is_dir() else path
-        if not program.is_file():
-            raise UserError(f"{program}: built model not found; run run_calibration.sh (INT8) or "
-                            "mlperf-bnas build --precision fp32 first")
         self.info: dict[str, Any] = {}
-        info_path = program.parent / INFO_NAME
-        if info_path.is_file():
-            self.info = json.loads(info_path.read_text())
-            built_batch = self.info.get("batch_size")
-            if built_batch is not None and built_batch != options.batch_size:
-                raise UserError(f"{program}: built for batch_size {built_batch}, backend_options.batch_size is "
-                                f"{options.batch_size}; rebuild with the same batch size")
         self.options = options
         self.batch_size = options.batch_size
         self.parallelism = options.instances
         cores = os.cpu_count() or 1
         self.threads = options.threads or max(1, cores // options.instances)
         torch.set_num_threads(self.threads)
-        self.program_path = program
         with torch.no_grad():
-            self._model = compile_program(load_program(program), options.engine)
+            self._model = self._load_model(Path(model_path))
         self._queue: queue.Queue = queue.Queue()
         # One intra-op thread per completion thread: the instances already use every core, and
         # two OpenMP pools spinning on the same cores would slow both.
@@ -251,6 +263,27 @@ class PyTorchBackend(Backend):
                          for i in range(options.instances)]
         for worker in self._workers:
             worker.start()
+
+    def _load_model(self, path: Path) -> Any:
+        """The callable that runs batches; sets ``program_path`` and ``info`` (the build record)."""
+        program = path / PROGRAM_NAME if path.is_dir() else path
+        if not program.is_file():
+            other = next(iter(program.parent.glob("*.torchscript.pt")), None)
+            if other is not None:
+                raise UserError(f"{program.parent}: holds an IPEX TorchScript build ({other.name}), not an exported "
+                                f"program for engine {self.options.engine}; rebuild (run_calibration.sh) or run "
+                                "with ENGINE=ipex")
+            raise UserError(f"{program}: built model not found; run run_calibration.sh (INT8) or "
+                            "mlperf-bnas build --precision fp32 first")
+        info_path = program.parent / INFO_NAME
+        if info_path.is_file():
+            self.info = json.loads(info_path.read_text())
+            built_batch = self.info.get("batch_size")
+            if built_batch is not None and built_batch != self.options.batch_size:
+                raise UserError(f"{program}: built for batch_size {built_batch}, backend_options.batch_size is "
+                                f"{self.options.batch_size}; rebuild with the same batch size")
+        self.program_path = program
+        return compile_program(load_program(program), self.options.engine)
 
     # -- inference -----------------------------------------------------------
     def _infer(self, batch: np.ndarray, size: int) -> tuple:

@@ -279,7 +279,6 @@ def build_tree(req: PackageRequest, tree: Path) -> Packaged:
     system_desc = describe_system(req.system, req.overrides, req.output_dir)
     if system_desc["submitter"] != req.submitter:
         system_desc["submitter"] = req.submitter
-    _write_json(tree / "systems" / f"{req.system}.json", system_desc)
     _package_harness(tree / "code", req.repo)
     calibration_sections = []
     for model, cfg in sorted(benchmarks.items()):
@@ -295,6 +294,11 @@ def build_tree(req: PackageRequest, tree: Path) -> Packaged:
         if not scenarios:
             raise UserError(f"{res_src}: no scenario results; run a scenario first (run_offline.sh, run_singlestream.sh, ...)")
         prov = provenance.read(req.output_dir, cfg, req.precision)
+        engine = provenance.engine_software(prov)
+        if engine:
+            # A model run in an environment of its own (IPEX): its software joins the system's.
+            system_desc["framework"] += f"; {model} ({engine['engine'].split(':')[0]}): {engine['framework']}"
+            system_desc["other_software_stack"] += f"; {model}: {engine['environment']}"
         _package_code(cfg, tree / "code" / model, commit, req.repo)
         calibration_sections.append(provenance.calibration_section(model, cfg, prov))
         for scenario in scenarios:
@@ -329,6 +333,7 @@ def build_tree(req: PackageRequest, tree: Path) -> Packaged:
             key = RESULT_FIELD[scenario]
             packaged.entries.append((model, scenario, conf.name, f"{key}={metric.get(key)}"))
     write_atomic(tree / "calibration.md", provenance.calibration_document(calibration_sections))
+    _write_json(tree / "systems" / f"{req.system}.json", system_desc)
     return packaged
 
 

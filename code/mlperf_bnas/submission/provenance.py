@@ -111,8 +111,24 @@ def _weights(prov: Provenance) -> str:
     return f"{name} (sha256 {sha}; {source})" if sha else name
 
 
+def engine_software(prov: Provenance) -> dict[str, str] | None:
+    """The engine and its software when the model was built in an environment of its own (IPEX).
+
+    The main environment's versions (``systems/<system>.json``, detected) do not
+    describe such a model: the build record's do, and the run checked them.
+    """
+    q = prov.quantization
+    if _first(q, "engine") != "ipex":
+        return None
+    env = str(_first(q, "environment") or "")
+    return {"engine": f"ipex: {_first(q, 'format') or 'TorchScript'}",
+            "framework": f"torch {_first(q, 'torch_version')}, intel-extension-for-pytorch {_first(q, 'ipex_version')}",
+            "environment": (f"IPEX environment {Path(env).name or env} (Python {_first(q, 'python')}, "
+                            f"torchvision {_first(q, 'torchvision_version')})")}
+
+
 def measurement_fields(prov: Provenance) -> dict[str, str]:
-    """The five fields the v5.1 checker requires, each non-empty."""
+    """The five fields the v5.1 checker requires, each non-empty; plus the engine's software, if its own."""
     q = prov.quantization
     transforms = []
     if prov.subnet is not None:
@@ -121,10 +137,16 @@ def measurement_fields(prov: Provenance) -> dict[str, str]:
         nncf = _first(q, "quantization") or {}
         preset = _first(nncf, "config.preset")
         used = _first(nncf, "calibration_samples_used")
-        transforms.append(f"post-training INT8 quantization with {nncf.get('tool', 'nncf')} {nncf.get('nncf_version', '')}"
+        version = nncf.get("tool_version") or nncf.get("nncf_version", "")
+        transforms.append(f"post-training INT8 quantization with {nncf.get('tool', 'nncf')} {version}"
                           .rstrip() + f" (preset {preset}, {used} calibration samples)")
-    transforms.append("converted to OpenVINO IR with the preprocessing in the graph"
-                      if _first(q, "openvino_version") else "none beyond the build")
+    if _first(q, "openvino_version"):
+        transforms.append("converted to OpenVINO IR with the preprocessing in the graph")
+    elif _first(q, "engine") == "ipex":
+        transforms.append(f"traced and frozen to TorchScript (torch.jit.trace + torch.jit.freeze) with "
+                          f"intel-extension-for-pytorch {_first(q, 'ipex_version')}")
+    else:
+        transforms.append("none beyond the build")
     retraining = "no"
     if prov.subnet is not None:
         retraining = ("yes: BootstrapNAS super-network training; the sub-network's weights are "
@@ -138,6 +160,7 @@ def measurement_fields(prov: Provenance) -> dict[str, str]:
         "starting_weights_filename": _weights(prov),
         "weight_data_types": prov.precision,
         "weight_transformations": "; ".join(transforms),
+        **(engine_software(prov) or {}),
     }
 
 
