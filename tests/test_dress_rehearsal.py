@@ -86,3 +86,52 @@ def test_a_rerun_reuses_every_finished_step(rehearsal):
     assert "stand-in complete" in second.stdout
     for label in ("Offline.performance", "SingleStream.accuracy", "MultiStream.compliance"):
         assert f"==> {label}: done earlier" in second.stdout
+
+
+def _tool():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("dress_rehearsal", REPO / "tools" / "dress_rehearsal.py")
+    module = importlib.util.module_from_spec(spec)
+    import sys
+
+    sys.modules[spec.name] = module               # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_stand_in_continues_where_it_was_stopped(tmp_path, monkeypatch):
+    tool = _tool()
+    monkeypatch.setattr(tool, "LABEL_CHUNK", 4)
+    s = tool.StandIn(tmp_path / "standin", 10, 0)
+    tool.make_images(s, count=6)                  # stopped after 6 images (Ctrl-C keeps them)
+    first = {p.name: p.stat().st_mtime_ns for p in s.root.glob("*.JPEG")}
+    assert len(first) == 6 and not list(s.root.glob(".*.tmp"))
+    tool.make_images(s)
+    assert len(list(s.root.glob("*.JPEG"))) == 10
+    assert all((s.root / n).stat().st_mtime_ns == t for n, t in first.items())   # not rewritten
+    calls = []
+
+    def labeller(paths):
+        calls.append(len(paths))
+        if len(calls) == 2:
+            raise KeyboardInterrupt                # Ctrl-C while labelling the second chunk
+        return [7] * len(paths)
+
+    with pytest.raises(KeyboardInterrupt):
+        tool.label_images(s, labeller)
+    assert calls == [4, 4]
+    calls.clear()
+    labels = tool.label_images(s, lambda paths: calls.append(len(paths)) or [3] * len(paths))
+    assert calls == [4, 2]                          # the finished first chunk is reused
+    assert labels == [7] * 4 + [3] * 6
+
+
+def test_disk_estimate_scales_with_the_images():
+    tool = _tool()
+    small, big = tool.needed_bytes(1000, 13e3, 150528, 4), tool.needed_bytes(50000, 13e3, 150528, 4)
+    # Per image: its JPEG, its cached sample, and two accuracy-log entries per scenario (with headroom).
+    assert (big - small) / 49000 == pytest.approx(tool._MARGIN * (13e3 + 150528 + 4 * 2 * tool._ACC_ENTRY_BYTES),
+                                                  rel=1e-3)
+    with pytest.raises(Exception, match="needs 1.0 GiB"):
+        tool.check_disk(Path("/"), 2**30, free=2**20)
