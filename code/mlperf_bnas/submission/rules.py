@@ -7,6 +7,8 @@ Values reproduced from the official v5.1 submission checker's configuration
 
 from __future__ import annotations
 
+from mlperf_bnas.loadgen.sut import SAMPLES_PER_QUERY
+
 VERSION = "v5.1"
 SCENARIOS = ("Offline", "Server", "SingleStream", "MultiStream")
 
@@ -65,7 +67,7 @@ LATENCY_PERCENTILE = {"SingleStream": 0.90, "MultiStream": 0.99, "Server": 0.99}
 #: Scenarios whose result is a latency (lower is better), reported in ms.
 LATENCY_SCENARIOS = ("SingleStream", "MultiStream")
 #: Samples per MultiStream query (LoadGen's mlperf.conf; the checker reads effective_samples_per_query).
-MULTISTREAM_SAMPLES_PER_QUERY = 8
+MULTISTREAM_SAMPLES_PER_QUERY = SAMPLES_PER_QUERY["MultiStream"]
 
 
 def result_unit(scenario: str) -> str:

@@ -81,6 +81,7 @@ from mlperf_bnas.submission.rules import LATENCY_CONSTRAINT_NS, MIN_DURATION_MS,
 from mlperf_bnas.submission.system import machine_identity
 from mlperf_bnas.loadgen.userconf import MARKER as TUNE_MARKER
 from mlperf_bnas.loadgen.userconf import override_lines
+from mlperf_bnas.loadgen.sut import SAMPLES_PER_QUERY
 from mlperf_bnas.tune.queueing import max_server_qps
 
 log = logging.getLogger(__name__)
@@ -121,9 +122,9 @@ SIZED_SCENARIOS = _SCENARIOS
 _STREAMS = ("SingleStream", "MultiStream")
 #: LoadGen's embedded mlperf.conf (v5.1) values the stream scenarios fall back to.
 _STREAM_DEFAULTS = {"SingleStream": {"target_latency": 10.0, "min_query_count": 100, "percentile": 90.0,
-                                     "samples_per_query": 1},
+                                     "samples_per_query": SAMPLES_PER_QUERY["SingleStream"]},
                     "MultiStream": {"target_latency": 80.0, "min_query_count": 662, "percentile": 99.0,
-                                    "samples_per_query": 8}}
+                                    "samples_per_query": SAMPLES_PER_QUERY["MultiStream"]}}
 _STREAM_MODEL_DEFAULTS = {("retinanet", "MultiStream"): {"target_latency": 528.0}}
 
 
