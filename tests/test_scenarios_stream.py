@@ -124,3 +124,30 @@ def test_compliance_performance_verdicts_follow_the_official_scripts(tmp_path, s
     assert not ok
     ok, text = verify_performance(ref, _summary(tmp_path / "t5.txt", scenario, 30e6, "INVALID"), "TEST01")
     assert not ok and "Test results are invalid" in text
+
+
+@pytest.mark.parametrize("system_type, expected", [
+    ("edge", {"resnet50-openvino": "Offline SingleStream MultiStream",
+              "retinanet-pytorch-cpu": "Offline SingleStream MultiStream"}),
+    ("datacenter,edge", {"resnet50-openvino": "Offline Server SingleStream MultiStream",
+                         "retinanet-pytorch-cpu": "Offline Server SingleStream MultiStream"}),
+    ("datacenter", {"retinanet-pytorch-cpu": "Offline Server"}),
+])
+def test_run_sh_scenarios_follow_the_system_type(tmp_path, system_type, expected):
+    overrides = tmp_path / "overrides.yaml"
+    overrides.write_text(f"submitter: x\nsystem_type: {system_type}\n")
+    args = ["package", "--required-scenarios", "--overrides", str(overrides)]
+    for bench in expected:
+        args += ["--benchmark", str(REPO / "code" / bench)]
+    proc = run_cli(*args)
+    assert proc.stdout.splitlines() == list(expected.values())
+
+
+def test_a_benchmark_the_system_type_lacks_is_an_error_naming_the_file(tmp_path):
+    overrides = tmp_path / "overrides.yaml"
+    overrides.write_text("submitter: x\nsystem_type: datacenter\n")
+    proc = run_cli("package", "--required-scenarios", "--overrides", str(overrides), "--benchmark", str(BENCH),
+                   check=False)
+    assert proc.returncode == 2
+    assert str(overrides) in proc.stderr and "set system_type to edge" in proc.stderr
+    assert "Traceback" not in proc.stderr
