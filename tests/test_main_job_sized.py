@@ -46,10 +46,15 @@ resnet50.Offline.min_query_count = 64
 resnet50.Server.min_query_count = 64
 resnet50.Server.target_latency = 100
 resnet50.Server.target_latency_percentile = 90
-resnet50.SingleStream.min_query_count = 64
-resnet50.MultiStream.min_query_count = 64
+resnet50.SingleStream.min_query_count = 200
+resnet50.MultiStream.min_query_count = 200
 resnet50.MultiStream.target_latency_percentile = 90
 """
+# Stream scenarios: TEST01/TEST04 compare LoadGen's early-stopping latency estimates within
+# 10-20%; on 64 queries that estimate is the second-highest latency (one scheduling hiccup on a
+# shared machine decides it), on 200 about the 94th percentile. The too-slow machine runs
+# only Offline and Server (SCENARIOS), which is what it tests.
+SCENARIOS_OF = {"simtooslow": "Offline Server"}
 
 
 def _config(fixed_ms: float, per_sample_ms: float) -> str:
@@ -102,6 +107,9 @@ def _run(top: Path, system: str) -> dict:
     (top / "code" / "simbench" / "config.yaml").write_text(_config(*SPEEDS[system]))
     env = {k: v for k, v in os.environ.items() if k not in ("USER_CONF", "DATA_DIR", "CHECKPOINT")}
     env.update(OUTPUT_DIR=str(top / "out"), SYSTEM=system, BENCHMARKS="simbench")
+    env.pop("SCENARIOS", None)
+    if system in SCENARIOS_OF:
+        env["SCENARIOS"] = SCENARIOS_OF[system]
     started = time.monotonic()
     proc = subprocess.run(["bash", str(top / "run.sh")], cwd=top, env=env, capture_output=True, text=True,
                           timeout=1500)
@@ -206,4 +214,7 @@ def test_too_slow_machine_skips_server_with_one_line(jobs):
     assert re.search(r"^resnet50\s+Server\s+-\s+-\s+NOT RUN", job["log"], re.M)
     assert re.search(r"^resnet50 Server: not run: .*100 ms latency bound", job["log"], re.M)
     assert not (job["tree"] / "results" / "simtooslow" / "resnet50" / "Server").exists()
+    # SCENARIOS narrowed the system type's four to two.
+    assert "==> simbench: scenarios Offline Server" in job["log"]
+    assert not (job["out"] / "results" / "simtooslow" / "resnet50" / "SingleStream").exists()
     assert (job["tree"] / "results" / "simtooslow" / "resnet50" / "Offline").is_dir()
