@@ -1,31 +1,112 @@
-"""Shared test helpers: run the real command line in its own process (LoadGen allows one
-FromConfig per process) and find the repository."""
+"""Shared test helpers: run the real command line and find the repository.
+
+``run_cli`` runs a command in this process unless it needs its own: LoadGen allows one
+``FromConfig`` per process (``run``, ``compliance``) and a distributed search starts
+processes of its own. Everything else (dataset, build, accuracy, package, check, report,
+tune, nas ...) runs in-process, which saves the seconds a fresh interpreter spends importing
+torch and OpenVINO for every call.
+
+Markers: ``slow`` marks tests that build or run full-size models (minutes);
+``./test.sh --fast`` leaves them out (``-m "not slow"``).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+#: Commands that must run in a process of their own (LoadGen: one FromConfig per process).
+OWN_PROCESS = {"run", "compliance"}
+#: The shared ResNet-50 build: synthetic images (labelled by the seeded FP32 model).
+RN50_BENCH = REPO / "code" / "resnet50-openvino"
+RN50_IMAGES = 32
+
 
 def run_cli(*args: str, check: bool = True, env: dict | None = None, cwd: Path | None = None,
-            timeout: float = 1800) -> subprocess.CompletedProcess:
-    """``mlperf-bnas <args>`` in a fresh Python process; returns the completed process."""
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    proc = subprocess.run([sys.executable, "-m", "mlperf_bnas", *args], capture_output=True, text=True,
-                          env=full_env, cwd=cwd or REPO, timeout=timeout)
+            timeout: float = 1800, subprocess_only: bool = False) -> subprocess.CompletedProcess:
+    """``mlperf-bnas <args>``; returns a CompletedProcess (in-process runs fill in the same fields)."""
+    own = subprocess_only or (args and args[0] in OWN_PROCESS) or "--distributed" in args
+    proc = _in_subprocess(args, env, cwd, timeout) if own else _in_process(args, env, cwd)
     if check and proc.returncode != 0:
         raise AssertionError(f"mlperf-bnas {' '.join(args)} failed ({proc.returncode}):\n"
                              f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
 
 
+def _in_subprocess(args, env, cwd, timeout) -> subprocess.CompletedProcess:
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "mlperf_bnas", *args], capture_output=True, text=True,
+                          env=full_env, cwd=cwd or REPO, timeout=timeout)
+
+
+@contextlib.contextmanager
+def _environment(env: dict | None, cwd: Path | None):
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    os.environ.update(env or {})
+    os.chdir(cwd or REPO)
+    try:
+        yield
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+
+
+def _in_process(args, env, cwd) -> subprocess.CompletedProcess:
+    """``cli.main(args)`` with its stdout, stderr and log records captured as a subprocess's would be."""
+    from mlperf_bnas import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if "-v" in args or "--verbose" in args else logging.INFO)
+    try:
+        with _environment(env, cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli.main(list(args))
+            except SystemExit as exc:            # argparse errors and --help
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            except Exception:                    # what a subprocess would print before exiting 1
+                traceback.print_exc(file=err)
+                code = 1
+    finally:
+        for added in [h for h in root.handlers if h not in handlers]:   # ours, and any basicConfig made
+            root.removeHandler(added)
+        root.setLevel(level)
+    return subprocess.CompletedProcess(["mlperf-bnas", *args], int(code or 0), out.getvalue(), err.getvalue())
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "slow: builds or runs full-size models (minutes); ./test.sh --fast skips it")
+
+
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
+
+
+@pytest.fixture(scope="session")
+def resnet50_build(tmp_path_factory) -> Path:
+    """One ResNet-50 build for the whole session: the synthetic dataset (``RN50_IMAGES`` images), its
+    cache and the FP32 and INT8 OpenVINO IR, under ``build/`` of the returned output folder. Tests
+    add their own ``results/<system>/`` beside it (a system name of their own) and never rebuild."""
+    out = tmp_path_factory.mktemp("rn50")
+    common = ["--benchmark", str(RN50_BENCH), "--output-dir", str(out), "--system", "build",
+              "--set", f"dataset_options.synthetic_count={RN50_IMAGES}"]
+    run_cli("dataset", *common, "--no-progress")
+    run_cli("build", *common)
+    return out

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mlperf_bnas.submission import check as C
+from mlperf_bnas.submission import checker as C
 from mlperf_bnas.submission import rules as R
 
 TABLE_RULES = {"system-type-benchmark", "scenarios-missing", "scenarios-required", "scenario-unlisted"}

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, run_cli
-from mlperf_bnas.submission.compliance import verify_accuracy, verify_performance
+from mlperf_bnas.submission.audit import verify_accuracy, verify_performance
 
 SYSTEM = "ci_audit_cpu"
 CONF = """\

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from mlperf_bnas.accuracy.imagenet import top1
+from mlperf_bnas.accuracy.top1 import top1
 from mlperf_bnas.data.imagenet import ImageNet
 from mlperf_bnas.data.synthetic import synthetic_image
 from mlperf_bnas.errors import UserError

@@ -90,6 +90,7 @@ def test_synthetic_images_are_deterministic_and_varied():
     assert np.abs(np.diff(arr, axis=1)).mean() < 20
 
 
+@pytest.mark.slow
 def test_seeded_resnet50_predictions_vary():
     """Seeded weights must not answer one class for everything (synthetic labels would be useless)."""
     entry = create_model("resnet50", {"seed": 0})

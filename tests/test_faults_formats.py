@@ -181,7 +181,7 @@ def test_damaged_accuracy_logs_are_named(tmp_path, text, problem):
 
 
 def test_empty_accuracy_log_is_an_error_not_zero_percent(tmp_path):
-    from mlperf_bnas.accuracy.imagenet import top1
+    from mlperf_bnas.accuracy.top1 import top1
 
     path = tmp_path / "mlperf_log_accuracy.json"
     path.write_text("[]\n")

@@ -4,7 +4,9 @@ an output folder that cannot be written, bad --set values, a decompression-bomb 
 
 Runs use the ResNet-50 benchmark's config with ``--set backend=simulated``: a real LoadGen run
 in a real ``mlperf-bnas run`` process, with a backend whose speed (and hang) is known, so no
-model needs building. The full disk is a real one: a tmpfs mounted for the test (root, or
+model needs building. Each such run is its own process importing torch and OpenVINO (15-40 s
+on 2 busy cores), so those tests are marked ``slow``; the ones that fail before a run starts
+stay in the fast subset. The full disk is a real one: a tmpfs mounted for the test (root, or
 CAP_SYS_ADMIN); where no tmpfs can be mounted, a file-size limit (RLIMIT_FSIZE) on the run
 process makes LoadGen's writes fail the same way.
 """
@@ -87,6 +89,7 @@ def _one_error_line(proc, expect: str) -> str:
 # ---------------------------------------------------------------------------
 # Ctrl-C and SIGTERM
 # ---------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("scenario, signum, status", [("Offline", signal.SIGINT, 130), ("Server", signal.SIGTERM, 143)])
 def test_signal_stops_a_run_within_seconds(tmp_path, scenario, signum, status):
     out = tmp_path / "out"
@@ -118,6 +121,7 @@ def test_signal_stops_a_run_within_seconds(tmp_path, scenario, signum, status):
     assert not list(_results(out, scenario).parent.glob(".run_1.*"))      # no private folder left behind
 
 
+@pytest.mark.slow
 def test_ctrl_c_on_the_process_group_as_a_terminal_sends_it(tmp_path):
     """Ctrl-C in a terminal signals the whole process group (run_offline.sh's `exec`ed python too)."""
     out = tmp_path / "out"
@@ -129,6 +133,7 @@ def test_ctrl_c_on_the_process_group_as_a_terminal_sends_it(tmp_path):
     assert not _results(out).exists()
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_stops_at_once(tmp_path):
     """Server keeps LoadGen to its schedule for the 5 s grace; a second Ctrl-C does not wait."""
     out = tmp_path / "out"
@@ -145,6 +150,7 @@ def test_a_second_ctrl_c_stops_at_once(tmp_path):
     assert list((out / "build" / "archive").glob("interrupted-*/run_1"))
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_tune_and_its_trial_cleanly(tmp_path):
     """Ctrl-C reaches tune's process group; tune passes it on to the trial's own group once and
     waits until the trial has archived its partial logs."""
@@ -183,6 +189,7 @@ def test_ctrl_c_stops_tune_and_its_trial_cleanly(tmp_path):
 # ---------------------------------------------------------------------------
 # a backend that stops answering
 # ---------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("scenario", ["Offline", "Server"])
 def test_watchdog_fails_a_run_whose_backend_stops_answering(tmp_path, scenario):
     out = tmp_path / "out"
@@ -232,6 +239,7 @@ def _fill(disk: Path, leave_bytes: int = 0) -> None:
             pass
 
 
+@pytest.mark.slow
 def test_full_disk_before_a_run_fails_early_and_keeps_the_earlier_result(tmp_path, small_disk):
     if small_disk is None:
         pytest.skip("cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN)")
@@ -250,6 +258,7 @@ def test_full_disk_before_a_run_fails_early_and_keeps_the_earlier_result(tmp_pat
     assert not list((out / "build" / "archive").glob("*/run_1"))   # the earlier result was not moved
 
 
+@pytest.mark.slow
 def test_disk_filling_during_a_run_publishes_nothing(tmp_path, small_disk):
     out = (small_disk if small_disk is not None else tmp_path) / "out"
     conf = _conf(tmp_path, SHORT)
@@ -277,6 +286,7 @@ def test_disk_filling_during_a_run_publishes_nothing(tmp_path, small_disk):
 # ---------------------------------------------------------------------------
 # the output folder
 # ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_second_writer_is_refused_while_the_first_runs(tmp_path):
     out = tmp_path / "out"
     log = tmp_path / "first.log"
@@ -343,8 +353,11 @@ def test_output_dir_that_is_a_file_or_read_only_fails_before_any_model_loads(tmp
 # bad values: one line naming where they came from
 # ---------------------------------------------------------------------------
 @pytest.mark.parametrize("setting, expect", [
-    ("model_options.seed=abc", "--set: model_options.seed must be an integer, got 'abc'"),
-    ("backend_options.num_streams=two", "--set: backend_options.num_streams must be an integer or null"),
+    # These two reach the run process (torch and OpenVINO imported): slow; the others fail on parsing.
+    pytest.param("model_options.seed=abc", "--set: model_options.seed must be an integer, got 'abc'",
+                 marks=pytest.mark.slow),
+    pytest.param("backend_options.num_streams=two", "--set: backend_options.num_streams must be an integer or null",
+                 marks=pytest.mark.slow),
     ("bogus=1", "--set bogus: unknown key 'bogus'"),
     ("backend_options=3", "--set backend_options: 'backend_options' must be a mapping"),
 ])
@@ -356,6 +369,7 @@ def test_bad_set_values_blame_the_command_line(tmp_path, setting, expect):
     assert "config.yaml" not in line
 
 
+@pytest.mark.slow
 def test_user_conf_for_another_model_warns_and_typo_names_the_line(tmp_path):
     conf = _conf(tmp_path, "retinanet.Offline.target_qps = 1\nresnet5O.Offline.target_qps = 50\n")
     proc = run_cli(*_run_args(tmp_path / "out", conf, "Offline", "--set", "backend=null"), check=False)

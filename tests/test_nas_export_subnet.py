@@ -12,7 +12,7 @@ import torch
 
 from mlperf_bnas.nas.demo import DIGITS_SIZE, DigitsResNet
 from mlperf_bnas.nas.export import load_subnet, read_subnet_checkpoint
-from mlperf_bnas.nas.supernet import SuperNetwork
+from mlperf_bnas.nas.supernet.network import SuperNetwork
 from tests.conftest import run_cli
 from tests.test_nas_train_progressive import config_dict
 
@@ -82,6 +82,7 @@ def test_export_rejects_configs_outside_the_space(trained):
     assert not (trained / "bad.pt").exists()
 
 
+@pytest.mark.slow
 def test_openvino_conversion_matches_torch():
     ovb = pytest.importorskip("mlperf_bnas.backends.openvino")
     torch.manual_seed(0)

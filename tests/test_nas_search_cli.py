@@ -29,7 +29,7 @@ SMALL = ["--num_evals", "16", "--population", "8", "--num_bn_samples", "128", "-
 @pytest.fixture(scope="session")
 def supernet_path(tmp_path_factory) -> Path:
     from mlperf_bnas.nas.demo import DIGITS_PREPROCESS, DIGITS_SIZE, pretrain_digits_model
-    from mlperf_bnas.nas.supernet import SuperNetwork
+    from mlperf_bnas.nas.supernet.network import SuperNetwork
 
     cfg = json.loads(DEMO_CONFIG.read_text())
     model, _ = pretrain_digits_model(epochs=2, seed=0)
@@ -62,6 +62,7 @@ def nsga2_run(supernet_path, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_outputs_are_consistent_and_the_export_computes_what_was_measured(nsga2_run, supernet_path):
     from mlperf_bnas.nas.demo import digits_loaders
     from mlperf_bnas.nas.evaluate import top1
@@ -105,6 +106,7 @@ def test_outputs_are_consistent_and_the_export_computes_what_was_measured(nsga2_
     assert top1(subnet, val) == pytest.approx(best["metrics"]["accuracy"], abs=1e-9)
 
 
+@pytest.mark.slow
 def test_resume_replays_the_csv_and_nothing_is_overwritten(nsga2_run, supernet_path):
     before = (nsga2_run / "search_results.csv").read_text()
     proc = search(supernet_path, nsga2_run, *SMALL, "--acc_delta", "60", check=False)
@@ -116,6 +118,7 @@ def test_resume_replays_the_csv_and_nothing_is_overwritten(nsga2_run, supernet_p
     assert (nsga2_run / "search_results.csv").read_text() == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["torchrun", "spawn"])
 def test_distributed_gives_the_single_process_front(nsga2_run, supernet_path, tmp_path, launcher):
     out = tmp_path / launcher
@@ -136,6 +139,7 @@ def test_distributed_gives_the_single_process_front(nsga2_run, supernet_path, tm
     assert json.loads((out / "nas_record.json").read_text())["search"]["distributed_processes"] == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags", [
     ["--search_tactic", "linas", "--measurements", "accuracy", "macs", "latency", "--latency_iterations", "3",
      "--latency_warmup", "1", "--linas_inner_evals", "300"],
@@ -154,15 +158,16 @@ def test_tactics_and_algorithms_on_the_demo(supernet_path, tmp_path, flags):
         assert len(cache) == len(rows) and {v["runtime"] for v in cache.values()} == {"torch"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", ["ga", "cmaes", "nsga2", "age", "unsga3", "ctaea", "moead"])
 def test_every_algorithm_on_the_demo_supernet(supernet_path, tmp_path, algo):
     """In-process (no start-up cost): each algorithm drives a short search of the demo super-network."""
-    from mlperf_bnas.nas.pareto import front_indices, objective_matrix
-    from mlperf_bnas.nas.search import LocalPool, run_search
-    from mlperf_bnas.nas.search_config import ALGORITHM_OBJECTIVES, build_settings
-    from mlperf_bnas.nas.search_eval import SupernetEvaluator
-    from mlperf_bnas.nas.search_targets import SEARCH_TARGETS, model_builder
-    from mlperf_bnas.nas.supernet import SuperNetwork
+    from mlperf_bnas.nas.search.pareto import front_indices, objective_matrix
+    from mlperf_bnas.nas.search.tactics import LocalPool, run_search
+    from mlperf_bnas.nas.search.settings import ALGORITHM_OBJECTIVES, build_settings
+    from mlperf_bnas.nas.search.measure import SupernetEvaluator
+    from mlperf_bnas.nas.search.targets import SEARCH_TARGETS, model_builder
+    from mlperf_bnas.nas.supernet.network import SuperNetwork
 
     ckpt = torch.load(supernet_path, map_location="cpu", weights_only=True)
     supernet = SuperNetwork.load(supernet_path, model_builder("digits_resnet", ckpt["state_dict"]))
@@ -177,6 +182,7 @@ def test_every_algorithm_on_the_demo_supernet(supernet_path, tmp_path, algo):
     assert len(outcome.front) == len({tuple(F[i]) for i in front_indices(F)}) >= 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags,message", [
     (["--search_algo", "ga", "--optimization_metrics", "accuracy", "macs", "params"],
      "algorithm 'ga' optimises 1 objective(s), but optimization_metrics has 3 (accuracy, macs, params); "

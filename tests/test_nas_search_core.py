@@ -1,6 +1,6 @@
 """The search machinery on a small analytic search space (fast, no super-network).
 
-The toy space and evaluator implement the same contract as nas/space.py and the
+The toy space and evaluator implement the same contract as nas/supernet/space.py and the
 super-network evaluator, with metrics that trade off like real ones (accuracy grows with
 MACs, with diminishing returns), so fronts are non-trivial. Every tactic x algorithm runs;
 fronts are non-dominated; the same seed gives the same search; the CSV round-trips and
@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 from mlperf_bnas.errors import UserError
-from mlperf_bnas.nas.pareto import front_indices, hypervolume, objective_matrix
-from mlperf_bnas.nas.predictors import ObjectivePredictor
-from mlperf_bnas.nas.search import LocalPool, ResultsStore, choose_best, run_search
-from mlperf_bnas.nas.search_config import ALGORITHM_OBJECTIVES, build_settings, read_search_section
+from mlperf_bnas.nas.search.pareto import front_indices, hypervolume, objective_matrix
+from mlperf_bnas.nas.search.predictors import ObjectivePredictor
+from mlperf_bnas.nas.search.tactics import LocalPool, ResultsStore, choose_best, run_search
+from mlperf_bnas.nas.search.settings import ALGORITHM_OBJECTIVES, build_settings, read_search_section
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Gene:
 
 
 class ToySpace:
-    """Index 0 = largest, as in nas/space.py."""
+    """Index 0 = largest, as in nas/supernet/space.py."""
 
     def __init__(self):
         self.genes = [Gene("w0", (32, 24, 16, 8)), Gene("w1", (32, 24, 16, 8)), Gene("k", (5, 3)),
@@ -79,9 +79,11 @@ _METRICS = {1: ("accuracy",), 2: ("accuracy", "macs"), 3: ("accuracy", "macs", "
 # algorithm (its inner loop is the same ask/tell code); random search.
 COMBOS = ([("evolutionary", algo, _METRICS[counts[0]]) for algo, counts in ALGORITHM_OBJECTIVES.items()]
           + [("linas", "nsga2", _METRICS[2]), ("linas", "ga", _METRICS[1]), ("random", "nsga2", _METRICS[2])])
+# AGE-MOEA imports numba, whose first compilation takes seconds: in the full suite only.
+PARAMS = [pytest.param(t, a, m, id=f"{t}-{a}", marks=[pytest.mark.slow] if a == "age" else []) for t, a, m in COMBOS]
 
 
-@pytest.mark.parametrize("tactic,algo,metrics", COMBOS, ids=[f"{t}-{a}" for t, a, _ in COMBOS])
+@pytest.mark.parametrize("tactic,algo,metrics", PARAMS)
 def test_every_tactic_and_algorithm_gives_a_non_dominated_front(tmp_path, tactic, algo, metrics):
     outcome, evaluator = search(tmp_path, search_tactic=tactic, search_algo=algo, optimization_metrics=list(metrics))
     assert 1 < outcome.num_full_evaluations <= 32

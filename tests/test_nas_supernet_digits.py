@@ -9,8 +9,8 @@ import torch
 
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.nas.demo import DIGITS_SIZE, DigitsResNet
-from mlperf_bnas.nas.elastic import ElasticBatchNorm2d
-from mlperf_bnas.nas.supernet import SuperNetwork
+from mlperf_bnas.nas.supernet.elastic import ElasticBatchNorm2d
+from mlperf_bnas.nas.supernet.network import SuperNetwork
 
 ELASTICITY = {"width": {"min_width": 8, "width_step": 8}, "kernel": {"max_num_kernels": 2}}
 

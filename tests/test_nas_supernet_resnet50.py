@@ -13,7 +13,7 @@ from torch import nn
 
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.nas.export import load_subnet, save_subnet
-from mlperf_bnas.nas.supernet import SuperNetwork
+from mlperf_bnas.nas.supernet.network import SuperNetwork
 
 ELASTICITY = {"width": {"width_multipliers": [1.0, 0.75, 0.5, 0.25]}}
 
@@ -67,6 +67,7 @@ def test_max_subnet_equals_original(supernet, resnet50, images):
         assert torch.equal(supernet.model(images), resnet50(images))
 
 
+@pytest.mark.slow
 def test_random_subnet_extraction_is_exact(supernet, images):
     rng = np.random.default_rng(0)
     for _ in range(2):
@@ -108,6 +109,7 @@ def test_minimum_is_much_cheaper(supernet, resnet50):
     assert space.encode(space.minimum()) == [len(g.choices) - 1 for g in space.genes]
 
 
+@pytest.mark.slow
 def test_reorganisation_keeps_full_width_outputs(resnet50, images):
     for method in ("L1", "geometric_median"):
         net = SuperNetwork.from_model(resnet50, {"width": {"width_multipliers": [1.0, 0.5],
@@ -144,6 +146,7 @@ def test_bad_subnet_config_is_a_user_error(supernet):
         supernet.activate({"depth": [0]})  # not the trailing block of its group
 
 
+@pytest.mark.slow
 def test_retinanet_backbone_supernet():
     from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
     from torchvision.ops.feature_pyramid_network import LastLevelP6P7
@@ -174,16 +177,17 @@ def test_retinanet_backbone_supernet():
 def test_resnet50_benchmark_reads_an_exported_subnet(supernet, images, tmp_path):
     """The ResNet-50 benchmark's CHECKPOINT= loader delegates to load_subnet and takes the
     sub-network's own preprocessing."""
-    from mlperf_bnas.models.registry import create_model
-    from mlperf_bnas.nas.train_cli import preprocess_for
+    from mlperf_bnas.models.entry import create_model
+    from mlperf_bnas.nas.train.steps import preprocess_for
+    from mlperf_bnas.pipeline import build_module, checkpoint_spec
 
     config = supernet.space.minimum()
     subnet = supernet.extract_subnet(config)
     path = tmp_path / "subnet.pt"
     save_subnet(subnet, config, "resnet50", preprocess_for("resnet50", (1, 3, 64, 64)), path)
     entry = create_model("resnet50", {})
-    spec = entry.preprocess_spec(path)
+    spec = checkpoint_spec(entry, path)
     assert spec.size == 64 and spec.resize == 73
-    built = entry.build(path)
+    built = build_module(entry, path)
     with torch.no_grad():
         torch.testing.assert_close(built(images), subnet(images))

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torchvision
 
-from mlperf_bnas.nas.supernet import SuperNetwork
+from mlperf_bnas.nas.supernet.network import SuperNetwork
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v3_small"])

@@ -12,10 +12,10 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from mlperf_bnas.errors import UserError
-from mlperf_bnas.nas.config import load_nas_config
+from mlperf_bnas.nas.nas_config import load_nas_config
 from mlperf_bnas.nas.demo import DIGITS_SIZE, DigitsResNet, digits_tensors
-from mlperf_bnas.nas.supernet import SuperNetwork
-from mlperf_bnas.nas.train import LAST_CHECKPOINT, TRAIN_LOG, train_progressive_shrinking, train_step
+from mlperf_bnas.nas.supernet.network import SuperNetwork
+from mlperf_bnas.nas.train.progressive import LAST_CHECKPOINT, TRAIN_LOG, train_progressive_shrinking, train_step
 from tests.conftest import REPO, run_cli
 
 STAGES = [
@@ -69,6 +69,7 @@ def test_training_steps_lower_the_loss(teacher, data, tmp_path):
     assert losses[-1] < 0.7 * losses[0], losses
 
 
+@pytest.mark.slow
 def test_resume_matches_uninterrupted_run(teacher, data, tmp_path):
     full_cfg = tmp_path / "full.json"
     full_cfg.write_text(json.dumps(config_dict(STAGES)))
@@ -156,7 +157,7 @@ def test_imagefolder_training(teacher, tmp_path):
     """The `imagefolder` dataset (train/ and val/ class folders, as for ImageNet) feeds training."""
     from PIL import Image
 
-    from mlperf_bnas.nas.train_cli import train_from_config
+    from mlperf_bnas.nas.train.steps import train_from_config
 
     rng = np.random.default_rng(0)
     for split in ("train", "val"):

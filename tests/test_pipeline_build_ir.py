@@ -1,4 +1,4 @@
-"""pipeline.build_openvino_ir (what the NAS search uses for latency) and the OpenVINO backend contract."""
+"""backends.openvino.build_openvino_ir (what the NAS search uses for latency) and the OpenVINO backend contract."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from mlperf_bnas.backends import create_backend
 from mlperf_bnas.backends.openvino import count_ops
 from mlperf_bnas.data.spec import PreprocessSpec
 from mlperf_bnas.errors import UserError
-from mlperf_bnas.pipeline import build_openvino_ir
-from mlperf_bnas.quantize.config import QuantizationConfig
+from mlperf_bnas.backends.openvino import build_openvino_ir
+from mlperf_bnas.quantize.qconfig import QuantizationConfig
 
 SPEC = PreprocessSpec(size=32, resize=36, channel_order="BGR", mean=(123.675, 116.28, 103.53),
                       scale=(58.395, 57.12, 57.375))

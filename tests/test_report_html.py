@@ -61,7 +61,7 @@ def _write_nas(folder: Path) -> None:
 
     (folder / "search_results.csv").write_text(header + "".join(line(r) for r in NAS_ROWS))
     (folder / "pareto.csv").write_text(header + "".join(line(r) for r in NAS_ROWS if r[0] in (0, 1, 2)))
-    # The shapes `mlperf-bnas nas search` writes (nas/search_cli.py write_outputs).
+    # The shapes `mlperf-bnas nas search` writes (nas/search/plan.py write_outputs).
     (folder / "best_config.json").write_text(json.dumps({
         "config": {"d": [1, 2]}, "metrics": {"accuracy": 75.9, "latency": 6.5}, "cost_metric": "latency",
         "reference": {"config": {"d": [2, 2]}, "metrics": {"accuracy": 76.1, "latency": 9.0}}}))

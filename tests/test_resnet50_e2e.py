@@ -1,6 +1,7 @@
 """ResNet-50 / OpenVINO end to end on a tiny synthetic set, through the real command line and LoadGen.
 
-One session build (dataset + FP32 and INT8 IR) is shared by every test here.
+The session's ResNet-50 build (``conftest.resnet50_build``: dataset + FP32 and INT8 IR) is
+shared by every test here and by tests/test_submission_resnet50.py.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import REPO, RN50_BENCH, RN50_IMAGES, run_cli
 from mlperf_bnas.loadgen.logs import read_detail_log, read_summary
 
-BENCH = REPO / "code" / "resnet50-openvino"
+# The session ResNet-50 build (NNCF INT8) and real LoadGen runs: minutes.
+pytestmark = pytest.mark.slow
+
+BENCH = RN50_BENCH
 SYSTEM = "test_cpu"
-IMAGES = 32
+IMAGES = RN50_IMAGES
 V51_SEEDS = {"effective_qsl_rng_seed": 1780908523862526354,
              "effective_sample_index_rng_seed": 14771362308971278857,
              "effective_schedule_rng_seed": 18209322760996052031}
@@ -47,15 +51,11 @@ class Env:
         return base / "performance" / "run_1" if mode == "performance" else base / "accuracy"
 
 
-@pytest.fixture(scope="session")
-def built(tmp_path_factory) -> Env:
-    out = tmp_path_factory.mktemp("rn50")
-    conf = out / "user.test.conf"
+@pytest.fixture(scope="module")
+def built(resnet50_build, tmp_path_factory) -> Env:
+    conf = tmp_path_factory.mktemp("rn50conf") / "user.test.conf"
     conf.write_text(TEST_CONF)
-    env = Env(out, conf)
-    run_cli("dataset", *env.common("--no-progress"))
-    run_cli("build", *env.common())
-    return env
+    return Env(resnet50_build, conf)
 
 
 def test_int8_ir_is_quantized_and_fp32_is_not(built):
@@ -148,6 +148,7 @@ def test_nas_subnet_checkpoint_is_delegated(tmp_path):
     import torchvision
 
     from mlperf_bnas.models import create_model
+    from mlperf_bnas.pipeline import build_module, checkpoint_spec
 
     torch.manual_seed(1)
     reference = torchvision.models.resnet50().eval()
@@ -158,10 +159,10 @@ def test_nas_subnet_checkpoint_is_delegated(tmp_path):
                                "std": [0.229, 0.224, 0.225], "resize": 219, "crop": 192,
                                "interpolation": "bilinear"}}, path)
     entry = create_model("resnet50", {})
-    spec = entry.preprocess_spec(path)
+    spec = checkpoint_spec(entry, path)
     assert (spec.size, spec.resize, spec.channel_order) == (192, 219, "BGR")
     assert spec.mean == entry.preprocess_spec().mean and spec.scale == entry.preprocess_spec().scale
-    model = entry.build(path)
+    model = build_module(entry, path)
     x = torch.randn(2, 3, 192, 192)
     with torch.no_grad():
         torch.testing.assert_close(model(x), reference(x), rtol=1e-4, atol=1e-4)

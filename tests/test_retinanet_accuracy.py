@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_cli
-from mlperf_bnas.accuracy.openimages import score
+from mlperf_bnas.accuracy.coco_map import score
 from mlperf_bnas.data.openimages import OpenImages
 from mlperf_bnas.data.synthetic import synthetic_image
 from mlperf_bnas.errors import UserError

@@ -32,6 +32,7 @@ def outputs(model):
         return model(_images(2))
 
 
+@pytest.mark.slow
 def test_seeded_model_detects_above_threshold_and_depends_on_the_image(outputs):
     cls, reg, geometry = outputs
     dets = detect(cls, reg, geometry.tolist())
@@ -42,6 +43,7 @@ def test_seeded_model_detects_above_threshold_and_depends_on_the_image(outputs):
     assert not torch.equal(dets[0][0][:10], dets[1][0][:10])
 
 
+@pytest.mark.slow
 def test_seeded_weights_are_deterministic(model):
     again = build_retinanet(RetinaNetOptions(image_size=SIZE))
     x = _images(1)
@@ -49,6 +51,7 @@ def test_seeded_weights_are_deterministic(model):
         assert torch.equal(model(x)[0], again(x)[0])
 
 
+@pytest.mark.slow
 def test_geometry_matches_the_feature_maps(model):
     with torch.no_grad():
         feats = model.features(_images(1))
@@ -57,6 +60,7 @@ def test_geometry_matches_the_feature_maps(model):
         [(lv, f.shape[-2], f.shape[-1]) for lv, f in zip((3, 4, 5, 6, 7), feats)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("levels", [(3, 4, 5, 6), (4, 5, 6, 7)])
 def test_model_with_one_fpn_level_removed_runs(levels):
     m = build_retinanet(RetinaNetOptions(image_size=SIZE, fpn_levels=levels))
@@ -73,6 +77,7 @@ def test_invalid_fpn_levels_rejected():
         RetinaNetOptions(fpn_levels=(3, 5, 6))
 
 
+@pytest.mark.slow
 def test_unsharing_rewrites_are_bit_identical(model, outputs):
     unshared = unshare_for_quantization(model)
     # No module object is reachable under two names any more (what the rewrite is for).
@@ -84,6 +89,7 @@ def test_unsharing_rewrites_are_bit_identical(model, outputs):
     assert torch.equal(again[0], outputs[0]) and torch.equal(again[1], outputs[1])
 
 
+@pytest.mark.slow
 def test_checkpoint_in_mlperf_training_format_loads(model, tmp_path, outputs):
     # MLPerf training saves {"model": state_dict} with torchvision's old (v1) key names.
     old = {}
@@ -107,6 +113,7 @@ def test_checkpoint_in_mlperf_training_format_loads(model, tmp_path, outputs):
         assert torch.equal(loaded(_images(2))[0], outputs[0])
 
 
+@pytest.mark.slow
 def test_wrong_shape_checkpoint_is_a_clear_error(tmp_path):
     other = build_retinanet(RetinaNetOptions(image_size=SIZE, num_classes=91))
     path = tmp_path / "coco91.pth"
@@ -117,6 +124,7 @@ def test_wrong_shape_checkpoint_is_a_clear_error(tmp_path):
     assert str(path) in str(err.value) and "cls_logits" in str(err.value)
 
 
+@pytest.mark.slow
 def test_pickled_whole_model_is_refused_without_running_it(tmp_path):
     path = tmp_path / "whole.pth"
     torch.save(torch.nn.Linear(2, 2), path)          # a pickled module, like MLPerf's file
@@ -126,6 +134,7 @@ def test_pickled_whole_model_is_refused_without_running_it(tmp_path):
     assert str(path) in str(err.value)
 
 
+@pytest.mark.slow
 def test_responses_are_mlperf_rows(outputs):
     cls, reg, geometry = outputs
     rows = responses((cls, reg, geometry), np.array([5, 9]))

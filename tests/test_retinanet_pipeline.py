@@ -15,6 +15,9 @@ from conftest import REPO, run_cli
 from mlperf_bnas.backends.pytorch import PROGRAM_NAME, PyTorchBackend, count_quantized_convolutions, load_program
 from mlperf_bnas.loadgen.logs import read_detail_log
 
+# RetinaNet builds (INT8 and FP32, a full-size 800x800 one) and LoadGen runs: minutes.
+pytestmark = pytest.mark.slow
+
 BENCH = REPO / "code" / "retinanet-pytorch-cpu"
 SMOKE_CONF = BENCH / "user.smoke.conf"
 SIZE = 256
@@ -48,6 +51,8 @@ def test_int8_program_really_contains_quantized_convolutions(built):
     assert info["int8_convolutions"] == info["convolutions"] == 111
     assert q["activations"] == "symmetric" and q["overflow_fix"] == "disable" and q["bias_correction"] == "none"
     assert q["calibration_samples_used"] == IMAGES and q["quantized_weights"] == 111
+    # The calibration section every build record has (calibration.md quotes its names).
+    assert info["calibration"]["count"] == IMAGES and len(info["calibration"]["names"]) == IMAGES
     program = load_program(_model_dir(built, "int8") / PROGRAM_NAME)
     assert count_quantized_convolutions(program)["int8_convolutions"] == 111
     # Weights per-tensor: one scale repeated over the output channels, zero point 0, range [-127, 127].

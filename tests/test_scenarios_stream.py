@@ -11,8 +11,8 @@ import pytest
 
 from conftest import REPO, run_cli
 from mlperf_bnas.loadgen.logs import read_detail_log
-from mlperf_bnas.submission import check as C
-from mlperf_bnas.submission.compliance import verify_performance
+from mlperf_bnas.submission import checker as C
+from mlperf_bnas.submission.audit import verify_performance
 
 BENCH = REPO / "code" / "resnet50-openvino"
 SYSTEM = "stream_cpu"

@@ -94,6 +94,7 @@ def test_current_conf_is_reused_without_measuring(sized):
     assert sized["conf"].read_text() == before
 
 
+@pytest.mark.slow     # probes the machine again: LoadGen runs of fixed length (~15 s)
 def test_conf_from_another_machine_is_resized_and_the_old_one_kept(sized, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(sized["out"], out)
@@ -131,6 +132,7 @@ def _user_conf(tmp_path: Path, text: str) -> Path:
     return conf
 
 
+@pytest.mark.slow     # probes the machine again: LoadGen runs of fixed length (~15 s)
 def test_user_conf_out_of_reach_gets_a_warning_with_the_measured_figure(sized, tmp_path):
     low = _user_conf(tmp_path, "resnet50.*.min_duration = 2000\nresnet50.Offline.min_query_count = 1\n"
                                "resnet50.Offline.target_qps = 5\n")

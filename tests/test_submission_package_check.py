@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, run_cli
-from mlperf_bnas.submission import check as C
-from mlperf_bnas.submission import package as P
+from mlperf_bnas.submission import checker as C
+from mlperf_bnas.submission import packager as P
 from mlperf_bnas.submission.corruptions import CORRUPTIONS, Tree, edit_detail
 
 SYSTEM = "ci_null_cpu"
@@ -118,7 +118,7 @@ def test_package_layout(smoke):
     system = json.loads((tree / "systems" / f"{SYSTEM}.json").read_text())
     assert system["submitter"] == SUBMITTER and system["division"] == "open"
     assert (tree / "code" / "resnet50" / "run_compliance.sh").is_file()
-    assert (tree / "code" / "mlperf_bnas" / "submission" / "check.py").is_file()
+    assert (tree / "code" / "mlperf_bnas" / "submission" / "checker.py").is_file()
     assert not list(tree.rglob("__pycache__"))
     assert "a.JPEG" in (tree / "calibration.md").read_text()
 

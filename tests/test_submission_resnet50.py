@@ -11,11 +11,14 @@ import subprocess
 
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import REPO, RN50_BENCH, RN50_IMAGES, run_cli
 
-BENCH = REPO / "code" / "resnet50-openvino"
+# Real ResNet-50 LoadGen runs, compliance and packaging: minutes.
+pytestmark = pytest.mark.slow
+
+BENCH = RN50_BENCH
 SYSTEM = "ci_rn50_cpu"
-IMAGES = 16
+IMAGES = RN50_IMAGES
 SET = ["--set", f"dataset_options.synthetic_count={IMAGES}"]
 # A few seconds per run on 2 cores; Offline only (Server is covered by the null-backend tests).
 CONF = f"""\
@@ -27,13 +30,12 @@ resnet50.Offline.target_qps = 250
 
 
 @pytest.fixture(scope="module")
-def flow(tmp_path_factory):
-    out = tmp_path_factory.mktemp("rn50sub")
-    conf = out / "user.ci.conf"
+def flow(resnet50_build, tmp_path_factory):
+    """The submission flow on the session's ResNet-50 build (its own system name)."""
+    out = resnet50_build
+    conf = tmp_path_factory.mktemp("rn50sub") / "user.ci.conf"
     conf.write_text(CONF)
     common = ["--benchmark", str(BENCH), "--output-dir", str(out), "--system", SYSTEM, *SET]
-    run_cli("dataset", *common, "--no-progress", timeout=900)
-    run_cli("build", *common, "--precision", "int8", timeout=900)
     for mode in ("performance", "accuracy"):
         run_cli("run", *common, "--scenario", "Offline", "--mode", mode, "--user-conf", str(conf), timeout=600)
     run_cli("accuracy", *common, "--scenario", "Offline")

@@ -7,7 +7,7 @@ import pytest
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.loadgen.userconf import (MARKER, base_conf_text, check_replaceable, read, trial_conf_text,
                                           tuned_backend_options, tuned_conf_text)
-from mlperf_bnas.tune.spec import parse_tuning
+from mlperf_bnas.tune.tuning_spec import parse_tuning
 
 BASE = "resnet50.*.min_duration = 10000\n# the user's guess\nresnet50.Server.target_qps = 28\n"
 

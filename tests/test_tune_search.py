@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlperf_bnas.tune.search import tune_offline, tune_server
-from mlperf_bnas.tune.spec import TuningSpec
+from mlperf_bnas.tune.strategy import tune_offline, tune_server
+from mlperf_bnas.tune.tuning_spec import TuningSpec
 from mlperf_bnas.tune.trials import Trial
 
 

@@ -30,6 +30,9 @@ from mlperf_bnas.loadgen.userconf import MARKER, read, tuned_backend_options
 from mlperf_bnas.tune.sizing import Machine, conf_machine
 from mlperf_bnas.tune.queueing import max_server_qps, md1_waiting_cdf, waiting_time_tail
 
+# A whole tuning search of real, short LoadGen trials: minutes.
+pytestmark = pytest.mark.slow
+
 COST = SimulatedCost(fixed_ms=5.5, per_sample_ms=0.5, cache_batch=8, spill_per_sample_ms=1.5)
 WORKERS = (1, 2)
 BATCHES = (4, 8, 16)

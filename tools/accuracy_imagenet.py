@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mlperf_bnas.accuracy.imagenet import DTYPES, top1
+from mlperf_bnas.accuracy.top1 import DTYPES, top1
 from mlperf_bnas.data.imagenet import read_val_map
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.loadgen.accuracy_log import entries

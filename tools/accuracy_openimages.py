@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from mlperf_bnas.accuracy.openimages import detections_from_log, evaluate
+from mlperf_bnas.accuracy.coco_map import detections_from_log, evaluate
 from mlperf_bnas.data.openimages import ANNOTATIONS, IMAGES, read_annotations
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.loadgen.accuracy_log import entries

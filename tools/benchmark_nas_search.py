@@ -3,8 +3,8 @@
 
 ``resnet50``: a ResNet-50 super-network (random weights are fine for speed: latency does not
 depend on weight values) -> OpenVINO INT8 latency of the maximum, the minimum and seeded
-random sub-networks, measured as the search measures it (``nas/latency.py``: the benchmark's
-``pipeline.build_openvino_ir`` + the ``openvino`` backend, warm, median) -> the hardware-aware
+random sub-networks, measured as the search measures it (``nas/search/latency.py``: the benchmark's
+``backends.openvino.build_openvino_ir`` + the ``openvino`` backend, warm, median) -> the hardware-aware
 front (most MACs for the latency: sub-networks no other one beats on both) -> INT8
 throughput of chosen front members relative to the full ResNet-50, side by side in one run,
 with the benchmark's OpenVINO backend (THROUGHPUT hint, the Offline batch size), and with
@@ -34,7 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+from mlperf_bnas.paths import REPO, OutputRoot, SearchOutputs, benchmark_dir
+
 log = logging.getLogger("benchmark_nas_search")
 
 RESNET50_ELASTICITY = {"available_elasticity_dims": ["width", "depth"],
@@ -48,7 +49,7 @@ def _resnet50_supernet():
     import torch
     import torchvision
 
-    from mlperf_bnas.nas.supernet import SuperNetwork
+    from mlperf_bnas.nas.supernet.network import SuperNetwork
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -90,8 +91,8 @@ def _throughputs(models: dict[str, Path], batch: int, seconds: float, rounds: in
 
 def _build_int8(module, out_dir: Path) -> Path:
     from mlperf_bnas.models.resnet50 import ResNet50
-    from mlperf_bnas.pipeline import build_openvino_ir
-    from mlperf_bnas.quantize.config import QuantizationConfig
+    from mlperf_bnas.backends.openvino import build_openvino_ir
+    from mlperf_bnas.quantize.qconfig import QuantizationConfig
 
     spec = ResNet50(ResNet50.Options()).preprocess_spec()
     calib = np.random.default_rng(0).integers(0, 256, size=(8, *spec.sample_shape)).astype(spec.dtype)
@@ -103,7 +104,7 @@ def _harness_offline(name: str, checkpoint: Path | None, out: Path, target_qps: 
     from mlperf_bnas.benchtools import cli
     from mlperf_bnas.loadgen.logs import read_summary
 
-    bench = REPO / "code" / "resnet50-openvino"
+    bench = benchmark_dir("resnet50-openvino")
     root = out / "harness" / name
     common = ["--benchmark", str(bench), "--output-dir", str(root), "--system", "bench"]
     if checkpoint is not None:
@@ -116,16 +117,16 @@ def _harness_offline(name: str, checkpoint: Path | None, out: Path, target_qps: 
     for step in (["dataset"], ["build", "--precision", "int8"],
                  ["run", "--scenario", "Offline", "--mode", "performance", "--user-conf", str(conf)]):
         cli(step[0], *common, *step[1:])
-    summary = read_summary(root / "results" / "bench" / "resnet50" / "Offline" / "performance" / "run_1"
+    summary = read_summary(OutputRoot(root).tree.performance_dir("bench", "resnet50", "Offline")
                            / "mlperf_log_summary.txt")
     return float(summary["Samples per second"])
 
 
 def bench_resnet50(args) -> dict:
     from mlperf_bnas.nas.export import save_subnet
-    from mlperf_bnas.nas.latency import LatencyMeter
-    from mlperf_bnas.nas.pareto import front_indices
-    from mlperf_bnas.nas.search_config import LatencySettings
+    from mlperf_bnas.nas.search.latency import LatencyMeter
+    from mlperf_bnas.nas.search.pareto import front_indices
+    from mlperf_bnas.nas.search.settings import LatencySettings
     from mlperf_bnas.models.resnet50 import ResNet50
 
     out = Path(args.out).resolve()
@@ -137,8 +138,8 @@ def bench_resnet50(args) -> dict:
     configs = [("maximum", space.maximum()), ("minimum", space.minimum())]
     configs += [(f"random{i}", space.sample(rng)) for i in range(args.samples)]
     meter = LatencyMeter(LatencySettings(runtime="openvino", precision="int8", batch_size=1, warmup=5,
-                                         iterations=args.iterations), out / "latency_cache.json", (3, 224, 224),
-                         spec, out / "latency_build")
+                                         iterations=args.iterations), SearchOutputs(out).latency_cache(), (3, 224, 224),
+                         spec, SearchOutputs(out).latency_build)
     points = []
     for name, cfg in configs:
         t0 = time.time()
@@ -208,7 +209,7 @@ def print_resnet50(r: dict) -> None:
 # --------------------------------------------------------------------------- LINAS vs evolutionary
 
 def _hv_curve(records, ref_macs: float, checkpoints: list[int]) -> list[float]:
-    from mlperf_bnas.nas.pareto import hypervolume
+    from mlperf_bnas.nas.search.pareto import hypervolume
 
     searched = [r for r in records if r.source != "reference"]
     ref = next(r for r in records if r.source == "reference")
@@ -224,11 +225,11 @@ def _hv_curve(records, ref_macs: float, checkpoints: list[int]) -> list[float]:
 def bench_linas_hv(args) -> dict:
     import torch
 
-    from mlperf_bnas.nas.search import LocalPool, run_search
-    from mlperf_bnas.nas.search_config import build_settings
-    from mlperf_bnas.nas.search_eval import SupernetEvaluator
-    from mlperf_bnas.nas.search_targets import SEARCH_TARGETS, model_builder
-    from mlperf_bnas.nas.supernet import SuperNetwork
+    from mlperf_bnas.nas.search.tactics import LocalPool, run_search
+    from mlperf_bnas.nas.search.settings import build_settings
+    from mlperf_bnas.nas.search.measure import SupernetEvaluator
+    from mlperf_bnas.nas.search.targets import SEARCH_TARGETS, model_builder
+    from mlperf_bnas.nas.supernet.network import SuperNetwork
 
     # One thread: the measurements are counted, not timed, and one thread wastes least on a busy machine.
     torch.set_num_threads(args.threads)
@@ -301,7 +302,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="what", required=True)
     r = sub.add_parser("resnet50")
-    r.add_argument("--out", default=str(REPO / "build" / "bootstrapnas" / "benchmark"))
+    r.add_argument("--out", default=str(OutputRoot(REPO).nas_dir / "benchmark"))
     r.add_argument("--samples", type=int, default=6, help="random sub-networks besides the maximum and minimum")
     r.add_argument("--iterations", type=int, default=30, help="timed inferences per latency measurement")
     r.add_argument("--batch", type=int, default=4, help="throughput batch (the Offline config's)")
@@ -310,8 +311,8 @@ def main() -> int:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--loadgen", action="store_true", help="also run each model through the harness (Offline)")
     h = sub.add_parser("linas-hv")
-    h.add_argument("--supernet", default=str(REPO / "build" / "bootstrapnas" / "digits" / "supernet.pt"))
-    h.add_argument("--out", default=str(REPO / "build" / "bootstrapnas" / "benchmark"))
+    h.add_argument("--supernet", default=str(OutputRoot(REPO).nas_dir / "digits" / "supernet.pt"))
+    h.add_argument("--out", default=str(OutputRoot(REPO).nas_dir / "benchmark"))
     h.add_argument("--num_evals", type=int, default=96)
     h.add_argument("--population", type=int, default=16)
     h.add_argument("--inner_evals", type=int, default=2000)

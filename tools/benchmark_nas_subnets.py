@@ -5,7 +5,7 @@ relative to the original model, measured side by side in one run (not a test).
 The super-network is generated from torchvision ResNet-50 with random weights (speed does
 not depend on the weights). For the original model and each chosen sub-network it
 extracts the plain sub-network, converts and quantizes it to an INT8 IR with the spine's
-``pipeline.build_openvino_ir`` (NNCF, random calibration images), compiles it with the
+``backends.openvino.build_openvino_ir`` (NNCF, random calibration images), compiles it with the
 OpenVINO backend and counts images per second over ``--seconds``, interleaving the
 models over ``--rounds`` rounds (the best round of each is kept, so machine load hits all
 alike). Goal: the space holds sub-networks >= 2.5x faster than the original.
@@ -28,14 +28,13 @@ import numpy as np
 import torch
 import torchvision
 
-from mlperf_bnas.backends.openvino import OpenVINOBackend
+from mlperf_bnas.backends.openvino import OpenVINOBackend, build_openvino_ir
 from mlperf_bnas.data.spec import PreprocessSpec
 from mlperf_bnas.models.resnet50 import MEAN_RGB, SCALE_RGB
-from mlperf_bnas.nas.supernet import SuperNetwork
-from mlperf_bnas.pipeline import build_openvino_ir
-from mlperf_bnas.quantize.config import QuantizationConfig
+from mlperf_bnas.nas.supernet.network import SuperNetwork
+from mlperf_bnas.paths import REPO, OutputRoot
+from mlperf_bnas.quantize.qconfig import QuantizationConfig
 
-REPO = Path(__file__).resolve().parents[1]
 # The ResNet-50 search space: every width group at 100/75/50 % (multiples of 8), every
 # non-first Bottleneck skippable (NNCF's automatic blocks).
 ELASTICITY = {"available_elasticity_dims": ["width", "depth"], "width": {"width_multipliers": [1.0, 0.75, 0.5]}}
@@ -97,7 +96,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--calibration", type=int, default=16, help="random calibration images for NNCF")
     parser.add_argument("--only", nargs="*", help="names of the sub-networks to time (default: all)")
-    parser.add_argument("--output", type=Path, default=REPO / "build" / "bootstrapnas" / "benchmark_nas_subnets.json")
+    parser.add_argument("--output", type=Path, default=OutputRoot(REPO).nas_dir / "benchmark_nas_subnets.json")
     args = parser.parse_args()
 
     model, supernet = seeded_supernet(args.size)

@@ -29,9 +29,9 @@ import time
 from pathlib import Path
 
 from mlperf_bnas.benchtools import cli, harness_run as harness
+from mlperf_bnas.paths import REPO, OutputRoot, benchmark_dir
 
-REPO = Path(__file__).resolve().parents[1]
-BENCH = REPO / "code" / "resnet50-openvino"
+BENCH = benchmark_dir("resnet50-openvino")
 
 
 def benchmark_app(xml: Path, seconds: int, batch: int, hint: str, precision: str | None) -> float:
@@ -63,8 +63,8 @@ def main() -> int:
 
     out = Path(args.output_dir).resolve()
     common = ["--benchmark", str(BENCH), "--output-dir", str(out), "--system", "benchmark"]
-    model_dir = out / "build" / "resnet50-openvino" / "model"
-    if not (model_dir / "int8" / "model.xml").is_file() or not (model_dir / "fp32" / "model.xml").is_file():
+    ir = {p: OutputRoot(out).model_dir_of(BENCH.name, p) / "model.xml" for p in ("int8", "fp32")}
+    if not all(xml.is_file() for xml in ir.values()):
         print("building the synthetic dataset and both IRs (once) ...", flush=True)
         cli("dataset", *common, "--no-progress")
         cli("build", *common)
@@ -93,7 +93,7 @@ def main() -> int:
         harness_int8.append(float(s["Samples per second"]))
         print(f"round {r + 1}: harness Offline INT8 {harness_int8[-1]:.2f} samples/s ({s['Result is']})", flush=True)
         if "app" not in args.skip:
-            app_int8.append(benchmark_app(model_dir / "int8" / "model.xml", args.seconds, batch, hint, precision))
+            app_int8.append(benchmark_app(ir["int8"], args.seconds, batch, hint, precision))
             print(f"round {r + 1}: benchmark_app INT8 {app_int8[-1]:.2f} FPS", flush=True)
         if "fp32" not in args.skip:
             s = harness(common, work, "Offline", offline_conf.replace(

@@ -40,9 +40,9 @@ import time
 from pathlib import Path
 
 from mlperf_bnas.benchtools import cli, harness_run
+from mlperf_bnas.paths import benchmark_dir
 
-REPO = Path(__file__).resolve().parents[1]
-BENCH = REPO / "code" / "retinanet-pytorch-cpu"
+BENCH = benchmark_dir("retinanet-pytorch-cpu")
 SYSTEM = "bench"
 MEASUREMENTS = ("int8-inductor", "fp32-eager", "int8-inductor+postprocess", "openvino-int8", "ipex-int8")
 #: Measurements whose worker runs in the IPEX environment.
@@ -61,15 +61,16 @@ def common_args(out: Path, images: int, checkpoint: str | None) -> list[str]:
 def _context(args):
     from mlperf_bnas import pipeline
     from mlperf_bnas.config import load_config, parse_set_options
+    from mlperf_bnas.paths import OutputPaths
 
     cfg = load_config(BENCH, "Offline", parse_set_options([f"dataset_options.synthetic_count={args.images}"]))
-    paths = pipeline.output_paths(cfg, args.output_dir.resolve(), SYSTEM)
-    _dataset, cache = pipeline.prepare_dataset(cfg, paths, None, args.checkpoint, progress=False)
-    return cfg, paths, cache
+    paths = OutputPaths.of(cfg, args.output_dir.resolve(), SYSTEM)
+    dataset, cache = pipeline.prepare_dataset(cfg, paths, None, args.checkpoint, progress=False)
+    return cfg, paths, dataset, cache
 
 
 def _openvino_dir(paths) -> Path:
-    return paths.build_dir / "model" / "openvino-int8"
+    return paths.model_variant_dir("openvino-int8")
 
 
 def _ipex_dir(out: Path) -> Path:
@@ -79,16 +80,17 @@ def _ipex_dir(out: Path) -> Path:
 
 def build_openvino(args) -> dict:
     from mlperf_bnas import pipeline
+    from mlperf_bnas.backends.openvino import build_openvino_ir
 
-    cfg, paths, cache = _context(args)
+    cfg, paths, dataset, cache = _context(args)
     module, _weights = pipeline.load_torch_model(cfg, paths, args.checkpoint)
     # Same calibration images; NNCF's defaults for OpenVINO (fast bias correction): the exact
     # BiasCorrection would re-run the 800x800 model per layer.
     qcfg = dataclasses.replace(pipeline.quantization_config(cfg), fast_bias_correction=True)
+    calibration = dataset.calibration_set(cache, qcfg.subset_size, paths.calibration_dir, progress=False)
     started = time.time()
-    pipeline.build_openvino_ir(module, pipeline.model_entry(cfg).preprocess_spec(),
-                               cache.load(list(range(len(cache)))), _openvino_dir(paths), qcfg,
-                               {"note": "benchmark_retinanet.py comparison build"})
+    build_openvino_ir(module, cache.spec, calibration.samples, _openvino_dir(paths), qcfg,
+                      {"note": "benchmark_retinanet.py comparison build", "calibration": calibration.record()})
     return {"seconds": round(time.time() - started, 1)}
 
 
@@ -96,7 +98,7 @@ def measure(args) -> dict:
     """Median per-image latency and images/s over ``repeats`` passes, after warm-up."""
     import torch
 
-    cfg, paths, cache = _context(args)
+    cfg, paths, _dataset, cache = _context(args)
     samples = [cache.load([i]) for i in range(len(cache))]
     torch.set_num_threads(os.cpu_count() or 1)
     what = args.worker

@@ -34,7 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from mlperf_bnas.paths import REPO, OutputRoot, benchmark_dir
+
 # --nas-subnet names -> the sub-network names of tools/benchmark_nas_subnets.py.
 NAS_SUBNETS = {"depth1": "depth -1/group", "width75": "width 75%", "width75-depth1": "width 75%, depth -1/group",
                "width50-depth2": "width 50%, depth -2/group", "min": "minimum"}
@@ -143,7 +144,7 @@ def simulated(output_dir: Path) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--benchmark", type=Path, default=REPO / "code" / "resnet50-openvino")
+    p.add_argument("--benchmark", type=Path, default=benchmark_dir("resnet50-openvino"))
     p.add_argument("--output-dir", type=Path, default=Path(os.environ.get("OUTPUT_DIR") or REPO))
     p.add_argument("--system", default=os.environ.get("SYSTEM") or "local_cpu")
     p.add_argument("--user-conf", type=Path, help="default: <benchmark>/user.smoke.conf")
@@ -190,7 +191,7 @@ def main() -> int:
             build_int8(bench, output_dir, a.system, checkpoint)
             tune_args = ["--checkpoint", str(checkpoint), *tune_args]
             out["checkpoint"] = str(checkpoint)
-        work = output_dir / "build" / bench.name / "tuning-benchmark"
+        work = OutputRoot(output_dir).benchmark_build_dir(bench.name) / "tuning-benchmark"
         work.mkdir(parents=True, exist_ok=True)
         # The tuned conf goes beside the trials, not into the benchmark directory.
         record = tune(bench, output_dir, a.system, user_conf, work / f"user.{a.system}.tuned.conf", tune_args)

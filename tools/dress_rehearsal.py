@@ -177,9 +177,11 @@ def build_stand_in(cfg, paths: OutputPaths, s: StandIn, checkpoint: str | None) 
         log(f"stand-in complete: {s.images} images in {s.root}")
         return
     make_images(s)
-    module = pipeline.model_entry(cfg).build(weights.path)
-    spec = pipeline.model_entry(cfg).preprocess_spec(weights.path if not weights.seeded else None)
-    labels = label_images(s, pipeline.make_labeller(cfg, module, spec))
+    # The same labelling as the embedded default's synthetic set (pipeline.open_dataset).
+    entry = pipeline.model_entry(cfg)
+    module = pipeline.build_module(entry, weights.path)
+    spec = pipeline.checkpoint_spec(entry, None if weights.seeded else weights.path)
+    labels = label_images(s, entry.make_labeller(module, spec))
     write_atomic(s.root / VAL_MAP, "".join(f"{s.name(i)} {lab}\n" for i, lab in enumerate(labels)))
     # The MLPerf list names real validation images; the stand-in calibrates on its first 500.
     write_atomic(s.root / CALIBRATION_LIST, "".join(f"{s.name(i)}\n" for i in range(min(CALIBRATION_IMAGES, s.images))))
@@ -267,8 +269,7 @@ def official_checker(spec: str, submission: Path, submitter: str, scratch: Path)
 
 
 def figure(out: Path, system: str, scenario: str) -> str | None:
-    from mlperf_bnas.loadgen.logs import read_detail_log
-    from mlperf_bnas.submission.rules import RESULT_FIELD
+    from mlperf_bnas.loadgen.logs import RESULT_FIELD, read_detail_log
 
     detail = out / "results" / system / "resnet50" / scenario / "performance" / "run_1" / "mlperf_log_detail.txt"
     if not detail.is_file():

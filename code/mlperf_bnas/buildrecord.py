@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mlperf_bnas.errors import UserError
-
-RECORD_NAME = "quantization.json"
+from mlperf_bnas.paths import BUILD_RECORD as RECORD_NAME
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,8 @@ from mlperf_bnas.errors import Interrupted, RunFailed, UserError
 
 # name -> (module, help). Order is the pipeline order, shown by --help.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "config": ("mlperf_bnas.commands.config", "show a benchmark's resolved configuration and where each value came from"),
+    "config": ("mlperf_bnas.commands.show_config", "show a benchmark's resolved configuration and where each value came from"),
+    "download": ("mlperf_bnas.commands.download", "download a real dataset from MLPerf's sources (needs internet)"),
     "dataset": ("mlperf_bnas.commands.dataset", "prepare a dataset (real or synthetic) and its preprocessed cache"),
     "build": ("mlperf_bnas.commands.build", "export, quantize (NNCF INT8) and build the model for a backend"),
     "size": ("mlperf_bnas.commands.size", "size LoadGen settings (target_qps) on this machine, or check a user.conf against it"),

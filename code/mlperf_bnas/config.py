@@ -32,9 +32,10 @@ from typing import Any
 
 import yaml
 
+from mlperf_bnas.enums import Scenario, parse, values
 from mlperf_bnas.errors import UserError
+from mlperf_bnas.fileio import read_mapping
 
-SCENARIOS = ("Offline", "Server", "SingleStream", "MultiStream")
 OPTION_SECTIONS = ("model_options", "dataset_options", "quantization", "backend_options")
 
 
@@ -53,7 +54,7 @@ class BenchmarkConfig:
     dataset_options: dict[str, Any] = field(default_factory=dict)
     quantization: dict[str, Any] = field(default_factory=dict)
     backend_options: dict[str, Any] = field(default_factory=dict)
-    # Candidate grids and search settings for `mlperf-bnas tune` (validated in mlperf_bnas/tune/spec.py).
+    # Candidate grids and search settings for `mlperf-bnas tune` (validated in mlperf_bnas/tune/tuning_spec.py).
     tuning: dict[str, Any] = field(default_factory=dict)
     # "where did this value come from", for `mlperf-bnas config show`.
     sources: dict[str, str] = field(default_factory=dict, compare=False)
@@ -114,23 +115,18 @@ def load_config(benchmark_dir: str | Path, scenario: str | None = None,
     """Resolve ``<benchmark_dir>/config.yaml`` for one scenario (or none)."""
     bdir = Path(benchmark_dir).resolve()
     path = bdir / "config.yaml"
-    if not path.is_file():
-        raise UserError(f"{path}: benchmark configuration not found; pass a benchmark directory such as code/resnet50-openvino")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({exc}); fix the file") from None
-    if not isinstance(raw, dict):
-        raise UserError(f"{path}: expected a mapping at the top level")
+    raw = read_mapping(path, "benchmark configuration",
+                       "pass a benchmark directory such as code/resnet50-openvino")
     missing = [k for k in _REQUIRED if k not in raw]
     if missing:
         raise UserError(f"{path}: missing required key(s) {', '.join(missing)}")
     scenarios = raw.pop("scenarios", {}) or {}
-    unknown_scen = set(scenarios) - set(SCENARIOS)
+    unknown_scen = set(scenarios) - set(values(Scenario))
     if unknown_scen:
-        raise UserError(f"{path}: unknown scenario(s) {sorted(unknown_scen)} under 'scenarios'; valid: {', '.join(SCENARIOS)}")
-    if scenario is not None and scenario not in SCENARIOS:
-        raise UserError(f"unknown scenario {scenario!r}; valid: {', '.join(SCENARIOS)}")
+        raise UserError(f"{path}: unknown scenario(s) {sorted(unknown_scen)} under 'scenarios'; "
+                        f"valid: {', '.join(values(Scenario))}")
+    if scenario is not None:
+        parse(Scenario, scenario)
     base = BenchmarkConfig(**{k: raw[k] for k in _REQUIRED}, benchmark_dir=bdir, scenario=scenario,
                            sources={k: "config.yaml" for k in _REQUIRED})
     cfg = _merge(base, {k: v for k, v in raw.items() if k not in _REQUIRED}, "config.yaml", path)

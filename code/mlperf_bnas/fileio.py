@@ -1,11 +1,23 @@
-"""Atomic file writes (a finished file or the earlier one, never a half-written one) and tree hygiene."""
+"""Files in and out, each written once: atomic writes and folder swaps, file hashes, and the
+readers for what a user hands us (checkpoints, JSON/YAML mappings) with one-line errors.
+
+Imports nothing heavy at module level (``torch`` and ``yaml`` only inside the functions
+that need them): ``mlperf-bnas package --default-system-name`` and the checker use this
+module and must stay fast.
+"""
 
 from __future__ import annotations
 
 import errno
+import hashlib
+import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
+
+from mlperf_bnas.errors import UserError
 
 # The process umask (read once: os.umask can only be read by setting it).
 _UMASK = os.umask(0o022)
@@ -25,6 +37,80 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """``data`` as indented, key-sorted JSON, written atomically (build records, caches)."""
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+def replace_dir(tmp: Path, dest: Path) -> None:
+    """Swap a finished folder ``tmp`` into place at ``dest`` (a sibling on the same file system).
+
+    For derived data only (builds, caches, generated datasets): an earlier ``dest`` is
+    moved aside first and removed once the new one is in place, so ``dest`` is always
+    either the old folder or the new one, never a half-written mix.
+    """
+    tmp, dest = Path(tmp), Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    old = None
+    if dest.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
+        os.replace(dest, old / dest.name)
+    os.replace(tmp, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes (read in blocks: model files are large)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def load_checkpoint(path: Path, what: str, hint: str) -> Any:
+    """``torch.load(path, weights_only=True)`` of a file a user hands us: tensors and plain data
+    only, never code. A missing or unreadable file is a one-line ``UserError`` naming the
+    file and ``what`` it should be, ending with ``hint`` (how to get a good one)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: {what} not found; {hint}")
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types (UnpicklingError, RuntimeError, EOFError...)
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise UserError(f"{path}: not a loadable {what} ({type(exc).__name__}: {first}); {hint}") from None
+
+
+def read_mapping(path: Path, what: str, hint: str) -> dict[str, Any]:
+    """A JSON (``.json``) or YAML (anything else) file whose top level is a mapping (an empty
+    YAML file is ``{}``). Missing, unparsable or not a mapping: a one-line ``UserError``
+    naming the file and ``what`` it should be; ``hint`` says where a good one comes from."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: {what} not found; {hint}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read the {what} ({exc}); check the file and its permissions") from None
+    if path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}: not valid JSON ({exc}); fix the file") from None
+    else:
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise UserError(f"{path}: not valid YAML ({' '.join(str(exc).split())}); fix the file") from None
+        data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping at the top level of the {what}, found {type(data).__name__}")
+    return data
 
 
 def bad_symlinks(top: Path, within: Path | None = None) -> list[tuple[Path, str]]:

@@ -31,15 +31,14 @@ import time
 from pathlib import Path
 
 from mlperf_bnas.errors import UserError
+from mlperf_bnas.paths import OutputRoot
 
 log = logging.getLogger(__name__)
 
-LOCK_NAME = ".mlperf-bnas.lock"
 LOCK_ENV = "MLPERF_BNAS_OUTPUT_LOCK"
 #: Names ``tempfile.mkdtemp``/``mkstemp`` give our private folders and files: ``.<name>.<8 chars>``.
 _TEMP_NAME = re.compile(r"^\..+[._-][a-z0-9_]{8}$")
 _COMPLIANCE_WORK = re.compile(r"^TEST0\d-(Offline|Server)-[a-z0-9_]{8}$")
-_SCAN_TOPS = ("results", "compliance", "submission", "build")
 _SCAN_DEPTH = 7
 
 
@@ -95,7 +94,7 @@ class OutputLock:
 
     def __init__(self, output_dir: Path, command: str):
         self.output_dir = Path(output_dir).absolute()
-        self.path = self.output_dir / "build" / LOCK_NAME
+        self.path = OutputRoot(self.output_dir).lock_file
         self.command = command
         self.inherited = os.environ.get(LOCK_ENV) == str(self.output_dir)
         self._fd: int | None = None
@@ -153,6 +152,7 @@ def _read_holder(fd: int) -> str:
 def stale_partials(output_dir: Path) -> list[Path]:
     """Private folders/files of commands that did not finish (call it with the lock held)."""
     found: list[Path] = []
+    root = OutputRoot(output_dir)
 
     def walk(folder: Path, depth: int) -> None:
         try:
@@ -160,18 +160,18 @@ def stale_partials(output_dir: Path) -> list[Path]:
         except OSError:
             return
         for entry in entries:
-            if entry.name == LOCK_NAME:
+            if entry.path == str(root.lock_file):
                 continue
             is_dir = entry.is_dir(follow_symlinks=False)
             if _TEMP_NAME.match(entry.name) or (is_dir and folder.name == "compliance"
                                                 and _COMPLIANCE_WORK.match(entry.name)):
                 found.append(Path(entry.path))
-            elif is_dir and depth < _SCAN_DEPTH and not (depth == 0 and entry.name == "archive"):
+            elif is_dir and depth < _SCAN_DEPTH and entry.path != str(root.archive_dir):
                 walk(Path(entry.path), depth + 1)
 
-    for top in _SCAN_TOPS:
-        if (Path(output_dir) / top).is_dir():
-            walk(Path(output_dir) / top, 0)
+    for top in root.written_folders:
+        if top.is_dir():
+            walk(top, 0)
     return found
 
 
@@ -186,7 +186,8 @@ def report_or_remove(output_dir: Path, remove: bool) -> list[Path]:
     stale = stale_partials(output_dir)
     if not stale:
         return stale
-    listing = ", ".join(str(p.relative_to(output_dir)) for p in stale[:5]) + (
+    top = OutputRoot(output_dir).output_dir          # the resolved folder stale_partials walked
+    listing = ", ".join(str(p.relative_to(top)) for p in stale[:5]) + (
         f" and {len(stale) - 5} more" if len(stale) > 5 else "")
     if remove:
         for path in stale:

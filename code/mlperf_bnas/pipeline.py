@@ -1,107 +1,45 @@
-"""The pipeline as library functions: dataset -> build -> SUT. Commands are thin wrappers.
+"""The pipeline as library functions: weights -> dataset -> build -> SUT. Commands are thin wrappers.
 
 Everything a step writes goes under ``OutputPaths`` (``paths.py``); every step
 can be rerun and reuses what is current (caches keyed by spec and source,
-synthetic data keyed by the labelling model), and writes atomically.
+synthetic data keyed by the labelling model), and writes atomically. The
+backend builds its own model (``Backend.build``); this module prepares what
+every build needs once: the FP32 module, the preprocessing, the calibration
+samples the dataset chooses, and the build record's provenance.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import hashlib
-import json
 import logging
 import os
-import platform
-import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from mlperf_bnas.config import BenchmarkConfig, check_options
 from mlperf_bnas.data import DATASETS, CachedSamples, Dataset, PreprocessSpec
+from mlperf_bnas.enums import Precision, parse
 from mlperf_bnas.errors import UserError
-from mlperf_bnas.fileio import write_atomic
+from mlperf_bnas.fileio import load_checkpoint, sha256_file
+from mlperf_bnas.models import ModelEntry
 from mlperf_bnas.paths import OutputPaths
-from mlperf_bnas.quantize.config import QuantizationConfig
-from mlperf_bnas.registry import Registry
+from mlperf_bnas.quantize.qconfig import QuantizationConfig
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("int8", "fp32")
 _announced: set[str] = set()
 
 
 # ---------------------------------------------------------------------------
-# command-line plumbing shared by the pipeline commands (dataset, build, run, accuracy, ...)
+# components of a benchmark configuration
 # ---------------------------------------------------------------------------
-def add_common_arguments(p: argparse.ArgumentParser) -> None:
-    """``--benchmark DIR --output-dir DIR --system NAME [--data-dir DIR] [--checkpoint FILE] [--set k=v]``."""
-    p.add_argument("--benchmark", required=True, metavar="DIR", help="benchmark directory, e.g. code/resnet50-openvino")
-    p.add_argument("--output-dir", default=".", metavar="DIR", help="root of results/, build/, compliance/ (default: .)")
-    p.add_argument("--system", default="local_cpu", metavar="NAME", help="system name used in results/<system>/")
-    p.add_argument("--data-dir", default=None, metavar="DIR", help="real dataset folder (default: synthetic data)")
-    p.add_argument("--checkpoint", default=None, metavar="FILE",
-                   help="model weights: state dict or exported NAS sub-network (default: seeded weights)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. backend_options.num_streams=2 (repeatable)")
-
-
-def config_from_args(args: argparse.Namespace, scenario: str | None = None,
-                     tuned: tuple[dict[str, Any], str] | None = None) -> tuple[BenchmarkConfig, OutputPaths]:
-    """The benchmark's config for ``scenario``: config.yaml, then ``tuned`` = (backend options, their
-    source) when the run uses a tuned conf, then ``--set`` (the command line always wins)."""
-    from mlperf_bnas.config import load_config, parse_set_options
-
-    sets = parse_set_options(args.set)
-    cfg = load_config(args.benchmark, scenario)
-    if tuned and tuned[0]:
-        cfg = cfg.with_overrides({"backend_options": tuned[0]}, tuned[1])
-    if sets:
-        cfg = cfg.with_overrides(sets, "command line")
-    return cfg, output_paths(cfg, args.output_dir, args.system)
-
-
-def run_config_from_args(args: argparse.Namespace, scenario: str) -> tuple[BenchmarkConfig, OutputPaths]:
-    """``config_from_args`` for a LoadGen run with ``args.user_conf``: a conf written by
-    `mlperf-bnas tune` carries the backend settings its target_qps was measured with, and
-    they apply (running that target_qps on other settings would be another system)."""
-    from mlperf_bnas.loadgen.userconf import tuned_backend_options
-
-    user_conf = Path(args.user_conf)
-    tuned = tuned_backend_options(user_conf, scenario) if user_conf.is_file() else {}
-    if tuned:
-        log.info("backend options from the tuned conf %s: %s", user_conf, tuned)
-    return config_from_args(args, scenario, (tuned, f"{user_conf} (tuned)"))
-
-
-# ---------------------------------------------------------------------------
-# small helpers
-# ---------------------------------------------------------------------------
-def output_paths(cfg: BenchmarkConfig, output_dir: str | Path, system: str) -> OutputPaths:
-    return OutputPaths(Path(output_dir), system, cfg.benchmark, cfg.loadgen_model)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    write_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
-
-
-
-def model_entry(cfg: BenchmarkConfig):
+def model_entry(cfg: BenchmarkConfig) -> ModelEntry:
     from mlperf_bnas.models import create_model
     return create_model(cfg.model, cfg.model_options, where=f"{cfg.benchmark_dir / 'config.yaml'}",
                         sources=cfg.sources)
@@ -152,8 +90,7 @@ def resolve_weights(cfg: BenchmarkConfig, paths: OutputPaths, checkpoint: str | 
     import torch
 
     entry = model_entry(cfg)
-    seed = getattr(entry.options, "seed", 0)
-    path = paths.build_dir / "model" / "seeded" / f"{cfg.model}-seed{seed}.pt"
+    path = paths.seeded_weights(cfg.model, getattr(entry.options, "seed", 0))
     if not path.is_file():
         module = entry.build(None)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -168,10 +105,52 @@ def resolve_weights(cfg: BenchmarkConfig, paths: OutputPaths, checkpoint: str | 
     return Weights(path, sha256_file(path), seeded=True)
 
 
+def _subnet(entry: ModelEntry, checkpoint: Path) -> dict | None:
+    """The checkpoint as an exported NAS sub-network the model accepts, or None for plain weights
+    (and for a model that takes no sub-networks: its own loader judges the file)."""
+    from mlperf_bnas.nas.export import subnet_or_none
+
+    if entry.subnet_base is None:
+        return None
+
+    obj = load_checkpoint(checkpoint, "PyTorch checkpoint",
+                          "pass a torch.save'd state dict or an exported NAS sub-network, or unset CHECKPOINT")
+    subnet = subnet_or_none(obj, checkpoint)
+    if subnet is not None and subnet["base_model"] != entry.subnet_base:
+        accepted = f"sub-networks of {entry.subnet_base}" if entry.subnet_base else "no sub-network"
+        raise UserError(f"{checkpoint}: a NAS sub-network of {subnet['base_model']!r}, but model "
+                        f"{type(entry).__name__} takes {accepted}; use it with its own benchmark")
+    return subnet
+
+
+def build_module(entry: ModelEntry, checkpoint: str | Path | None):
+    """The FP32 torch module (eval mode): an exported NAS sub-network rebuilt from its checkpoint,
+    or the model entry's own build from plain weights (seeded ones without a checkpoint)."""
+    if checkpoint is not None:
+        subnet = _subnet(entry, Path(checkpoint))
+        if subnet is not None:
+            from mlperf_bnas.nas.export import build_subnet
+
+            return build_subnet(subnet, where=str(checkpoint))
+    return entry.build(Path(checkpoint) if checkpoint is not None else None)
+
+
+def checkpoint_spec(entry: ModelEntry, checkpoint: str | Path | None) -> PreprocessSpec:
+    """What one cached sample is: the model's spec, or the one a NAS sub-network was exported with."""
+    if checkpoint is not None:
+        subnet = _subnet(entry, Path(checkpoint))
+        if subnet is not None and subnet.get("preprocess"):
+            try:
+                return entry.subnet_preprocess_spec(dict(subnet["preprocess"]))
+            except (TypeError, ValueError, KeyError) as exc:
+                raise UserError(f"{checkpoint}: invalid 'preprocess' in the sub-network file ({exc})") from None
+    return entry.preprocess_spec()
+
+
 def load_torch_model(cfg: BenchmarkConfig, paths: OutputPaths, checkpoint: str | Path | None):
     """``(FP32 torch module in eval mode, Weights)``."""
     weights = resolve_weights(cfg, paths, checkpoint)
-    return model_entry(cfg).build(weights.path), weights
+    return build_module(model_entry(cfg), weights.path), weights
 
 
 # ---------------------------------------------------------------------------
@@ -184,31 +163,6 @@ def synthetic_root(cfg: BenchmarkConfig, paths: OutputPaths) -> Path:
 def cache_root(cfg: BenchmarkConfig, paths: OutputPaths, data_dir: str | Path | None) -> Path:
     # Synthetic and real data never share a cache folder (their sources differ anyway).
     return paths.cache_root(cfg.dataset if data_dir else f"{cfg.dataset}-synthetic")
-
-
-def make_labeller(cfg: BenchmarkConfig, module, spec: PreprocessSpec, batch: int = 16) -> Callable:
-    """labeller(image paths) -> top-1 class of the FP32 model per image (synthetic ground truth)."""
-    import torch
-    from PIL import Image
-
-    entry = model_entry(cfg)
-    if hasattr(entry, "make_labeller"):
-        # Models whose ground truth is not a class id (detectors) label their own way.
-        return entry.make_labeller(module, spec)
-
-    def label(image_paths):
-        labels: list[int] = []
-        for start in range(0, len(image_paths), batch):
-            samples = []
-            for p in image_paths[start:start + batch]:
-                with Image.open(p) as img:
-                    samples.append(spec.apply(img))
-            with torch.no_grad():
-                out = module(entry.to_torch_input(np.stack(samples), spec))
-            labels.extend(int(v) for v in out.argmax(1))
-        return labels
-
-    return label
 
 
 def open_dataset(cfg: BenchmarkConfig, paths: OutputPaths, data_dir: str | Path | None,
@@ -224,16 +178,17 @@ def open_dataset(cfg: BenchmarkConfig, paths: OutputPaths, data_dir: str | Path 
         stamp = {"model": cfg.model, "weights_sha256": weights.sha256}
         if not cls.synthetic_is_current(root, options, stamp):
             log.info("generating synthetic %s data in %s (labels: FP32 %s predictions)", cfg.dataset, root, cfg.model)
-            module = model_entry(cfg).build(weights.path)
-            spec = model_entry(cfg).preprocess_spec(weights.path if not weights.seeded else None)
-            cls.make_synthetic(root, options, make_labeller(cfg, module, spec), stamp)
+            entry = model_entry(cfg)
+            module = build_module(entry, weights.path)
+            spec = checkpoint_spec(entry, None if weights.seeded else weights.path)
+            cls.make_synthetic(root, options, entry.make_labeller(module, spec), stamp)
     elif not root.is_dir():
         raise UserError(f"{root}: no synthetic dataset yet; run `mlperf-bnas dataset` (or pass --data-dir)")
     return cls.open(root, options)
 
 
 def preprocess_spec(cfg: BenchmarkConfig, checkpoint: str | Path | None) -> PreprocessSpec:
-    return model_entry(cfg).preprocess_spec(Path(checkpoint) if checkpoint else None)
+    return checkpoint_spec(model_entry(cfg), checkpoint)
 
 
 def prepare_dataset(cfg: BenchmarkConfig, paths: OutputPaths, data_dir: str | Path | None,
@@ -249,130 +204,34 @@ def prepare_dataset(cfg: BenchmarkConfig, paths: OutputPaths, data_dir: str | Pa
 # ---------------------------------------------------------------------------
 # build
 # ---------------------------------------------------------------------------
-def _replace_dir(tmp: Path, dest: Path) -> None:
-    """Swap a finished build folder into place (the previous build is derived data: removed)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    old = None
-    if dest.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
-        os.replace(dest, old / dest.name)
-    os.replace(tmp, dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def build_openvino_ir(torch_model, preprocess_spec: PreprocessSpec, calibration_batch: np.ndarray | None,
-                      out_dir: str | Path, quantization_config: QuantizationConfig | None = None,
-                      record: dict[str, Any] | None = None) -> Path:
-    """Torch module -> OpenVINO IR in ``out_dir`` (FP32, or INT8 when ``calibration_batch`` is given).
-
-    ``convert_model`` -> ``nncf.quantize`` (calibration samples as cached: they are
-    converted to the model's float input here) -> PrePostProcessor putting the
-    preprocessing into the graph -> ``model.xml`` + ``quantization.json``,
-    written to a private folder and swapped in. Returns the path of ``model.xml``.
-    """
-    import torch
-
-    from mlperf_bnas.backends import openvino as ovb
-
-    out_dir = Path(out_dir)
-    qcfg = quantization_config or QuantizationConfig()
-    started = time.time()
-    example = torch.from_numpy(preprocess_spec.to_float_nchw(
-        np.zeros((1, *preprocess_spec.sample_shape), np.dtype(preprocess_spec.dtype))))
-    torch_model = torch_model.eval()
-    with torch.no_grad():
-        ov_model = ovb.convert_torch(torch_model, example)
-    info: dict[str, Any] = dict(record or {})
-    info.update({"precision": "int8" if calibration_batch is not None else "fp32",
-                 "openvino_version": ovb.OPENVINO_VERSION, "torch_version": torch.__version__,
-                 "python": platform.python_version(), "preprocess": preprocess_spec.to_dict(),
-                 "preprocess_key": preprocess_spec.key,
-                 "preprocessing_in_graph": "u8 {layout} {order} input -> f32 -> RGB -> (x - mean) / scale -> NCHW"
-                 .format(layout=preprocess_spec.layout, order=preprocess_spec.channel_order)})
-    if calibration_batch is not None:
-        from mlperf_bnas.quantize.nncf import quantize_openvino
-
-        bs = qcfg.calibration_batch_size
-        samples = calibration_batch[:qcfg.subset_size]
-        inputs = [preprocess_spec.to_float_nchw(samples[i:i + bs]) for i in range(0, len(samples), bs)]
-        ov_model, qrecord = quantize_openvino(ov_model, inputs, qcfg)
-        info["quantization"] = qrecord
-    else:
-        info["quantization"] = None
-    ov_model = ovb.add_preprocessing(ov_model, preprocess_spec)
-    info["fake_quantize_ops"] = ovb.count_ops(ov_model, "FakeQuantize")
-    info["input"] = ovb.input_description(ov_model)
-    info["build_seconds"] = round(time.time() - started, 1)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building.", dir=out_dir.parent))
-    try:
-        ovb.save_ir(ov_model, tmp / ovb.IR_NAME)
-        info["ir_bin_sha256"] = sha256_file(tmp / ovb.IR_NAME.replace(".xml", ".bin"))
-        write_json_atomic(tmp / "quantization.json", info)
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir / ovb.IR_NAME
-
-
-@dataclass
-class BuildContext:
-    """Everything a backend's builder needs for one precision."""
-
-    cfg: BenchmarkConfig
-    paths: OutputPaths
-    precision: str
-    torch_model: Any
-    weights: Weights
-    spec: PreprocessSpec
-    dataset: Dataset
-    cache: CachedSamples
-    out_dir: Path
-    quantization: QuantizationConfig
-    calibration_indices: list[int] = field(default_factory=list)
-
-
-#: backend name -> builder(BuildContext) -> built model path. Other backends register theirs.
-BUILDERS: Registry[Callable[[BuildContext], Path]] = Registry("model builder")
-BUILDERS.register_lazy("pytorch", "mlperf_bnas.backends.pytorch")
-
-
-@BUILDERS.register("openvino")
-def _build_openvino(ctx: BuildContext) -> Path:
-    calibration = None
-    record: dict[str, Any] = {"benchmark": ctx.cfg.benchmark, "model": ctx.cfg.model,
-                              "model_options": dataclasses.asdict(model_entry(ctx.cfg).options),
-                              "weights": ctx.weights.describe(), "dataset": ctx.cfg.dataset}
-    if ctx.precision == "int8":
-        calibration = ctx.cache.load(ctx.calibration_indices)
-        record["calibration"] = {"count": len(ctx.calibration_indices),
-                                 "qsl_indices": ctx.calibration_indices,
-                                 "names": [ctx.cache.names[i] for i in ctx.calibration_indices]}
-    return build_openvino_ir(ctx.torch_model, ctx.spec, calibration, ctx.out_dir, ctx.quantization, record)
-
-
 def build(cfg: BenchmarkConfig, paths: OutputPaths, data_dir: str | Path | None,
           checkpoint: str | Path | None, precision: str) -> Path:
     """Build the model for ``cfg.backend`` at ``precision`` into ``build/<benchmark>/model/<precision>/``."""
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
-    builder = BUILDERS.get(cfg.backend)
+    from mlperf_bnas.backends import BACKENDS
+    from mlperf_bnas.backends.base import BuildContext
+
+    precision = parse(Precision, precision)
+    backend_cls = BACKENDS.get(cfg.backend)
     qcfg = quantization_config(cfg)
     dataset, cache = prepare_dataset(cfg, paths, data_dir, checkpoint)
+    entry = model_entry(cfg)
     module, weights = load_torch_model(cfg, paths, checkpoint)
-    indices: list[int] = []
-    if precision == "int8":
-        cal_list = None
-        if hasattr(dataset, "default_calibration_list"):
-            cal_list = dataset.default_calibration_list(paths.calibration_dir)
-        indices = dataset.calibration_indices(cal_list)[:qcfg.subset_size]
-        log.info("calibrating on %d sample(s) from %s", len(indices), cal_list)
-    ctx = BuildContext(cfg=cfg, paths=paths, precision=precision, torch_model=module, weights=weights,
-                       spec=preprocess_spec(cfg, checkpoint), dataset=dataset, cache=cache,
-                       out_dir=paths.model_dir(precision), quantization=qcfg, calibration_indices=indices)
-    return builder(ctx)
+    record: dict[str, Any] = {"benchmark": cfg.benchmark, "model": cfg.model,
+                              "model_options": {k: list(v) if isinstance(v, tuple) else v
+                                                for k, v in dataclasses.asdict(entry.options).items()},
+                              "weights": weights.describe(), "dataset": cfg.dataset}
+    calibration = None
+    if precision == Precision.INT8:
+        calibration = dataset.calibration_set(cache, qcfg.subset_size, paths.calibration_dir)
+        if len(calibration.names) < qcfg.subset_size:
+            log.warning("quantization.subset_size=%d but only %d calibration image(s) exist: using %d",
+                        qcfg.subset_size, len(calibration.names), len(calibration.names))
+        log.info("calibrating on %d sample(s) from %s", len(calibration.names), calibration.source)
+        record["calibration"] = calibration.record()
+    ctx = BuildContext(cfg=cfg, entry=entry, precision=precision, torch_model=module, spec=cache.spec,
+                       out_dir=paths.model_dir(precision), quantization=qcfg, record=record,
+                       calibration=calibration)
+    return backend_cls.build(ctx)
 
 
 # ---------------------------------------------------------------------------
@@ -389,6 +248,17 @@ class ZeroSamples:
 
     def load(self, indices) -> np.ndarray:
         return np.zeros((len(indices), 1), np.uint8)
+
+
+def performance_sample_count(cfg: BenchmarkConfig) -> int:
+    """The benchmark's LoadGen performance sample count (MLPerf's rule for its ``loadgen_model``)."""
+    from mlperf_bnas.submission.rules import MLPERF_MODEL, PERFORMANCE_SAMPLE_COUNT
+
+    benchmark = MLPERF_MODEL.get(cfg.loadgen_model)
+    if benchmark not in PERFORMANCE_SAMPLE_COUNT:
+        raise UserError(f"{cfg.benchmark_dir / 'config.yaml'}: loadgen_model {cfg.loadgen_model!r} is not an MLPerf "
+                        f"benchmark this harness knows; use one of {', '.join(sorted(MLPERF_MODEL))}")
+    return PERFORMANCE_SAMPLE_COUNT[benchmark]
 
 
 def open_sut(cfg: BenchmarkConfig, scenario: str, paths: OutputPaths, precision: str = "int8",
@@ -408,6 +278,7 @@ def open_sut(cfg: BenchmarkConfig, scenario: str, paths: OutputPaths, precision:
     config_file = str(cfg.benchmark_dir / "config.yaml")
     postprocess = POSTPROCESSORS.get(cfg.postprocess)
     backend_cls = BACKENDS.get(cfg.backend)
+    perf_count = performance_sample_count(cfg)
     if not backend_cls.reads_input:
         # Harness-only measurement (`--set backend=null`) on a real benchmark's config: the
         # real backend's options do not apply to it; say which ones are left out.
@@ -419,20 +290,18 @@ def open_sut(cfg: BenchmarkConfig, scenario: str, paths: OutputPaths, precision:
         options = {k: v for k, v in cfg.backend_options.items() if k in known}
         check_stream_batch(scenario, int(options.get("batch_size", 1)), config_file)
         backend = create_backend(cfg.backend, None, options, where, cfg.sources)
-        perf_count = _performance_sample_count(cfg)
         qsl = QSL(ZeroSamples(perf_count), perf_count)
         started = time.monotonic()
         backend.warmup(None)
         sut = make_sut(scenario, backend, qsl, postprocess, config_file)
         sut.expected_batch_s = time.monotonic() - started
         return sut, qsl, backend
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    precision = parse(Precision, precision)
     # Cheap checks first, before minutes of dataset preparation and compilation: the backend
     # options, and the build (synthetic data would be relabelled for weights the build lacks).
     options = check_options("backend_options", cfg.backend_options, backend_cls.Options, where, cfg.sources)
     check_stream_batch(scenario, getattr(options, "batch_size", 1), config_file)
-    if model_path is None and cfg.backend in BUILDERS:     # a backend without a build has no build to check
+    if model_path is None and backend_cls.builds_model():   # a backend without a build has no build to check
         require_current_build(cfg, paths, precision, data_dir, checkpoint)
     _dataset, cache = prepare_dataset(cfg, paths, data_dir, checkpoint)
     backend = create_backend(cfg.backend, Path(model_path) if model_path else paths.model_dir(precision),
@@ -442,7 +311,7 @@ def open_sut(cfg: BenchmarkConfig, scenario: str, paths: OutputPaths, precision:
     except BaseException:
         backend.close()
         raise
-    qsl = QSL(cache, _performance_sample_count(cfg))
+    qsl = QSL(cache, perf_count)
     warm = cache.load([i % len(cache) for i in range(backend.batch_size)])
     started = time.monotonic()
     backend.warmup(warm)
@@ -457,6 +326,8 @@ def require_current_build(cfg: BenchmarkConfig, paths: OutputPaths, precision: s
     this run would use (``buildrecord.py``), naming the command that rebuilds it."""
     from mlperf_bnas.buildrecord import BuildInputs, require_current
 
+    if not paths.model_dir(precision).is_dir():
+        return          # nothing built: the backend says how to build it (no weights to hash for that)
     weights = resolve_weights(cfg, paths, checkpoint)
     now = BuildInputs(model=cfg.model, precision=precision, weights_sha256=weights.sha256,
                       weights_source="seeded weights, no CHECKPOINT" if weights.seeded else f"CHECKPOINT={weights.path}",
@@ -472,10 +343,3 @@ def require_current_build(cfg: BenchmarkConfig, paths: OutputPaths, precision: s
     rebuild = (f"{cfg.benchmark_dir / 'run_calibration.sh'} with the same CHECKPOINT, DATA_DIR and OUTPUT_DIR, or "
                f"`{' '.join(command)}`" + (" with the same --set options" if from_command_line else ""))
     require_current(paths.model_dir(precision), now, rebuild)
-
-
-def _performance_sample_count(cfg: BenchmarkConfig) -> int:
-    try:
-        return model_entry(cfg).performance_sample_count
-    except UserError:
-        return 1024

@@ -15,4 +15,4 @@ while [ "$#" -gt 0 ]; do
     *) echo "openimages_calibration_mlperf.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
-exec python -m mlperf_bnas.data.openimages_download calibration --dataset-dir "$DATASET_PATH"
+exec mlperf-bnas download openimages calibration --dataset-dir "$DATASET_PATH"

@@ -17,4 +17,4 @@ while [ "$#" -gt 0 ]; do
     *) echo "openimages_mlperf.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
-exec python -m mlperf_bnas.data.openimages_download validation --dataset-dir "$DATASET_PATH" "${EXTRA[@]}"
+exec mlperf-bnas download openimages validation --dataset-dir "$DATASET_PATH" "${EXTRA[@]}"

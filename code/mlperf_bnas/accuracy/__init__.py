@@ -23,7 +23,7 @@ class AccuracyReport:
 Scorer = Callable[[Path, Any], AccuracyReport]
 
 ACCURACY: Registry[Scorer] = Registry("accuracy script")
-ACCURACY.register_lazy("imagenet", "mlperf_bnas.accuracy.imagenet")
-ACCURACY.register_lazy("openimages", "mlperf_bnas.accuracy.openimages")
+ACCURACY.register_lazy("imagenet", "mlperf_bnas.accuracy.top1")
+ACCURACY.register_lazy("openimages", "mlperf_bnas.accuracy.coco_map")
 
 __all__ = ["ACCURACY", "AccuracyReport", "Scorer"]

@@ -5,21 +5,55 @@ The SUT hands it a batch and a completion callback; the backend calls the
 callback exactly once per batch, from any thread, with either the outputs or
 the exception that stopped the inference. Compilation and warm-up happen in
 ``load``/``warmup``, before LoadGen starts, never on the first query.
+
+A backend also builds what it runs (``Backend.build``, as NVIDIA's harness gives each
+benchmark its builder): ``mlperf-bnas build`` prepares a ``BuildContext`` (the FP32 torch
+module, the preprocessing, the calibration samples) and the backend turns it into its
+model folder with a ``quantization.json`` build record.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from mlperf_bnas.config import check_options
+from mlperf_bnas.errors import UserError
 from mlperf_bnas.registry import Registry
+
+if TYPE_CHECKING:
+    from mlperf_bnas.config import BenchmarkConfig
+    from mlperf_bnas.data import CalibrationSet, PreprocessSpec
+    from mlperf_bnas.models import ModelEntry
+    from mlperf_bnas.quantize import QuantizationConfig
 
 # done(outputs, error): exactly one of them is None.
 Completion = Callable[[Any, "BaseException | None"], None]
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """Everything a backend's ``build`` needs for one precision (``pipeline.build`` fills it in)."""
+
+    cfg: BenchmarkConfig
+    entry: ModelEntry                   # the model's descriptor (example input, quantization hooks)
+    precision: str                      # "int8" | "fp32"
+    torch_model: Any                    # the FP32 module, eval mode
+    spec: PreprocessSpec                # what one cached sample is (the built model's input)
+    out_dir: Path                       # build/<benchmark>/model/<precision>/, swapped in when finished
+    quantization: QuantizationConfig
+    #: The build record's common part (benchmark, model, weights, dataset, calibration); the
+    #: backend adds what it did and writes it as ``quantization.json`` beside the model.
+    record: dict[str, Any]
+    calibration: CalibrationSet | None = None   # INT8: samples chosen by the dataset from its calibration set
+
+    @property
+    def where(self) -> str:
+        return f"{self.cfg.benchmark_dir / 'config.yaml'} (backend_options)"
 
 
 class Backend(ABC):
@@ -38,6 +72,19 @@ class Backend(ABC):
     @classmethod
     def from_options(cls, model_path: Path | None, options: Any) -> "Backend":
         return cls(model_path, options)
+
+    @classmethod
+    def build(cls, ctx: BuildContext) -> Path:
+        """Build the model this backend runs into ``ctx.out_dir`` (a private folder swapped in
+        when complete, with ``quantization.json``); returns the path ``create_backend`` takes."""
+        raise UserError(f"backend {ctx.cfg.backend!r} runs no built model, so there is nothing to build; "
+                        "build with the benchmark's own backend (without --set backend=...)")
+
+    @classmethod
+    def builds_model(cls) -> bool:
+        """Whether this backend runs a model it builds (``build`` overridden): the null and simulated
+        backends do not, so ``mlperf-bnas build`` has nothing to build and a run no build to check."""
+        return cls.build.__func__ is not Backend.build.__func__
 
     @abstractmethod
     def submit(self, batch: np.ndarray | None, size: int, done: Completion) -> None:

@@ -37,7 +37,6 @@ threads are the pytorch backend's.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -56,9 +55,10 @@ import torch
 from torch.ao.quantization import MinMaxObserver, QConfig, QConfigMapping
 
 from mlperf_bnas.backends import ipex_env
-from mlperf_bnas.backends.pytorch import ENGINE_BACKENDS, INFO_NAME, PROGRAM_NAME, PyTorchBackend, calibration_inputs
+from mlperf_bnas.backends.pytorch import ENGINE_BACKENDS, PROGRAM_NAME, PyTorchBackend, calibration_inputs
 from mlperf_bnas.errors import UserError
-from mlperf_bnas.fileio import write_atomic
+from mlperf_bnas.fileio import replace_dir, sha256_file, write_json_atomic
+from mlperf_bnas.paths import BUILD_RECORD
 
 log = logging.getLogger(__name__)
 
@@ -130,11 +130,6 @@ SCHEME = {"activations": "symmetric per-tensor; range = mean over calibration ba
           "batchnorm": "folded into the convolutions by ipex.quantization.prepare"}
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
 def count_convolutions(graph: Any) -> dict[str, int]:
     """Convolutions in a frozen TorchScript graph, those whose weight is a dequantized INT8 tensor, and
     the activation quantizers (``aten::quantize_per_tensor``, which IPEX fuses into INT8 kernels)."""
@@ -191,8 +186,7 @@ def build_torchscript(ctx: Any, entry: Any, batch_size: int) -> Path:
     example = entry.example_input(batch_size)
     module = ctx.torch_model.eval()
     info: dict[str, Any] = {
-        "benchmark": ctx.cfg.benchmark, "model": ctx.cfg.model, "model_options": _json_options(entry.options),
-        "weights": ctx.weights.describe(), "dataset": ctx.cfg.dataset, "precision": ctx.precision,
+        **ctx.record, "precision": ctx.precision,   # benchmark, model, options, weights, dataset, calibration
         "batch_size": batch_size, "engine": ENGINE, "format": FORMAT, "program": TORCHSCRIPT_NAME,
         "torch_version": torch.__version__, "ipex_version": ipex.__version__,
         "torchvision_version": ipex_env.versions()["torchvision"], "python": platform.python_version(),
@@ -224,7 +218,6 @@ def build_torchscript(ctx: Any, entry: Any, batch_size: int) -> Path:
                 "calibration_samples_used": len(names), "calibration_seconds": round(calibration_s, 1),
                 "observers": {"activation": "SeedActivationObserver (mlperf_bnas.backends.ipex)",
                               "weight": "torch MinMaxObserver(qint8, per_tensor_symmetric, -127..127)"}}
-            info["calibration"] = {"count": len(names), "names": names}
             info["model_rewrites"] = getattr(entry, "quantization_rewrites", lambda: [])()
             info["ipex_optimize"] = "not applied: IPEX's static INT8 recipe is prepare/convert, then trace + freeze"
         else:
@@ -249,15 +242,9 @@ def build_torchscript(ctx: Any, entry: Any, batch_size: int) -> Path:
     os.chmod(tmp, 0o755)  # mkdtemp creates 0700; a build folder is ordinary output
     try:
         torch.jit.save(frozen, str(tmp / TORCHSCRIPT_NAME))
-        info["program_sha256"] = _sha256(tmp / TORCHSCRIPT_NAME)
-        write_atomic(tmp / INFO_NAME, json.dumps(info, indent=1, sort_keys=True) + "\n")
-        old = None
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
-            os.replace(out_dir, old / out_dir.name)
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        info["program_sha256"] = sha256_file(tmp / TORCHSCRIPT_NAME)
+        write_json_atomic(tmp / BUILD_RECORD, info)
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -280,7 +267,7 @@ class IPEXBackend(PyTorchBackend):
                 raise UserError(f"{program.parent}: holds an exported program for engine inductor/eager "
                                 f"({PROGRAM_NAME}), not an IPEX TorchScript file; {REBUILD}")
             raise UserError(f"{program}: not found; build it first: {REBUILD}")
-        record_path = program.parent / INFO_NAME
+        record_path = program.parent / BUILD_RECORD
         if not record_path.is_file():
             raise UserError(f"{record_path}: missing (the build record of {program.name}); {REBUILD}")
         try:
@@ -295,7 +282,7 @@ class IPEXBackend(PyTorchBackend):
         differ = [f"{k} {built[k]} (built) vs {here[k]} (now)" for k in built if built[k] != here[k]]
         if differ:
             raise UserError(f"{program}: built for another setup: {'; '.join(differ)}; {REBUILD}")
-        if record.get("program_sha256") != _sha256(program):
+        if record.get("program_sha256") != sha256_file(program):
             raise UserError(f"{program}: its sha256 differs from the build record's ({record_path.name}): the file was "
                             f"changed or replaced since it was built; {REBUILD}")
         self.info = record
@@ -309,7 +296,7 @@ class IPEXBackend(PyTorchBackend):
 
     def check_build(self, model: str, model_options: Any, precision: str) -> None:
         """Refuse a TorchScript file built for another model, other model options or another precision."""
-        expected = {"model": model, "precision": precision, **{f"model_options.{k}": v
+        expected = {"model": model, "precision": str(precision), **{f"model_options.{k}": v
                                                                for k, v in _json_options(model_options).items()}}
         built = {"model": self.info.get("model"), "precision": self.info.get("precision"),
                  **{f"model_options.{k}": v for k, v in (self.info.get("model_options") or {}).items()}}

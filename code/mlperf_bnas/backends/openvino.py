@@ -2,9 +2,9 @@
 
 Two halves:
 
-* IR building helpers used by ``pipeline.build_openvino_ir``: convert a torch
-  module, put the preprocessing (u8 NHWC BGR -> f32 NCHW RGB, mean/scale) into
-  the graph with ``PrePostProcessor``, save/read IR, count ops.
+* The build (``OpenVINOBackend.build``, i.e. ``build_openvino_ir``): convert a torch
+  module, quantize it (NNCF INT8), put the preprocessing (u8 NHWC BGR -> f32 NCHW RGB,
+  mean/scale) into the graph with ``PrePostProcessor``, save the IR with its build record.
 * ``OpenVINOBackend`` (registered "openvino"): compiles the IR once (reshaped to
   ``batch_size``), warms it up before LoadGen starts, and runs batches through an
   ``AsyncInferQueue``. ``submit`` returns at once (it blocks only while every
@@ -16,7 +16,11 @@ Two halves:
 from __future__ import annotations
 
 import logging
+import platform
+import shutil
+import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,9 +29,12 @@ import numpy as np
 import openvino as ov
 from openvino.preprocess import ColorFormat, PrePostProcessor
 
-from mlperf_bnas.backends.base import BACKENDS, Backend, Completion
+from mlperf_bnas.backends.base import BACKENDS, Backend, BuildContext, Completion
 from mlperf_bnas.data.spec import PreprocessSpec
 from mlperf_bnas.errors import UserError
+from mlperf_bnas.fileio import replace_dir, sha256_file, write_json_atomic
+from mlperf_bnas.paths import BUILD_RECORD
+from mlperf_bnas.quantize.qconfig import QuantizationConfig
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +122,60 @@ def input_description(model_or_path: ov.Model | Path) -> dict[str, Any]:
     return {"shape": str(inp.get_partial_shape()), "element_type": inp.get_element_type().get_type_name()}
 
 
+def build_openvino_ir(torch_model, preprocess_spec: PreprocessSpec, calibration_batch: np.ndarray | None,
+                      out_dir: str | Path, quantization_config: QuantizationConfig | None = None,
+                      record: dict[str, Any] | None = None) -> Path:
+    """Torch module -> OpenVINO IR in ``out_dir`` (FP32, or INT8 when ``calibration_batch`` is given).
+
+    ``convert_model`` -> ``nncf.quantize`` (calibration samples as cached: they are
+    converted to the model's float input here) -> PrePostProcessor putting the
+    preprocessing into the graph -> ``model.xml`` + ``quantization.json``,
+    written to a private folder and swapped in. Returns the path of ``model.xml``.
+    """
+    import torch
+
+    out_dir = Path(out_dir)
+    qcfg = quantization_config or QuantizationConfig()
+    started = time.time()
+    example = torch.from_numpy(preprocess_spec.to_float_nchw(
+        np.zeros((1, *preprocess_spec.sample_shape), np.dtype(preprocess_spec.dtype))))
+    torch_model = torch_model.eval()
+    with torch.no_grad():
+        ov_model = convert_torch(torch_model, example)
+    info: dict[str, Any] = dict(record or {})
+    info.update({"precision": "int8" if calibration_batch is not None else "fp32",
+                 "openvino_version": OPENVINO_VERSION, "torch_version": torch.__version__,
+                 "python": platform.python_version(), "preprocess": preprocess_spec.to_dict(),
+                 "preprocess_key": preprocess_spec.key,
+                 "preprocessing_in_graph": "u8 {layout} {order} input -> f32 -> RGB -> (x - mean) / scale -> NCHW"
+                 .format(layout=preprocess_spec.layout, order=preprocess_spec.channel_order)})
+    if calibration_batch is not None:
+        from mlperf_bnas.quantize.nncf import quantize_openvino
+
+        bs = qcfg.calibration_batch_size
+        samples = calibration_batch[:qcfg.subset_size]
+        inputs = [preprocess_spec.to_float_nchw(samples[i:i + bs]) for i in range(0, len(samples), bs)]
+        ov_model, qrecord = quantize_openvino(ov_model, inputs, qcfg)
+        info["quantization"] = qrecord
+    else:
+        info["quantization"] = None
+    ov_model = add_preprocessing(ov_model, preprocess_spec)
+    info["fake_quantize_ops"] = count_ops(ov_model, "FakeQuantize")
+    info["input"] = input_description(ov_model)
+    info["build_seconds"] = round(time.time() - started, 1)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building.", dir=out_dir.parent))
+    try:
+        save_ir(ov_model, tmp / IR_NAME)
+        info["ir_bin_sha256"] = sha256_file(tmp / IR_NAME.replace(".xml", ".bin"))
+        write_json_atomic(tmp / BUILD_RECORD, info)
+        replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir / IR_NAME
+
+
 # ---------------------------------------------------------------------------
 # The backend
 # ---------------------------------------------------------------------------
@@ -155,6 +216,12 @@ class OpenVINOBackend(Backend):
                 raise ValueError(f"inference_precision {self.inference_precision!r} not one of f32, bf16, f16")
             if not isinstance(self.batch_size, int) or self.batch_size < 1:
                 raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+
+    @classmethod
+    def build(cls, ctx: BuildContext) -> Path:
+        """The IR of ``ctx.torch_model`` (``build_openvino_ir``), INT8-calibrated on ``ctx.calibration``."""
+        calibration = ctx.calibration.samples if ctx.calibration is not None else None
+        return build_openvino_ir(ctx.torch_model, ctx.spec, calibration, ctx.out_dir, ctx.quantization, ctx.record)
 
     def __init__(self, model_path: Path | None, options: "OpenVINOBackend.Options"):
         if model_path is None:

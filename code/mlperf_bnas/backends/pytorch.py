@@ -1,6 +1,6 @@
 """The PyTorch CPU backend (registered "pytorch") and its model builder.
 
-Build (``BUILDERS["pytorch"]``, run by ``mlperf-bnas build``): the model entry's
+Build (``PyTorchBackend.build``, run by ``mlperf-bnas build``): the model entry's
 FP32 module is exported with ``torch.export`` -- for INT8 first rewritten so no
 module is used twice (the entry's ``prepare_for_quantization``) and quantized by
 NNCF ``quantize_pt2e`` with ``X86InductorQuantizer`` (``quantize/nncf.py``) --
@@ -44,15 +44,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from mlperf_bnas.backends.base import BACKENDS, Backend, Completion
+from mlperf_bnas.backends.base import BACKENDS, Backend, BuildContext, Completion
+from mlperf_bnas.config import check_options
 from mlperf_bnas.errors import UserError
-from mlperf_bnas.pipeline import BUILDERS, BuildContext, model_entry, sha256_file, write_json_atomic
+from mlperf_bnas.fileio import replace_dir, sha256_file, write_json_atomic
+from mlperf_bnas.paths import BUILD_RECORD
 from mlperf_bnas.registry import Registry
 
 log = logging.getLogger(__name__)
 
 PROGRAM_NAME = "model.pt2"
-INFO_NAME = "quantization.json"
 ENGINES = ("inductor", "eager", "ipex")
 #: Engines with a build and a backend of their own (a subclass of PyTorchBackend with a
 #: ``build(ctx, entry, batch_size)`` static method), imported only when chosen.
@@ -95,47 +96,33 @@ def count_quantized_convolutions(module: torch.nn.Module) -> dict[str, int]:
 
 
 def calibration_inputs(ctx: BuildContext, entry: Any) -> tuple[list[torch.Tensor], list[str]]:
-    """The calibration batches (model inputs, ``calibration_batch_size`` each) and their sample names.
-
-    The dataset's own calibration split where it has one (OpenImages: MLPerf's 500
-    train images, cached beside the dataset's), else the calibration list's samples;
-    at most ``quantization.subset_size``. Every pytorch engine calibrates on these.
-    """
+    """The calibration batches (model inputs, ``calibration_batch_size`` each) and their sample names:
+    the dataset's calibration set (``ctx.calibration``), at most ``quantization.subset_size``.
+    Every pytorch engine calibrates on these."""
     qcfg = ctx.quantization
-    if getattr(ctx.dataset, "has_calibration_set", lambda: False)():
-        samples, names = ctx.dataset.calibration_samples(ctx.spec, ctx.paths.cache_root(ctx.cfg.dataset),
-                                                         qcfg.subset_size)
-    else:
-        samples = ctx.cache.load(ctx.calibration_indices)
-        names = [ctx.cache.names[i] for i in ctx.calibration_indices]
-    samples = samples[:qcfg.subset_size]
+    samples = ctx.calibration.samples[:qcfg.subset_size]
     if len(samples) < qcfg.subset_size:
         log.warning("quantization.subset_size=%d but only %d calibration image(s) exist: using %d",
                     qcfg.subset_size, len(samples), len(samples))
     bs = qcfg.calibration_batch_size
     inputs = [entry.to_torch_input(samples[i:i + bs], ctx.spec) for i in range(0, len(samples), bs)]
-    return inputs, list(names[:len(samples)])
+    return inputs, list(ctx.calibration.names[:len(samples)])
 
 
-@BUILDERS.register("pytorch")
 def build_pytorch(ctx: BuildContext) -> Path:
     """FP32: export the module. INT8: rewrite, quantize (NNCF pt2e), export. Saved to ``ctx.out_dir``.
 
     ``engine: ipex`` builds a TorchScript file instead (``backends/ipex.py``).
     """
-    entry = model_entry(ctx.cfg)
-    options = PyTorchBackend.Options(**{k: v for k, v in ctx.cfg.backend_options.items()
-                                        if k in PyTorchBackend.Options.__dataclass_fields__})
+    entry = ctx.entry
+    options = check_options("backend_options", ctx.cfg.backend_options, PyTorchBackend.Options, ctx.where)
     if options.engine in ENGINE_BACKENDS:
         return ENGINE_BACKENDS.get(options.engine).build(ctx, entry, options.batch_size)
     batch = options.batch_size
     example = entry.example_input(batch)
     started = time.time()
-    info: dict[str, Any] = {"benchmark": ctx.cfg.benchmark, "model": ctx.cfg.model,
-                            "model_options": {k: list(v) if isinstance(v, tuple) else v
-                                              for k, v in vars(entry.options).items()},
-                            "weights": ctx.weights.describe(), "dataset": ctx.cfg.dataset,
-                            "precision": ctx.precision, "batch_size": batch, "torch_version": torch.__version__,
+    info: dict[str, Any] = {**ctx.record, "precision": ctx.precision, "batch_size": batch,
+                            "torch_version": torch.__version__,
                             "preprocess": ctx.spec.to_dict(), "preprocess_key": ctx.spec.key,
                             "format": "torch.export ExportedProgram (torch.export.save)"}
     module = ctx.torch_model.eval()
@@ -149,7 +136,6 @@ def build_pytorch(ctx: BuildContext) -> Path:
         target = prepare(module) if prepare else module
         ignored = list(getattr(entry, "quantization_ignored_modules", lambda: [])())
         quantized, record = quantize_torch_fx(target, entry.example_input(bs), inputs, qcfg, ignored)
-        record["calibration"] = {"count": len(names), "names": names}
         record["model_rewrites"] = getattr(entry, "quantization_rewrites", lambda: [])()
         info["quantization"] = record
         module = quantized
@@ -167,14 +153,8 @@ def build_pytorch(ctx: BuildContext) -> Path:
     try:
         torch.export.save(program, str(tmp / PROGRAM_NAME))
         info["program_sha256"] = sha256_file(tmp / PROGRAM_NAME)
-        write_json_atomic(tmp / INFO_NAME, info)
-        old = None
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
-            os.replace(out_dir, old / out_dir.name)
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        write_json_atomic(tmp / BUILD_RECORD, info)
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -239,6 +219,10 @@ class PyTorchBackend(Backend):
             return ENGINE_BACKENDS.get(options.engine)(model_path, options)
         return cls(model_path, options)
 
+    @classmethod
+    def build(cls, ctx: BuildContext) -> Path:
+        return build_pytorch(ctx)
+
     def __init__(self, model_path: Path | None, options: "PyTorchBackend.Options"):
         if model_path is None:
             raise UserError("the pytorch backend needs a built model; run mlperf-bnas build first")
@@ -275,7 +259,7 @@ class PyTorchBackend(Backend):
                                 "with ENGINE=ipex")
             raise UserError(f"{program}: built model not found; run run_calibration.sh (INT8) or "
                             "mlperf-bnas build --precision fp32 first")
-        info_path = program.parent / INFO_NAME
+        info_path = program.parent / BUILD_RECORD
         if info_path.is_file():
             self.info = json.loads(info_path.read_text())
             built_batch = self.info.get("batch_size")

@@ -3,32 +3,34 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 import json
+from pathlib import Path
 
 from mlperf_bnas import pipeline
+from mlperf_bnas.backends import BACKENDS
+from mlperf_bnas.commands.arguments import add_common_arguments, add_precision_argument, config_from_args
+from mlperf_bnas.enums import Precision, values
+from mlperf_bnas.paths import BUILD_RECORD
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    pipeline.add_common_arguments(p)
-    p.add_argument("--precision", choices=["int8", "fp32", "all"], default="all",
-                   help="which model(s) to build (default: both)")
+    add_common_arguments(p)
+    add_precision_argument(p, extra=("all",), default="all", help="which model(s) to build (default: all)")
     p.add_argument("--if-missing", action="store_true",
                    help="build only the model(s) not built yet (the run scripts' first step: a fresh output "
                         "folder gets what it needs, and says so)")
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg, paths = pipeline.config_from_args(args)
-    precisions = ["int8", "fp32"] if args.precision == "all" else [args.precision]
-    builds = cfg.backend in pipeline.BUILDERS
+    cfg, paths = config_from_args(args)
+    precisions = values(Precision) if args.precision == "all" else [args.precision]
     if args.if_missing:
-        # Cheap when there is nothing to do (no framework import): the run that follows
-        # prepares (or reuses) the dataset itself.
-        if not builds:
+        # Cheap when there is nothing to do (no framework import, not even the backend's
+        # module): the run that follows prepares (or reuses) the dataset itself.
+        missing = [p for p in precisions if not (paths.model_dir(p) / BUILD_RECORD).is_file()]
+        if missing and not BACKENDS.get(cfg.backend).builds_model():
             print(f"backend {cfg.backend} loads no built model: nothing to build")
             return 0
-        missing = [p for p in precisions if not (paths.model_dir(p) / "quantization.json").is_file()]
         for precision in precisions:
             if precision not in missing:
                 print(f"{precision}: {paths.model_dir(precision)} (built earlier)")
@@ -37,14 +39,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"model not built yet in {paths.build_dir / 'model'}: building {' and '.join(missing)} now "
               "(what run_calibration.sh does)", flush=True)
         precisions = missing
-    elif not builds:
+    elif not BACKENDS.get(cfg.backend).builds_model():
         # The null and simulated backends load no model: only the dataset to prepare.
         pipeline.prepare_dataset(cfg, paths, args.data_dir, args.checkpoint)
         print(f"backend {cfg.backend} loads no built model: nothing to build")
         return 0
     for precision in precisions:
         path = pipeline.build(cfg, paths, args.data_dir, args.checkpoint, precision)
-        record_path = path.parent / "quantization.json"
+        record_path = path.parent / BUILD_RECORD
         summary = ""
         if record_path.is_file():
             record = json.loads(record_path.read_text())

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from mlperf_bnas.errors import UserError
+from mlperf_bnas.paths import OutputRoot
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,8 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlperf_bnas.submission.check import RULES, check_submission
-    from mlperf_bnas.submission.truncate import write_atomic
+    from mlperf_bnas.submission.checker import RULES, check_submission
+    from mlperf_bnas.fileio import write_atomic
 
     if args.rules:
         for rule_id, rule in RULES.items():
@@ -43,8 +44,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{root}: no open/, closed/ or network/ folder; pass the submission root "
                         "(e.g. $OUTPUT_DIR/submission, not the submitter folder)")
     full = args.full_results
-    if full is None and (root.resolve().parent / "results").is_dir():
-        full = root.resolve().parent / "results"
+    # The submission root is $OUTPUT_DIR/submission: the full logs are in $OUTPUT_DIR/results.
+    runs = OutputRoot(root.resolve().parent).tree.results_root
+    if full is None and runs.is_dir():
+        full = runs
     if full is not None and not full.is_dir():
         raise UserError(f"{full}: --full-results is not a folder")
     report = check_submission(root, full)

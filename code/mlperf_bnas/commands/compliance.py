@@ -8,7 +8,7 @@ The audit settings go into ``audit.config`` in a private working folder under
 ``build/<benchmark>/compliance/``; LoadGen reads it through
 ``StartTestWithLogSettings`` and it is deleted when the run ends, whatever
 happens. Results: ``compliance/<system>/<model>/<Scenario>/<TEST>/`` (see
-``mlperf_bnas.submission.compliance``). Exit status 1 when the verification fails.
+``mlperf_bnas.submission.audit``). Exit status 1 when the verification fails.
 """
 
 from __future__ import annotations
@@ -21,18 +21,22 @@ import tempfile
 from pathlib import Path
 
 from mlperf_bnas import pipeline
+from mlperf_bnas.commands.arguments import (
+    add_common_arguments, add_precision_argument, add_scenario_argument, run_config_from_args,
+)
+from mlperf_bnas.enums import Mode
 from mlperf_bnas.processes import run_child
-from mlperf_bnas.submission.compliance import DTYPES, TESTS
+from mlperf_bnas.submission.audit import DTYPES, TESTS
 
 log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("tests", nargs="+", choices=TESTS, metavar="TEST", help=f"one or more of {', '.join(TESTS)}")
-    pipeline.add_common_arguments(p)
-    p.add_argument("--scenario", required=True, choices=["Offline", "Server", "SingleStream", "MultiStream"])
+    add_common_arguments(p)
+    add_scenario_argument(p)
     p.add_argument("--user-conf", required=True, metavar="FILE", help="the LoadGen user.conf of the submitted runs")
-    p.add_argument("--precision", default="int8", choices=["int8", "fp32"])
+    add_precision_argument(p)
     p.add_argument("--dtype", default="byte", choices=sorted(DTYPES),
                    help="element type of a response, for TEST01's comparison (MLPerf's --dtype; default byte)")
 
@@ -67,23 +71,23 @@ def run_one(args: argparse.Namespace, test: str) -> int:
     from mlperf_bnas.accuracy import ACCURACY
     from mlperf_bnas.errors import UserError
     from mlperf_bnas.loadgen.runner import RunRequest, load_settings, run_test
-    from mlperf_bnas.submission import compliance as C
+    from mlperf_bnas.submission import audit as C
     from mlperf_bnas.submission.rules import MLPERF_MODEL
 
-    cfg, paths = pipeline.run_config_from_args(args, args.scenario)
+    cfg, paths = run_config_from_args(args, args.scenario)
     mlperf_model = MLPERF_MODEL.get(cfg.loadgen_model)
     if mlperf_model is None:
         raise UserError(f"{cfg.benchmark_dir / 'config.yaml'}: loadgen_model {cfg.loadgen_model!r} has no MLPerf "
                         "compliance settings; use resnet50 or retinanet")
     reference = paths.scenario_dir(args.scenario)
     C.check_reference(test, reference)
-    work_root = paths.build_dir / "compliance"
+    work_root = paths.compliance_work_dir
     work_root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"{test}-{args.scenario}-", dir=work_root))
     audit = work / "audit.config"
     try:
         audit.write_text(C.audit_settings(test, mlperf_model), encoding="utf-8")
-        request = RunRequest(loadgen_model=cfg.loadgen_model, scenario=args.scenario, mode="performance",
+        request = RunRequest(loadgen_model=cfg.loadgen_model, scenario=args.scenario, mode=Mode.PERFORMANCE,
                              user_conf=Path(args.user_conf), log_dir=work / "run", archive_dir=paths.archive_dir,
                              audit_config=audit)
         settings = load_settings(request)

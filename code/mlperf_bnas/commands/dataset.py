@@ -6,15 +6,16 @@ import argparse
 from pathlib import Path
 
 from mlperf_bnas import pipeline
+from mlperf_bnas.commands.arguments import add_common_arguments, config_from_args
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    pipeline.add_common_arguments(p)
+    add_common_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg, paths = pipeline.config_from_args(args)
+    cfg, paths = config_from_args(args)
     dataset, cache = pipeline.prepare_dataset(cfg, paths, args.data_dir, args.checkpoint,
                                               progress=not args.no_progress)
     kind = "real" if args.data_dir else "synthetic"

@@ -33,14 +33,14 @@ GUARD = "MLPERF_BNAS_IN_IPEX_ENV"
 
 def engine(args: argparse.Namespace) -> str | None:
     """The pytorch backend's engine this command would use (None for other backends)."""
-    from mlperf_bnas import pipeline
+    from mlperf_bnas.commands import arguments
 
     scenario = getattr(args, "scenario", None)
     if getattr(args, "user_conf", None) and scenario:
         # A conf written by `mlperf-bnas tune` may carry backend options of its own.
-        cfg, _paths = pipeline.run_config_from_args(args, scenario)
+        cfg, _paths = arguments.run_config_from_args(args, scenario)
     else:
-        cfg, _paths = pipeline.config_from_args(args, scenario)
+        cfg, _paths = arguments.config_from_args(args, scenario)
     if cfg.backend != "pytorch":
         return None
     return str(cfg.backend_options.get("engine", "inductor"))

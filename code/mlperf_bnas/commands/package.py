@@ -11,6 +11,8 @@ import argparse
 import os
 from pathlib import Path
 
+from mlperf_bnas.enums import Precision, values
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--default-system-name", action="store_true",
@@ -27,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="system overrides YAML (default: <repository>/systems/overrides.yaml)")
     p.add_argument("--benchmark", action="append", default=[], metavar="DIR",
                    help="benchmark directory to package (repeatable; default: every code/*/config.yaml with results)")
-    p.add_argument("--precision", default="int8", choices=["int8", "fp32"],
+    p.add_argument("--precision", default=Precision.INT8.value, choices=values(Precision),
                    help="precision of the model the runs used (its build record is documented; default: int8)")
 
 
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.required_scenarios:
         return _print_required_scenarios(args)
-    from mlperf_bnas.submission.package import PackageRequest, package_submission
+    from mlperf_bnas.submission.packager import PackageRequest, package_submission
 
     summary = package_submission(PackageRequest.resolve(
         output_dir=args.output_dir or (Path(os.environ["OUTPUT_DIR"]) if os.environ.get("OUTPUT_DIR") else None),
@@ -57,11 +59,12 @@ def _print_required_scenarios(args: argparse.Namespace) -> int:
     """One line per benchmark: the v5.1 scenarios its system type requires (rules.REQUIRED_SCENARIOS)."""
     from mlperf_bnas.config import load_config
     from mlperf_bnas.errors import UserError
-    from mlperf_bnas.submission.package import REPO
-    from mlperf_bnas.submission.rules import MLPERF_MODEL, REQUIRED_SCENARIOS, SCENARIOS
+    from mlperf_bnas.enums import Scenario
+    from mlperf_bnas.paths import system_overrides
+    from mlperf_bnas.submission.rules import MLPERF_MODEL, REQUIRED_SCENARIOS
     from mlperf_bnas.submission.system import load_overrides
 
-    overrides = (args.overrides or REPO / "systems" / "overrides.yaml").resolve()
+    overrides = (args.overrides or system_overrides()).resolve()
     system_type = str(load_overrides(overrides).get("system_type", "")).strip()
     if system_type not in REQUIRED_SCENARIOS:
         raise UserError(f"{overrides}: system_type {system_type!r} is not one of {', '.join(REQUIRED_SCENARIOS)}; "
@@ -77,7 +80,7 @@ def _print_required_scenarios(args: argparse.Namespace) -> int:
             raise UserError(f"{overrides}: system_type {system_type!r} has no {model} ({cfg.loadgen_model}) in the "
                             f"round's v5.1 scenario tables (the round's checker would reject its results); set system_type to "
                             f"{' or '.join(types)} (or datacenter,edge), or leave {bench} out (BENCHMARKS=...)")
-        print(" ".join(s for s in SCENARIOS if s in required))
+        print(" ".join(s for s in Scenario if s in required))       # in run order
     return 0
 
 
@@ -85,6 +88,6 @@ def output_dir(args: argparse.Namespace) -> Path | None:
     """The folder packaging writes into (locked while it runs); None for --default-system-name."""
     if args.default_system_name or args.required_scenarios:
         return None
-    from mlperf_bnas.submission.package import REPO
+    from mlperf_bnas.paths import REPO
 
     return args.output_dir or (Path(os.environ["OUTPUT_DIR"]) if os.environ.get("OUTPUT_DIR") else REPO)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[3]
+from mlperf_bnas.paths import REPO, OutputRoot
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     output_dir = Path(args.output_dir)
     source = Path(args.input) if args.input else output_dir
     data = collect(source, args.system, [Path(p) for p in args.tuning], [Path(p) for p in args.nas], repo=REPO)
-    out = Path(args.out) if args.out else output_dir / "report" / "index.html"
+    out = Path(args.out) if args.out else OutputRoot(output_dir).report_file
     write_report(data, out)
     valid = sum(1 for r in data.results if r.performance and r.performance.valid)
     if args.table:

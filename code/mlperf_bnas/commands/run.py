@@ -8,6 +8,10 @@ import logging
 from pathlib import Path
 
 from mlperf_bnas import outdir, pipeline
+from mlperf_bnas.commands.arguments import (
+    add_common_arguments, add_mode_argument, add_precision_argument, add_scenario_argument, run_config_from_args,
+)
+from mlperf_bnas.enums import Mode
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.loadgen import completeness
 from mlperf_bnas.loadgen.guard import WATCHDOG_FACTOR, WATCHDOG_FLOOR_S
@@ -17,11 +21,11 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    pipeline.add_common_arguments(p)
-    p.add_argument("--scenario", required=True, choices=["Offline", "Server", "SingleStream", "MultiStream"])
-    p.add_argument("--mode", default="performance", choices=["performance", "accuracy"])
+    add_common_arguments(p)
+    add_scenario_argument(p)
+    add_mode_argument(p)
     p.add_argument("--user-conf", required=True, metavar="FILE", help="LoadGen user.conf")
-    p.add_argument("--precision", default="int8", choices=["int8", "fp32"])
+    add_precision_argument(p)
     p.add_argument("--model-path", default=None, metavar="PATH",
                    help="run this built model instead of build/<benchmark>/model/<precision>")
     p.add_argument("--log-dir", default=None, metavar="DIR",
@@ -36,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     user_conf = Path(args.user_conf)
-    cfg, paths = pipeline.run_config_from_args(args, args.scenario)
+    cfg, paths = run_config_from_args(args, args.scenario)
     log_dir = Path(args.log_dir).resolve() if args.log_dir else paths.results_dir(args.scenario, args.mode)
     if args.watchdog_floor <= 0:
         raise UserError(f"--watchdog-floor {args.watchdog_floor:g}: must be a positive number of seconds")
@@ -59,14 +63,14 @@ def run(args: argparse.Namespace) -> int:
         summary = run_test(request, sut, qsl, settings)
     finally:
         backend.close()
-    result = summary.get("Result is", "done" if args.mode == "accuracy" else "?")
+    result = summary.get("Result is", "done" if args.mode == Mode.ACCURACY else "?")
     key = completeness.summary_metric(summary, args.scenario)
     metric = f"{key}: {summary[key]}" if key and key in summary else ""
     early = None
     if args.mode == "performance" and args.scenario in ("SingleStream", "MultiStream"):
-        from mlperf_bnas.loadgen.logs import read_detail_log
+        from mlperf_bnas.loadgen.logs import RESULT_FIELD, read_detail_log
 
-        early = read_detail_log(log_dir / "mlperf_log_detail.txt").get(completeness.RESULT_KEY[args.scenario])
+        early = read_detail_log(log_dir / "mlperf_log_detail.txt").get(RESULT_FIELD[args.scenario])
     if isinstance(early, (int, float)):
         metric += f" (early-stopping estimate, the reported result: {early / 1e6:.3f} ms)"
     print(f"{cfg.loadgen_model} {args.scenario} {args.mode}: {result} {metric} -> {log_dir}")

@@ -19,17 +19,18 @@ import argparse
 import sys
 from pathlib import Path
 
-from mlperf_bnas import pipeline
+from mlperf_bnas.commands.arguments import add_common_arguments, add_scenario_argument, config_from_args, \
+    run_config_from_args
 from mlperf_bnas.errors import UserError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    pipeline.add_common_arguments(p)
+    add_common_arguments(p)
     p.add_argument("--user-conf", metavar="FILE", help="the conf the run will use (generated with --from)")
     p.add_argument("--from", dest="base", metavar="FILE",
                    help="generate --user-conf from this base conf (the benchmark's user.smoke.conf) when it is "
                         "missing or stale")
-    p.add_argument("--scenario", choices=["Offline", "Server", "SingleStream", "MultiStream"], help="the run about to start")
+    add_scenario_argument(p, required=False, help="the run about to start")
     p.add_argument("--check", action="store_true",
                    help="a conf the user wrote: warn when its target_qps is out of this machine's reach")
     p.add_argument("--force", action="store_true", help="re-size even when the generated conf is current")
@@ -40,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from mlperf_bnas.tune import sizing
 
-    cfg, paths = pipeline.config_from_args(args)
+    cfg, paths = config_from_args(args)
     if args.print_path:
         print(paths.sized_conf)
         return 0
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         if conf.resolve() != paths.sized_conf.resolve():
             raise UserError(f"--user-conf {conf}: with --from, the generated conf is {paths.sized_conf} "
                             "(mlperf-bnas size --print-path)")
-        cfgs = {s: pipeline.config_from_args(args, s)[0] for s in sizing.SIZED_SCENARIOS}
+        cfgs = {s: config_from_args(args, s)[0] for s in sizing.SIZED_SCENARIOS}
         req = sizing.SizeRequest(cfgs, paths, base, args.data_dir, args.checkpoint, args.force)
         path, record, sized_now = sizing.ensure_sized(req)
         if not sized_now:
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not (args.check and args.scenario):
         return 0
-    run_cfg, _ = pipeline.run_config_from_args(args, args.scenario)
+    run_cfg, _ = run_config_from_args(args, args.scenario)
     measured = sizing.cached_measurement(paths, {args.scenario: run_cfg}, args.data_dir, args.checkpoint,
                                          {"Server", "SingleStream", "MultiStream"} & {args.scenario})
     warnings, line = sizing.check_user_conf(conf, run_cfg, args.scenario, measured[args.scenario],

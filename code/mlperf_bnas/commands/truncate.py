@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlperf_bnas.submission.truncate import truncate_tree
+    from mlperf_bnas.submission.truncation import truncate_tree
 
     src = args.input
     if not src.is_dir():

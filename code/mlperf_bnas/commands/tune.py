@@ -14,6 +14,7 @@ import yaml
 
 from mlperf_bnas.config import parse_set_options
 from mlperf_bnas.errors import UserError
+from mlperf_bnas.tune.tuning_spec import SCENARIOS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--user-conf", help="base user.conf (default: <benchmark>/user.conf)")
     p.add_argument("--data-dir", help="real dataset folder, passed on to every trial run")
     p.add_argument("--checkpoint", help="model checkpoint, passed on to every trial run")
-    p.add_argument("--scenario", choices=["Offline", "Server", "all"], default="all")
+    p.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="all",
+                   help="the scenario(s) to tune (default: all the tuner knows)")
     p.add_argument("--confirm", action="store_true",
                    help="after the search, run once at the base conf's full length (and step down if not VALID)")
     p.add_argument("--conf-out", help="tuned conf to write (default: <benchmark>/user.<system>.tuned.conf)")
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
             config_sets.append(pair)
     if args.trial_duration_ms is not None:
         spec_overrides["trial_duration_ms"] = args.trial_duration_ms
-    scenarios = ("Offline", "Server") if args.scenario == "all" else (args.scenario,)
+    scenarios = tuple(SCENARIOS) if args.scenario == "all" else (args.scenario,)
     tune(TuneRequest(benchmark_dir=bench, output_dir=Path(args.output_dir), system=args.system,
                      user_conf=user_conf, scenarios=scenarios, overrides=parse_set_options(config_sets),
                      set_args=config_sets, run_args=run_args,

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from mlperf_bnas.data import DATASETS
-from mlperf_bnas.data.base import Dataset, DatasetOptions, Labeller, building_synthetic
-from mlperf_bnas.data.cache import SourceItem
+from mlperf_bnas.data.cache import CachedSamples, SourceItem
+from mlperf_bnas.data.dataset_base import CalibrationSet, Dataset, DatasetOptions, Labeller, building_synthetic
 from mlperf_bnas.data.synthetic import synthetic_image
 from mlperf_bnas.errors import UserError
 
@@ -116,6 +116,13 @@ class ImageNet(Dataset):
             log.warning("%s: %d of %d calibration images are not in this dataset (count=%s); using %d",
                         calibration_list, len(names) - len(found), len(names), self.options.count, len(found))
         return found
+
+    def calibration_set(self, cache: CachedSamples, count: int, list_dir: Path | None,
+                        progress: bool = True) -> CalibrationSet:
+        """MLPerf's calibration list names validation images: they are taken from the validation cache."""
+        calibration_list = self.default_calibration_list(list_dir)
+        indices = self.calibration_indices(calibration_list)[:count]
+        return CalibrationSet(cache.load(indices), [cache.names[i] for i in indices], str(calibration_list))
 
     def default_calibration_list(self, fallback_dir: Path | None) -> Path | None:
         if self.options.calibration_list:

@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from mlperf_bnas.data import DATASETS
-from mlperf_bnas.data.base import SYNTHETIC_STAMP, Dataset, DatasetOptions, Labeller, building_synthetic
 from mlperf_bnas.data.cache import CachedSamples, SourceItem, build_cache
-from mlperf_bnas.data.spec import PreprocessSpec
+from mlperf_bnas.data.dataset_base import (
+    SYNTHETIC_STAMP, CalibrationSet, Dataset, DatasetOptions, Labeller, building_synthetic,
+)
 from mlperf_bnas.data.synthetic import synthetic_image
 from mlperf_bnas.errors import UserError
 
@@ -170,17 +170,19 @@ class OpenImages(Dataset):
         images, _ = read_annotations(self.root / CALIBRATION_ANNOTATIONS, self.root / CALIBRATION_IMAGES)
         return [SourceItem(im.file_name, self.root / CALIBRATION_IMAGES / im.file_name) for im in images]
 
-    def calibration_indices(self, calibration_list: Path | None) -> list[int]:
-        """Indices into ``calibration_items()`` (a separate image set for real OpenImages)."""
-        return list(range(len(self.calibration_items())))
-
-    def calibration_samples(self, spec: PreprocessSpec, cache_root: Path, count: int,
-                            progress: bool = True) -> tuple[np.ndarray, list[str]]:
-        """The first ``count`` calibration images, preprocessed (and cached) with ``spec``."""
+    def calibration_set(self, cache: CachedSamples, count: int, list_dir: Path | None,
+                        progress: bool = True) -> CalibrationSet:
+        """MLPerf's calibration split (500 train images), preprocessed with ``cache``'s spec and cached
+        beside it; the synthetic set has no separate split and calibrates on its own images."""
+        if self.is_synthetic():
+            indices = list(range(min(count, len(cache))))
+            return CalibrationSet(cache.load(indices), [cache.names[i] for i in indices],
+                                  f"{self.annotation_file} (synthetic data: its own images)")
         items = self.calibration_items()[:max(1, count)]
-        cache: CachedSamples = build_cache("openimages-calibration", items, spec, Path(cache_root) / "calibration",
-                                           workers=self.options.workers, progress=progress)
-        return cache.load(list(range(len(cache)))), list(cache.names)
+        split = build_cache("openimages-calibration", items, cache.spec, cache.cache_dir.parent / "calibration",
+                            workers=self.options.workers, progress=progress)
+        return CalibrationSet(split.load(list(range(len(split)))), list(split.names),
+                              str(self.root / CALIBRATION_ANNOTATIONS))
 
     # -- synthetic stand-in ---------------------------------------------------------
     def is_synthetic(self) -> bool:

@@ -1,7 +1,7 @@
 """Download MLPerf's OpenImages subset the way MLPerf's own tools do (for users with internet).
 
-``python -m mlperf_bnas.data.openimages_download validation --dataset-dir DIR [--max-images N]``
-``python -m mlperf_bnas.data.openimages_download calibration --dataset-dir DIR``
+``mlperf-bnas download openimages validation --dataset-dir DIR [--max-images N]``
+``mlperf-bnas download openimages calibration --dataset-dir DIR``
 
 * The 264 class names are read from MLPerf's ``openimages_mlperf.sh`` and the 500
   calibration image ids from ``calibration/openimages/openimages_cal_images_list.txt``,
@@ -21,14 +21,12 @@ overwritten. Files are written to temporary names and renamed when complete.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import os
 import re
 import shlex
-import sys
 import tempfile
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -176,26 +174,3 @@ def calibration(dataset_dir: Path, workers: int) -> None:
     coco = to_coco(sorted(ids), [], image_dir, classes)
     write_new_json(dataset_dir / "annotations" / "openimages-calibration-mlperf.json", coco)
     print(f"OpenImages MLPerf calibration: {len(ids)} images in {image_dir}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("what", choices=["validation", "calibration"])
-    p.add_argument("--dataset-dir", required=True, type=Path)
-    p.add_argument("--max-images", type=int, default=None, help="random subset (MLPerf's seed 42), validation only")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--workers", type=int, default=10)
-    args = p.parse_args(argv)
-    try:
-        if args.what == "validation":
-            validation(args.dataset_dir, args.max_images, args.seed, args.workers)
-        else:
-            calibration(args.dataset_dir, args.workers)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -24,17 +24,14 @@ from pathlib import Path
 
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.loadgen import accuracy_log
-from mlperf_bnas.loadgen.logs import MAX_SUMMARY_BYTES, read_detail_log, read_summary
+from mlperf_bnas.loadgen.logs import MAX_SUMMARY_BYTES, RESULT_FIELD, read_detail_log, read_summary
 
 SUMMARY = "mlperf_log_summary.txt"
 DETAIL = "mlperf_log_detail.txt"
 ACCURACY = "mlperf_log_accuracy.json"
-#: The scenario's headline metric: detail-log key and summary line.
-#: SingleStream / MultiStream: LoadGen's early-stopping estimate of the latency percentile (ns),
-#: the figure the v5.1 checker reports; the summary's line names the conf's percentile
-#: ("90.0th percentile latency (ns)"), see ``summary_metric``.
-RESULT_KEY = {"Offline": "result_samples_per_second", "Server": "result_completed_samples_per_sec",
-              "SingleStream": "early_stopping_latency_ss", "MultiStream": "early_stopping_latency_ms"}
+#: The scenario's headline metric in the summary (the detail log's: logs.RESULT_FIELD).
+#: SingleStream / MultiStream: the summary's line names the conf's percentile ("90.0th percentile
+#: latency (ns)"), see ``summary_metric``.
 SUMMARY_METRIC = {"Offline": "Samples per second", "Server": "Completed samples per second"}
 _PERCENTILE_LINE = re.compile(r"^[\d.]+th percentile latency \(ns\)$")
 
@@ -44,6 +41,8 @@ def summary_metric(summary: dict[str, str], scenario: str) -> str | None:
     if scenario in SUMMARY_METRIC:
         return SUMMARY_METRIC[scenario]
     return next((k for k in summary if _PERCENTILE_LINE.match(k)), None)
+
+
 _CLOSING = re.compile(r"^(No errors|1 ERROR|\d+ ERRORS) encountered", re.M)
 
 # What a run writes besides its accuracy log (measured: a detail log is 25-30 KB, a summary
@@ -76,7 +75,7 @@ def problems(folder: Path, mode: str, scenario: str | None = None, check_accurac
                 out.append(f"{summary_path}: no 'Result is : VALID/INVALID' line")
             which = str(scenario or summary.get("Scenario"))
             metric = summary_metric(summary, which)
-            if which in RESULT_KEY and (metric is None or not _is_number(summary.get(metric))):
+            if which in RESULT_FIELD and (metric is None or not _is_number(summary.get(metric))):
                 out.append(f"{summary_path}: no '{metric or 'percentile latency (ns)'}' value: the run has no result")
     if not detail_path.is_file():
         out.append(f"{detail_path}: missing")
@@ -95,7 +94,7 @@ def problems(folder: Path, mode: str, scenario: str | None = None, check_accurac
         if mode == "performance":
             if detail.get("result_validity") is None:
                 out.append(f"{detail_path}: no result_validity record")
-            key = RESULT_KEY.get(str(scenario))
+            key = RESULT_FIELD.get(str(scenario))
             if key and not isinstance(detail.get(key), (int, float)):
                 out.append(f"{detail_path}: no {key} value: the run has no result")
     if mode == "accuracy" and check_accuracy_log:

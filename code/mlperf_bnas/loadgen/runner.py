@@ -21,6 +21,7 @@ from pathlib import Path
 import mlperf_loadgen as lg
 
 from mlperf_bnas import outdir
+from mlperf_bnas.enums import Mode, Scenario, parse
 from mlperf_bnas.errors import Interrupted, RunFailed, UserError
 from mlperf_bnas.loadgen import completeness, userconf
 from mlperf_bnas.loadgen.guard import WATCHDOG_FLOOR_S, RunGuard
@@ -30,9 +31,9 @@ from mlperf_bnas.loadgen.sut import SUTBase
 
 log = logging.getLogger(__name__)
 
-MODES = {"performance": lg.TestMode.PerformanceOnly, "accuracy": lg.TestMode.AccuracyOnly}
-SCENARIOS = {"Offline": lg.TestScenario.Offline, "Server": lg.TestScenario.Server,
-             "SingleStream": lg.TestScenario.SingleStream, "MultiStream": lg.TestScenario.MultiStream}
+MODES = {Mode.PERFORMANCE: lg.TestMode.PerformanceOnly, Mode.ACCURACY: lg.TestMode.AccuracyOnly}
+# LoadGen's scenario names are MLPerf's.
+SCENARIOS = {scenario: getattr(lg.TestScenario, scenario.value) for scenario in Scenario}
 _from_config_done = False
 
 
@@ -61,10 +62,8 @@ def load_settings(req: RunRequest) -> lg.TestSettings:
     global _from_config_done
     if _from_config_done:
         raise RuntimeError("FromConfig(user.conf) may run once per process; start one process per LoadGen test")
-    if req.scenario not in SCENARIOS:
-        raise UserError(f"unknown scenario {req.scenario!r}; valid: {', '.join(SCENARIOS)}")
-    if req.mode not in MODES:
-        raise UserError(f"unknown mode {req.mode!r}; valid: {', '.join(MODES)}")
+    parse(Scenario, req.scenario)
+    parse(Mode, req.mode)
     conf = Path(req.user_conf)
     parsed = userconf.read(conf)
     warnings, notes = userconf.run_notes(parsed, req.loadgen_model, req.scenario)

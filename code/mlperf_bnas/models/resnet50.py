@@ -1,4 +1,6 @@
-"""torchvision ResNet-50: from a user checkpoint, an exported NAS sub-network, or seeded weights.
+"""torchvision ResNet-50: from a user checkpoint or seeded weights; it takes exported NAS sub-networks
+of ResNet-50 as its checkpoint too (rebuilt by ``pipeline.build_module``, their preprocessing
+turned into this cache form by ``subnet_preprocess_spec``).
 
 Cached samples are ``uint8`` NHWC **BGR** 224x224 (PIL: shorter side to 256,
 bilinear, centre crop 224). BGR because the BootstrapNAS OpenVINO IR this
@@ -29,41 +31,20 @@ import torchvision
 from mlperf_bnas.data.spec import PreprocessSpec
 from mlperf_bnas.data.synthetic import synthetic_image
 from mlperf_bnas.errors import UserError
-from mlperf_bnas.models.registry import MODELS, ModelEntry
+from mlperf_bnas.fileio import load_checkpoint
+from mlperf_bnas.models.entry import MODELS, ModelEntry
 
 log = logging.getLogger(__name__)
 
-SUBNET_FORMAT = "mlperf-bnas-subnet"
 MEAN_RGB = (123.675, 116.28, 103.53)
 SCALE_RGB = (58.395, 57.12, 57.375)
 _STATS_SEED = 1_000_003      # synthetic images used to settle seeded weights (not the dataset's)
 _STATS_IMAGES = 16
 
 
-def load_checkpoint_file(path: Path) -> Any:
-    """``torch.load(weights_only=True)`` with one-line errors naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: checkpoint not found; set CHECKPOINT to a torchvision ResNet-50 state dict "
-                        "or an exported NAS sub-network (or unset it for seeded weights)")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types (UnpicklingError, RuntimeError, EOFError...)
-        raise UserError(f"{path}: not a loadable PyTorch checkpoint ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0] if str(exc) else ''}); pass a torch.save'd state dict") from None
-
-
-def is_subnet(obj: Any) -> bool:
-    return isinstance(obj, dict) and obj.get("format") == SUBNET_FORMAT
-
-
-def _load_subnet(path: Path) -> torch.nn.Module:
-    try:
-        from mlperf_bnas.nas.export import load_subnet
-    except ImportError:
-        raise UserError(f"{path}: is a NAS sub-network checkpoint, but this installation has no "
-                        "mlperf_bnas.nas.export.load_subnet to read it") from None
-    return load_subnet(path)
+#: The end of every error about a bad CHECKPOINT.
+CHECKPOINT_HINT = ("set CHECKPOINT to a torchvision ResNet-50 state dict (torch.save(model.state_dict(), path)) "
+                   "or an exported NAS sub-network, or unset it for seeded weights")
 
 
 def subnet_spec(base: PreprocessSpec, preprocess: dict[str, Any]) -> PreprocessSpec:
@@ -115,6 +96,7 @@ def settle_seeded_weights(model: torch.nn.Module, inputs: torch.Tensor) -> None:
 @MODELS.register("resnet50")
 class ResNet50(ModelEntry):
     postprocess = "argmax"
+    subnet_base = "resnet50"
 
     @dataclass(frozen=True)
     class Options:
@@ -122,17 +104,12 @@ class ResNet50(ModelEntry):
         #: Seed of the random weights used when no checkpoint is given.
         seed: int = 0
 
-    def preprocess_spec(self, checkpoint: Path | None = None) -> PreprocessSpec:
-        spec = PreprocessSpec(size=224, resize=256, interpolation="bilinear", layout="NHWC", dtype="uint8",
+    def preprocess_spec(self) -> PreprocessSpec:
+        return PreprocessSpec(size=224, resize=256, interpolation="bilinear", layout="NHWC", dtype="uint8",
                               channel_order="BGR", mean=MEAN_RGB, scale=SCALE_RGB, normalize="graph")
-        if checkpoint is not None:
-            obj = load_checkpoint_file(checkpoint)
-            if is_subnet(obj) and obj.get("preprocess"):
-                try:
-                    spec = subnet_spec(spec, dict(obj["preprocess"]))
-                except (TypeError, ValueError, KeyError) as exc:
-                    raise UserError(f"{checkpoint}: invalid 'preprocess' in the sub-network file ({exc})") from None
-        return spec
+
+    def subnet_preprocess_spec(self, preprocess: dict[str, Any]) -> PreprocessSpec:
+        return subnet_spec(self.preprocess_spec(), preprocess)
 
     def to_torch_input(self, samples: np.ndarray, spec: PreprocessSpec) -> torch.Tensor:
         return torch.from_numpy(spec.to_float_nchw(samples))
@@ -140,12 +117,7 @@ class ResNet50(ModelEntry):
     def build(self, checkpoint: Path | None) -> torch.nn.Module:
         if checkpoint is None:
             return self._seeded()
-        obj = load_checkpoint_file(checkpoint)
-        if is_subnet(obj):
-            if obj.get("base_model") not in (None, "resnet50"):
-                raise UserError(f"{checkpoint}: sub-network of {obj.get('base_model')!r}, not resnet50; "
-                                "use it with its own benchmark")
-            return _load_subnet(Path(checkpoint)).eval()
+        obj = load_checkpoint(checkpoint, "PyTorch checkpoint", CHECKPOINT_HINT)
         state = obj
         if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
             state = obj["state_dict"]

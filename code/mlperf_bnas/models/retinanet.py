@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import copy
 import math
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,8 @@ from torchvision.ops.feature_pyramid_network import ExtraFPNBlock
 
 from mlperf_bnas.data.spec import PreprocessSpec
 from mlperf_bnas.errors import UserError
-from mlperf_bnas.models.registry import MODELS, ModelEntry
+from mlperf_bnas import fileio
+from mlperf_bnas.models.entry import MODELS, ModelEntry
 
 #: ImageNet statistics of MLPerf's GeneralizedRCNNTransform, on the 0..1 scale.
 IMAGE_MEAN = (0.485, 0.456, 0.406)
@@ -259,14 +259,9 @@ def load_checkpoint(model: RetinaNetTensorPart, path: Path) -> None:
     key names (``fpn.inner_blocks.0.weight``, ``head.*.conv.0.weight``) are accepted.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: checkpoint not found; set CHECKPOINT to an existing .pth file or unset it for seeded weights")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError, AttributeError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"{path}: cannot load as a weights-only checkpoint ({first[:160]}); if it is MLPerf's pickled "
-                        "model, convert it to a state dict first (docs/retinanet-pytorch-cpu.md)") from None
+    obj = fileio.load_checkpoint(path, "weights-only RetinaNet checkpoint",
+                                 "set CHECKPOINT to a state dict (MLPerf's pickled model: convert it first, "
+                                 "docs/retinanet-pytorch-cpu.md), or unset it for seeded weights")
     state = {_v1_key(k): v for k, v in _state_dict_from_checkpoint(obj, path).items()}
     state.pop("anchor_generator.cell_anchors", None)
     own = model.state_dict()
@@ -400,14 +395,13 @@ class RetinaNet(ModelEntry):
 
     Options = RetinaNetOptions
     postprocess = "retinanet"
-    performance_sample_count = 64
 
     @property
     def max_response_bytes(self) -> int:  # type: ignore[override]
         """At most detections_per_image rows of 7 float32 (qsl_idx, box, score, label)."""
         return self.options.detections_per_image * 7 * 4
 
-    def preprocess_spec(self, checkpoint: Path | None = None) -> PreprocessSpec:
+    def preprocess_spec(self) -> PreprocessSpec:
         # MLPerf: RGB, the whole image resized to 800x800 (no crop), /255 and the ImageNet
         # mean/std inside the model. Cached as uint8 NCHW (the model does the float scaling).
         return PreprocessSpec(size=self.options.image_size, resize=None, interpolation="bilinear",
@@ -423,7 +417,7 @@ class RetinaNet(ModelEntry):
     def build(self, checkpoint: Path | None) -> RetinaNetTensorPart:
         return build_retinanet(self.options, checkpoint)
 
-    def example_input(self, batch: int = 1, checkpoint: Path | None = None) -> Tensor:
+    def example_input(self, batch: int = 1) -> Tensor:
         return example_input(self.options, batch)
 
     # -- INT8 hooks used by the pytorch builder ---------------------------------

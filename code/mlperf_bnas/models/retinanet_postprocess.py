@@ -31,8 +31,7 @@ from torchvision.ops import batched_nms, clip_boxes_to_image
 
 from mlperf_bnas.loadgen.postprocess import POSTPROCESSORS
 
-#: Fields of one response row.
-RESPONSE_FIELDS = ("qsl_idx", "ymin", "xmin", "ymax", "xmax", "score", "label")
+# One response row (7 float32 values per detection): qsl_idx, ymin, xmin, ymax, xmax, score, label.
 
 
 @dataclass(frozen=True)

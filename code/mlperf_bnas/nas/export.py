@@ -24,8 +24,9 @@ from torch import fx, nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from mlperf_bnas.errors import UserError
-from mlperf_bnas.nas.blocks import blocks_from_names, remove_blocks
-from mlperf_bnas.nas.graph import propagate_shapes, trace
+from mlperf_bnas.fileio import load_checkpoint
+from mlperf_bnas.nas.supernet.blocks import blocks_from_names, remove_blocks
+from mlperf_bnas.nas.supernet.graph import propagate_shapes, trace
 from mlperf_bnas.registry import Registry
 
 SUBNET_FORMAT = "mlperf-bnas-subnet"
@@ -86,15 +87,20 @@ def save_subnet(subnet_module: nn.Module, config: dict, base_model: str, preproc
 
 def read_subnet_checkpoint(path) -> dict:
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: sub-network checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise UserError(f"{path}: not a readable torch checkpoint ({exc})") from None
+    ckpt = load_checkpoint(path, "sub-network checkpoint", "write one with `mlperf-bnas nas export`")
     if not is_subnet_checkpoint(ckpt):
         raise UserError(f"{path}: not a BootstrapNAS sub-network checkpoint (format {SUBNET_FORMAT!r}); "
                         "write one with `mlperf-bnas nas export`")
+    return _checked(ckpt, path)
+
+
+def subnet_or_none(obj, path) -> dict | None:
+    """A loaded checkpoint ``obj`` (of file ``path``) as a checked sub-network checkpoint, or None
+    when it is some other checkpoint (a plain state dict)."""
+    return _checked(obj, Path(path)) if is_subnet_checkpoint(obj) else None
+
+
+def _checked(ckpt: dict, path: Path) -> dict:
     for key in ("base_model", "subnet_config", "structure", "state_dict", "preprocess"):
         if key not in ckpt:
             raise UserError(f"{path}: sub-network checkpoint lacks {key!r}; re-export it with `mlperf-bnas nas export`")

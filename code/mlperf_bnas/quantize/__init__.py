@@ -1,9 +1,9 @@
 """Post-training INT8 quantization with NNCF behind a typed config.
 
-``QuantizationConfig`` (config.py) holds the user-facing words and converts them
+``QuantizationConfig`` (qconfig.py) holds the user-facing words and converts them
 for NNCF in one place; ``nncf.py`` is the only module of the package importing nncf.
 """
 
-from mlperf_bnas.quantize.config import QuantizationConfig
+from mlperf_bnas.quantize.qconfig import QuantizationConfig
 
 __all__ = ["QuantizationConfig"]

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import nncf
 import numpy as np
 
-from mlperf_bnas.quantize.config import QuantizationConfig
+from mlperf_bnas.quantize.qconfig import QuantizationConfig
 
 log = logging.getLogger(__name__)
 

@@ -24,14 +24,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlperf_bnas.data.dataset_base import SYNTHETIC_STAMP
+from mlperf_bnas.enums import Mode, Precision, Scenario, values
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.loadgen.explain import Failure, explain
-from mlperf_bnas.loadgen.logs import read_detail_log, read_summary
-from mlperf_bnas.submission.rules import LATENCY_SCENARIOS, RESULT_FIELD, result_value
+from mlperf_bnas.loadgen.logs import RESULT_FIELD, read_detail_log, read_summary
+from mlperf_bnas.paths import (
+    BUILD_RECORD, OutputRoot, SearchOutputs, SubmissionTree, benchmark_dir, benchmark_dirs, mode_dir, tuned_conf_path,
+)
+from mlperf_bnas.submission.rules import LATENCY_SCENARIOS, result_value
+from mlperf_bnas.tune.sizing import GENERATED_BY as SIZING_GENERATED_BY
 
 log = logging.getLogger(__name__)
 
-SCENARIOS = ("Offline", "Server", "SingleStream", "MultiStream")
 PERCENTILE_KEYS = (("min", "result_min_latency_ns", 0.0), ("p50", "result_50.00_percentile_latency_ns", 50.0),
                    ("p90", "result_90.00_percentile_latency_ns", 90.0),
                    ("p95", "result_95.00_percentile_latency_ns", 95.0),
@@ -121,7 +126,7 @@ def read_performance(run_dir: Path, scenario: str) -> PerfRun:
     detail = read_detail_log(run_dir / "mlperf_log_detail.txt")
     summary_path = run_dir / "mlperf_log_summary.txt"
     summary = read_summary(summary_path) if summary_path.is_file() else {}
-    key = RESULT_FIELD.get(scenario, "result_samples_per_second")
+    key = RESULT_FIELD[scenario]
     metric = detail.get(key)
     if scenario in LATENCY_SCENARIOS:
         pct = detail.get("effective_target_latency_percentile")
@@ -205,12 +210,13 @@ def read_accuracy(path: Path) -> AccuracyResult:
 
 def _results_roots(source: Path) -> tuple[str, list[Path]]:
     """Folders that directly hold ``results/`` (and ``systems/``): the tree itself or submitters."""
-    if (source / "results").is_dir():
-        kind = "submission" if (source / "measurements").is_dir() and (source / "systems").is_dir() \
-            and not (source / "build").is_dir() else "results"
+    tree = SubmissionTree(source)
+    if tree.results_root.is_dir():
+        kind = "submission" if tree.measurements_root.is_dir() and tree.systems_dir.is_dir() \
+            and not OutputRoot(source).staging_dir.is_dir() else "results"
         return kind, [source]
-    roots = sorted(p.parent for p in source.glob("open/*/results") if p.is_dir())
-    roots += sorted(p.parent for p in source.glob("submission/open/*/results") if p.is_dir())
+    roots = [t.root for t in SubmissionTree.submitters(source)]
+    roots += [t.root for t in SubmissionTree.submitters(OutputRoot(source).submission_root)]
     if roots:
         return "submission", roots
     raise UserError(f"{source}: no results/ folder (nor open/<submitter>/results/); pass the output directory "
@@ -224,10 +230,11 @@ def collect(source: Path, systems: list[str] | None, extra_tuning: list[Path] = 
     results: list[ScenarioResult] = []
     system_desc: dict[str, dict[str, Any] | None] = {}
     for root in roots:
-        found = sorted(p.name for p in (root / "results").iterdir() if p.is_dir())
+        results_root = SubmissionTree(root).results_root
+        found = sorted(p.name for p in results_root.iterdir() if p.is_dir())
         wanted = systems or found
         for system in wanted:
-            sys_dir = root / "results" / system
+            sys_dir = results_root / system
             if not sys_dir.is_dir():
                 if systems:
                     raise UserError(f"{sys_dir}: no results for system {system!r}; systems with results here: "
@@ -235,10 +242,10 @@ def collect(source: Path, systems: list[str] | None, extra_tuning: list[Path] = 
                 continue
             # A results tree has no systems/ of its own once packaged: the description is in the
             # submission the packager wrote beside it.
-            packaged = sorted(source.glob("submission/open/*"))
+            packaged = [t.root for t in SubmissionTree.submitters(OutputRoot(source).submission_root)]
             system_desc.setdefault(system, _system_description(system, [root, source, *packaged, repo]))
             for model_dir in sorted(p for p in sys_dir.iterdir() if p.is_dir()):
-                for scenario in SCENARIOS:
+                for scenario in values(Scenario):
                     scen_dir = model_dir / scenario
                     if scen_dir.is_dir():
                         results.append(_scenario(system, model_dir.name, scenario, scen_dir))
@@ -271,7 +278,7 @@ def _packaged_benchmark(roots: list[Path], r: ScenarioResult) -> str | None:
     """In a packaged tree, the benchmark directory is the implementation name in
     ``measurements/<system>/<model>/<Scenario>/<system>_<benchmark>_<Scenario>.json``."""
     for root in roots:
-        folder = root / "measurements" / r.system / r.model / r.scenario
+        folder = SubmissionTree(root).measurements_dir(r.system, r.model, r.scenario)
         for path in sorted(folder.glob(f"{r.system}_*_{r.scenario}.json")):
             return path.name[len(r.system) + 1:-len(f"_{r.scenario}.json")] or None
     return None
@@ -281,25 +288,25 @@ def _sizing_records(source: Path, systems: list[str]) -> list[dict[str, Any]]:
     """The records of the generated confs (``mlperf-bnas size``) the runs used."""
     out = []
     for system in systems:
-        for path in sorted(source.glob(f"build/*/sizing/{system}/user.{system}.sized.json")):
+        for path in OutputRoot(source).sized_records(system):
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, json.JSONDecodeError):
                 log.warning("%s: unreadable sizing record; left out of the report", path)
                 continue
-            if isinstance(data, dict) and data.get("generated_by") == "mlperf-bnas size":
+            if isinstance(data, dict) and data.get("generated_by") == SIZING_GENERATED_BY:
                 out.append({"_path": str(path), **data})
     return out
 
 
 def _scenario(system: str, model: str, scenario: str, scen_dir: Path) -> ScenarioResult:
     out = ScenarioResult(system, model, scenario)
-    run_dir = scen_dir / "performance" / "run_1"
-    if (run_dir / "mlperf_log_detail.txt").is_file():
-        out.performance = read_performance(run_dir, scenario)
+    perf_dir = mode_dir(scen_dir, Mode.PERFORMANCE)
+    if (perf_dir / "mlperf_log_detail.txt").is_file():
+        out.performance = read_performance(perf_dir, scenario)
     else:
-        out.problems.append(f"no performance run ({run_dir / 'mlperf_log_detail.txt'} missing)")
-    acc = scen_dir / "accuracy" / "accuracy.txt"
+        out.problems.append(f"no performance run ({perf_dir / 'mlperf_log_detail.txt'} missing)")
+    acc = mode_dir(scen_dir, Mode.ACCURACY) / "accuracy.txt"
     if acc.is_file():
         out.accuracy = read_accuracy(acc)
     else:
@@ -318,8 +325,9 @@ def _data_sources(source: Path, repo: Path | None) -> dict[str, DataSource]:
     out: dict[str, DataSource] = {}
     if repo is None:
         return out
-    for bench_build in sorted(p for p in source.glob("build/*") if p.is_dir()):
-        config = repo / "code" / bench_build.name / "config.yaml"
+    outputs = OutputRoot(source)
+    for bench_build in outputs.benchmark_build_dirs():
+        config = benchmark_dir(bench_build.name, repo) / "config.yaml"
         if not config.is_file():
             continue
         try:
@@ -327,13 +335,14 @@ def _data_sources(source: Path, repo: Path | None) -> dict[str, DataSource]:
         except UserError:
             continue
         weights = ""
-        quant = bench_build / "model" / "int8" / "quantization.json"
+        quant = outputs.model_dir_of(bench_build.name, Precision.INT8) / BUILD_RECORD
         if quant.is_file():
             try:
                 weights = str((json.loads(quant.read_text(encoding="utf-8")).get("weights") or {}).get("source", ""))
             except (json.JSONDecodeError, AttributeError):
                 weights = ""
-        marker = next(iter(sorted(bench_build.glob("data/*/synthetic.json"))), None)
+        marker = next((d / SYNTHETIC_STAMP for d in outputs.synthetic_data_dirs(bench_build.name)
+                       if (d / SYNTHETIC_STAMP).is_file()), None)
         if marker is not None:
             try:
                 info = json.loads(marker.read_text(encoding="utf-8"))
@@ -354,7 +363,7 @@ def _system_description(system: str, roots: list[Path | None]) -> dict[str, Any]
     for root in roots:
         if root is None:
             continue
-        path = Path(root) / "systems" / f"{system}.json"
+        path = SubmissionTree(Path(root)).system_file(system)
         if path.is_file():
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
@@ -368,9 +377,10 @@ def _system_description(system: str, roots: list[Path | None]) -> dict[str, Any]
 def _tuning_records(source: Path, repo: Path | None, systems: list[str], extra: list[Path]) -> list[dict[str, Any]]:
     paths: list[Path] = [Path(p) for p in extra]
     for system in systems:
-        paths += sorted(source.glob(f"build/*/tuning/{system}/tuning.json"))
+        paths += OutputRoot(source).tuning_records(system)
         if repo is not None:
-            paths += sorted((repo / "code").glob(f"*/user.{system}.tuned.json"))
+            paths += [tuned_conf_path(d, system).with_suffix(".json") for d in benchmark_dirs(repo)
+                      if tuned_conf_path(d, system).with_suffix(".json").is_file()]
     records, seen = [], set()
     for path in paths:
         if not path.is_file():
@@ -399,9 +409,8 @@ def _nas_results(source: Path, nas_dirs: list[Path]) -> list[NasResult]:
     if not dirs:
         # A search writes its CSVs under the output tree (build/...); look a few levels down.
         # (`mlperf-bnas nas search` writes them to its --output-dir, by default $OUTPUT_DIR itself.)
-        found = {p.parent for pattern in ("search_results.csv", "pareto.csv", "nas*/**/pareto.csv",
-                                          "nas*/**/search_results.csv", "build/**/search_results.csv",
-                                          "build/**/pareto.csv")
+        names = (SearchOutputs(source).results_csv.name, SearchOutputs(source).pareto_csv.name)
+        found = {p.parent for name in names for pattern in (name, f"nas*/**/{name}", f"build/**/{name}")
                  for p in source.glob(pattern)}
         dirs = sorted(found)
     out = []
@@ -438,13 +447,14 @@ def _numeric(rows: list[dict[str, str]], skip: set[str]) -> tuple[list[str], lis
 
 
 def read_nas(folder: Path) -> NasResult | None:
-    results_csv, pareto_csv = folder / "search_results.csv", folder / "pareto.csv"
+    outputs = SearchOutputs(folder)
+    results_csv, pareto_csv = outputs.results_csv, outputs.pareto_csv
     record: dict[str, Any] = {}
-    if (folder / "nas_record.json").is_file():
+    if outputs.record.is_file():
         try:
-            record = json.loads((folder / "nas_record.json").read_text(encoding="utf-8"))
+            record = json.loads(outputs.record.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
-            raise UserError(f"{folder / 'nas_record.json'}: not valid JSON ({exc})") from None
+            raise UserError(f"{outputs.record}: not valid JSON ({exc})") from None
         record = record if isinstance(record, dict) else {}
         # --results_path may have put the results CSV elsewhere; the record names it.
         named = (record.get("files") or {}).get("results_csv")
@@ -464,7 +474,7 @@ def read_nas(folder: Path) -> NasResult | None:
     reference = next((r for r in records + front if r.get("source") == "reference"), None)
     best = None
     cost_metric = None
-    best_path = folder / "best_config.json"
+    best_path = outputs.best_config
     if best_path.is_file():
         try:
             best_cfg = json.loads(best_path.read_text(encoding="utf-8"))

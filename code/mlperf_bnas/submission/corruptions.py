@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from mlperf_bnas.enums import Mode
 from mlperf_bnas.errors import UserError
+from mlperf_bnas.paths import SubmissionTree, mode_dir
 from mlperf_bnas.submission import rules as R
 
 
@@ -37,14 +39,14 @@ class Tree:
     def locate(cls, submission: Path, full_results: Path | None = None) -> "Tree":
         """The first submitter and system of ``submission``; resnet50 when present (it has TEST04)."""
         submission = Path(submission)
-        submitters = sorted(p for p in (submission / "open").glob("*") if (p / "results").is_dir())
+        submitters = SubmissionTree.submitters(submission)
         if not submitters:
             raise UserError(f"{submission}: no open/<submitter>/results/ folder; pass the submission root "
                             "(the folder holding open/, e.g. $OUTPUT_DIR/submission)")
-        sub = submitters[0]
-        systems = sorted(p for p in (sub / "results").iterdir() if p.is_dir())
+        sub = submitters[0].root
+        systems = sorted(p for p in submitters[0].results_root.iterdir() if p.is_dir())
         if not systems:
-            raise UserError(f"{sub / 'results'}: no system folder with results")
+            raise UserError(f"{submitters[0].results_root}: no system folder with results")
         benchmarks = sorted(p.name for p in systems[0].iterdir() if p.is_dir())
         if not benchmarks:
             raise UserError(f"{systems[0]}: no benchmark folder with results")
@@ -56,29 +58,34 @@ class Tree:
         return Tree(Path(submission), Path(submission) / self.submitter_dir.relative_to(self.submission),
                     self.system, self.benchmark, self.full_results)
 
+    @property
+    def tree(self) -> SubmissionTree:
+        return SubmissionTree(self.submitter_dir)
+
     def result(self, scenario: str) -> Path:
-        return self.submitter_dir / "results" / self.system / self.benchmark / scenario
+        return self.tree.result_dir(self.system, self.benchmark, scenario)
 
     def perf(self, scenario: str = "Offline") -> Path:
-        return self.result(scenario) / "performance" / "run_1"
+        return self.tree.performance_dir(self.system, self.benchmark, scenario)
 
     def acc(self, scenario: str = "Offline") -> Path:
-        return self.result(scenario) / "accuracy"
+        return self.tree.accuracy_dir(self.system, self.benchmark, scenario)
 
     def meas(self, scenario: str = "Offline") -> Path:
-        return self.submitter_dir / "measurements" / self.system / self.benchmark / scenario
+        return self.tree.measurements_dir(self.system, self.benchmark, scenario)
 
     def compliance(self, scenario: str, test: str) -> Path:
-        return self.submitter_dir / "compliance" / self.system / self.benchmark / scenario / test
+        return self.tree.compliance_dir(self.system, self.benchmark, scenario, test)
 
     def system_json(self) -> Path:
-        return self.submitter_dir / "systems" / f"{self.system}.json"
+        return self.tree.system_file(self.system)
 
     def full_accuracy_log(self, scenario: str = "Offline") -> Path:
         if self.full_results is None:
             raise UserError("this corruption copies the full (untruncated) accuracy log: pass --full-results "
                             "$OUTPUT_DIR/results")
-        return self.full_results / self.system / self.benchmark / scenario / "accuracy" / "mlperf_log_accuracy.json"
+        runs = SubmissionTree(self.full_results, results=self.full_results)
+        return runs.accuracy_dir(self.system, self.benchmark, scenario) / "mlperf_log_accuracy.json"
 
 
 # -- editing helpers ----------------------------------------------------------------------------
@@ -139,8 +146,8 @@ def _datacenter_only(t: Tree) -> None:
 
 
 def _add_pycache(t: Tree) -> None:
-    (t.submitter_dir / "code" / t.benchmark / "__pycache__").mkdir()
-    (t.submitter_dir / "code" / t.benchmark / "__pycache__" / "x.pyc").write_bytes(b"0")
+    (t.tree.code_dir / t.benchmark / "__pycache__").mkdir()
+    (t.tree.code_dir / t.benchmark / "__pycache__" / "x.pyc").write_bytes(b"0")
 
 
 @dataclass(frozen=True)
@@ -210,15 +217,15 @@ CORRUPTIONS: dict[str, Corruption] = {
                                           "measurements-field", "weight_data_types"),
     "missing-measurement-json": Corruption(lambda t: next(t.meas().glob("*.json")).unlink(), "measurements-json", "missing"),
     "missing-measurements-dir": Corruption(lambda t: shutil.rmtree(t.meas("Server")), "measurements-dir-missing", "missing"),
-    "missing-code-folder": Corruption(lambda t: shutil.rmtree(t.submitter_dir / "code"), "code-dir-missing", "missing"),
-    "missing-benchmark-code-dir": Corruption(lambda t: shutil.rmtree(t.submitter_dir / "code" / t.benchmark),
+    "missing-code-folder": Corruption(lambda t: shutil.rmtree(t.tree.code_dir), "code-dir-missing", "missing"),
+    "missing-benchmark-code-dir": Corruption(lambda t: shutil.rmtree(t.tree.code_dir / t.benchmark),
                                              "code-benchmark-dir", "missing"),
     "pycache-in-code": Corruption(_add_pycache, "pycache", "__pycache__"),
-    "hidden-file": Corruption(lambda t: (t.submitter_dir / "results" / ".DS_Store").write_text("x"), "hidden-names",
+    "hidden-file": Corruption(lambda t: (t.tree.results_root / ".DS_Store").write_text("x"), "hidden-names",
                               "starts with '.'"),
-    "space-in-name": Corruption(lambda t: (t.submitter_dir / "code" / t.benchmark / "my notes.md").write_text("x"),
+    "space-in-name": Corruption(lambda t: (t.tree.code_dir / t.benchmark / "my notes.md").write_text("x"),
                                 "spaces-in-names", "space"),
-    "empty-folder": Corruption(lambda t: (t.submitter_dir / "code" / t.benchmark / "empty").mkdir(), "empty-dirs",
+    "empty-folder": Corruption(lambda t: (t.tree.code_dir / t.benchmark / "empty").mkdir(), "empty-dirs",
                                "empty folder"),
     "file-beside-divisions": Corruption(lambda t: (t.submission / "stray.txt").write_text("x"), "root-extra-files",
                                         "outside"),
@@ -229,7 +236,7 @@ CORRUPTIONS: dict[str, Corruption] = {
                                           "compliance-verdict", "not 'TEST PASS'"),
     "unknown-benchmark": Corruption(lambda t: t.result("Offline").parent.rename(t.result("Offline").parent.with_name("mobilebert")),
                                     "unknown-benchmark", "mobilebert"),
-    "compliance-missing-log": Corruption(lambda t: (t.compliance("Server", "TEST04") / "performance" / "run_1" /
+    "compliance-missing-log": Corruption(lambda t: (mode_dir(t.compliance("Server", "TEST04"), Mode.PERFORMANCE) /
                                                     "mlperf_log_detail.txt").unlink(), "compliance-files", "missing"),
 }
 
@@ -241,7 +248,7 @@ def fake_full_run_values(tree: Tree) -> None:
     performance sample count, the Server latency bound with early stopping met, an Offline
     query of the round's size, and an accuracy run over the whole dataset. Everything else (seeds, files, fields) stays as run.
     """
-    results = tree.submitter_dir / "results"
+    results = tree.tree.results_root
     for detail in sorted(results.glob("*/*/*/*/mlperf_log_detail.txt")) + \
             sorted(results.glob("*/*/*/performance/run_1/mlperf_log_detail.txt")):
         benchmark, scenario = detail.relative_to(results).parts[1:3]

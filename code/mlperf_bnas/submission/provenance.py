@@ -19,7 +19,8 @@ from typing import Any
 
 from mlperf_bnas.config import BenchmarkConfig
 from mlperf_bnas.errors import UserError
-from mlperf_bnas.paths import OutputPaths
+from mlperf_bnas.fileio import load_checkpoint, read_mapping
+from mlperf_bnas.paths import BUILD_RECORD, OutputRoot
 
 
 @dataclass(frozen=True)
@@ -29,16 +30,6 @@ class Provenance:
     quantization: dict[str, Any] | None  # quantization.json, when INT8
     record_path: Path | None
     subnet: dict[str, Any] | None        # NAS sub-network record, when the weights are a sub-network
-
-
-def _load_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: unreadable build record ({exc}); rebuild with `mlperf-bnas build`") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a JSON object; rebuild with `mlperf-bnas build`")
-    return data
 
 
 def _first(record: dict[str, Any] | None, *keys: str) -> Any:
@@ -56,13 +47,12 @@ def _first(record: dict[str, Any] | None, *keys: str) -> Any:
 
 def read(output_dir: Path, cfg: BenchmarkConfig, precision: str = "int8") -> Provenance:
     """The build record of ``build/<benchmark>/model/<precision>/quantization.json`` (+ NAS sub-network)."""
-    paths = OutputPaths(output_dir, "_", cfg.benchmark, cfg.loadgen_model)
-    record_path = paths.model_dir(precision) / "quantization.json"
+    record_path = OutputRoot(output_dir).model_dir_of(cfg.benchmark, precision) / BUILD_RECORD
     if not record_path.is_file():
         raise UserError(f"{record_path}: missing; packaging documents how the {precision} model was built: "
                         f"run `mlperf-bnas build --precision {precision}` for {cfg.benchmark} in this OUTPUT_DIR "
                         "(or pass --precision to package the precision that was run)")
-    record = _load_json(record_path)
+    record = read_mapping(record_path, "build record", "rebuild with `mlperf-bnas build`")
     if record.get("precision") not in (None, precision):
         raise UserError(f"{record_path}: records precision {record.get('precision')!r}, expected {precision!r}; rebuild")
     return Provenance(cfg.benchmark, precision, record, record_path, _subnet_of(record))
@@ -80,14 +70,11 @@ def _subnet_of(record: dict[str, Any]) -> dict[str, Any] | None:
     path = _first(record, "weights.path")
     if not path or _first(record, "weights.source") != "user checkpoint" or not Path(path).is_file():
         return None
-    import torch  # only for a user checkpoint; --default-system-name and check never get here
+    # Only for a user checkpoint (torch is imported here); --default-system-name and check never get here.
+    from mlperf_bnas.nas.export import is_subnet_checkpoint
 
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError, EOFError) as exc:
-        raise UserError(f"{path}: the checkpoint named in the build record cannot be read ({exc}); "
-                        "rebuild or restore the file") from None
-    if not (isinstance(obj, dict) and obj.get("format") == "mlperf-bnas-subnet"):
+    obj = load_checkpoint(Path(path), "checkpoint named in the build record", "rebuild or restore the file")
+    if not is_subnet_checkpoint(obj):
         return None
     return {k: v for k, v in obj.items() if isinstance(v, (str, int, float, bool, list, dict)) and k != "state_dict"
             and not _has_tensor(v)}

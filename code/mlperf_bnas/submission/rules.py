@@ -7,10 +7,8 @@ Values reproduced from the official v5.1 submission checker's configuration
 
 from __future__ import annotations
 
+from mlperf_bnas.loadgen import logs
 from mlperf_bnas.loadgen.sut import SAMPLES_PER_QUERY
-
-VERSION = "v5.1"
-SCENARIOS = ("Offline", "Server", "SingleStream", "MultiStream")
 
 #: Folder names we package -> the checker's benchmark names ("resnet50" is in the
 #: checker's built-in model_mapping, so no model_mapping.json is needed).
@@ -60,8 +58,7 @@ FILE_SIZE_LIMIT_BYTES = 50 * 1024 * 1024
 #: The result each scenario reports (the release checker's RESULT_FIELD_NEW["v5.1"]): a rate, or
 #: for SingleStream / MultiStream LoadGen's early-stopping estimate of the 90th / 99th
 #: percentile latency in ns (per query of 8 samples for MultiStream), reported in ms.
-RESULT_FIELD = {"Offline": "result_samples_per_second", "Server": "result_completed_samples_per_sec",
-                "SingleStream": "early_stopping_latency_ss", "MultiStream": "early_stopping_latency_ms"}
+RESULT_FIELD = logs.RESULT_FIELD          # the detail-log key of a performance result, per scenario
 #: The latency percentile each latency-bound scenario is judged at (LoadGen's mlperf.conf).
 LATENCY_PERCENTILE = {"SingleStream": 0.90, "MultiStream": 0.99, "Server": 0.99}
 #: Scenarios whose result is a latency (lower is better), reported in ms.

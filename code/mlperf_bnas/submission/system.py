@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mlperf_bnas.errors import UserError
+from mlperf_bnas.fileio import read_mapping
 
 #: Every field the v5.1 checker requires in ``systems/<system>.json``
 #: (its SYSTEM_DESC_REQUIRED_FIELDS).
@@ -49,7 +50,6 @@ NON_EMPTY_FIELDS = (
 )
 VALID_STATUS = ("available", "preview", "rdi")
 VALID_SYSTEM_TYPES = ("datacenter", "edge", "datacenter,edge", "edge,datacenter")
-VALID_DIVISIONS = ("open", "closed", "network")
 
 #: Software whose versions go into ``framework`` / ``other_software_stack``.
 _FRAMEWORK_PACKAGES = ("openvino", "torch")
@@ -253,16 +253,8 @@ def detect(storage_path: Path | None = None) -> dict[str, Any]:
 
 def load_overrides(path: Path) -> dict[str, Any]:
     """Read and validate ``systems/overrides.yaml``: only known fields, scalar values."""
-    import yaml  # only packaging needs it; keeps --default-system-name lean
-
-    if not path.is_file():
-        raise UserError(f"{path}: system overrides file not found; create it (see systems/overrides.yaml in the repository)")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the file") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping of system fields at the top level")
+    data = read_mapping(path, "system overrides file",
+                        "create it (see systems/overrides.yaml in the repository)")
     allowed = set(REQUIRED_FIELDS)
     for key, value in data.items():
         if key not in allowed:

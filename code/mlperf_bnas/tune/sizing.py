@@ -61,7 +61,6 @@ run with the reason.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -72,15 +71,16 @@ from pathlib import Path
 from typing import Any
 
 from mlperf_bnas.config import BenchmarkConfig
+from mlperf_bnas.enums import Precision, Scenario
 from mlperf_bnas.errors import UserError
-from mlperf_bnas.fileio import write_atomic
-from mlperf_bnas.paths import OutputPaths
+from mlperf_bnas.fileio import sha256_file, write_atomic
 from mlperf_bnas.loadgen import userconf
+from mlperf_bnas.loadgen.userconf import MARKER as TUNE_MARKER
+from mlperf_bnas.loadgen.userconf import override_lines
+from mlperf_bnas.paths import BUILD_RECORD, OutputPaths
 from mlperf_bnas.submission.rules import LATENCY_CONSTRAINT_NS, MIN_DURATION_MS, MLPERF_MODEL, \
     OFFLINE_MIN_SAMPLES_PER_QUERY
 from mlperf_bnas.submission.system import machine_identity
-from mlperf_bnas.loadgen.userconf import MARKER as TUNE_MARKER
-from mlperf_bnas.loadgen.userconf import override_lines
 from mlperf_bnas.loadgen.sut import SAMPLES_PER_QUERY
 from mlperf_bnas.tune.queueing import max_server_qps
 
@@ -116,7 +116,7 @@ _MACHINE_LINE = "# mlperf-bnas machine "
 _KEY_LINE = "# mlperf-bnas sizing-key "
 _BASE_BEGIN = "# ---- base conf (copied from {}) ----"
 _BASE_END = "# ---- end of base conf ----"
-_SCENARIOS = ("Offline", "Server", "SingleStream", "MultiStream")
+_SCENARIOS = tuple(Scenario)
 #: What the generated conf sizes: every scenario, so each run script finds its numbers there.
 SIZED_SCENARIOS = _SCENARIOS
 _STREAMS = ("SingleStream", "MultiStream")
@@ -550,18 +550,14 @@ def size_server(m: Measured, settings: ConfSettings, model: str, benchmark_dir: 
 
 
 # --------------------------------------------------------------------------- the generated conf
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def model_id(paths: OutputPaths) -> str:
     """The built INT8 model, by its build record (a rebuild changes it); "none" without one."""
-    record = paths.model_dir("int8") / "quantization.json"
-    return _sha256(record) if record.is_file() else "none"
+    record = paths.model_dir(Precision.INT8) / BUILD_RECORD
+    return sha256_file(record) if record.is_file() else "none"
 
 
 def sizing_key(machine: Machine, base_conf: Path, model: str, cfgs: dict[str, BenchmarkConfig]) -> dict[str, Any]:
-    return {"version": 1, "machine": dataclasses.asdict(machine), "base_conf_sha256": _sha256(base_conf),
+    return {"version": 1, "machine": dataclasses.asdict(machine), "base_conf_sha256": sha256_file(base_conf),
             "model": model, "backend_options": {s: json.loads(_options_key(c.backend_options)) for s, c in cfgs.items()}}
 
 
@@ -630,10 +626,10 @@ def _archive(paths: OutputPaths, files: list[Path]) -> Path | None:
     present = [f for f in files if f.exists()]
     if not present:
         return None
-    dest = paths.sizing_dir / "archive" / time.strftime("%Y%m%d-%H%M%S")
+    dest = paths.sizing_archive_dir / time.strftime("%Y%m%d-%H%M%S")
     n = 1
     while dest.exists():
-        dest = paths.sizing_dir / "archive" / f"{time.strftime('%Y%m%d-%H%M%S')}-{n}"
+        dest = paths.sizing_archive_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{n}"
         n += 1
     dest.mkdir(parents=True)
     for f in present:
@@ -660,7 +656,7 @@ def ensure_sized(req: SizeRequest) -> tuple[Path, dict[str, Any], bool]:
         print(f"size: no sized settings for {any_cfg.benchmark} on this machine yet: measuring "
               f"({machine.describe()})", flush=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    work_dir = req.paths.sizing_dir / "probes" / stamp
+    work_dir = req.paths.sizing_probe_dir(stamp)
     model = any_cfg.loadgen_model
     settings = {s: ConfSettings.read(req.base_conf, model, s) for s in req.cfgs}
     measured = measure(req.cfgs, req.paths, req.data_dir, req.checkpoint, {"Server", *_STREAMS} & set(req.cfgs),
@@ -729,7 +725,7 @@ def infeasible(record: dict[str, Any], scenario: str) -> str | None:
 def cached_measurement(paths: OutputPaths, cfgs: dict[str, BenchmarkConfig], data_dir: str | None,
                        checkpoint: str | None, latency_for: set[str]) -> dict[str, Measured]:
     """Measurements of these settings on this machine and model: from the cache when present, else probed now."""
-    cache_path = paths.sizing_dir / "measurements.json"
+    cache_path = paths.sizing_measurements
     try:
         cache = json.loads(cache_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
@@ -758,7 +754,7 @@ def cached_measurement(paths: OutputPaths, cfgs: dict[str, BenchmarkConfig], dat
         print(f"size: measuring this machine for the {', '.join(missing)} settings before the run "
               f"({machine.describe()})", flush=True)
         fresh = measure(missing, paths, data_dir, checkpoint, latency_for,
-                        paths.sizing_dir / "probes" / time.strftime("%Y%m%d-%H%M%S"))
+                        paths.sizing_probe_dir(time.strftime("%Y%m%d-%H%M%S")))
         for scenario, m in fresh.items():
             cache[key(cfgs[scenario], scenario)] = {"at": time.strftime("%Y-%m-%d %H:%M:%S"), "measured": m.as_dict()}
             out[scenario] = m

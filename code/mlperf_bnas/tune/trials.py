@@ -17,7 +17,7 @@ from typing import Any
 
 from mlperf_bnas.errors import RunFailed
 from mlperf_bnas.fileio import write_atomic
-from mlperf_bnas.loadgen.logs import read_detail_log, read_summary
+from mlperf_bnas.loadgen.logs import RESULT_FIELD, read_detail_log, read_summary
 from mlperf_bnas.loadgen.userconf import trial_conf_text
 from mlperf_bnas.processes import run_child
 
@@ -123,7 +123,7 @@ def _read_logs(trial: Trial, log_dir: Path) -> None:
     if detail.errors:
         trial.error = "LoadGen logged errors: " + "; ".join(str(e.get("value"))[:100] for e in detail.errors[:3])
     trial.valid = summary.get("Result is") == "VALID" and not detail.errors
-    key = "result_samples_per_second" if trial.scenario == "Offline" else "result_completed_samples_per_sec"
+    key = RESULT_FIELD[trial.scenario]
     trial.samples_per_s = _float(detail.get(key))
     trial.scheduled_qps = _float(detail.get("result_scheduled_samples_per_sec"))
     trial.latency_ms = {name: detail.get(k) / 1e6 for name, k in _PERCENTILES.items()

@@ -23,9 +23,10 @@ from mlperf_bnas.config import BenchmarkConfig, check_options, load_config
 from mlperf_bnas.errors import RunFailed, UserError
 from mlperf_bnas.fileio import write_atomic
 from mlperf_bnas.loadgen.userconf import base_conf_text, check_replaceable, tuned_conf_text
-from mlperf_bnas.tune.search import confirm, tune_offline, tune_server
+from mlperf_bnas.paths import OutputPaths, tuned_conf_path
 from mlperf_bnas.tune.sizing import Machine, machine_line
-from mlperf_bnas.tune.spec import parse_tuning
+from mlperf_bnas.tune.strategy import confirm, tune_offline, tune_server
+from mlperf_bnas.tune.tuning_spec import SCENARIOS, parse_tuning
 from mlperf_bnas.tune.trials import TrialRunner
 
 GENERATED_BY = "mlperf-bnas tune"
@@ -37,7 +38,7 @@ class TuneRequest:
     output_dir: Path
     system: str
     user_conf: Path
-    scenarios: tuple[str, ...] = ("Offline", "Server")
+    scenarios: tuple[str, ...] = SCENARIOS
     overrides: dict[str, Any] = field(default_factory=dict)     # --set KEY=VALUE, parsed
     set_args: list[str] = field(default_factory=list)           # the same, passed on to each run
     run_args: list[str] = field(default_factory=list)           # --data-dir / --checkpoint for each run
@@ -71,7 +72,7 @@ def tune(req: TuneRequest) -> dict[str, Any]:
     base_cfg = load_config(req.benchmark_dir, None, req.overrides)
     where = str(base_cfg.benchmark_dir / "config.yaml")
     spec = parse_tuning({**base_cfg.tuning, **req.spec_overrides}, where)
-    conf_out = Path(req.conf_out) if req.conf_out else base_cfg.benchmark_dir / f"user.{req.system}.tuned.conf"
+    conf_out = Path(req.conf_out) if req.conf_out else tuned_conf_path(base_cfg.benchmark_dir, req.system)
     json_out = conf_out.with_suffix(".json")
     # Check both outputs before spending minutes on trials.
     check_replaceable(conf_out)
@@ -84,7 +85,8 @@ def tune(req: TuneRequest) -> dict[str, Any]:
         _check_candidates(cfgs[scenario], scenario, candidates[scenario])
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    work_dir = Path(req.output_dir).resolve() / "build" / base_cfg.benchmark_dir.name / "tuning" / req.system / stamp
+    paths = OutputPaths.of(base_cfg, req.output_dir, req.system)
+    work_dir = paths.tuning_dir / stamp
     runner = TrialRunner(base_cfg.benchmark_dir, Path(req.output_dir).resolve(), req.system, base_cfg.loadgen_model,
                          base_conf, work_dir,
                          extra_args=[*req.run_args, *[a for s in req.set_args for a in ("--set", s)]],
@@ -123,12 +125,12 @@ def tune(req: TuneRequest) -> dict[str, Any]:
         if "Offline" in results and "Server" in results and results["Offline"].get("samples_per_s"):
             record["server_offline_efficiency"] = results["Server"]["target_qps"] / results["Offline"]["samples_per_s"]
         tuned = {s: {"target_qps": results[s]["target_qps"], "backend_options": results[s]["backend_options"]}
-                 for s in ("Offline", "Server") if s in results}
+                 for s in SCENARIOS if s in results}
         write_atomic(conf_out, tuned_conf_text(Path(req.user_conf).resolve(), base_conf, base_cfg.loadgen_model,
                                                header, tuned))
         text = json.dumps(record, indent=2) + "\n"
         write_atomic(json_out, text)
-        write_atomic(work_dir.parent / "tuning.json", text)
+        write_atomic(paths.tuning_record, text)
         return record
 
     def numbers_since(first: int) -> list[int]:

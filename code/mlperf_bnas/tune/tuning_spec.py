@@ -30,9 +30,11 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlperf_bnas.enums import Scenario
 from mlperf_bnas.errors import UserError
 
-SCENARIOS = ("Offline", "Server")
+#: The scenarios the tuner has a search for (Offline: a grid; Server: a QPS bisection).
+SCENARIOS = (Scenario.OFFLINE, Scenario.SERVER)
 _SCALARS = {"trial_duration_ms": int, "offline_margin": float, "qps_precision": float,
             "max_server_trials": int, "max_offline_trials": int, "server_min_queries": int,
             "probe_samples": int, "min_server_fraction": float, "max_server_trial_s": float}

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from torch import fx
 
 from mlperf_bnas.errors import UserError
-from mlperf_bnas.nas.graph import is_fusable_follower, is_operation, shape_of
+from mlperf_bnas.nas.supernet.graph import is_fusable_follower, is_operation, shape_of
 
 
 @dataclass(frozen=True)

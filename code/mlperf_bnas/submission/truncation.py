@@ -11,26 +11,17 @@ functions here read a source file and write the result atomically elsewhere.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 from pathlib import Path
 
 from mlperf_bnas.errors import UserError
-from mlperf_bnas.fileio import write_atomic
+from mlperf_bnas.fileio import sha256_file, write_atomic
 
 MAX_ACCURACY_LOG_SIZE = 10 * 1024
 VIEWABLE_SIZE = 4096
 ELLIPSIS = "\n\n...\n\n"
 HASH_LINE = re.compile(r"^hash=([\w\d]+)$")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def hash_in_accuracy_txt(path: Path) -> str | None:
@@ -72,7 +63,7 @@ def accuracy_txt_with_hash(accuracy_txt: Path, full_log: Path) -> str:
     if not accuracy_txt.is_file():
         raise UserError(f"{accuracy_txt}: missing; compute it first with `mlperf-bnas accuracy` "
                         "(the submission needs the accuracy result beside its log)")
-    full_hash = file_sha256(full_log)
+    full_hash = sha256_file(full_log)
     text = accuracy_txt.read_text(encoding="utf-8", errors="replace")
     recorded = hash_in_accuracy_txt(accuracy_txt)
     if recorded is not None:

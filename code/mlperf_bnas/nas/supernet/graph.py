@@ -17,7 +17,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from mlperf_bnas.errors import UserError
-from mlperf_bnas.nas.elastic import ELASTIC_TYPES
+from mlperf_bnas.nas.supernet.elastic import ELASTIC_TYPES
 
 # Layers that keep the channel axis (and its meaning) of their input.
 CHANNEL_PRESERVING_MODULES = (

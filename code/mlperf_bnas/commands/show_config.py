@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from mlperf_bnas.commands.arguments import add_scenario_argument
 from mlperf_bnas.config import OPTION_SECTIONS, load_config, parse_set_options
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["show"])
     p.add_argument("benchmark", help="benchmark directory, e.g. code/resnet50-openvino")
-    p.add_argument("--scenario", choices=["Offline", "Server", "SingleStream", "MultiStream"])
+    add_scenario_argument(p, required=False)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a value")
 
 

@@ -31,14 +31,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from mlperf_bnas.enums import Mode
 from mlperf_bnas.errors import UserError
-from mlperf_bnas.fileio import bad_symlinks
+from mlperf_bnas.fileio import bad_symlinks, sha256_file
 from mlperf_bnas.loadgen import accuracy_log, completeness, userconf
 from mlperf_bnas.loadgen.explain import explain, one_line
 from mlperf_bnas.loadgen.logs import DetailLog, read_detail_log
+from mlperf_bnas.paths import SubmissionTree, mode_dir
 from mlperf_bnas.submission import rules as R
 from mlperf_bnas.submission.system import NON_EMPTY_FIELDS, REQUIRED_FIELDS, VALID_STATUS, VALID_SYSTEM_TYPES
-from mlperf_bnas.submission.truncate import HASH_LINE, file_sha256, truncated_text
+from mlperf_bnas.submission.truncation import HASH_LINE, truncated_text
 
 
 @dataclass(frozen=True)
@@ -262,13 +264,14 @@ class _Checker:
         return self.report
 
     def check_submitter(self, division: str, sub: Path) -> None:
-        if not (sub / "results").is_dir():
+        tree = SubmissionTree(sub)
+        if not tree.results_root.is_dir():
             return
         self.check_folders(sub)
-        if not (sub / "calibration.md").is_file() and not (sub / "documentation" / "calibration.md").is_file():
-            self.add("calibration-doc", sub / "calibration.md", "missing (open division: how the weights were quantized/calibrated)")
+        if not tree.calibration_doc.is_file() and not (sub / "documentation" / "calibration.md").is_file():
+            self.add("calibration-doc", tree.calibration_doc, "missing (open division: how the weights were quantized/calibrated)")
         systems_with_results = set()
-        for system_dir in _dirs(sub / "results"):
+        for system_dir in _dirs(tree.results_root):
             systems_with_results.add(system_dir.name)
             system_json = self.check_system(division, sub, system_dir.name)
             for model_dir in _dirs(system_dir):
@@ -285,7 +288,7 @@ class _Checker:
                 self.check_scenarios(division, model_dir, mlperf_model, (system_json or {}).get("system_type"))
                 for scen_dir in _dirs(model_dir):
                     self.check_result(sub, system_dir.name, model_dir.name, mlperf_model, scen_dir, system_json)
-        systems_dir = sub / "systems"
+        systems_dir = tree.systems_dir
         if systems_dir.is_dir():
             for js in sorted(systems_dir.glob("*.json")):
                 if js.stem not in systems_with_results:
@@ -345,7 +348,7 @@ class _Checker:
 
     # -- systems -------------------------------------------------------------------------
     def check_system(self, division: str, sub: Path, system: str) -> dict[str, Any] | None:
-        path = sub / "systems" / f"{system}.json"
+        path = SubmissionTree(sub).system_file(system)
         if not path.is_file():
             self.add("system-json-missing", path, f"no system description for results/{system}")
             return None
@@ -373,9 +376,10 @@ class _Checker:
     def check_result(self, sub: Path, system: str, model: str, mlperf_model: str, scen_dir: Path,
                      system_json: dict[str, Any] | None) -> None:
         scenario = scen_dir.name
-        meas = sub / "measurements" / system / model / scenario
+        tree = SubmissionTree(sub)
+        meas = tree.measurements_dir(system, model, scenario)
         self.check_measurements(sub, system, model, scenario, meas)
-        perf = scen_dir / "performance" / "run_1"
+        perf = mode_dir(scen_dir, Mode.PERFORMANCE)
         metric = "no valid performance log"
         perf_log: DetailLog | None = None
         for name in R.PERF_LOADED_FILES:
@@ -396,8 +400,8 @@ class _Checker:
                         bad = [f"LoadGen would not read it as written: {exc}"]
                     if bad:
                         self.add("user-conf-mismatch", meas / "user.conf", "; ".join(bad))
-        acc = self.check_accuracy(scen_dir / "accuracy", mlperf_model, system, model, scenario)
-        self.check_compliance(sub / "compliance" / system / model / scenario, mlperf_model, scenario)
+        acc = self.check_accuracy(mode_dir(scen_dir, Mode.ACCURACY), mlperf_model, system, model, scenario)
+        self.check_compliance(tree.compliance_dir(system, model, scenario), mlperf_model, scenario)
         self.report.results.append((system, model, scenario, metric, acc))
 
     def incomplete(self, folder: Path, mode: str, scenario: str) -> None:
@@ -441,10 +445,11 @@ class _Checker:
                         self.add("measurements-field", chosen, f"field {k!r} is missing")
                     elif not data[k]:
                         self.add("measurements-field", chosen, f"field {k!r} is missing a meaningful value")
-        if not (sub / "code").is_dir():
-            self.add("code-dir-missing", sub / "code", "missing (the code that produced the results)")
-        elif not (sub / "code" / model).exists():
-            self.add("code-benchmark-dir", sub / "code" / model, "missing (the code that produced the result)")
+        code = SubmissionTree(sub).code_dir
+        if not code.is_dir():
+            self.add("code-dir-missing", code, "missing (the code that produced the results)")
+        elif not (code / model).exists():
+            self.add("code-benchmark-dir", code / model, "missing (the code that produced the result)")
 
     def check_performance(self, path: Path, log: DetailLog, model: str, scenario: str,
                           system_json: dict[str, Any] | None, folder_model: str | None = None,
@@ -554,10 +559,10 @@ class _Checker:
             if total != R.DATASET_SIZE[model]:
                 self.add("dataset-coverage", acc / "mlperf_log_detail.txt",
                          f"accuracy run covers {total} samples, the dataset has {R.DATASET_SIZE[model]}")
-        full = self.full_results / system / folder_model / scenario / "accuracy" / "mlperf_log_accuracy.json" \
-            if self.full_results else None
+        full = SubmissionTree(self.full_results, results=self.full_results).accuracy_dir(
+            system, folder_model, scenario) / "mlperf_log_accuracy.json" if self.full_results else None
         if full is not None and full.is_file():
-            if recorded is not None and recorded != file_sha256(full):
+            if recorded is not None and recorded != sha256_file(full):
                 self.add("acc-hash-mismatch", acc / "accuracy.txt",
                          f"hash={recorded[:12]}... is not the sha256 of the full log {full}")
             if log_path.is_file() and log_path.stat().st_size <= R.MAX_ACCURACY_LOG_SIZE \
@@ -590,27 +595,27 @@ class _Checker:
             if not tdir.is_dir():
                 self.add("compliance-missing", tdir, f"{test} not run (recommended in the open division too)")
                 continue
-            needed = ["verify_performance.txt", "performance/run_1/mlperf_log_detail.txt",
-                      "performance/run_1/mlperf_log_summary.txt"]
+            perf, acc = mode_dir(tdir, Mode.PERFORMANCE), mode_dir(tdir, Mode.ACCURACY)
+            needed = [tdir / "verify_performance.txt", perf / "mlperf_log_detail.txt", perf / "mlperf_log_summary.txt"]
             if test == "TEST01":
-                needed += ["verify_accuracy.txt", "accuracy/mlperf_log_accuracy.json", "accuracy/accuracy.txt"]
-            for rel in needed:
-                if not (tdir / rel).is_file():
-                    self.add("compliance-files", tdir / rel, "missing")
-            if test == "TEST01" and (tdir / "accuracy").is_dir() and (tdir / "verify_accuracy.txt").is_file():
+                needed += [tdir / "verify_accuracy.txt", acc / "mlperf_log_accuracy.json", acc / "accuracy.txt"]
+            for path in needed:
+                if not path.is_file():
+                    self.add("compliance-files", path, "missing")
+            if test == "TEST01" and acc.is_dir() and (tdir / "verify_accuracy.txt").is_file():
                 # MLPerf's fallback: a failed deterministic check needs both accuracy results beside the log.
                 passed = "TEST PASS" in _read_small(tdir / "verify_accuracy.txt")
                 required = ["mlperf_log_accuracy.json", "accuracy.txt"]
                 if not passed:
                     required += ["baseline_accuracy.txt", "compliance_accuracy.txt"]
-                self.file_list("compliance-files", tdir / "accuracy", required)
+                self.file_list("compliance-files", acc, required)
             for verdict in ("verify_accuracy.txt", "verify_performance.txt"):
                 f = tdir / verdict
                 if f.is_file():
                     lines = [ln.strip() for ln in _read_small(f).splitlines() if ln.strip()]
                     if not lines or lines[-1] != "TEST PASS":
                         self.add("compliance-verdict", f, f"ends with {lines[-1] if lines else 'nothing'!r}, not 'TEST PASS'")
-            detail = tdir / "performance" / "run_1" / "mlperf_log_detail.txt"
+            detail = perf / "mlperf_log_detail.txt"
             if detail.is_file():
                 self.loadgen_errors("compliance-loadgen-errors", detail, read_detail_log(detail))
 

@@ -15,8 +15,9 @@ import logging
 
 import numpy as np
 
-from mlperf_bnas.nas.predictors import ObjectivePredictor
-from mlperf_bnas.nas.problem import PredictedProblem, as_genomes, genome_bounds
+from mlperf_bnas.nas.search.algorithms import ask_tell, build_algorithm
+from mlperf_bnas.nas.search.predictors import ObjectivePredictor
+from mlperf_bnas.nas.search.problem import PredictedProblem, as_genomes, genome_bounds
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,6 @@ def _unmeasured(ctx, genomes: np.ndarray, limit: int) -> list[np.ndarray]:
 
 
 def run_linas(ctx) -> None:
-    # Imported here: search.py registers this tactic lazily and owns the algorithm builders.
-    from mlperf_bnas.nas.search import ask_tell, build_algorithm
-
     s = ctx.settings
     space = ctx.space
     low, high = genome_bounds(space)

@@ -4,7 +4,7 @@
 into what the benchmark runs and times single inferences after a warm-up, reporting the
 median in milliseconds:
 
-* ``openvino`` + ``int8``: the spine's ``pipeline.build_openvino_ir`` (torch -> OpenVINO IR,
+* ``openvino`` + ``int8``: the spine's ``backends.openvino.build_openvino_ir`` (torch -> OpenVINO IR,
   NNCF INT8 on seeded calibration images: INT8 latency does not depend on calibration
   values) and the ``openvino`` backend with the LATENCY hint, one infer request;
 * ``openvino`` + ``fp32``: the same without quantization;
@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from mlperf_bnas.fileio import write_atomic
-from mlperf_bnas.nas.search import config_key
-from mlperf_bnas.nas.search_config import LatencySettings
+from mlperf_bnas.nas.search.tactics import config_key
+from mlperf_bnas.nas.search.settings import LatencySettings
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +125,8 @@ class LatencyMeter:
     def _time_openvino(self, model: torch.nn.Module) -> list[float]:
         # The spine's build step and backend: the same path the benchmark's model takes.
         from mlperf_bnas.backends import create_backend
-        from mlperf_bnas.pipeline import build_openvino_ir
-        from mlperf_bnas.quantize.config import QuantizationConfig
+        from mlperf_bnas.backends.openvino import build_openvino_ir
+        from mlperf_bnas.quantize.qconfig import QuantizationConfig
 
         s = self.settings
         spec = self.preprocess_spec

@@ -28,9 +28,9 @@ from torch import nn
 from tqdm import tqdm
 
 from mlperf_bnas.errors import UserError
-from mlperf_bnas.nas.config import OptimizerOptions, TrainingOptions
+from mlperf_bnas.nas.nas_config import OptimizerOptions, TrainingOptions
 from mlperf_bnas.nas.evaluate import evaluate_accuracy
-from mlperf_bnas.nas.supernet import SuperNetwork
+from mlperf_bnas.nas.supernet.network import SuperNetwork
 
 log = logging.getLogger(__name__)
 

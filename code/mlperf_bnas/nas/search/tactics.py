@@ -3,8 +3,8 @@
 The pieces, each replaceable on its own (style.md pattern 7):
 
 * ``SubnetProblem`` (problem.py) maps a genome to objectives;
-* ``ALGORITHMS`` builds a pymoo algorithm by DyNAS-T name (ga, cmaes, nsga2, age, unsga3,
-  ctaea, moead) with integer genes (IntegerRandomSampling, SBX + PM with RoundingRepair);
+* ``ALGORITHMS`` (algorithms.py) builds a pymoo algorithm by DyNAS-T name (ga, cmaes,
+  nsga2, age, unsga3, ctaea, moead) with integer genes;
 * ``TACTICS`` drives the loop with pymoo's ask/tell interface;
 * a ``pool`` measures a batch of sub-network configs, in this process or spread over
   torch.distributed workers (distributed.py);
@@ -20,35 +20,22 @@ The best sub-network follows NNCF's rule: the lowest cost (the first efficiency 
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
-from pymoo.algorithms.moo.ctaea import CTAEA
-from pymoo.algorithms.moo.moead import ParallelMOEAD
-from pymoo.algorithms.moo.nsga2 import NSGA2
-from pymoo.algorithms.moo.unsga3 import UNSGA3
-from pymoo.algorithms.soo.nonconvex.cmaes import CMAES
-from pymoo.algorithms.soo.nonconvex.ga import GA
-from pymoo.core.population import Population
-from pymoo.core.problem import Problem
-from pymoo.operators.crossover.sbx import SBX
-from pymoo.operators.mutation.pm import PM
-from pymoo.operators.repair.rounding import RoundingRepair
-from pymoo.operators.sampling.rnd import IntegerRandomSampling
-from pymoo.util.ref_dirs import get_reference_directions
 
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.fileio import write_atomic
-from mlperf_bnas.nas.pareto import pareto_records
-from mlperf_bnas.nas.problem import SubnetProblem, as_genomes, genome_bounds
-from mlperf_bnas.nas.search_config import SearchSettings
+from mlperf_bnas.nas.search.algorithms import ask_tell, build_algorithm
+from mlperf_bnas.nas.search.linas import run_linas
+from mlperf_bnas.nas.search.pareto import pareto_records
+from mlperf_bnas.nas.search.problem import SubnetProblem, as_genomes, genome_bounds
+from mlperf_bnas.nas.search.settings import SearchSettings
 from mlperf_bnas.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -190,102 +177,6 @@ class CachedMeasure:
         return [self.store.get(c).metrics for c in configs]
 
 
-# --------------------------------------------------------------------------- algorithms
-
-#: name -> builder(settings, n_obj, population) -> pymoo algorithm
-ALGORITHMS: Registry[Callable[..., Any]] = Registry("search algorithm")
-
-
-def _integer_operators(s: SearchSettings) -> dict:
-    # Integer genes: SBX and PM act on floats, RoundingRepair snaps children back to integers.
-    return dict(
-        sampling=IntegerRandomSampling(),
-        crossover=SBX(prob=s.crossover_prob, eta=s.crossover_eta, vtype=float, repair=RoundingRepair()),
-        mutation=PM(prob=s.mutation_prob, eta=s.mutation_eta, vtype=float, repair=RoundingRepair()),
-    )
-
-
-@functools.lru_cache(maxsize=16)
-def _energy_ref_dirs(n_obj: int, population: int, seed: int) -> np.ndarray:
-    # Riesz-energy directions (DyNAS-T's choice) for any point count; seconds to compute, so
-    # computed once per process (LINAS builds a new algorithm every round).
-    return get_reference_directions("energy", n_obj, population, seed=seed).astype("float64")
-
-
-def _ref_dirs(n_obj: int, population: int, seed: int) -> np.ndarray:
-    return _energy_ref_dirs(n_obj, population, seed).copy()
-
-
-@ALGORITHMS.register("ga")
-def _ga(s: SearchSettings, n_obj: int, population: int):
-    return GA(pop_size=population, eliminate_duplicates=True, **_integer_operators(s))
-
-
-@ALGORITHMS.register("cmaes")
-def _cmaes(s: SearchSettings, n_obj: int, population: int):
-    # Continuous by nature: genomes are rounded and clipped when decoded (problem.as_genomes).
-    algorithm = CMAES(pop_size=population, restarts=0)
-    # x0 is the best of n_sample_points random points; pymoo's 20 would overrun small budgets. Its
-    # constructor forwards unknown keywords to the cma package, so the attribute is set here.
-    algorithm.n_sample_points = population
-    return algorithm
-
-
-@ALGORITHMS.register("nsga2")
-def _nsga2(s: SearchSettings, n_obj: int, population: int):
-    return NSGA2(pop_size=population, eliminate_duplicates=True, **_integer_operators(s))
-
-
-@ALGORITHMS.register("age")
-def _age(s: SearchSettings, n_obj: int, population: int):
-    from pymoo.algorithms.moo.age import AGEMOEA   # imports numba: only when asked for
-    return AGEMOEA(pop_size=population, eliminate_duplicates=True, **_integer_operators(s))
-
-
-@ALGORITHMS.register("unsga3")
-def _unsga3(s: SearchSettings, n_obj: int, population: int):
-    return UNSGA3(ref_dirs=_ref_dirs(n_obj, population, s.seed), pop_size=population,
-                  eliminate_duplicates=True, **_integer_operators(s))
-
-
-@ALGORITHMS.register("ctaea")
-def _ctaea(s: SearchSettings, n_obj: int, population: int):
-    ops = _integer_operators(s)
-    ops["crossover"] = SBX(n_offsprings=1, prob=s.crossover_prob, eta=s.crossover_eta, vtype=float,
-                           repair=RoundingRepair())
-    return CTAEA(ref_dirs=_ref_dirs(n_obj, population, s.seed), eliminate_duplicates=True, **ops)
-
-
-@ALGORITHMS.register("moead")
-def _moead(s: SearchSettings, n_obj: int, population: int):
-    # The batch variant: one ask() gives a whole generation, which distributed workers can share.
-    return ParallelMOEAD(ref_dirs=_ref_dirs(n_obj, population, s.seed), n_neighbors=min(20, population),
-                         **_integer_operators(s))
-
-
-def build_algorithm(settings: SearchSettings, n_obj: int, population: int | None = None):
-    return ALGORITHMS.get(settings.algorithm)(settings, n_obj, population or settings.population)
-
-
-def ask_tell(problem: Problem, algorithm, max_evals: int, seed: int,
-             on_generation: Callable[[int], None] | None = None):
-    """Drive ``algorithm`` on ``problem`` with pymoo's ask/tell loop for ``max_evals`` evaluations."""
-    algorithm.setup(problem, termination=("n_evals", max_evals), seed=seed, verbose=False)
-    generation = 0
-    while algorithm.has_next():
-        pop = algorithm.ask()
-        if pop is None:   # no new offspring (duplicate elimination): pymoo has ended the run
-            break
-        if not isinstance(pop, Population):   # some algorithms ask for one individual at a time
-            pop = Population.create(pop)
-        algorithm.evaluator.eval(problem, pop)
-        algorithm.tell(infills=pop)
-        generation += 1
-        if on_generation:
-            on_generation(generation)
-    return algorithm.result()
-
-
 # --------------------------------------------------------------------------- tactics
 
 @dataclass
@@ -321,12 +212,7 @@ def random_search(ctx: SearchContext) -> None:
         ctx.measure([ctx.space.decode([int(v) for v in g]) for g in genomes[start:start + s.population]])
 
 
-def _linas(ctx: SearchContext) -> None:
-    from mlperf_bnas.nas.linas import run_linas
-    run_linas(ctx)
-
-
-TACTICS.register("linas")(_linas)
+TACTICS.register("linas")(run_linas)
 
 
 # --------------------------------------------------------------------------- the search
@@ -391,5 +277,5 @@ def run_search(space, pool: Pool, settings: SearchSettings, results_path: Path, 
                          ctx.predictor_log)
 
 
-__all__ = ["ALGORITHMS", "TACTICS", "ResultsStore", "Record", "SearchOutcome", "run_search", "choose_best",
-           "LocalPool", "CachedMeasure", "build_algorithm", "ask_tell", "as_genomes", "config_key"]
+__all__ = ["TACTICS", "ResultsStore", "Record", "SearchOutcome", "run_search", "choose_best",
+           "LocalPool", "CachedMeasure", "as_genomes", "config_key"]

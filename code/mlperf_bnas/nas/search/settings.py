@@ -12,14 +12,13 @@ line (``search_tactic``, ``search_algo``, ``optimization_metrics``, ``measuremen
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from mlperf_bnas.enums import Precision, values
 from mlperf_bnas.errors import UserError
+from mlperf_bnas.fileio import read_mapping
 
 #: Everything a sub-network can be measured on. Accuracy is maximised, the rest minimised.
 METRICS = ("accuracy", "macs", "params", "latency")
@@ -31,7 +30,7 @@ ALGORITHM_OBJECTIVES: dict[str, tuple[int, ...]] = {
     "unsga3": (3,), "ctaea": (3,), "moead": (3,),
 }
 LATENCY_RUNTIMES = ("openvino", "torch")
-PRECISIONS = ("int8", "fp32")
+PRECISIONS = tuple(values(Precision))
 PREDICTORS = ("ridge", "gbm", "mlp")
 SECTION = "bootstrapNAS.search"
 
@@ -111,15 +110,7 @@ _LATENCY_FIELDS = {f.name for f in dataclasses.fields(LatencySettings)}
 def read_search_section(path: str | Path) -> dict[str, Any]:
     """The ``bootstrapNAS.search`` mapping of a JSON or YAML NAS config (empty if absent)."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: NAS config not found; pass an existing JSON/YAML file to --config")
-    text = path.read_text()
-    try:
-        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise UserError(f"{path}: cannot parse ({exc}); fix the file") from None
-    if not isinstance(raw, dict):
-        raise UserError(f"{path}: expected a mapping at the top level")
+    raw = read_mapping(path, "NAS config", "pass an existing JSON/YAML file to --config")
     nas = raw.get("bootstrapNAS", {}) or {}
     if not isinstance(nas, dict):
         raise UserError(f"{path}: 'bootstrapNAS' must be a mapping")

@@ -8,7 +8,7 @@ or ``--model``); ``SEARCH_TARGETS`` maps that name to a ``SearchTarget``:
 * ``resnet50``: ImageNet validation images in their official layout (``--dataset_path`` with
   ``val_map.txt``), preprocessed as the benchmark does; the BN re-calibration images and the
   accuracy images are disjoint subsets. Latency is measured on OpenVINO INT8 through the
-  benchmark's own build step (``pipeline.build_openvino_ir``).
+  benchmark's own build step (``backends.openvino.build_openvino_ir``).
 """
 
 from __future__ import annotations

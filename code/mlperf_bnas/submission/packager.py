@@ -24,24 +24,23 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlperf_bnas.config import BenchmarkConfig, load_config
+from mlperf_bnas.enums import Mode, Scenario, values
 from mlperf_bnas.errors import UserError
-from mlperf_bnas.loadgen.logs import read_detail_log
-from mlperf_bnas.fileio import bad_symlinks
+from mlperf_bnas.fileio import bad_symlinks, write_atomic
 from mlperf_bnas.loadgen import completeness, userconf
-from mlperf_bnas.paths import OutputPaths
+from mlperf_bnas.loadgen.logs import RESULT_FIELD, read_detail_log
+from mlperf_bnas.paths import REPO, OutputPaths, OutputRoot, SubmissionTree, benchmark_dirs, system_overrides
 from mlperf_bnas.submission import provenance
-from mlperf_bnas.submission.rules import MLPERF_MODEL, RESULT_FIELD, SCENARIOS
+from mlperf_bnas.submission.rules import MLPERF_MODEL
 from mlperf_bnas.submission.system import describe_system, load_overrides
-from mlperf_bnas.submission.truncate import write_atomic, write_truncated
+from mlperf_bnas.submission.truncation import write_truncated
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[3]
 PERF_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt")
 ACC_LOG_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt")
 # Benchmark-directory files that are build products or local state, not code.
@@ -58,20 +57,23 @@ class PackageRequest:
     precision: str = "int8"
     repo: Path = REPO
 
+    @property
+    def outputs(self) -> OutputRoot:
+        return OutputRoot(self.output_dir)
+
     @classmethod
     def resolve(cls, output_dir: Path | None, system: str | None, submitter: str | None,
                 overrides: Path | None, benchmarks: list[Path], precision: str = "int8") -> "PackageRequest":
         from mlperf_bnas.submission.system import default_system_name
 
         out = (output_dir or REPO).resolve()
-        overrides = (overrides or REPO / "systems" / "overrides.yaml").resolve()
+        overrides = (overrides or system_overrides()).resolve()
         submitter = submitter or str(load_overrides(overrides).get("submitter", "")).strip()
         if not submitter:
             raise UserError(f"{overrides}: set 'submitter' (or pass --submitter); it names the submission folder")
-        if "/" in submitter or submitter in (".", ".."):
-            raise UserError(f"submitter {submitter!r} is not usable as a folder name; use a plain name")
+        OutputRoot(out).submitter_dir(submitter)    # a usable folder name, or a UserError saying so
         system = system or default_system_name()
-        dirs = benchmarks or sorted(p.parent for p in (REPO / "code").glob("*/config.yaml"))
+        dirs = benchmarks or benchmark_dirs()
         configs = tuple(load_config(d) for d in dirs)
         return cls(out, system, submitter, overrides, configs, precision)
 
@@ -80,6 +82,7 @@ class PackageRequest:
 class Packaged:
     """What went into the tree, for the one-screen summary."""
     root: Path
+    submission_root: Path                   # the folder holding open/ (what the checker takes)
     entries: list[tuple[str, str, str, str]] = field(default_factory=list)  # model, scenario, user.conf, metric
     archived: Path | None = None
 
@@ -89,7 +92,7 @@ class Packaged:
             lines.append(f"  {model:<10} {scenario:<8} {metric:<32} user.conf: {conf}")
         if self.archived:
             lines.append(f"earlier submission moved to {self.archived}")
-        lines.append("check it with: mlperf-bnas check --input " + str(self.root.parents[1]))
+        lines.append("check it with: mlperf-bnas check --input " + str(self.submission_root))
         return "\n".join(lines)
 
 
@@ -97,7 +100,7 @@ def _results_for(req: PackageRequest) -> dict[str, BenchmarkConfig]:
     """loadgen_model -> the benchmark whose results are packaged for it."""
     found: dict[str, BenchmarkConfig] = {}
     for cfg in req.benchmarks:
-        model_dir = req.output_dir / "results" / req.system / cfg.loadgen_model
+        model_dir = req.outputs.tree.benchmark_results_dir(req.system, cfg.loadgen_model)
         if not model_dir.is_dir():
             continue
         if cfg.loadgen_model not in MLPERF_MODEL:
@@ -108,7 +111,7 @@ def _results_for(req: PackageRequest) -> dict[str, BenchmarkConfig]:
                             f"{model_dir}; pass --benchmark to say which one produced these results")
         found[cfg.loadgen_model] = cfg
     if not found:
-        raise UserError(f"{req.output_dir / 'results' / req.system}: no results for system {req.system!r}; "
+        raise UserError(f"{req.outputs.tree.results_root / req.system}: no results for system {req.system!r}; "
                         "run the benchmarks first (or pass --system / --output-dir to point at them)")
     return found
 
@@ -156,7 +159,7 @@ def _git_commit(repo: Path) -> str:
     return head.stdout.strip() + (" with uncommitted changes in code/" if dirty.stdout.strip() else "")
 
 
-def _pick_user_conf(cfg: BenchmarkConfig, scenario: str, perf_detail: Path, sizing_dir: Path) -> Path:
+def _pick_user_conf(cfg: BenchmarkConfig, scenario: str, perf_detail: Path, paths: OutputPaths) -> Path:
     """The user.conf whose settings agree with the performance log (see userconf.py)."""
     candidates: list[Path] = []
     if os.environ.get("USER_CONF"):
@@ -164,7 +167,7 @@ def _pick_user_conf(cfg: BenchmarkConfig, scenario: str, perf_detail: Path, sizi
     candidates += sorted(cfg.benchmark_dir.glob("user*.conf"))
     # The embedded default's conf, generated on this machine by `mlperf-bnas size` (and the
     # earlier ones it replaced, kept under archive/: runs made with them still match them).
-    candidates += sorted(sizing_dir.glob("user*.conf")) + sorted((sizing_dir / "archive").rglob("user*.conf"))
+    candidates += sorted(paths.sizing_dir.glob("user*.conf")) + sorted(paths.sizing_archive_dir.rglob("user*.conf"))
     detail = read_detail_log(perf_detail)
     best: tuple[int, Path] | None = None
     reasons = []
@@ -271,26 +274,28 @@ def _remove_empty_dirs(top: Path) -> None:
             d.rmdir()
 
 
-def build_tree(req: PackageRequest, tree: Path) -> Packaged:
-    """Write the submitter folder into ``tree`` (an empty folder)."""
-    packaged = Packaged(req.output_dir / "submission" / "open" / req.submitter)
+def build_tree(req: PackageRequest, folder: Path) -> Packaged:
+    """Write the submitter folder into ``folder`` (an empty folder)."""
+    packaged = Packaged(req.outputs.submitter_dir(req.submitter), req.outputs.submission_root)
+    tree, runs = SubmissionTree(folder), req.outputs.tree
     benchmarks = _results_for(req)
     commit = _git_commit(req.repo)
     system_desc = describe_system(req.system, req.overrides, req.output_dir)
     if system_desc["submitter"] != req.submitter:
         system_desc["submitter"] = req.submitter
-    _package_harness(tree / "code", req.repo)
+    _package_harness(tree.code_dir, req.repo)
     calibration_sections = []
     for model, cfg in sorted(benchmarks.items()):
-        res_src = req.output_dir / "results" / req.system / model
+        res_src = runs.benchmark_results_dir(req.system, model)
         _require_no_bad_links(res_src, req.output_dir)
-        comp_root = req.output_dir / "compliance" / req.system / model
+        comp_root = runs.benchmark_compliance_dir(req.system, model)
         if comp_root.is_dir():
             _require_no_bad_links(comp_root, req.output_dir)
-        scenarios = sorted(p.name for p in res_src.iterdir() if p.is_dir() and p.name in SCENARIOS)
-        unknown = sorted(p.name for p in res_src.iterdir() if p.is_dir() and p.name not in SCENARIOS)
+        scenarios = sorted(p.name for p in res_src.iterdir() if p.is_dir() and p.name in values(Scenario))
+        unknown = sorted(p.name for p in res_src.iterdir() if p.is_dir() and p.name not in values(Scenario))
         if unknown:
-            raise UserError(f"{res_src}: unexpected folder(s) {', '.join(unknown)}; only {', '.join(SCENARIOS)} are packaged")
+            raise UserError(f"{res_src}: unexpected folder(s) {', '.join(unknown)}; only "
+                            f"{', '.join(values(Scenario))} are packaged")
         if not scenarios:
             raise UserError(f"{res_src}: no scenario results; run a scenario first (run_offline.sh, run_singlestream.sh, ...)")
         prov = provenance.read(req.output_dir, cfg, req.precision)
@@ -299,50 +304,49 @@ def build_tree(req: PackageRequest, tree: Path) -> Packaged:
             # A model run in an environment of its own (IPEX): its software joins the system's.
             system_desc["framework"] += f"; {model} ({engine['engine'].split(':')[0]}): {engine['framework']}"
             system_desc["other_software_stack"] += f"; {model}: {engine['environment']}"
-        _package_code(cfg, tree / "code" / model, commit, req.repo)
+        _package_code(cfg, tree.code_dir / model, commit, req.repo)
         calibration_sections.append(provenance.calibration_section(model, cfg, prov))
         for scenario in scenarios:
-            src = res_src / scenario
-            dst = tree / "results" / req.system / model / scenario
-            perf = src / "performance" / "run_1"
+            perf = runs.performance_dir(req.system, model, scenario)
             for name in PERF_FILES:
                 _require(perf / name, f"run the {scenario} performance test (mlperf-bnas run --mode performance)")
-            _require_complete(perf, "performance", scenario)
+            _require_complete(perf, Mode.PERFORMANCE, scenario)
             for name in PERF_FILES:
-                _copy(perf / name, dst / "performance" / "run_1" / name)
-            acc = src / "accuracy"
+                _copy(perf / name, tree.performance_dir(req.system, model, scenario) / name)
+            acc = runs.accuracy_dir(req.system, model, scenario)
+            acc_dst = tree.accuracy_dir(req.system, model, scenario)
             for name in (*ACC_LOG_FILES, "mlperf_log_accuracy.json"):
                 _require(acc / name, f"run the {scenario} accuracy test (mlperf-bnas run --mode accuracy)")
-            _require_complete(acc, "accuracy", scenario)
+            _require_complete(acc, Mode.ACCURACY, scenario)
             for name in ACC_LOG_FILES:
                 _copy(_require(acc / name, f"run the {scenario} accuracy test (mlperf-bnas run --mode accuracy)"),
-                      dst / "accuracy" / name)
+                      acc_dst / name)
             write_truncated(acc / "accuracy.txt", _require(acc / "mlperf_log_accuracy.json",
-                            f"run the {scenario} accuracy test (mlperf-bnas run --mode accuracy)"), dst / "accuracy")
-            sizing_dir = OutputPaths(req.output_dir, req.system, cfg.benchmark, cfg.loadgen_model).sizing_dir
-            conf = _pick_user_conf(cfg, scenario, perf / "mlperf_log_detail.txt", sizing_dir)
-            meas = tree / "measurements" / req.system / model / scenario
+                            f"run the {scenario} accuracy test (mlperf-bnas run --mode accuracy)"), acc_dst)
+            conf = _pick_user_conf(cfg, scenario, perf / "mlperf_log_detail.txt",
+                                   OutputPaths.of(cfg, req.output_dir, req.system))
+            meas = tree.measurements_dir(req.system, model, scenario)
             _copy(conf, meas / "user.conf")
             write_atomic(meas / "README.md", _measurement_readme(cfg, scenario, req.system, conf, commit))
             _write_json(meas / f"{req.system}_{cfg.benchmark_dir.name}_{scenario}.json", provenance.measurement_fields(prov))
-            comp_src = req.output_dir / "compliance" / req.system / model / scenario
+            comp_src = runs.compliance_dir(req.system, model, scenario)
             if comp_src.is_dir():
-                shutil.copytree(comp_src, tree / "compliance" / req.system / model / scenario,
+                shutil.copytree(comp_src, tree.compliance_dir(req.system, model, scenario),
                                 ignore=shutil.ignore_patterns("mlperf_log_trace.json", ".*"))
             metric = read_detail_log(perf / "mlperf_log_detail.txt")
             key = RESULT_FIELD[scenario]
             packaged.entries.append((model, scenario, conf.name, f"{key}={metric.get(key)}"))
-    write_atomic(tree / "calibration.md", provenance.calibration_document(calibration_sections))
-    _write_json(tree / "systems" / f"{req.system}.json", system_desc)
+    write_atomic(tree.calibration_doc, provenance.calibration_document(calibration_sections))
+    _write_json(tree.system_file(req.system), system_desc)   # after the loop: engines add their software
     return packaged
 
 
 def package_submission(req: PackageRequest) -> Packaged:
-    final = req.output_dir / "submission" / "open" / req.submitter
+    final = req.outputs.submitter_dir(req.submitter)
     final.parent.mkdir(parents=True, exist_ok=True)
     # Built under build/ (same file system, so the final move is a rename), never inside
     # submission/: a half-built tree there would look like a second submitter to a checker.
-    staging = req.output_dir / "build"
+    staging = req.outputs.staging_dir
     staging.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".submission-{req.submitter}.partial-", dir=staging))
     os.chmod(tmp, 0o755)  # mkdtemp creates 0700; the tree is meant to be shared
@@ -352,12 +356,7 @@ def package_submission(req: PackageRequest) -> Packaged:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if final.exists():
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        archived = req.output_dir / "build" / "archive" / f"submission-{stamp}" / req.submitter
-        n = 1
-        while archived.exists():
-            archived = req.output_dir / "build" / "archive" / f"submission-{stamp}-{n}" / req.submitter
-            n += 1
+        archived = req.outputs.archive_slot("submission-") / req.submitter
         archived.parent.mkdir(parents=True, exist_ok=True)
         # Two renames: between them the earlier tree is already safe in the archive.
         shutil.move(str(final), str(archived))

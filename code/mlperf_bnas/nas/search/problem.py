@@ -2,7 +2,7 @@
 
 One integer gene per elastic choice (``SearchSpace.genes``, gene ``i`` takes ``0 ..
 len(choices) - 1``). ``SubnetProblem`` only maps genomes to objectives; the algorithm
-(pymoo) owns selection and the tactic (``search.py``/``linas.py``) owns the loop, so
+(pymoo) owns selection and the tactic (``tactics.py``/``linas.py``) owns the loop, so
 algorithms and tactics are interchangeable (style.md pattern 7).
 
 Accuracy is maximised, so its objective is ``-accuracy``; MACs, parameters and latency
@@ -37,15 +37,6 @@ def objective_values(metrics: dict, objectives: Sequence[str]) -> list[float]:
     return [-float(metrics[m]) if m == "accuracy" else float(metrics[m]) for m in objectives]
 
 
-def metrics_from_objectives(F: np.ndarray, objectives: Sequence[str]) -> np.ndarray:
-    """Undo the sign flip: objective matrix -> metric matrix (accuracy positive again)."""
-    F = np.array(F, dtype=float)
-    for j, m in enumerate(objectives):
-        if m == "accuracy":
-            F[:, j] = -F[:, j]
-    return F
-
-
 class SubnetProblem(Problem):
     """Genome -> measured objectives (every call is a full, high-fidelity evaluation)."""
 
@@ -57,9 +48,6 @@ class SubnetProblem(Problem):
         self.space = space
         self.objectives = tuple(objectives)
         self._measure = measure
-
-    def decode(self, x) -> dict:
-        return self.space.decode([int(v) for v in as_genomes(self.space, x)[0]])
 
     def _evaluate(self, X, out, *args, **kwargs):
         configs = [self.space.decode([int(v) for v in g]) for g in as_genomes(self.space, X)]

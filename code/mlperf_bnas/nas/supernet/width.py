@@ -18,7 +18,7 @@ from torch import fx, nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from mlperf_bnas.errors import UserError
-from mlperf_bnas.nas.graph import (
+from mlperf_bnas.nas.supernet.graph import (
     CHANNEL_PRESERVING_FUNCTIONS, CHANNEL_PRESERVING_METHODS, CHANNEL_PRESERVING_MODULES, ELEMENTWISE_BINARY,
     ELEMENTWISE_BINARY_METHODS, flat_args, shape_of,
 )

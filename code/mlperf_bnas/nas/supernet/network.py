@@ -30,19 +30,22 @@ import torch
 from torch import fx, nn
 
 from mlperf_bnas.errors import UserError
-from mlperf_bnas.nas.blocks import Block, blocks_from_names, find_blocks, group_blocks, remove_blocks
-from mlperf_bnas.nas.config import ElasticityOptions, parse_elasticity
-from mlperf_bnas.nas.elastic import (
+from mlperf_bnas.fileio import load_checkpoint
+from mlperf_bnas.nas.supernet.blocks import Block, blocks_from_names, find_blocks, group_blocks, remove_blocks
+from mlperf_bnas.nas.nas_config import ElasticityOptions, parse_elasticity
+from mlperf_bnas.nas.supernet.elastic import (
     ELASTIC_TYPES, ElasticBatchNorm2d, make_elastic,
 )
-from mlperf_bnas.nas.graph import propagate_shapes, shape_of, trace
-from mlperf_bnas.nas.kernel import find_kernel_convs
-from mlperf_bnas.nas.space import SearchSpace
-from mlperf_bnas.nas.width import WidthGroup, find_width_groups, reorganize_group, width_list
+from mlperf_bnas.nas.supernet.graph import propagate_shapes, shape_of, trace
+from mlperf_bnas.nas.supernet.kernel import find_kernel_convs
+from mlperf_bnas.nas.supernet.space import SearchSpace
+from mlperf_bnas.nas.supernet.width import WidthGroup, find_width_groups, reorganize_group, width_list
 
 log = logging.getLogger(__name__)
 
 SUPERNET_FORMAT = "mlperf-bnas-supernet"
+#: How to get a super-network checkpoint (the end of every error about a missing or bad one).
+SUPERNET_HINT = "train one with `mlperf-bnas nas train` (the demo: code/bootstrapnas/run_demo.sh)"
 
 
 class ElasticNetwork(nn.Module):
@@ -337,12 +340,7 @@ class SuperNetwork:
     @classmethod
     def load(cls, path, model_builder: Callable[[], nn.Module]) -> "SuperNetwork":
         path = Path(path)
-        if not path.is_file():
-            raise UserError(f"{path}: super-network checkpoint not found")
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except (RuntimeError, EOFError, ValueError) as exc:
-            raise UserError(f"{path}: not a readable torch checkpoint ({exc})") from None
+        ckpt = load_checkpoint(path, "super-network checkpoint", SUPERNET_HINT)
         if not isinstance(ckpt, dict) or ckpt.get("format") != SUPERNET_FORMAT:
             raise UserError(f"{path}: not a BootstrapNAS super-network checkpoint (format {SUPERNET_FORMAT!r})")
         model = model_builder()

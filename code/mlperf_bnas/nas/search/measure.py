@@ -17,7 +17,7 @@ from typing import Sequence
 
 import torch
 
-from mlperf_bnas.nas.latency import LatencyMeter
+from mlperf_bnas.nas.search.latency import LatencyMeter
 
 log = logging.getLogger(__name__)
 

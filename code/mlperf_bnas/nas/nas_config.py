@@ -21,14 +21,12 @@ The ``search`` section belongs to the search (``nas/search*.py``), which validat
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from mlperf_bnas.errors import UserError
+from mlperf_bnas.fileio import read_mapping
 
 DIMS = ("kernel", "width", "depth")
 
@@ -195,17 +193,7 @@ _TRAINING_KEYS = {"algorithm", "progressivity_of_elasticity", "batchnorm_adaptat
 
 
 def read_config_file(path: Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: BootstrapNAS config file not found; pass an existing .json or .yaml file")
-    text = path.read_text()
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise UserError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: the top level must be a mapping")
-    return data
+    return read_mapping(path, "BootstrapNAS config file", "pass an existing .json or .yaml file")
 
 
 def parse_training(section: dict, where: str) -> TrainingOptions:

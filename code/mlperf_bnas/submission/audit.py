@@ -27,9 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from mlperf_bnas.enums import Mode
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.loadgen import accuracy_log
 from mlperf_bnas.loadgen.accuracy_log import DTYPES
+from mlperf_bnas.paths import mode_dir
 from mlperf_bnas.submission import rules as R
 
 TESTS = ("TEST01", "TEST04")
@@ -213,20 +215,20 @@ def verify_and_publish(test: str, reference_dir: Path, run_dir: Path, final_dir:
     final_dir.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{test}.", dir=final_dir.parent))
     try:
-        perf_ok, perf_text = verify_performance(reference_dir / "performance" / "run_1" / "mlperf_log_summary.txt",
+        perf_ok, perf_text = verify_performance(mode_dir(reference_dir, Mode.PERFORMANCE) / "mlperf_log_summary.txt",
                                                 run_dir / "mlperf_log_summary.txt", test)
         (stage / "verify_performance.txt").write_text(perf_text, encoding="utf-8")
-        run_1 = stage / "performance" / "run_1"
+        run_1 = mode_dir(stage, Mode.PERFORMANCE)
         run_1.mkdir(parents=True)
         for name in ("mlperf_log_summary.txt", "mlperf_log_detail.txt"):
             shutil.copy2(run_dir / name, run_1 / name)
         acc_ok = None
         if test == "TEST01":
-            ref_log = reference_dir / "accuracy" / "mlperf_log_accuracy.json"
+            ref_log = mode_dir(reference_dir, Mode.ACCURACY) / "mlperf_log_accuracy.json"
             test_log = run_dir / "mlperf_log_accuracy.json"
             acc_ok, acc_text = verify_accuracy(ref_log, test_log, dtype)
             (stage / "verify_accuracy.txt").write_text(acc_text, encoding="utf-8")
-            acc_dir = stage / "accuracy"
+            acc_dir = mode_dir(stage, Mode.ACCURACY)
             acc_dir.mkdir()
             shutil.copy2(test_log, acc_dir / "mlperf_log_accuracy.json")
             (acc_dir / "accuracy.txt").write_text(score(test_log), encoding="utf-8")
@@ -253,9 +255,9 @@ def verify_and_publish(test: str, reference_dir: Path, run_dir: Path, final_dir:
 
 def check_reference(test: str, reference_dir: Path) -> None:
     """The runs a compliance test is compared with must exist before minutes are spent on it."""
-    need = [reference_dir / "performance" / "run_1" / "mlperf_log_summary.txt"]
+    need = [mode_dir(reference_dir, Mode.PERFORMANCE) / "mlperf_log_summary.txt"]
     if test == "TEST01":
-        need.append(reference_dir / "accuracy" / "mlperf_log_accuracy.json")
+        need.append(mode_dir(reference_dir, Mode.ACCURACY) / "mlperf_log_accuracy.json")
     for path in need:
         if not path.is_file():
             mode = "accuracy" if "accuracy" in path.parts else "performance"

@@ -11,7 +11,7 @@ import numpy as np
 from pymoo.indicators.hv import HV
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
-from mlperf_bnas.nas.problem import objective_values
+from mlperf_bnas.nas.search.problem import objective_values
 
 
 def front_indices(F: np.ndarray) -> np.ndarray:

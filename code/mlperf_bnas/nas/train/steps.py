@@ -1,43 +1,37 @@
-"""``mlperf-bnas nas train|export|info|demo``: entry points over the library functions.
+"""The steps ``mlperf-bnas nas train|export|info|demo`` run (their flags: ``commands/nas.py``).
 
 * ``train``  -- progressive shrinking from a config file and pre-trained weights;
-* ``export`` -- a sub-network of a trained super-network as a ``mlperf-bnas-subnet`` checkpoint;
-* ``info``   -- the super-network generated for a model (blocks, width groups, kernels, space);
-* ``demo``   -- the embedded example: pre-train a small CNN on sklearn digits, build and train
+* ``export_subnet`` -- a sub-network of a trained super-network as a ``mlperf-bnas-subnet`` checkpoint;
+* ``describe`` -- the super-network generated for a model (blocks, width groups, kernels, space);
+* ``run_demo`` -- the embedded example: pre-train a small CNN on sklearn digits, build and train
   its super-network, export the minimum and maximum sub-networks.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import shutil
-import time
 from pathlib import Path
 
 import torch
 
 from mlperf_bnas.errors import UserError
+from mlperf_bnas.fileio import load_checkpoint
+from mlperf_bnas.nas.supernet.network import SUPERNET_HINT
+from mlperf_bnas.paths import OutputRoot, benchmark_dir
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[3]
-DEMO_CONFIG = REPO / "code" / "bootstrapnas" / "configs" / "digits_progressive_shrinking.json"
-NAS_BUILD = Path("build") / "bootstrapnas"
+DEMO_CONFIG = benchmark_dir("bootstrapnas") / "configs" / "digits_progressive_shrinking.json"
 
 
 # -- shared helpers -----------------------------------------------------------------------
 def load_state_dict_file(path: Path) -> dict:
     """Weights a user hands us: a state dict (or {"state_dict": ...}), loaded weights-only."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: pre-trained weights not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise UserError(f"{path}: not a readable torch checkpoint ({exc})") from None
+    obj = load_checkpoint(path, "pre-trained weights file",
+                          "pass a state dict saved with torch.save(model.state_dict(), path)")
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -105,7 +99,7 @@ def preprocess_for(model_name: str, input_size: tuple[int, ...]) -> dict:
 def set_aside(path: Path, output_dir: Path) -> None:
     """Move an earlier run's folder to build/archive/ (never delete what a user has)."""
     if path.exists() and any(path.iterdir()):
-        archive = output_dir / "build" / "archive" / f"{path.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        archive = OutputRoot(output_dir).archive_slot(f"{path.name}-")
         archive.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(path), str(archive))
         log.info("moved the earlier %s to %s", path, archive)
@@ -113,15 +107,10 @@ def set_aside(path: Path, output_dir: Path) -> None:
 
 def load_supernet(path: Path):
     from mlperf_bnas.nas.export import build_base_model
-    from mlperf_bnas.nas.supernet import SuperNetwork
+    from mlperf_bnas.nas.supernet.network import SuperNetwork
 
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: super-network checkpoint not found; train one with `mlperf-bnas nas train`")
-    try:
-        header = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise UserError(f"{path}: not a readable torch checkpoint ({exc})") from None
+    header = load_checkpoint(path, "super-network checkpoint", SUPERNET_HINT)
     base = header.get("extra", {}).get("base_model") if isinstance(header, dict) else None
     if base is None:
         raise UserError(f"{path}: super-network checkpoint does not name its base model (extra.base_model)")
@@ -130,7 +119,7 @@ def load_supernet(path: Path):
 
 
 def default_device_for_cli() -> torch.device:
-    from mlperf_bnas.nas.train import default_device
+    from mlperf_bnas.nas.train.progressive import default_device
 
     return default_device()
 
@@ -157,22 +146,13 @@ def resolve_subnet(supernet, spec: str) -> dict:
 
 
 # -- train ----------------------------------------------------------------------------------
-def _train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, type=Path, help="BootstrapNAS config (.json/.yaml, NNCF format)")
-    p.add_argument("--output-dir", required=True, type=Path, help="folder for checkpoints and the training log")
-    p.add_argument("--pretrained", help="pre-trained weights (state dict file), or 'torchvision' for resnet50")
-    p.add_argument("--data-dir", help="dataset root for dataset 'imagefolder'")
-    p.add_argument("--resume", action="store_true", help="continue from <output-dir>/supernet_last.pt")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
 def train_from_config(config_path: Path, output_dir: Path, pretrained_model: torch.nn.Module, resume: bool,
                       data_dir: str | None = None, progress: bool = True):
     """Build (or resume) the super-network for ``config_path`` and train it; returns (supernet, state)."""
-    from mlperf_bnas.nas.config import load_nas_config
+    from mlperf_bnas.nas.nas_config import load_nas_config
     from mlperf_bnas.nas.export import build_base_model
-    from mlperf_bnas.nas.supernet import SuperNetwork
-    from mlperf_bnas.nas.train import LAST_CHECKPOINT, default_device, train_progressive_shrinking
+    from mlperf_bnas.nas.supernet.network import SuperNetwork
+    from mlperf_bnas.nas.train.progressive import LAST_CHECKPOINT, default_device, train_progressive_shrinking
 
     cfg = load_nas_config(config_path)
     device = default_device()
@@ -192,99 +172,77 @@ def train_from_config(config_path: Path, output_dir: Path, pretrained_model: tor
     return supernet, state
 
 
-def _train(args: argparse.Namespace) -> int:
-    from mlperf_bnas.nas.config import load_nas_config
+def train(config: Path, output_dir: Path, pretrained: str | None, data_dir: str | None = None,
+          resume: bool = False, progress: bool = True) -> dict:
+    """``mlperf-bnas nas train``: the super-network of ``config``, trained into ``output_dir``."""
+    from mlperf_bnas.nas.nas_config import load_nas_config
+    from mlperf_bnas.nas.train.progressive import LAST_CHECKPOINT
 
-    cfg = load_nas_config(args.config)
-    if not args.resume and (args.output_dir / "supernet_last.pt").exists():
-        raise UserError(f"{args.output_dir} already holds a training run; pass --resume to continue it or "
+    cfg = load_nas_config(config)
+    if not resume and (output_dir / LAST_CHECKPOINT).exists():
+        raise UserError(f"{output_dir} already holds a training run; pass --resume to continue it or "
                         "choose another --output-dir")
-    model = build_pretrained(cfg.model, args.pretrained)
-    _, state = train_from_config(args.config, args.output_dir, model, args.resume, args.data_dir,
-                                 not args.no_progress)
+    model = build_pretrained(cfg.model, pretrained)
+    _, state = train_from_config(config, output_dir, model, resume, data_dir, progress)
     last = state.history[-1] if state.history else {}
-    print(json.dumps({"supernet": str(args.output_dir / "supernet.pt"), "last_epoch": last}, indent=2))
-    return 0
+    return {"supernet": str(output_dir / "supernet.pt"), "last_epoch": last}
 
 
 # -- export ---------------------------------------------------------------------------------
-def _export_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--supernet", required=True, type=Path, help="trained super-network checkpoint (supernet.pt)")
-    p.add_argument("--subnet", default="min", help="max, min, a JSON config, or a .json file (a search result row)")
-    p.add_argument("--output", required=True, type=Path, help="sub-network checkpoint to write (.pt)")
-    p.add_argument("--bn-samples", type=int, default=0,
-                   help="re-calibrate BN statistics on this many training samples first (digits dataset only)")
-
-
-def _export(args: argparse.Namespace) -> int:
+def export_subnet(supernet_path: Path, subnet: str, output: Path, bn_samples: int = 0) -> dict:
+    """``mlperf-bnas nas export``: sub-network ``subnet`` (see ``resolve_subnet``) of a trained super-network."""
     from mlperf_bnas.nas.export import save_subnet
 
-    if args.output.exists():
-        raise UserError(f"{args.output} exists; choose another --output (existing files are never overwritten)")
-    supernet, base, preprocess = load_supernet(args.supernet)
-    config = resolve_subnet(supernet, args.subnet)
-    if args.bn_samples > 0:
+    if output.exists():
+        raise UserError(f"{output} exists; choose another --output (existing files are never overwritten)")
+    supernet, base, preprocess = load_supernet(supernet_path)
+    config = resolve_subnet(supernet, subnet)
+    if bn_samples > 0:
         if base != "digits_resnet":
             raise UserError("--bn-samples needs the built-in digits data; re-calibrate other models before export")
         from mlperf_bnas.nas.demo import digits_loaders
 
-        train, _ = digits_loaders(64, 0)
+        train_loader, _ = digits_loaders(64, 0)
         supernet.activate(config)
-        supernet.bn_adapt(train, args.bn_samples)
-    subnet = supernet.extract_subnet(config)
-    save_subnet(subnet, config, base, preprocess, args.output)
-    print(json.dumps({"output": str(args.output), "subnet_config": config, "macs": supernet.macs(config),
-                      "params": supernet.params(config)}))
-    return 0
+        supernet.bn_adapt(train_loader, bn_samples)
+    module = supernet.extract_subnet(config)
+    save_subnet(module, config, base, preprocess, output)
+    return {"output": str(output), "subnet_config": config, "macs": supernet.macs(config),
+            "params": supernet.params(config)}
 
 
 # -- info -----------------------------------------------------------------------------------
-def _info_args(p: argparse.ArgumentParser) -> None:
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--supernet", type=Path, help="a super-network checkpoint")
-    src.add_argument("--config", type=Path, help="a BootstrapNAS config: describe the super-network it generates")
-    p.add_argument("--nodes", action="store_true", help="also list the traced graph's node names")
-
-
-def _info(args: argparse.Namespace) -> int:
-    from mlperf_bnas.nas.config import load_nas_config
+def describe(supernet_path: Path | None = None, config: Path | None = None, nodes: bool = False) -> dict:
+    """``mlperf-bnas nas info``: a trained super-network, or the one ``config`` generates."""
     from mlperf_bnas.nas.export import build_base_model
-    from mlperf_bnas.nas.supernet import SuperNetwork
+    from mlperf_bnas.nas.nas_config import load_nas_config
+    from mlperf_bnas.nas.supernet.network import SuperNetwork
 
-    if args.supernet:
-        supernet, _, _ = load_supernet(args.supernet)
+    if supernet_path:
+        supernet, _, _ = load_supernet(supernet_path)
     else:
-        cfg = load_nas_config(args.config)
+        cfg = load_nas_config(config)
         model, _ = build_base_model(cfg.model)
         supernet = SuperNetwork.from_model(model, cfg.training.elasticity, torch.zeros(cfg.input_size))
     info = supernet.describe()
-    if args.nodes:
+    if nodes:
         info["nodes"] = [n.name for n in supernet._graph.nodes]
-    print(json.dumps(info, indent=2))
-    return 0
+    return info
 
 
 # -- demo -----------------------------------------------------------------------------------
-def _demo_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--output-dir", type=Path, default=Path("."), help="OUTPUT_DIR (results under build/bootstrapnas/digits)")
-    p.add_argument("--config", type=Path, default=DEMO_CONFIG, help="training config (default: the digits demo's)")
-    p.add_argument("--pretrain-epochs", type=int, default=8, help="epochs of the pre-trained model")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted demo training")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
 def run_demo(output_dir: Path, config: Path = DEMO_CONFIG, pretrain_epochs: int = 8, resume: bool = False,
              progress: bool = True) -> dict:
-    from mlperf_bnas.nas.config import load_nas_config
+    from mlperf_bnas.nas.nas_config import load_nas_config
     from mlperf_bnas.nas.demo import DigitsResNet, digits_loaders, pretrain_digits_model
     from mlperf_bnas.nas.evaluate import evaluate_accuracy, top1
     from mlperf_bnas.nas.export import save_subnet
-    from mlperf_bnas.nas.train import default_device
+    from mlperf_bnas.nas.train.progressive import default_device
 
     cfg = load_nas_config(config)
     if cfg.model != "digits_resnet" or cfg.dataset != "digits":
         raise UserError(f"{config}: the demo needs model digits_resnet and dataset digits")
-    work = output_dir / NAS_BUILD / "digits"
+    work = OutputRoot(output_dir).nas_dir / "digits"
     if not resume:
         set_aside(work, output_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -325,18 +283,3 @@ def run_demo(output_dir: Path, config: Path = DEMO_CONFIG, pretrain_epochs: int 
     tmp.write_text(json.dumps(summary, indent=2))
     os.replace(tmp, work / "demo_summary.json")
     return summary
-
-
-def _demo(args: argparse.Namespace) -> int:
-    summary = run_demo(args.output_dir, args.config, args.pretrain_epochs, args.resume, not args.no_progress)
-    print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "config"} for k, v in summary["subnets"].items()},
-                     indent=2))
-    return 0
-
-
-ACTIONS = {
-    "train": ("progressive-shrinking training of a BootstrapNAS super-network", _train_args, _train),
-    "export": ("export a sub-network of a trained super-network as a checkpoint", _export_args, _export),
-    "info": ("describe the super-network generated for a model", _info_args, _info),
-    "demo": ("embedded demo: digits CNN -> super-network -> progressive shrinking -> sub-networks", _demo_args, _demo),
-}

@@ -5,8 +5,9 @@ JPEGs; OpenImages: COCO-style annotations + images). ``open`` checks it and
 fails with a one-line ``UserError`` naming what is wrong; ``items`` lists the
 source images in QSL order; ``ground_truth`` is what the accuracy script needs;
 ``preprocess_to_cache`` turns the images into a ``CachedSamples`` (the QSL's
-``SampleSource``) keyed by a ``PreprocessSpec``; ``make_synthetic`` writes a
-deterministic stand-in in the same on-disk form, labelled by a model.
+``SampleSource``) keyed by a ``PreprocessSpec``; ``calibration_set`` chooses the INT8
+calibration samples (every backend's build takes them from here); ``make_synthetic``
+writes a deterministic stand-in in the same on-disk form, labelled by a model.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Sequence
+
+import numpy as np
 
 from mlperf_bnas.data.cache import CachedSamples, SourceItem, build_cache
 from mlperf_bnas.data.spec import PreprocessSpec
@@ -51,6 +54,19 @@ class DatasetOptions:
             raise ValueError(f"synthetic_count must be >= 1, got {self.synthetic_count}")
 
 
+@dataclass(frozen=True)
+class CalibrationSet:
+    """The samples an INT8 build calibrates on, chosen by the dataset from its calibration set."""
+
+    samples: np.ndarray     # preprocessed exactly as the dataset's cache stores them
+    names: list[str]        # their source image names, in order
+    source: str             # where the set came from (the official list, a separate split), for the record
+
+    def record(self) -> dict[str, Any]:
+        """The build record's ``calibration`` section."""
+        return {"count": len(self.names), "names": list(self.names), "source": self.source}
+
+
 class Dataset(ABC):
     #: Registry name, also the cache sub-folder name.
     name: ClassVar[str]
@@ -75,8 +91,15 @@ class Dataset(ABC):
         """What the accuracy script compares responses with."""
 
     @abstractmethod
-    def calibration_indices(self, calibration_list: Path | None) -> list[int]:
-        """QSL indices of the calibration images (from the official list when given)."""
+    def calibration_set(self, cache: CachedSamples, count: int, list_dir: Path | None,
+                        progress: bool = True) -> CalibrationSet:
+        """The first ``count`` images of the dataset's calibration set, preprocessed as ``cache``.
+
+        ``cache`` is this dataset's own preprocessed cache: a dataset whose calibration
+        images are among its samples (ImageNet's list names validation images) takes them
+        from it; one with a separate calibration split (OpenImages) caches that split
+        beside it. ``list_dir`` is where downloaded calibration lists are kept.
+        """
 
     @classmethod
     @abstractmethod

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlperf_bnas.errors import RunFailed
-from mlperf_bnas.tune.spec import TuningSpec
+from mlperf_bnas.tune.tuning_spec import TuningSpec
 from mlperf_bnas.tune.trials import Trial, TrialRunner, require_success
 
 

@@ -15,99 +15,47 @@ for LINAS and ``latency_cache.json`` when latency is measured.
 
 from __future__ import annotations
 
-import argparse
 import datetime
-import hashlib
 import json
 import logging
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mlperf_bnas.errors import UserError
-from mlperf_bnas.nas.search_config import (
-    ALGORITHM_OBJECTIVES, LATENCY_RUNTIMES, METRICS, PRECISIONS, PREDICTORS, TACTICS, SearchSettings,
-    build_settings, read_search_section,
-)
+from mlperf_bnas.fileio import load_checkpoint, read_mapping, sha256_file, write_atomic
+from mlperf_bnas.nas.search.settings import SearchSettings, build_settings, read_search_section
+from mlperf_bnas.paths import SearchOutputs
 
 log = logging.getLogger(__name__)
 
-RESULTS_CSV = "search_results.csv"
-PARETO_CSV = "pareto.csv"
-PARETO_PNG = "pareto.png"
-BEST_CONFIG = "best_config.json"
-BEST_SUBNET = "best_subnet.pt"
-NAS_RECORD = "nas_record.json"
-LINAS_LOG = "linas_predictors.csv"
 RECORD_FORMAT = "mlperf-bnas-nas-record/1"
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    def flag(name: str, **kw: Any) -> None:
-        names = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
-        p.add_argument(*names, **kw)
+@dataclass(frozen=True)
+class SearchRequest:
+    """What ``mlperf-bnas nas search`` was asked (its flags: ``commands/nas.py``)."""
 
-    flag("supernet", required=True, type=Path, help="super-network checkpoint (SuperNetwork.save)")
-    flag("config", type=Path, help="NAS config (JSON/YAML) whose bootstrapNAS.search section sets defaults")
-    flag("model", help="base model of the super-network (default: the name stored in the checkpoint)")
-    flag("optimization_metrics", nargs="+", choices=METRICS, help="1, 2 or 3 objectives (default accuracy macs)")
-    flag("measurements", nargs="+", choices=METRICS, help="also measured and written to the CSV")
-    flag("search_tactic", choices=TACTICS, help="default evolutionary")
-    flag("search_algo", choices=list(ALGORITHM_OBJECTIVES), help="default nsga2 (ga/cmaes: 1 objective; "
-         "nsga2/age: 2; unsga3/ctaea/moead: 3)")
-    flag("num_evals", type=int, help="full sub-network evaluations (rounded down to whole populations)")
-    flag("population", type=int)
-    flag("seed", type=int)
-    flag("ref_acc", type=float, help="reference top-1 (%%); default: the maximum sub-network's")
-    flag("acc_delta", type=float, help="best = lowest cost with accuracy >= ref_acc - acc_delta (default 1)")
-    flag("num_bn_samples", type=int, help="BN re-calibration samples per accuracy measurement")
-    flag("test_fraction", type=float, help="fraction of the validation set used for accuracy")
-    flag("linas_inner_evals", type=int, help="LINAS: predictor evaluations per inner evolutionary run")
-    flag("predictor", choices=PREDICTORS, help="LINAS predictor (default ridge)")
-    flag("latency_runtime", choices=LATENCY_RUNTIMES, help="default: the base model's benchmark runtime")
-    flag("latency_precision", choices=PRECISIONS)
-    flag("latency_batch_size", type=int)
-    flag("latency_iterations", type=int)
-    flag("latency_warmup", type=int)
-    flag("dataset_path", type=Path, help="validation data for accuracy (ResNet-50: ImageNet val folder)")
-    flag("results_path", type=Path, help=f"results CSV (default <output-dir>/{RESULTS_CSV})")
-    flag("output_dir", type=Path, help="where the outputs go (default $OUTPUT_DIR or the current folder)")
-    flag("resume", action="store_true", help="continue the search recorded in --results_path")
-    flag("distributed", action="store_true", help="spread evaluations over torch.distributed (gloo) workers")
-    flag("nproc", type=int, default=None, help="with --distributed outside torchrun: start this many local processes")
-
-
-def _cli_settings(args: argparse.Namespace) -> dict[str, Any]:
-    latency = {"runtime": args.latency_runtime, "precision": args.latency_precision,
-               "batch_size": args.latency_batch_size, "iterations": args.latency_iterations,
-               "warmup": args.latency_warmup}
-    return {"optimization_metrics": args.optimization_metrics, "measurements": args.measurements,
-            "tactic": args.search_tactic, "algorithm": args.search_algo, "num_evals": args.num_evals,
-            "population": args.population, "seed": args.seed, "ref_acc": args.ref_acc, "acc_delta": args.acc_delta,
-            "num_bn_samples": args.num_bn_samples, "test_fraction": args.test_fraction,
-            "linas_inner_evals": args.linas_inner_evals, "predictor": args.predictor, "latency": latency}
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    supernet: Path
+    config: Path | None = None              # NAS config whose bootstrapNAS.search section sets defaults
+    model: str | None = None                # base model (default: the name stored in the checkpoint)
+    #: Search settings given on the command line (``settings.build_settings``'s ``cli``): None = unset.
+    settings: dict[str, Any] = field(default_factory=dict)
+    dataset_path: Path | None = None
+    results_path: Path | None = None
+    output_dir: Path | None = None
+    resume: bool = False
+    distributed: bool = False
+    nproc: int | None = None
 
 
 def _peek_checkpoint(path: Path) -> dict:
     """The super-network checkpoint's plain data (weights_only: never runs code from the file)."""
-    import torch
+    from mlperf_bnas.nas.supernet.network import SUPERNET_HINT
 
-    if not path.is_file():
-        raise UserError(f"--supernet {path}: super-network checkpoint not found; train one with "
-                        "`mlperf-bnas nas train` (the demo: code/bootstrapnas/run_demo.sh)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise UserError(f"--supernet {path}: not a readable torch checkpoint ({exc})") from None
+    ckpt = load_checkpoint(path, "super-network checkpoint", SUPERNET_HINT)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise UserError(f"--supernet {path}: not a BootstrapNAS super-network checkpoint")
     return ckpt
@@ -126,23 +74,17 @@ def _stored_nas_config(extra: dict) -> dict:
 
 
 def _read_config_file(path: Path) -> dict:
-    import yaml
-
-    try:
-        raw = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
-    except (json.JSONDecodeError, yaml.YAMLError, OSError) as exc:
-        raise UserError(f"--config {path}: cannot read ({exc})") from None
-    return raw if isinstance(raw, dict) else {}
+    return read_mapping(path, "NAS config", "pass an existing JSON/YAML file to --config")
 
 
 class Plan:
     """Everything resolved from the command line before any process starts measuring."""
 
-    def __init__(self, args: argparse.Namespace, check_outputs: bool = True):
-        from mlperf_bnas.nas.search_targets import SEARCH_TARGETS
+    def __init__(self, request: SearchRequest, check_outputs: bool = True):
+        from mlperf_bnas.nas.search.targets import SEARCH_TARGETS
 
-        self.args = args
-        self.supernet_path = args.supernet.resolve()
+        self.request = args = request
+        self.supernet_path = Path(args.supernet).resolve()
         ckpt = _peek_checkpoint(self.supernet_path)
         self.state_dict = ckpt["state_dict"]
         extra = ckpt.get("extra") or {}
@@ -160,10 +102,10 @@ class Plan:
             where, data_config = f"{self.supernet_path} (stored NAS config)", stored
         # The training run's data seed: the validation split must be the one training never saw.
         self.data_seed = int(data_config.get("seed", stored.get("seed", 0)) or 0)
-        cli = _cli_settings(args)
-        if cli["latency"]["runtime"] is None and not (section.get("latency") or {}).get("runtime"):
+        cli = {**args.settings, "latency": dict(args.settings.get("latency") or {})}
+        if cli["latency"].get("runtime") is None and not (section.get("latency") or {}).get("runtime"):
             cli["latency"]["runtime"] = self.target.default_latency_runtime
-            if self.target.default_latency_runtime == "torch" and cli["latency"]["precision"] is None:
+            if self.target.default_latency_runtime == "torch" and cli["latency"].get("precision") is None:
                 cli["latency"]["precision"] = "fp32"
         self.settings: SearchSettings = build_settings(section, cli, where)
         if "latency" in self.settings.measured and self.settings.latency.runtime == "openvino" \
@@ -172,12 +114,14 @@ class Plan:
                             "--latency_runtime torch")
         out = args.output_dir or Path(os.environ.get("OUTPUT_DIR") or ".")
         self.out_dir = out.resolve()
-        self.results_path = (args.results_path or self.out_dir / RESULTS_CSV).resolve()
+        self.outputs = SearchOutputs(self.out_dir)
+        self.results_path = (args.results_path or self.outputs.results_csv).resolve()
         if args.resume and not self.results_path.is_file():
             raise UserError(f"--resume: {self.results_path} does not exist; run without --resume to start a search")
         if check_outputs and not args.resume:
-            existing = [p for p in (self.results_path, self.out_dir / BEST_SUBNET, self.out_dir / NAS_RECORD,
-                                    self.out_dir / BEST_CONFIG, self.out_dir / PARETO_CSV) if p.exists()]
+            o = self.outputs
+            existing = [p for p in (self.results_path, o.best_subnet, o.record, o.best_config, o.pareto_csv)
+                        if p.exists()]
             if existing:
                 raise UserError(f"{existing[0]}: an earlier search's output is there; pass --resume to continue "
                                 "it, or choose another --output-dir (nothing is overwritten)")
@@ -186,26 +130,25 @@ class Plan:
 # --------------------------------------------------------------------------- one process
 
 def _build_evaluator(plan: Plan, rank: int):
-    from mlperf_bnas.nas.latency import LatencyMeter
-    from mlperf_bnas.nas.search_eval import SupernetEvaluator
-    from mlperf_bnas.nas.search_targets import model_builder
-    from mlperf_bnas.nas.supernet import SuperNetwork
+    from mlperf_bnas.nas.search.latency import LatencyMeter
+    from mlperf_bnas.nas.search.measure import SupernetEvaluator
+    from mlperf_bnas.nas.search.targets import model_builder
+    from mlperf_bnas.nas.supernet.network import SuperNetwork
 
     s = plan.settings
     supernet = SuperNetwork.load(plan.supernet_path, model_builder(plan.base_model, plan.state_dict))
-    bn_batches, val_loader = plan.target.loaders(plan.args.dataset_path, s.test_fraction, plan.data_seed)
+    bn_batches, val_loader = plan.target.loaders(plan.request.dataset_path, s.test_fraction, plan.data_seed)
     latency = None
     if "latency" in s.measured:
         # One cache per process: ranks never write the same file.
-        name = "latency_cache.json" if rank == 0 else f"latency_cache.rank{rank}.json"
-        latency = LatencyMeter(s.latency, plan.out_dir / name, plan.target.input_shape,
-                               plan.target.preprocess_spec, plan.out_dir / "latency_build")
+        latency = LatencyMeter(s.latency, plan.outputs.latency_cache(rank), plan.target.input_shape,
+                               plan.target.preprocess_spec, plan.outputs.latency_build)
     return supernet, SupernetEvaluator(supernet, s.measured, bn_batches, val_loader, s.num_bn_samples, latency)
 
 
 def _search_process(plan: Plan, rank: int, world: int) -> int:
-    from mlperf_bnas.nas import distributed
-    from mlperf_bnas.nas.search import LocalPool, run_search
+    from mlperf_bnas.nas.search import distributed
+    from mlperf_bnas.nas.search.tactics import LocalPool, run_search
 
     supernet, evaluator = _build_evaluator(plan, rank)
     if world > 1 and rank > 0:
@@ -215,7 +158,7 @@ def _search_process(plan: Plan, rank: int, world: int) -> int:
     try:
         plan.out_dir.mkdir(parents=True, exist_ok=True)
         _check_same_supernet(plan)
-        outcome = run_search(supernet.space, pool, plan.settings, plan.results_path, resume=plan.args.resume)
+        outcome = run_search(supernet.space, pool, plan.settings, plan.results_path, resume=plan.request.resume)
     finally:
         if world > 1:
             pool.close()
@@ -225,12 +168,10 @@ def _search_process(plan: Plan, rank: int, world: int) -> int:
 
 def _check_same_supernet(plan: Plan) -> None:
     """A resumed search must measure the super-network its CSV was measured on."""
-    from mlperf_bnas.fileio import write_atomic
-
-    state_path = plan.results_path.with_name(plan.results_path.stem + ".supernet.json")
+    state_path = SearchOutputs.supernet_stamp(plan.results_path)
     current = {"supernet": str(plan.supernet_path), "sha256": sha256_file(plan.supernet_path),
                "base_model": plan.base_model}
-    if plan.args.resume and state_path.is_file():
+    if plan.request.resume and state_path.is_file():
         try:
             earlier = json.loads(state_path.read_text())
         except json.JSONDecodeError:
@@ -242,16 +183,16 @@ def _check_same_supernet(plan: Plan) -> None:
     write_atomic(state_path, json.dumps(current, indent=1) + "\n")
 
 
-def _spawned(rank: int, world: int, port: int, args: argparse.Namespace) -> None:
+def _spawned(rank: int, world: int, port: int, request: SearchRequest) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     logging.basicConfig(level=logging.INFO, format=f"%(levelname)s rank{rank} %(name)s: %(message)s")
     # The parent checked the outputs; here rank 0 may already be writing them.
-    _distributed_main(Plan(args, check_outputs=False))
+    _distributed_main(Plan(request, check_outputs=False))
 
 
 def _distributed_main(plan: Plan) -> int:
-    from mlperf_bnas.nas import distributed
+    from mlperf_bnas.nas.search import distributed
 
     rank, world = distributed.init()
     try:
@@ -260,8 +201,9 @@ def _distributed_main(plan: Plan) -> int:
         distributed.shutdown()
 
 
-def run(args: argparse.Namespace) -> int:
-    from mlperf_bnas.nas import distributed
+def search(args: SearchRequest) -> int:
+    """Run the search in this process, under torchrun, or in ``nproc`` local processes."""
+    from mlperf_bnas.nas.search import distributed
 
     # Every setting is checked before a process starts. Under torchrun only rank 0 checks the
     # outputs (the others may start after rank 0 has begun writing).
@@ -292,18 +234,17 @@ def _metrics_out(metrics: dict) -> dict:
 
 def write_outputs(plan: Plan, supernet, evaluator, outcome, world: int) -> None:
     from mlperf_bnas.nas.export import save_subnet
-    from mlperf_bnas.nas.pareto import plot_front
-    from mlperf_bnas.fileio import write_atomic
-    from mlperf_bnas.nas.search import ResultsStore
+    from mlperf_bnas.nas.search.pareto import plot_front
+    from mlperf_bnas.nas.search.tactics import ResultsStore
 
     s = plan.settings
-    out = plan.out_dir
-    front_store = ResultsStore(out / PARETO_CSV, s.measured, supernet.space)
+    out = plan.outputs
+    front_store = ResultsStore(out.pareto_csv, s.measured, supernet.space)
     front_store.records = list(outcome.front)
     front_store.save()
 
     x_metric = s.cost_metric
-    plot_front(outcome.records, outcome.front, outcome.reference, outcome.best, x_metric, out / PARETO_PNG,
+    plot_front(outcome.records, outcome.front, outcome.reference, outcome.best, x_metric, out.pareto_png,
                f"{s.tactic} / {s.algorithm}: {outcome.num_full_evaluations} sub-networks measured")
 
     rule = (f"lowest {s.cost_metric} among measured sub-networks with accuracy >= ref_acc - acc_delta "
@@ -312,22 +253,22 @@ def write_outputs(plan: Plan, supernet, evaluator, outcome, world: int) -> None:
             "satisfies_accuracy_bound": outcome.best_satisfies, "ref_acc": outcome.ref_acc,
             "acc_delta": s.acc_delta, "cost_metric": s.cost_metric, "rule": rule,
             "reference": {"config": outcome.reference.config, "metrics": _metrics_out(outcome.reference.metrics)}}
-    write_atomic(out / BEST_CONFIG, json.dumps(best, indent=2) + "\n")
+    write_atomic(out.best_config, json.dumps(best, indent=2) + "\n")
 
     if outcome.predictor_log:
         lines = ["round,metric,n,n_train,mae,mape_pct,kendall_tau"]
         for e in outcome.predictor_log:
             lines.append(f"{e['round']},{e['metric']},{e['n']},{e['n_train']},{e['mae']!r},{e['mape_pct']!r},"
                          f"{e['kendall_tau']!r}")
-        write_atomic(out / LINAS_LOG, "\n".join(lines) + "\n")
+        write_atomic(out.linas_log, "\n".join(lines) + "\n")
 
     evaluator.prepare_export(outcome.best.config)
     subnet = supernet.extract_subnet(outcome.best.config)
-    save_subnet(subnet, outcome.best.config, plan.base_model, plan.target.preprocess, out / BEST_SUBNET)
+    save_subnet(subnet, outcome.best.config, plan.base_model, plan.target.preprocess, out.best_subnet)
     record = {
         "format": RECORD_FORMAT,
-        "subnet": BEST_SUBNET,
-        "subnet_sha256": sha256_file(out / BEST_SUBNET),
+        "subnet": out.best_subnet.name,
+        "subnet_sha256": sha256_file(out.best_subnet),
         "base_model": plan.base_model,
         "subnet_config": outcome.best.config,
         "metrics": _metrics_out(outcome.best.metrics),
@@ -340,21 +281,18 @@ def write_outputs(plan: Plan, supernet, evaluator, outcome, world: int) -> None:
                    "num_evals": s.num_evals, "population": s.population, "seed": s.seed,
                    "full_evaluations": outcome.num_full_evaluations, "distributed_processes": world,
                    "settings": s.to_dict(),
-                   "accuracy_data": {"dataset_path": str(plan.args.dataset_path) if plan.args.dataset_path else None,
+                   "accuracy_data": {"dataset_path": str(plan.request.dataset_path) if plan.request.dataset_path else None,
                                      "test_fraction": s.test_fraction, "num_bn_samples": s.num_bn_samples},
                    "latency": s.to_dict()["latency"] if "latency" in s.measured else None},
-        "files": {"results_csv": str(plan.results_path), "pareto_csv": PARETO_CSV, "pareto_png": PARETO_PNG,
-                  "best_config": BEST_CONFIG},
+        "files": {"results_csv": str(plan.results_path), "pareto_csv": out.pareto_csv.name,
+                  "pareto_png": out.pareto_png.name, "best_config": out.best_config.name},
         "created_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": " ".join(["mlperf-bnas", *sys.argv[1:]]),
     }
-    write_atomic(out / NAS_RECORD, json.dumps(record, indent=2) + "\n")
+    write_atomic(out.record, json.dumps(record, indent=2) + "\n")
     b = outcome.best.metrics
     print(f"search: {outcome.num_full_evaluations} sub-networks measured ({outcome.measured_now} now), "
           f"front of {len(outcome.front)}; best: accuracy {b['accuracy']:.2f}% "
           f"{s.cost_metric} {b[s.cost_metric]:.4g} (reference {outcome.reference.metrics['accuracy']:.2f}% "
-          f"{outcome.reference.metrics[s.cost_metric]:.4g}) -> {out / BEST_SUBNET}")
+          f"{outcome.reference.metrics[s.cost_metric]:.4g}) -> {out.best_subnet}")
 
-
-ACTIONS = {"search": ("search the super-network for the best sub-networks (DyNAS-T-style; NSGA-II, LINAS, ...)",
-                      add_arguments, run)}
