@@ -47,6 +47,7 @@ def rehearsal(tmp_path_factory):
             if (out / "rehearsal.json").is_file() else None}
 
 
+@pytest.mark.slow
 def test_tiny_rehearsal_runs_every_step_on_the_real_backend(rehearsal):
     first, rec = rehearsal["first"], rehearsal["record"]
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-3000:]
@@ -71,6 +72,7 @@ def test_tiny_rehearsal_runs_every_step_on_the_real_backend(rehearsal):
     assert rec["our_checker"]["summary"] and "SUMMARY" in rec["our_checker"]["summary"][0]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not MIRROR.is_dir(), reason="no mlcommons/inference mirror for the round's checker")
 def test_the_rounds_checker_ran_on_the_rehearsal_tree(rehearsal):
     rel = rehearsal["record"]["release_checker"]
@@ -80,6 +82,7 @@ def test_the_rounds_checker_ran_on_the_rehearsal_tree(rehearsal):
     assert rel["summary"], rel
 
 
+@pytest.mark.slow
 def test_a_rerun_reuses_every_finished_step(rehearsal):
     second = rehearsal["second"]
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-2000:]
