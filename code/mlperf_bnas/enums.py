@@ -20,6 +20,8 @@ E = TypeVar("E", bound=StrEnum)
 class Scenario(StrEnum):
     OFFLINE = "Offline"
     SERVER = "Server"
+    SINGLE_STREAM = "SingleStream"
+    MULTI_STREAM = "MultiStream"
 
 
 class Mode(StrEnum):

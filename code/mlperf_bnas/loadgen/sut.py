@@ -2,7 +2,12 @@
 
 ``OfflineSUT`` and ``ServerSUT`` differ only in how they batch: Offline receives
 the whole run as one query and spreads it over the backend in batches of
-``backend.batch_size``; Server dispatches each query as it arrives. With a Server
+``backend.batch_size``; Server dispatches each query as it arrives. SingleStream
+(one sample per query) and MultiStream (``MULTISTREAM_SAMPLES_PER_QUERY`` per query)
+send the next query only when the last one is answered, so their metric is one
+query's latency: ``StreamSUT`` hands each query to the backend at once, in as few
+batches as the backend's batch size allows (``check_stream_batch`` refuses a
+setting that would pad every query, see there). With a Server
 ``batch_size`` above 1, ``BatchingServerSUT`` batches dynamically instead: queued
 samples leave in one batch of up to ``batch_size`` whenever the backend has a free
 slot, so a lightly loaded server answers every query alone and batches grow only
@@ -32,7 +37,7 @@ import mlperf_loadgen as lg
 import numpy as np
 
 from mlperf_bnas.backends.base import Backend
-from mlperf_bnas.errors import RunFailed
+from mlperf_bnas.errors import RunFailed, UserError
 from mlperf_bnas.loadgen.postprocess import Postprocessor
 from mlperf_bnas.loadgen.qsl import QSL
 
@@ -280,7 +285,38 @@ class BatchingServerSUT(SUTBase):
                      self.batches, self.completed_samples / self.batches, self.backend.batch_size)
 
 
-def make_sut(scenario: str, backend: Backend, qsl: QSL, postprocess: Postprocessor) -> SUTBase:
+class StreamSUT(OfflineSUT):
+    """SingleStream / MultiStream: LoadGen issues one query (1 or 8 samples) and waits for its
+    answer before the next, so nothing queues: the query goes to the backend at once, split
+    into backend-sized batches that run in parallel where the backend has several slots.
+    Lowest latency comes from the backend settings (config.yaml's ``scenarios.SingleStream``
+    / ``MultiStream``: one stream using every core), not from the SUT."""
+
+
+#: Samples LoadGen puts into one query (LoadGen's mlperf.conf: ``*.MultiStream.samples_per_query = 8``).
+SAMPLES_PER_QUERY = {"SingleStream": 1, "MultiStream": 8}
+
+
+def check_stream_batch(scenario: str, batch_size: int, where: str = "config.yaml") -> None:
+    """Refuse backend settings that cannot answer a SingleStream / MultiStream query at its lowest
+    latency: a fixed batch larger than the query would pad every query to ``batch_size`` samples
+    (a batch-of-N inference for 1 sample), so the measured latency would not be the backend's."""
+    per_query = SAMPLES_PER_QUERY.get(scenario)
+    if per_query is None or batch_size <= per_query:
+        return
+    raise UserError(
+        f"{where}: backend_options.batch_size = {batch_size} cannot serve {scenario}: its queries hold "
+        f"{per_query} sample(s), so every query would run as a padded batch of {batch_size} and the "
+        f"latency measured would not be this backend's. Fix: set scenarios.{scenario}.backend_options.batch_size "
+        f"to at most {per_query} in {where} (or --set backend_options.batch_size={per_query})")
+
+
+def make_sut(scenario: str, backend: Backend, qsl: QSL, postprocess: Postprocessor, where: str = "config.yaml") -> SUTBase:
     if scenario == "Server" and backend.batch_size > 1:
         return BatchingServerSUT(backend, qsl, postprocess)
+    if scenario in SAMPLES_PER_QUERY:
+        check_stream_batch(scenario, backend.batch_size, where)
+        return StreamSUT(backend, qsl, postprocess)
+    if scenario not in ("Offline", "Server"):
+        raise UserError(f"unknown scenario {scenario!r}; valid: Offline, Server, SingleStream, MultiStream")
     return {"Offline": OfflineSUT, "Server": ServerSUT}[scenario](backend, qsl, postprocess)
