@@ -110,3 +110,25 @@ def resnet50_build(tmp_path_factory) -> Path:
     run_cli("dataset", *common, "--no-progress")
     run_cli("build", *common)
     return out
+
+
+@pytest.fixture(scope="session")
+def digits_supernet(tmp_path_factory) -> Path:
+    """The demo's super-network (the digits CNN pre-trained one epoch, untrained as a super-network),
+    saved as `nas train` saves one: for search tests, which need a checkpoint, not a good one."""
+    import json
+
+    import torch
+
+    from mlperf_bnas.nas.demo import DIGITS_PREPROCESS, DIGITS_SIZE, pretrain_digits_model
+    from mlperf_bnas.nas.supernet.network import SuperNetwork
+
+    config = REPO / "code" / "bootstrapnas" / "configs" / "digits_progressive_shrinking.json"
+    cfg = json.loads(config.read_text())
+    model, _ = pretrain_digits_model(epochs=1, seed=0)
+    supernet = SuperNetwork.from_model(model, cfg["bootstrapNAS"]["training"]["elasticity"],
+                                       torch.zeros(1, 3, DIGITS_SIZE, DIGITS_SIZE))
+    path = tmp_path_factory.mktemp("digits_supernet") / "supernet.pt"
+    supernet.save(path, extra={"base_model": "digits_resnet", "preprocess": dict(DIGITS_PREPROCESS),
+                               "config": str(config)})
+    return path

@@ -84,7 +84,12 @@ def test_stage_limits_the_space(supernet):
     ({"depth": {"min_block_size": 0}}, "min_block_size"),
     ({"kernel": {"max_num_kernels": "3"}}, "max_num_kernels"),
     ({"available_elasticity_dims": ["width", "height"]}, "available_elasticity_dims"),
-    ({"depth": {"mode": "manual", "skipped_blocks": [["layer1_0_relu_1", "fc"]]}}, "skipped_blocks"),
+    ({"depth": {"skipped_blocks": [["layer1_0_relu_1", "fc"]]}}, "skipped_blocks"),
+    ({"depth": {"skipped_blocks": [["DigitsResNet/Sequential[layer9]/BasicBlock[0]/ReLU[relu]/relu_1", "fc"]]}},
+     "unknown node"),
+    ({"depth": {"mode": "auto", "skipped_blocks": [["layer1_0_relu_1", "layer1_1_relu_1"]]}}, "depth.mode"),
+    ({"width": {"filter_importance": "external"}}, "external_importance_path"),
+    ({"ignored_scopes": ["{re}.*fc.*"]}, "ignored_scopes"),
 ])
 def test_bad_elasticity_is_a_user_error(section, key):
     with pytest.raises(UserError, match=key):
@@ -92,7 +97,12 @@ def test_bad_elasticity_is_a_user_error(section, key):
 
 
 def test_manual_blocks(supernet):
+    """NNCF's skipped_blocks, without any other key, replace the automatic block search."""
     blocks = [[b.entry, b.exit] for b in supernet.blocks[:2]]
-    manual = SuperNetwork.from_model(DigitsResNet(), {"depth": {"mode": "manual", "skipped_blocks": blocks}},
+    manual = SuperNetwork.from_model(DigitsResNet(), {"depth": {"skipped_blocks": blocks}},
                                      torch.zeros(1, 3, DIGITS_SIZE, DIGITS_SIZE))
     assert [[b.entry, b.exit] for b in manual.blocks] == blocks
+    # This project's earlier spelling ("mode": "manual") still reads the same when it agrees.
+    legacy = SuperNetwork.from_model(DigitsResNet(), {"depth": {"mode": "manual", "skipped_blocks": blocks}},
+                                     torch.zeros(1, 3, DIGITS_SIZE, DIGITS_SIZE))
+    assert [[b.entry, b.exit] for b in legacy.blocks] == blocks

@@ -39,8 +39,8 @@ from mlperf_bnas.paths import REPO, OutputRoot, SearchOutputs, benchmark_dir
 log = logging.getLogger("benchmark_nas_search")
 
 RESNET50_ELASTICITY = {"available_elasticity_dims": ["width", "depth"],
-                       "width": {"width_multipliers": [1.0, 0.75, 0.5, 0.25]},
-                       "depth": {"mode": "auto"}}
+                       # min_width 8: NNCF's default 32 would keep 64-channel groups at 32 (x0.5)
+                       "width": {"width_multipliers": [1.0, 0.75, 0.5, 0.25], "min_width": 8}}
 
 
 # --------------------------------------------------------------------------- ResNet-50

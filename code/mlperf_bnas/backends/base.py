@@ -68,6 +68,15 @@ class Backend(ABC):
     #: False for backends that never look at the input (the null backend), so the
     #: SUT skips gathering samples and the harness overhead is measured alone.
     reads_input: bool = True
+    #: Options baked into the built model: a run (and so a tuning trial) must use the value the
+    #: model was built with, so a tuning grid may not vary them (the tuner does not rebuild).
+    BUILD_OPTIONS: tuple[str, ...] = ()
+
+    @classmethod
+    def build_identity(cls, options: Any) -> dict[str, Any]:
+        """What of ``options`` the built model depends on (``BUILD_OPTIONS``' values by default):
+        two option sets with the same identity run on the same build."""
+        return {key: getattr(options, key) for key in cls.BUILD_OPTIONS}
 
     @classmethod
     def from_options(cls, model_path: Path | None, options: Any) -> "Backend":

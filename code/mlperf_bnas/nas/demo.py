@@ -72,7 +72,8 @@ def digits_tensors(size: int = DIGITS_SIZE) -> tuple[torch.Tensor, torch.Tensor]
     return images, torch.from_numpy(digits.target.astype(np.int64))
 
 
-def digits_loaders(batch_size: int, seed: int, size: int = DIGITS_SIZE, val_fraction: float = 0.25):
+def digits_loaders(batch_size: int, seed: int, size: int = DIGITS_SIZE, val_fraction: float = 0.25,
+                   val_batch_size: int = 256):
     """(train, val) DataLoaders over a fixed, seeded split of the digits."""
     images, labels = digits_tensors(size)
     perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
@@ -81,7 +82,7 @@ def digits_loaders(batch_size: int, seed: int, size: int = DIGITS_SIZE, val_frac
     # The shuffle follows torch's global RNG, which the trainer seeds per epoch (exact resume).
     train = DataLoader(TensorDataset(images[train_idx], labels[train_idx]), batch_size=batch_size, shuffle=True,
                        drop_last=True)
-    val = DataLoader(TensorDataset(images[val_idx], labels[val_idx]), batch_size=256, shuffle=False)
+    val = DataLoader(TensorDataset(images[val_idx], labels[val_idx]), batch_size=val_batch_size, shuffle=False)
     return train, val
 
 

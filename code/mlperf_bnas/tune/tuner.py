@@ -48,11 +48,20 @@ class TuneRequest:
 
 
 def _check_candidates(cfg: BenchmarkConfig, scenario: str, candidates: list[dict[str, Any]]) -> None:
-    """Every candidate must be a valid set of backend options before any trial starts."""
-    options_cls = BACKENDS.get(cfg.backend).Options
+    """Every candidate must be a valid set of backend options, and one the built model can run
+    (same build-time options), before any trial starts."""
+    backend_cls = BACKENDS.get(cfg.backend)
     where = f"{cfg.benchmark_dir / 'config.yaml'} tuning.{scenario}"
+    built = backend_cls.build_identity(
+        check_options("backend_options", dict(cfg.backend_options), backend_cls.Options, where))
     for candidate in candidates:
-        check_options("backend_options", {**cfg.backend_options, **candidate}, options_cls, where)
+        options = check_options("backend_options", {**cfg.backend_options, **candidate}, backend_cls.Options, where)
+        for key, value in backend_cls.build_identity(options).items():
+            if value != built[key]:
+                raise UserError(f"{where}.backend_options.{key}: {candidate.get(key, value)!r} cannot run: the "
+                                f"{cfg.backend} backend builds the model for one {key} ({built[key]!r} here) and "
+                                f"the tuner does not rebuild; leave {key} out of the grid, or build and tune each "
+                                f"{key} separately")
 
 
 def _load_existing(path: Path) -> dict[str, Any]:
@@ -182,9 +191,13 @@ def _print_summary(record: dict[str, Any], runner: TrialRunner, conf_out: Path, 
     for scenario, result in record["scenarios"].items():
         opts = " ".join(f"{k}={v}" for k, v in sorted(result["backend_options"].items())) or "(config defaults)"
         if scenario == "Offline":
-            print(f"  Offline: {opts}: {result['samples_per_s']:.1f} samples/s measured -> target_qps "
-                  f"{result['target_qps']:.1f} (margin {record['spec']['offline_margin']}) "
+            print(f"  Offline: {opts}: {result['samples_per_s']:.1f} samples/s measured (median) -> target_qps "
+                  f"{result['target_qps']:.1f} (highest run x margin {record['spec']['offline_margin']}) "
                   f"[trials {', '.join(map(str, result['trials']))}]")
+            for s in result.get("spread") or []:
+                label = " ".join(f"{k}={v}" for k, v in sorted(s["backend_options"].items())) or "(config defaults)"
+                print(f"    contender {label}: median {s['median']:.1f} (min {s['min']:.1f}, max {s['max']:.1f}, "
+                      f"{len(s['runs'])} runs, spread {100 * (s['relative_spread'] or 0):.0f}%)")
         else:
             bound = result.get("latency_bound_ms")
             print(f"  Server: {opts}: target_qps {result['target_qps']:.1f} VALID at p99 <= "

@@ -1,6 +1,6 @@
 """pymoo algorithms by DyNAS-T name, on integer genomes, driven by pymoo's ask/tell loop.
 
-``ALGORITHMS``: ga, cmaes (one objective), nsga2, age (two), unsga3, ctaea, moead (three);
+``ALGORITHMS``: ga, cmaes (one objective), nsga2, age, rnsga2 (NNCF's) (two), unsga3, ctaea, moead (three);
 integer genes through IntegerRandomSampling and SBX + PM with RoundingRepair. The tactics
 (``tactics.py``, ``linas.py``) choose what to measure; these only propose genomes.
 """
@@ -97,6 +97,25 @@ def _moead(s: SearchSettings, n_obj: int, population: int):
     # The batch variant: one ask() gives a whole generation, which distributed workers can share.
     return ParallelMOEAD(ref_dirs=_ref_dirs(n_obj, population, s.seed), n_neighbors=min(20, population),
                          **_integer_operators(s))
+
+
+@ALGORITHMS.register("rnsga2")
+def _rnsga2(s: SearchSettings, n_obj: int, population: int):
+    # NNCF's RNSGA2SearchAlgorithm: reference points in NNCF's objective space [cost, -top1]
+    # (cost MACs in millions, NNCF's unit; params and latency as measured), reordered to ours.
+    from pymoo.algorithms.moo.rnsga2 import RNSGA2
+
+    scale = {"macs": 1e6}
+    points = []
+    for cost, neg_acc in s.aspiration_points:
+        points.append([neg_acc if m == "accuracy" else cost * scale.get(m, 1.0) for m in s.optimization_metrics])
+    weights = None
+    if s.weights is not None:
+        order = {m: (s.weights[1] if m == "accuracy" else s.weights[0]) for m in s.optimization_metrics}
+        weights = np.array([order[m] for m in s.optimization_metrics])
+    return RNSGA2(ref_points=np.array(points, dtype=float), pop_size=population, epsilon=s.epsilon,
+                  normalization="front", extreme_points_as_reference_points=s.extreme_points_as_ref_points,
+                  weights=weights, eliminate_duplicates=True, **_integer_operators(s))
 
 
 def build_algorithm(settings: SearchSettings, n_obj: int, population: int | None = None):

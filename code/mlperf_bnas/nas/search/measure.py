@@ -32,6 +32,36 @@ def _bn_buffers(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+class Rebatched:
+    """``batches`` (tensors, or ``(inputs, labels)`` pairs) re-cut into batches of ``size``, in order:
+    DyNAS-T's --eval_batch_size over whatever batching the model's data comes in. Re-iterable."""
+
+    def __init__(self, batches, size: int):
+        self.batches, self.size = batches, size
+
+    def __iter__(self):
+        pending: list = []
+        count = 0
+        for batch in self.batches:
+            pending.append(batch)
+            count += (batch[0] if isinstance(batch, (tuple, list)) else batch).shape[0]
+            while count >= self.size:
+                out, pending, count = self._cut(pending, self.size)
+                yield out
+        if count:
+            yield self._cut(pending, count)[0]
+
+    @staticmethod
+    def _cut(pending: list, n: int):
+        paired = isinstance(pending[0], (tuple, list))
+        xs = torch.cat([b[0] if paired else b for b in pending])
+        ys = torch.cat([b[1] for b in pending]) if paired else None
+        rest_x = xs[n:]
+        rest = [] if len(rest_x) == 0 else [(rest_x, ys[n:]) if paired else rest_x]
+        out = (xs[:n], ys[:n]) if paired else xs[:n]
+        return out, rest, len(rest_x)
+
+
 class SupernetEvaluator:
     def __init__(self, supernet, measured: Sequence[str], bn_batches, val_loader, num_bn_samples: int,
                  latency: LatencyMeter | None = None):

@@ -1,16 +1,22 @@
-"""``mlperf-bnas nas search``: DyNAS-T-style sub-network search on a BootstrapNAS super-network.
+"""One sub-network search, shared by ``mlperf-bnas nas search`` and ``dynast`` (their flags: ``commands/``).
 
 Flags follow DyNAS-T (``--supernet --optimization_metrics --measurements --search_tactic
 --search_algo --num_evals --population --seed --results_path --dataset_path --test_fraction
---distributed``; each also accepts dashes); the NNCF ``bootstrapNAS.search`` section of
-``--config`` (or of the config stored in the super-network checkpoint) supplies the rest.
-Command line > config section > defaults.
+--distributed``); the NNCF ``bootstrapNAS.search`` section of ``--config`` (or, for ``nas
+search``, of the config stored in the super-network checkpoint) supplies the rest. Command
+line > config section > the tool's defaults (DyNAS-T's for ``dynast``) > SearchSettings'.
+
+``--supernet`` is a checkpoint, or a super-network name of this project (``resnet50``,
+``digits_resnet``/``digits`` (the demo), any other searchable model): the checkpoint is then
+``--supernet_ckpt_path`` or ``$OUTPUT_DIR/build/bootstrapnas/<name>/supernet.pt``. DyNAS-T's
+own names get one line saying they are not shipped (``dynast_compat``).
 
 Writes into ``--output-dir`` (default ``$OUTPUT_DIR`` or the current folder):
 ``search_results.csv`` (every measured sub-network), ``pareto.csv``, ``pareto.png``,
 ``best_config.json``, ``best_subnet.pt`` (``export.save_subnet``) and ``nas_record.json``
 beside it (what the submission's calibration notes quote), plus ``linas_predictors.csv``
-for LINAS and ``latency_cache.json`` when latency is measured.
+for LINAS and ``latency_cache.json`` when latency is measured; ``dynast`` also writes its
+``--results_path`` in DyNAS-T's CSV layout. Only rank 0 of a distributed search writes.
 """
 
 from __future__ import annotations
@@ -26,8 +32,9 @@ from typing import Any
 
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.fileio import load_checkpoint, read_mapping, sha256_file, write_atomic
+from mlperf_bnas.nas.search.dynast_compat import DynastCsv, dynast_supernet_refusal
 from mlperf_bnas.nas.search.settings import SearchSettings, build_settings, read_search_section
-from mlperf_bnas.paths import SearchOutputs
+from mlperf_bnas.paths import OutputRoot, SearchOutputs
 
 log = logging.getLogger(__name__)
 
@@ -36,19 +43,80 @@ RECORD_FORMAT = "mlperf-bnas-nas-record/1"
 
 @dataclass(frozen=True)
 class SearchRequest:
-    """What ``mlperf-bnas nas search`` was asked (its flags: ``commands/nas.py``)."""
+    """What ``mlperf-bnas nas search`` or ``dynast`` was asked (their flags: ``commands/``)."""
 
-    supernet: Path
+    supernet: str | Path                    # a checkpoint, or a super-network name (resolve_supernet)
+    supernet_ckpt_path: Path | None = None  # the checkpoint of a named super-network (DyNAS-T's flag)
     config: Path | None = None              # NAS config whose bootstrapNAS.search section sets defaults
     model: str | None = None                # base model (default: the name stored in the checkpoint)
     #: Search settings given on the command line (``settings.build_settings``'s ``cli``): None = unset.
     settings: dict[str, Any] = field(default_factory=dict)
+    #: The tool's own defaults below the config section (DyNAS-T's for ``dynast``).
+    defaults: dict[str, Any] = field(default_factory=dict)
+    #: Read the bootstrapNAS.search section of the config stored in the checkpoint when --config is unset.
+    stored_config_defaults: bool = True
     dataset_path: Path | None = None
     results_path: Path | None = None
+    #: ``dynast``'s --results_path: the results in DyNAS-T's CSV layout.
+    dynast_results: Path | None = None
     output_dir: Path | None = None
     resume: bool = False
     distributed: bool = False
     nproc: int | None = None
+    dist_timeout_s: float = 1800
+    tool: str = "mlperf-bnas nas search"
+    command: str | None = None              # the command line, for nas_record.json
+
+
+#: Super-network name -> its folder under build/bootstrapnas/ when it differs (the demo's).
+NAME_FOLDERS = {"digits_resnet": "digits"}
+NAME_ALIASES = {"digits": "digits_resnet"}
+
+
+def supernet_names() -> list[str]:
+    """The super-network names ``--supernet`` takes: every base model the search can measure."""
+    from mlperf_bnas.nas.search.targets import SEARCH_TARGETS
+
+    return list(SEARCH_TARGETS.names())
+
+
+def default_supernet_path(name: str) -> Path:
+    """Where a named super-network is looked for: ``$OUTPUT_DIR/build/bootstrapnas/<name>/supernet.pt``."""
+    root = OutputRoot(Path(os.environ.get("OUTPUT_DIR") or "."))
+    return root.nas_dir / NAME_FOLDERS.get(name, name) / "supernet.pt"
+
+
+def resolve_supernet(spec: str | Path, ckpt_path: Path | None) -> tuple[Path, str | None]:
+    """(checkpoint, the name it was asked by or None) for ``--supernet spec [--supernet_ckpt_path P]``."""
+    text = str(spec)
+    names = supernet_names()
+    name = NAME_ALIASES.get(text, text)
+    if name in names:
+        path = Path(ckpt_path) if ckpt_path is not None else default_supernet_path(name)
+        if not path.is_file():
+            how = ("run code/bootstrapnas/run_demo.sh" if name == "digits_resnet" else
+                   f"train it with `mlperf-bnas nas train --config CFG --output-dir {path.parent}`")
+            raise UserError(f"--supernet {text}: no trained super-network at {path}; {how}, or pass its "
+                            "checkpoint with --supernet_ckpt_path")
+        return path, name
+    refusal = dynast_supernet_refusal(text, names)
+    if refusal:
+        raise UserError(refusal)
+    from mlperf_bnas.models.entry import MODELS
+
+    if text in MODELS and not Path(text).is_file():
+        # A benchmark model without a search target (names come from SEARCH_TARGETS, so one
+        # that gains a target is taken above).
+        raise UserError(f"--supernet {text}: the {text} benchmark model has no BootstrapNAS search target in "
+                        f"this version; search one of {', '.join(names)}, or pass a super-network checkpoint")
+    if ckpt_path is not None:
+        raise UserError(f"--supernet_ckpt_path needs a super-network name in --supernet ({', '.join(names)}); "
+                        f"{text!r} is not one")
+    path = Path(text)
+    if path.is_file() or path.suffix in (".pt", ".pth"):
+        return path, None
+    raise UserError(f"--supernet {text}: neither a super-network name ({', '.join(names)}) nor an existing "
+                    "checkpoint file")
 
 
 def _peek_checkpoint(path: Path) -> dict:
@@ -84,7 +152,8 @@ class Plan:
         from mlperf_bnas.nas.search.targets import SEARCH_TARGETS
 
         self.request = args = request
-        self.supernet_path = Path(args.supernet).resolve()
+        path, asked_name = resolve_supernet(args.supernet, args.supernet_ckpt_path)
+        self.supernet_path = path.resolve()
         ckpt = _peek_checkpoint(self.supernet_path)
         self.state_dict = ckpt["state_dict"]
         extra = ckpt.get("extra") or {}
@@ -92,13 +161,17 @@ class Plan:
         if not self.base_model:
             raise UserError(f"--supernet {self.supernet_path}: the checkpoint does not name its base model; pass "
                             f"--model ({', '.join(SEARCH_TARGETS.names())})")
+        if asked_name is not None and asked_name != self.base_model:
+            raise UserError(f"--supernet {args.supernet}: {self.supernet_path} is a {self.base_model} super-network, "
+                            f"not {asked_name}")
         self.target = SEARCH_TARGETS.get(self.base_model)()
         stored = _stored_nas_config(extra)
         if args.config is not None:
             section, where = read_search_section(args.config), str(args.config)
             data_config = _read_config_file(args.config)
         else:
-            section = (stored.get("bootstrapNAS") or {}).get("search") or {}
+            use = args.stored_config_defaults
+            section = ((stored.get("bootstrapNAS") or {}).get("search") or {}) if use else {}
             where, data_config = f"{self.supernet_path} (stored NAS config)", stored
         # The training run's data seed: the validation split must be the one training never saw.
         self.data_seed = int(data_config.get("seed", stored.get("seed", 0)) or 0)
@@ -107,7 +180,7 @@ class Plan:
             cli["latency"]["runtime"] = self.target.default_latency_runtime
             if self.target.default_latency_runtime == "torch" and cli["latency"].get("precision") is None:
                 cli["latency"]["precision"] = "fp32"
-        self.settings: SearchSettings = build_settings(section, cli, where)
+        self.settings: SearchSettings = build_settings(section, cli, where, args.defaults)
         if "latency" in self.settings.measured and self.settings.latency.runtime == "openvino" \
                 and self.target.preprocess_spec is None:
             raise UserError(f"latency.runtime openvino: {self.base_model} has no benchmark preprocessing; use "
@@ -116,12 +189,17 @@ class Plan:
         self.out_dir = out.resolve()
         self.outputs = SearchOutputs(self.out_dir)
         self.results_path = (args.results_path or self.outputs.results_csv).resolve()
+        self.dynast_results = args.dynast_results.resolve() if args.dynast_results is not None else None
+        if self.dynast_results is not None and self.dynast_results in (
+                self.results_path, self.outputs.pareto_csv.resolve(), self.outputs.linas_log.resolve()):
+            raise UserError(f"--results_path {self.dynast_results}: this search writes its own "
+                            f"{self.dynast_results.name} there; choose another file name")
         if args.resume and not self.results_path.is_file():
             raise UserError(f"--resume: {self.results_path} does not exist; run without --resume to start a search")
         if check_outputs and not args.resume:
             o = self.outputs
-            existing = [p for p in (self.results_path, o.best_subnet, o.record, o.best_config, o.pareto_csv)
-                        if p.exists()]
+            existing = [p for p in (self.results_path, self.dynast_results, o.best_subnet, o.record, o.best_config,
+                                    o.pareto_csv) if p is not None and p.exists()]
             if existing:
                 raise UserError(f"{existing[0]}: an earlier search's output is there; pass --resume to continue "
                                 "it, or choose another --output-dir (nothing is overwritten)")
@@ -135,9 +213,13 @@ def _build_evaluator(plan: Plan, rank: int):
     from mlperf_bnas.nas.search.targets import model_builder
     from mlperf_bnas.nas.supernet.network import SuperNetwork
 
+    from mlperf_bnas.nas.search.measure import Rebatched
+
     s = plan.settings
     supernet = SuperNetwork.load(plan.supernet_path, model_builder(plan.base_model, plan.state_dict))
     bn_batches, val_loader = plan.target.loaders(plan.request.dataset_path, s.test_fraction, plan.data_seed)
+    if s.eval_batch_size is not None:
+        bn_batches, val_loader = Rebatched(bn_batches, s.eval_batch_size), Rebatched(val_loader, s.eval_batch_size)
     latency = None
     if "latency" in s.measured:
         # One cache per process: ranks never write the same file.
@@ -158,7 +240,9 @@ def _search_process(plan: Plan, rank: int, world: int) -> int:
     try:
         plan.out_dir.mkdir(parents=True, exist_ok=True)
         _check_same_supernet(plan)
-        outcome = run_search(supernet.space, pool, plan.settings, plan.results_path, resume=plan.request.resume)
+        mirrors = [DynastCsv(plan.dynast_results, plan.request.resume)] if plan.dynast_results else []
+        outcome = run_search(supernet.space, pool, plan.settings, plan.results_path, resume=plan.request.resume,
+                             mirrors=mirrors)
     finally:
         if world > 1:
             pool.close()
@@ -194,7 +278,7 @@ def _spawned(rank: int, world: int, port: int, request: SearchRequest) -> None:
 def _distributed_main(plan: Plan) -> int:
     from mlperf_bnas.nas.search import distributed
 
-    rank, world = distributed.init()
+    rank, world = distributed.init(plan.request.dist_timeout_s)
     try:
         return _search_process(plan, rank, world)
     finally:
@@ -202,20 +286,26 @@ def _distributed_main(plan: Plan) -> int:
 
 
 def search(args: SearchRequest) -> int:
-    """Run the search in this process, under torchrun, or in ``nproc`` local processes."""
+    """Run the search in this process, as one group under torchrun or an MPI launcher, or in
+    ``nproc`` local processes."""
     from mlperf_bnas.nas.search import distributed
 
-    # Every setting is checked before a process starts. Under torchrun only rank 0 checks the
+    launch = distributed.detect_launch()
+    # Every setting is checked before a process starts. Under a launcher only rank 0 checks the
     # outputs (the others may start after rank 0 has begun writing).
-    plan = Plan(args, check_outputs=os.environ.get("RANK", "0") == "0")
-    if not args.distributed:
+    plan = Plan(args, check_outputs=launch is None or launch.rank == 0)
+    if launch is not None and launch.world_size > 1:
+        if args.nproc is not None:
+            raise UserError(f"--nproc: under {launch.launcher} the process count is the launcher's "
+                            f"({launch.world_size})")
+        if not args.distributed:
+            log.info("%s started %d processes: they search as one group (as with --distributed); rank 0 writes "
+                     "the results", launch.launcher, launch.world_size)
+        return _distributed_main(plan)
+    if not args.distributed or (launch is not None and args.nproc is None):
         if args.nproc not in (None, 1):
             raise UserError("--nproc needs --distributed")
         return _search_process(plan, 0, 1)
-    if distributed.launched_by_torchrun():
-        if args.nproc is not None:
-            raise UserError("--nproc: under torchrun the process count is torchrun's --nproc_per_node")
-        return _distributed_main(plan)
     nproc = args.nproc or 2
     if nproc < 1:
         raise UserError(f"--nproc must be >= 1, got {nproc}")
@@ -276,7 +366,7 @@ def write_outputs(plan: Plan, supernet, evaluator, outcome, world: int) -> None:
         "reference_metrics": _metrics_out(outcome.reference.metrics),
         "selection_rule": rule,
         "supernet": {"path": str(plan.supernet_path), "sha256": sha256_file(plan.supernet_path)},
-        "search": {"tool": "mlperf-bnas nas search", "tactic": s.tactic, "algorithm": s.algorithm,
+        "search": {"tool": plan.request.tool, "tactic": s.tactic, "algorithm": s.algorithm,
                    "optimization_metrics": list(s.optimization_metrics), "measured": list(s.measured),
                    "num_evals": s.num_evals, "population": s.population, "seed": s.seed,
                    "full_evaluations": outcome.num_full_evaluations, "distributed_processes": world,
@@ -285,9 +375,10 @@ def write_outputs(plan: Plan, supernet, evaluator, outcome, world: int) -> None:
                                      "test_fraction": s.test_fraction, "num_bn_samples": s.num_bn_samples},
                    "latency": s.to_dict()["latency"] if "latency" in s.measured else None},
         "files": {"results_csv": str(plan.results_path), "pareto_csv": out.pareto_csv.name,
-                  "pareto_png": out.pareto_png.name, "best_config": out.best_config.name},
+                  "pareto_png": out.pareto_png.name, "best_config": out.best_config.name,
+                  **({"dynast_results_csv": str(plan.dynast_results)} if plan.dynast_results else {})},
         "created_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": " ".join(["mlperf-bnas", *sys.argv[1:]]),
+        "command": plan.request.command or " ".join(["mlperf-bnas", *sys.argv[1:]]),
     }
     write_atomic(out.record, json.dumps(record, indent=2) + "\n")
     b = outcome.best.metrics

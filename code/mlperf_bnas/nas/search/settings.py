@@ -6,7 +6,10 @@ NNCF 2.x's BootstrapNAS search (``algorithm``, ``num_evals``, ``population``, ``
 ``crossover_prob``, ``crossover_eta``, ``mutation_prob``, ``mutation_eta``, ``ref_acc``,
 ``acc_delta``, ``batchnorm_adaptation.num_bn_adaptation_samples``) and DyNAS-T's command
 line (``search_tactic``, ``search_algo``, ``optimization_metrics``, ``measurements``,
-``test_fraction``). Every value is validated here, with a ``UserError`` naming the key.
+``test_fraction``). NNCF's RNSGA2 keys (``aspiration_points``, ``epsilon``, ``weights``,
+``extreme_points_as_ref_points``) and ``num_constraints`` (0 only: NNCF never computed
+constraint values) are read too. DyNAS-T's metric name ``accuracy_top1`` is ``accuracy``.
+Every value is validated here, with a ``UserError`` naming the key.
 """
 
 from __future__ import annotations
@@ -22,12 +25,17 @@ from mlperf_bnas.fileio import read_mapping
 
 #: Everything a sub-network can be measured on. Accuracy is maximised, the rest minimised.
 METRICS = ("accuracy", "macs", "params", "latency")
+#: DyNAS-T's names for the same metrics (its image-classification super-networks).
+METRIC_ALIASES = {"accuracy_top1": "accuracy"}
+#: What a metric list on the command line may name.
+METRIC_CHOICES = METRICS + tuple(METRIC_ALIASES)
 TACTICS = ("evolutionary", "linas", "random")
 #: Which algorithm optimises how many objectives (DyNAS-T's table, dynast/search/evolutionary.py).
 ALGORITHM_OBJECTIVES: dict[str, tuple[int, ...]] = {
     "ga": (1,), "cmaes": (1,),
     "nsga2": (2,), "age": (2,),
     "unsga3": (3,), "ctaea": (3,), "moead": (3,),
+    "rnsga2": (2,),   # NNCF's RNSGA2 (reference-point NSGA-II)
 }
 LATENCY_RUNTIMES = ("openvino", "torch")
 PRECISIONS = tuple(values(Precision))
@@ -67,10 +75,20 @@ class SearchSettings:
     num_bn_samples: int = 2000
     #: Fraction of the validation set used for accuracy (DyNAS-T's --test_fraction).
     test_fraction: float = 1.0
+    #: Batch size of the BN re-calibration and accuracy batches (DyNAS-T's --eval_batch_size);
+    #: None: the model's own data batching.
+    eval_batch_size: int | None = None
     #: LINAS: evaluations of the predictors per inner evolutionary run (DyNAS-T: 5000).
     linas_inner_evals: int = 5000
     predictor: str = "ridge"
     latency: LatencySettings = field(default_factory=LatencySettings)
+    #: NNCF's search problem constraint count; only 0 (NNCF evaluated no constraints).
+    num_constraints: int = 0
+    #: RNSGA2 (NNCF): preferred points [cost, -top1], cost in NNCF's units (MACs in millions).
+    aspiration_points: tuple[tuple[float, float], ...] = ((0.0, 0.0),)
+    epsilon: float = 0.001
+    weights: tuple[float, ...] | None = None
+    extreme_points_as_ref_points: bool = False
 
     @property
     def objectives(self) -> tuple[str, ...]:
@@ -97,6 +115,8 @@ class SearchSettings:
         out = dataclasses.asdict(self)
         out["optimization_metrics"] = list(self.optimization_metrics)
         out["measurements"] = list(self.measurements)
+        out["aspiration_points"] = [list(p) for p in self.aspiration_points]
+        out["weights"] = list(self.weights) if self.weights is not None else None
         return out
 
 
@@ -120,10 +140,17 @@ def read_search_section(path: str | Path) -> dict[str, Any]:
     return section
 
 
+#: NNCF search keys that are not supported: key -> why.
+_REFUSED = {"compression": "knowledge distillation belongs to training (bootstrapNAS.training.compression); the "
+                           "search measures sub-networks"}
+
+
 def _flatten(section: dict[str, Any], where: str) -> dict[str, Any]:
     """Config-file spelling -> field names; unknown keys are errors listing the valid ones."""
     out: dict[str, Any] = {}
     for key, value in section.items():
+        if key in _REFUSED:
+            raise UserError(f"{where}: {SECTION}.{key}: not supported: {_REFUSED[key]}")
         if key in _NESTED:
             if not isinstance(value, dict):
                 raise UserError(f"{where}: {SECTION}.{key} must be a mapping")
@@ -165,6 +192,7 @@ def _as_metrics(key: str, value: Any, where: str) -> tuple[str, ...]:
         value = [value]
     if not isinstance(value, (list, tuple)) or not value:
         raise UserError(f"{where}: {key} must be a non-empty list of {', '.join(METRICS)}")
+    value = [METRIC_ALIASES.get(v, v) for v in value]
     unknown = [v for v in value if v not in METRICS]
     if unknown:
         raise UserError(f"{where}: {key} has unknown metric(s) {', '.join(map(str, unknown))}; "
@@ -175,9 +203,11 @@ def _as_metrics(key: str, value: Any, where: str) -> tuple[str, ...]:
 
 
 def build_settings(config_section: dict[str, Any] | None, cli: dict[str, Any] | None,
-                   where: str = "search settings") -> SearchSettings:
-    """Merge (command line > config section > defaults) and validate everything."""
+                   where: str = "search settings", defaults: dict[str, Any] | None = None) -> SearchSettings:
+    """Merge (command line > config section > ``defaults`` (a tool's own, e.g. DyNAS-T's) > field
+    defaults) and validate everything."""
     merged: dict[str, Any] = {}
+    merged.update({_ALIASES.get(k, k): v for k, v in (defaults or {}).items()})
     merged.update(_flatten(config_section or {}, where))
     cli = dict(cli or {})
     latency = dict(merged.pop("latency", {}) or {})
@@ -223,6 +253,10 @@ def validate(s: SearchSettings, where: str) -> SearchSettings:
     if lat.runtime == "torch" and lat.precision != "fp32":
         raise UserError(f"{where}: latency.runtime 'torch' measures FP32 only; set latency.precision to fp32 "
                         "or use runtime openvino for INT8")
+    if s.num_constraints != 0:
+        raise UserError(f"{where}: {SECTION}.num_constraints: {s.num_constraints!r} not supported: NNCF declared "
+                        "constraints but never computed their values; only 0 is accepted")
+    aspiration, weights = _rnsga2_params(s, algo, objectives, where)
     if s.predictor not in PREDICTORS:
         raise UserError(f"{where}: unknown {SECTION}.predictor {s.predictor!r}; valid: {', '.join(PREDICTORS)}")
     return dataclasses.replace(
@@ -241,7 +275,12 @@ def validate(s: SearchSettings, where: str) -> SearchSettings:
         acc_delta=_as_float("acc_delta", s.acc_delta, where, 0.0, 100.0),
         num_bn_samples=_as_int("batchnorm_adaptation.num_bn_adaptation_samples", s.num_bn_samples, where, 0),
         test_fraction=_as_float("test_fraction", s.test_fraction, where, 1e-9, 1.0),
+        eval_batch_size=(None if s.eval_batch_size is None
+                         else _as_int("eval_batch_size", s.eval_batch_size, where, 1)),
         linas_inner_evals=_as_int("linas_inner_evals", s.linas_inner_evals, where, 1),
+        aspiration_points=aspiration,
+        epsilon=_as_float("epsilon", s.epsilon, where, 1e-12, 1e6),
+        weights=weights,
         latency=LatencySettings(
             runtime=lat.runtime, precision=lat.precision,
             batch_size=_as_int("latency.batch_size", lat.batch_size, where, 1),
@@ -250,3 +289,27 @@ def validate(s: SearchSettings, where: str) -> SearchSettings:
             num_threads=_as_int("latency.num_threads", lat.num_threads, where, 0),
         ),
     )
+
+
+def _rnsga2_params(s: SearchSettings, algo: str, objectives: tuple[str, ...], where: str):
+    """RNSGA2's aspiration points and weights, checked (they matter only for rnsga2)."""
+    points = s.aspiration_points
+    if not (isinstance(points, (list, tuple)) and points and all(
+            isinstance(p, (list, tuple)) and len(p) == 2 and all(_is_number(v) for v in p) for p in points)):
+        raise UserError(f"{where}: {SECTION}.aspiration_points must be a list of [cost, -top1] pairs (NNCF's "
+                        f"objective space), got {points!r}")
+    weights = s.weights
+    if weights is not None and not (isinstance(weights, (list, tuple)) and len(weights) == 2
+                                    and all(_is_number(w) and w > 0 for w in weights)):
+        raise UserError(f"{where}: {SECTION}.weights must be two positive numbers (one per objective), got {weights!r}")
+    if not isinstance(s.extreme_points_as_ref_points, bool):
+        raise UserError(f"{where}: {SECTION}.extreme_points_as_ref_points must be true or false")
+    if algo == "rnsga2" and ("accuracy" not in objectives or len(objectives) != 2):
+        raise UserError(f"{where}: algorithm rnsga2 (NNCF's RNSGA2) optimises accuracy and one cost metric; "
+                        f"optimization_metrics is {', '.join(objectives)}")
+    return (tuple(tuple(float(v) for v in p) for p in points),
+            tuple(float(w) for w in weights) if weights is not None else None)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)

@@ -75,6 +75,8 @@ class ResultsStore:
         self.space = space
         self.records: list[Record] = []
         self._by_key: dict[str, Record] = {}
+        #: Other views of the same records (DyNAS-T's CSV), written with every save.
+        self.mirrors: list = []
 
     @property
     def columns(self) -> list[str]:
@@ -105,6 +107,8 @@ class ResultsStore:
         for rec in self.records:
             writer.writerow(rec.row(self.metrics))
         write_atomic(self.path, buf.getvalue())
+        for mirror in self.mirrors:
+            mirror.write(self.records)
 
     def load(self) -> int:
         """Read an earlier run's CSV (resume). Returns the number of rows read."""
@@ -247,12 +251,16 @@ def choose_best(records: Sequence[Record], settings: SearchSettings, ref_acc: fl
     return min(ok, key=lambda r: (r.metrics[cost], -r.metrics["accuracy"], r.index)), True
 
 
-def run_search(space, pool: Pool, settings: SearchSettings, results_path: Path, resume: bool = False) -> SearchOutcome:
-    """Measure the maximum sub-network, run the tactic, and choose the best sub-network."""
+def run_search(space, pool: Pool, settings: SearchSettings, results_path: Path, resume: bool = False,
+               mirrors: Sequence = ()) -> SearchOutcome:
+    """Measure the maximum sub-network, run the tactic, and choose the best sub-network.
+
+    ``mirrors``: other writers of the results (``write(records)``), e.g. DyNAS-T's CSV."""
     if "accuracy" not in settings.measured:
         raise UserError("measurements must include accuracy: the best sub-network is the cheapest one with "
                         "accuracy >= ref_acc - acc_delta")
     store = ResultsStore(results_path, settings.measured, space)
+    store.mirrors = list(mirrors)
     if results_path.exists():
         if not resume:
             raise UserError(f"{results_path}: results already exist; pass --resume to continue that search "

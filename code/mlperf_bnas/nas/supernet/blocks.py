@@ -12,6 +12,7 @@ a group's trailing blocks.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from torch import fx
@@ -83,19 +84,83 @@ def find_blocks(gm: fx.GraphModule, min_block_size: int = 5, max_block_size: int
     return [Block(nodes[i].name, nodes[j].name, tuple(n.name for n in nodes[i + 1:j + 1])) for i, j in chosen]
 
 
+_SCOPE_PART = re.compile(r"^[^\[\]/]+\[(?P<attr>[^\[\]/]+)\]$")
+_OP_PART = re.compile(r"^(?P<op>.+)_(?P<index>\d+)$")
+
+
+def _norm_op(name: str) -> str:
+    """``__iadd__`` / ``add`` / ``add_`` -> ``add``: the operation, whatever way it was called."""
+    name = name.strip("_")
+    if len(name) > 1 and name[0] in "ir" and name[1:] in ("add", "mul", "sub", "truediv", "matmul"):
+        name = name[1:]
+    return name
+
+
+def _fx_op_name(node: fx.Node) -> str:
+    target = node.target
+    return _norm_op(target if isinstance(target, str) else getattr(target, "__name__", str(target)))
+
+
+def _innermost_module(node: fx.Node) -> str:
+    if node.op == "call_module":
+        return str(node.target)
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return ""
+    last = list(stack.values())[-1]
+    return str(last[0] if isinstance(last, tuple) else last)
+
+
+def nncf_node_name(gm: fx.GraphModule, name: str) -> str | None:
+    """The traced node NNCF called ``name`` (``ResNet/Sequential[layer1]/Bottleneck[1]/ReLU[relu]/relu__2``),
+    or None when ``name`` is not in NNCF's form or nothing matches.
+
+    NNCF names a node by its module scope (``Class[attribute]`` per level), the operation and
+    the call count of that operation in that scope. The scope's attributes are the module's
+    qualified name here; a module NNCF wrapped (``NNCFConv2d[conv1]``) is one leaf call, so the
+    count is the module's call count; an operation a module's forward calls itself
+    (``Bottleneck[0]/__iadd___0``) is matched by operation name within that module.
+    """
+    parts = name.split("/")
+    op_match = _OP_PART.match(parts[-1]) if len(parts) >= 2 else None
+    if op_match is None:
+        return None
+    attrs = []
+    for part in parts[1:-1]:
+        m = _SCOPE_PART.match(part)
+        if m is None:
+            return None
+        attrs.append(m["attr"])
+    path, index, op = ".".join(attrs), int(op_match["index"]), _norm_op(op_match["op"])
+    leaf = [n for n in gm.graph.nodes if n.op == "call_module" and n.target == path]
+    if leaf:
+        return leaf[index].name if index < len(leaf) else None
+    calls = [n for n in gm.graph.nodes if n.op in ("call_function", "call_method")
+             and _innermost_module(n) == path and _fx_op_name(n) == op]
+    return calls[index].name if index < len(calls) else None
+
+
 def blocks_from_names(gm: fx.GraphModule, pairs: list, where: str) -> list[Block]:
-    """Blocks given as ``[[entry_node, exit_node], ...]`` (the config's ``skipped_blocks``), checked."""
+    """Blocks given as ``[[start_node, end_node], ...]`` (the config's ``skipped_blocks``), checked.
+
+    As in NNCF, the start node runs and the nodes after it up to and including the end node are
+    skipped: the end node's users read the start node's output. Names are traced (torch.fx)
+    node names or NNCF's graph node names (``nncf_node_name``).
+    """
     nodes = list(gm.graph.nodes)
     position = {n.name: k for k, n in enumerate(nodes)}
     blocks = []
     for pair in pairs:
         if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
-            raise UserError(f"{where}: each skipped block is [entry_node, exit_node]; got {pair!r}")
-        entry, exit_ = (str(p) for p in pair)
-        for name in (entry, exit_):
-            if name not in position:
-                raise UserError(f"{where}: unknown node {name!r} in skipped_blocks; see `mlperf-bnas nas info` "
-                                "for the traced node names")
+            raise UserError(f"{where}: each skipped block is [start_node, end_node]; got {pair!r}")
+        names = []
+        for given in (str(p) for p in pair):
+            name = given if given in position else nncf_node_name(gm, given)
+            if name is None:
+                raise UserError(f"{where}: unknown node {given!r}: neither a traced node name nor an NNCF node "
+                                "name of this model; list the names with `mlperf-bnas nas info --config CFG --nodes`")
+            names.append(name)
+        entry, exit_ = names
         i, j = position[entry], position[exit_]
         inside = nodes[i + 1:j + 1]
         inside_set = set(inside) | {nodes[i]}
@@ -103,7 +168,7 @@ def blocks_from_names(gm: fx.GraphModule, pairs: list, where: str) -> list[Block
         ok = ok and all(a in inside_set or a.op == "get_attr" for n in inside for a in n.all_input_nodes)
         ok = ok and all(u in inside_set for n in [nodes[i], *inside[:-1]] for u in n.users)
         if not ok:
-            raise UserError(f"{where}: skipped block [{entry!r}, {exit_!r}] is not skippable (it needs one entry, "
+            raise UserError(f"{where}: skipped block [{pair[0]!r}, {pair[1]!r}] is not skippable (it needs one entry, "
                             "one exit, and equal entry and exit shapes)")
         blocks.append(Block(entry, exit_, tuple(n.name for n in inside)))
     blocks.sort(key=lambda b: position[b.entry])

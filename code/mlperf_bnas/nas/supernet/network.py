@@ -123,7 +123,7 @@ class SuperNetwork:
         blocks: list[Block] = []
         if "depth" in dims:
             d = options.depth
-            if d.mode == "manual":
+            if d.skipped_blocks is not None:
                 blocks = blocks_from_names(gm, [list(b) for b in d.skipped_blocks], "elasticity.depth.skipped_blocks")
             else:
                 blocks = find_blocks(gm, d.min_block_size, d.max_block_size, d.hw_fused_ops)

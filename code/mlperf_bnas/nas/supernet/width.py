@@ -199,22 +199,34 @@ def _is_flatten_of_pooled(node: fx.Node, first: fx.Node | None, module: nn.Modul
 
 
 def width_list(channels: int, options) -> list[int]:
-    """Widths of a group of ``channels`` channels, largest first (``channels`` always included)."""
-    if options.width_multipliers:
-        widths = {channels}
-        for m in options.width_multipliers:
-            widths.add(min(channels, max(8, int(round(channels * m / 8.0)) * 8)))
-        out = sorted(widths, reverse=True)
-    else:
-        out = [channels]
-        w = channels - options.width_step
-        while w >= options.min_width:
-            rounded = max(8, (w // 8) * 8)
-            if rounded < out[-1] and rounded >= options.min_width:
-                out.append(rounded)
+    """Widths of a group of ``channels`` channels, largest first: NNCF's ElasticWidthHandler
+    ``_generate_width_list``.
+
+    With ``width_multipliers``: ``int(channels * m)`` rounded down to a multiple of 8, at least
+    ``min_width``, duplicates dropped (the full width is added when no multiplier is 1). Else:
+    ``channels, channels - width_step, ...`` while >= ``min_width``. Either way at most
+    ``max_num_widths`` values (-1: no limit), and a group no wider than ``min_width`` keeps
+    its full width only.
+    """
+    if channels <= options.min_width:
+        return [channels]
+    out: list[int] = []
+    if not options.width_multipliers:
+        w = channels
+        while w >= options.min_width and len(out) != options.max_num_widths:
+            out.append(w)
             w -= options.width_step
-    if options.max_num_widths and options.max_num_widths > 0:
-        out = out[:options.max_num_widths]
+        return out
+    multipliers = sorted(options.width_multipliers, reverse=True)
+    if multipliers[0] < 1:
+        out.append(channels)
+    for m in multipliers:
+        if len(out) == options.max_num_widths:
+            break
+        w = int(channels * m)
+        w = max(w - w % 8, options.min_width)
+        if w not in out:
+            out.append(w)
     return out
 
 

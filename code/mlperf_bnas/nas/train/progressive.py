@@ -1,14 +1,23 @@
-"""Progressive-shrinking training of a super-network (BootstrapNAS / OFA).
+"""Progressive-shrinking training of a super-network (BootstrapNAS / OFA), with NNCF 2.x's schedule semantics.
 
-Stages come from ``schedule.list_stage_descriptions``: each names the elastic dimensions
-it trains and how far they may shrink (indicators). Every ``sample_rate`` steps a random
-sub-network of the stage's space is activated and trained with cross-entropy plus
-knowledge distillation from the frozen pre-trained teacher; the learning rate follows a
-cosine from ``init_lr`` over ``epochs_lr`` epochs, restarting at each stage. After each
-epoch the minimum and maximum sub-networks are evaluated (with BN re-calibration when the
-stage asks for it) and a checkpoint holding the weights, the elasticity state, the
-optimizer and the position in the schedule is written atomically, so ``resume`` continues
-exactly where a run stopped.
+Stages come from ``schedule.list_stage_descriptions``; each names the elastic dimensions it
+trains and how far they may shrink (indicators). At the beginning of a stage (NNCF's
+``ProgressiveShrinkingController.set_stage``) the width weights are re-organised by filter
+importance when the stage says ``reorg_weights`` and width is elastic, then, when it says
+``bn_adapt``, the BatchNorm statistics of the active (maximum) sub-network are adapted on
+``num_bn_adaptation_samples`` training samples. Every ``sample_rate`` steps (counted from
+the start of the stage) a random sub-network of the stage's space is activated and trained
+with cross-entropy (optionally label-smoothed) plus, when configured, knowledge distillation
+from the frozen pre-trained teacher. The learning rate is NNCF's: a cosine from the stage's
+``init_lr`` over ``epochs_lr`` epochs, restarting at each stage, or one global cosine
+(``lr_schedule.params.base_lr``, optional warm-up). One optimizer serves the whole run.
+
+An epoch is the whole training loader, or ``train_steps + 1`` steps when ``train_steps`` is
+set (NNCF's sample breaks after the step whose index reaches ``train_steps``). After each
+epoch the minimum and then the maximum sub-network are evaluated, each after BatchNorm
+adaptation whenever ``num_bn_adaptation_samples`` > 0 (NNCF's ``prepare_for_validation``),
+and a checkpoint holding the weights, the elasticity state, the optimizer and the position
+in the schedule is written atomically, so ``resume`` continues exactly where a run stopped.
 """
 
 from __future__ import annotations
@@ -28,8 +37,8 @@ from torch import nn
 from tqdm import tqdm
 
 from mlperf_bnas.errors import UserError
-from mlperf_bnas.nas.nas_config import OptimizerOptions, TrainingOptions
 from mlperf_bnas.nas.evaluate import evaluate_accuracy
+from mlperf_bnas.nas.nas_config import Distillation, OptimizerOptions, StageDescription, TrainingOptions
 from mlperf_bnas.nas.supernet.network import SuperNetwork
 
 log = logging.getLogger(__name__)
@@ -53,16 +62,14 @@ class TrainState:
         return {"stage": self.stage, "epoch": self.epoch, "history": self.history}
 
 
-def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    return F.kl_div(F.log_softmax(student / temperature, dim=1), F.softmax(teacher / temperature, dim=1),
-                    reduction="batchmean") * temperature * temperature
-
-
-def _optimizer(params, opts: OptimizerOptions, lr: float) -> torch.optim.Optimizer:
-    if opts.type == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=opts.weight_decay)
-    return torch.optim.SGD(params, lr=lr, momentum=opts.momentum, weight_decay=opts.weight_decay,
-                           nesterov=opts.nesterov and opts.momentum > 0)
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, kd: Distillation) -> torch.Tensor:
+    """NNCF's KnowledgeDistillationLoss: ``softmax`` is the soft-target cross-entropy (times
+    classes x T^2, as NNCF wrote it), ``mse`` the mean squared error of the outputs; times ``scale``."""
+    if kd.type == "mse":
+        return kd.scale * F.mse_loss(student, teacher)
+    t = kd.temperature
+    soft = -(F.log_softmax(student / t, dim=1) * F.softmax(teacher / t, dim=1)).mean()
+    return kd.scale * soft * student.shape[1] * t * t
 
 
 def _seed(*parts: int) -> int:
@@ -70,19 +77,46 @@ def _seed(*parts: int) -> int:
 
 
 def train_step(supernet: SuperNetwork, teacher: nn.Module, x: torch.Tensor, y: torch.Tensor,
-               optimizer: torch.optim.Optimizer, options: TrainingOptions) -> float:
+               optimizer: torch.optim.Optimizer, options: TrainingOptions, label_smoothing: float = 0.0) -> float:
     """One optimisation step of the active sub-network; returns the loss."""
-    with torch.no_grad():
-        target_logits = teacher(x)
     logits = supernet.model(x)
-    loss = F.cross_entropy(logits, y)
-    if options.distillation_weight > 0:
-        loss = loss + options.distillation_weight * distillation_loss(logits, target_logits,
-                                                                      options.distillation_temperature)
+    loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+    if options.distillation is not None:
+        with torch.no_grad():
+            target_logits = teacher(x)
+        loss = loss + distillation_loss(logits, target_logits, options.distillation)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     return float(loss.detach())
+
+
+def _cosine(init_lr: float, t: float, total: float) -> float:
+    # NNCF lr_scheduler.calc_learning_rate: no clamping (past ``total`` the cosine comes back up).
+    return 0.5 * init_lr * (1 + math.cos(math.pi * t / total))
+
+
+def learning_rate(options: TrainingOptions, stage: StageDescription, stage_epoch: int, global_epoch: int,
+                  step: int, n_batch: int) -> float:
+    """The rate of step ``step`` (0-based) of an epoch, as NNCF's Stage/GlobalLRScheduler set it.
+
+    ``n_batch`` is NNCF's ``num_steps_in_epoch`` (train_steps, or the loader's length). NNCF
+    advances its step counter before each step, so the first step of a stage sees t = 1.
+    """
+    g = options.lr_schedule
+    if g is None:
+        return _cosine(stage.init_lr, stage_epoch * n_batch + step + 1, (stage.epochs_lr or stage.epochs) * n_batch)
+    if global_epoch < g.warmup_epochs:
+        t = global_epoch * n_batch + step + 1
+        return t / (g.warmup_epochs * n_batch) * (g.base_lr - g.warmup_lr) + g.warmup_lr
+    num_epochs = g.num_epochs or sum(s.epochs for s in options.stages)
+    return _cosine(g.base_lr, (global_epoch - g.warmup_epochs) * n_batch + step + 1, num_epochs * n_batch)
+
+
+def _bn_adapt(supernet: SuperNetwork, loader: Iterable, n: int, seed: int) -> None:
+    # Seeded: the shuffled loader's order must be the same in a resumed run.
+    torch.manual_seed(seed)
+    supernet.bn_adapt(loader, n)
 
 
 def train_progressive_shrinking(supernet: SuperNetwork, teacher: nn.Module, train_loader: Iterable,
@@ -93,7 +127,7 @@ def train_progressive_shrinking(supernet: SuperNetwork, teacher: nn.Module, trai
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = supernet.example_input.device
-    teacher = teacher.to(device).eval()  # run under no_grad in train_step: frozen
+    teacher = teacher.to(device).eval()  # frozen, with its trained BN statistics
     state = TrainState()
     saved_opt = None
     if resume:
@@ -106,23 +140,26 @@ def train_progressive_shrinking(supernet: SuperNetwork, teacher: nn.Module, trai
         state = TrainState(**extra["train_state"])
         saved_opt = extra.get("optimizer")
         log.info("resuming at stage %d, epoch %d", state.stage + 1, state.epoch)
-    base_lr = optimizer_options.base_lr
     n_batches = len(train_loader)  # type: ignore[arg-type]
-    steps_per_epoch = min(n_batches, options.train_steps) if options.train_steps else n_batches
+    steps_per_epoch = options.steps_per_epoch(n_batches)
+    n_batch = options.train_steps if options.train_steps is not None else n_batches
     if steps_per_epoch == 0:
         raise UserError("the training set is smaller than one batch; lower batch_size")
+    n_bn = options.num_bn_adaptation_samples
+    optimizer = optimizer_options.build(list(supernet.model.named_parameters()), optimizer_options.base_lr)
+    if saved_opt is not None:
+        optimizer.load_state_dict(saved_opt)
     while state.stage < len(options.stages):
         stage = options.stages[state.stage]
+        first_epoch = sum(s.epochs for s in options.stages[:state.stage])
         supernet.set_stage(stage.train_dims, {"depth": stage.depth_indicator, "width": stage.width_indicator,
                                               "kernel": stage.kernel_indicator})
-        if state.epoch == 0 and stage.reorg_weights and "width" in stage.train_dims:
-            supernet.reorganize_weights()
-        init_lr = stage.init_lr if stage.init_lr is not None else base_lr
-        optimizer = _optimizer(supernet.model.parameters(), optimizer_options, init_lr)
-        if saved_opt is not None and 0 < state.epoch < stage.epochs:
-            optimizer.load_state_dict(saved_opt)  # resuming inside this stage
-        saved_opt = None
-        total = max(1, (stage.epochs_lr or stage.epochs) * steps_per_epoch)
+        if state.epoch == 0:   # the beginning of the stage
+            if stage.reorg_weights and "width" in supernet.options.available_elasticity_dims:
+                supernet.reorganize_weights()
+            if stage.bn_adapt:
+                supernet.activate(supernet.space.maximum())
+                _bn_adapt(supernet, train_loader, n_bn, _seed(seed, state.stage, 2))
         log.info("stage %d/%d: train_dims=%s indicators=%s, %d sub-networks", state.stage + 1, len(options.stages),
                  list(stage.train_dims), supernet.indicators, supernet.space.size())
         while state.epoch < stage.epochs:
@@ -135,22 +172,24 @@ def train_progressive_shrinking(supernet: SuperNetwork, teacher: nn.Module, trai
             for step, (x, y) in enumerate(train_loader):
                 if step >= steps_per_epoch:
                     break
-                t = state.epoch * steps_per_epoch + step
+                lr = learning_rate(options, stage, state.epoch, first_epoch + state.epoch, step, n_batch)
                 for group in optimizer.param_groups:
-                    group["lr"] = init_lr * 0.5 * (1 + math.cos(math.pi * min(t, total) / total))
-                if step % stage.sample_rate == 0:
+                    group["lr"] = lr
+                if (state.epoch * steps_per_epoch + step) % stage.sample_rate == 0:
                     supernet.activate(supernet.space.sample(rng))
-                losses.append(train_step(supernet, teacher, x.to(device), y.to(device), optimizer, options))
+                losses.append(train_step(supernet, teacher, x.to(device), y.to(device), optimizer, options,
+                                         optimizer_options.label_smoothing))
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
             bar.close()
-            n_bn = options.num_bn_adaptation_samples if stage.bn_adapt else 0
             space = supernet.space
-            acc_max = evaluate_accuracy(supernet, space.maximum(), train_loader, val_loader, n_bn)
+            # NNCF's order: the minimum, then the maximum sub-network (which stays active).
+            torch.manual_seed(_seed(seed, state.stage, state.epoch, 3))
             acc_min = evaluate_accuracy(supernet, space.minimum(), train_loader, val_loader, n_bn)
+            acc_max = evaluate_accuracy(supernet, space.maximum(), train_loader, val_loader, n_bn)
             record = {"stage": state.stage + 1, "epoch": state.epoch + 1, "loss": float(np.mean(losses)),
-                      "top1_max": acc_max, "top1_min": acc_min, "macs_max": supernet.macs(space.maximum()),
-                      "macs_min": supernet.macs(space.minimum())}
+                      "lr_last": lr, "top1_max": acc_max, "top1_min": acc_min,
+                      "macs_max": supernet.macs(space.maximum()), "macs_min": supernet.macs(space.minimum())}
             state.history.append(record)
             state.epoch += 1
             log.info("stage %d epoch %d: loss %.4f, top-1 max %.2f%%, min %.2f%% (MACs %d / %d)",

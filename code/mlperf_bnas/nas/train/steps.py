@@ -60,14 +60,17 @@ def build_pretrained(model_name: str, pretrained: str | None) -> torch.nn.Module
     return model.eval()
 
 
-def data_loaders(dataset: str, batch_size: int, seed: int, data_dir: str | None, input_size: tuple[int, ...]):
+def data_loaders(dataset: str, batch_size: int, seed: int, data_dir: str | None, input_size: tuple[int, ...],
+                 val_batch_size: int | None = None, workers: int | None = None):
+    """(train, val) loaders of a NAS config's ``dataset`` (``val_batch_size``: the sample's
+    batch_size_val; ``workers``: its loader processes)."""
     if dataset == "digits":
         from mlperf_bnas.nas.demo import digits_loaders
 
-        return digits_loaders(batch_size, seed, size=input_size[-1])
-    if dataset == "imagefolder":
+        return digits_loaders(batch_size, seed, size=input_size[-1], val_batch_size=val_batch_size or 256)
+    if dataset in ("imagefolder", "imagenet"):   # NNCF's imagenet: ImageFolder train/ and val/
         if not data_dir:
-            raise UserError("dataset 'imagefolder' needs --data-dir holding train/ and val/ class folders")
+            raise UserError(f"dataset {dataset!r} needs --data-dir holding train/ and val/ class folders")
         import torchvision.transforms as T
         from torch.utils.data import DataLoader
         from torchvision.datasets import ImageFolder
@@ -81,10 +84,10 @@ def data_loaders(dataset: str, batch_size: int, seed: int, data_dir: str | None,
         train = ImageFolder(root / "train", T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(),
                                                        T.ToTensor(), norm]))
         val = ImageFolder(root / "val", T.Compose([T.Resize(int(size / 0.875)), T.CenterCrop(size), T.ToTensor(), norm]))
-        workers = min(4, os.cpu_count() or 1)
+        workers = min(4, os.cpu_count() or 1) if workers is None else workers
         return (DataLoader(train, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True),
-                DataLoader(val, batch_size=batch_size, shuffle=False, num_workers=workers))
-    raise UserError(f"unknown NAS dataset {dataset!r}; valid: digits, imagefolder")
+                DataLoader(val, batch_size=val_batch_size or batch_size, shuffle=False, num_workers=workers))
+    raise UserError(f"unknown NAS dataset {dataset!r}; valid: digits, imagefolder, imagenet")
 
 
 def preprocess_for(model_name: str, input_size: tuple[int, ...]) -> dict:
@@ -146,6 +149,20 @@ def resolve_subnet(supernet, spec: str) -> dict:
 
 
 # -- train ----------------------------------------------------------------------------------
+def _check_num_classes(cfg, model: torch.nn.Module) -> None:
+    """The config's num_classes (NNCF's sample built the model with it) must be the pre-trained model's."""
+    if cfg.num_classes is None:
+        return
+    with torch.no_grad():
+        was = model.training
+        model.eval()
+        out = model(torch.zeros(cfg.input_size, device=next(model.parameters()).device)[:1])
+        model.train(was)
+    if out.shape[-1] != cfg.num_classes:
+        raise UserError(f"{cfg.path}: num_classes: {cfg.num_classes}, but the pre-trained model predicts "
+                        f"{out.shape[-1]} classes; fix num_classes or pass the matching --pretrained weights")
+
+
 def train_from_config(config_path: Path, output_dir: Path, pretrained_model: torch.nn.Module, resume: bool,
                       data_dir: str | None = None, progress: bool = True):
     """Build (or resume) the super-network for ``config_path`` and train it; returns (supernet, state)."""
@@ -158,7 +175,9 @@ def train_from_config(config_path: Path, output_dir: Path, pretrained_model: tor
     device = default_device()
     torch.manual_seed(cfg.seed)
     teacher = pretrained_model.to(device).eval()
-    train_loader, val_loader = data_loaders(cfg.dataset, cfg.batch_size, cfg.seed, data_dir, cfg.input_size)
+    _check_num_classes(cfg, pretrained_model)
+    train_loader, val_loader = data_loaders(cfg.dataset, cfg.batch_size, cfg.seed, data_dir, cfg.input_size,
+                                            cfg.batch_size_val, cfg.workers)
     extra = {"base_model": cfg.model, "preprocess": preprocess_for(cfg.model, cfg.input_size),
              "config": str(config_path)}
     if resume:
@@ -268,7 +287,8 @@ def run_demo(output_dir: Path, config: Path = DEMO_CONFIG, pretrain_epochs: int 
     subnets_dir.mkdir(exist_ok=True)
     for name, sub_cfg in (("max", space.maximum()), ("min", space.minimum())):
         supernet.activate(sub_cfg)
-        supernet.bn_adapt(train, n_bn)
+        if n_bn > 0:
+            supernet.bn_adapt(train, n_bn)
         # Measured and exported with the same re-calibrated BN statistics.
         acc = evaluate_accuracy(supernet, sub_cfg, train, val, 0)
         subnet = supernet.extract_subnet(sub_cfg)
