@@ -95,7 +95,7 @@ prepare_ipex() {
   want="$(sha256sum < code/requirements-ipex.txt | cut -d' ' -f1)"
   # The probe imports the harness's engine-ipex path itself (this checkout's code/), so a
   # module the pins miss fails here, not in the first run.
-  local probe='import intel_extension_for_pytorch, mlperf_bnas.backends.ipex, mlperf_bnas.commands.build, mlperf_bnas.commands.run, mlperf_bnas.commands.compliance, mlperf_bnas.accuracy.openimages'
+  local probe='import intel_extension_for_pytorch, mlperf_bnas.backends.ipex, mlperf_bnas.commands.build, mlperf_bnas.commands.run, mlperf_bnas.commands.compliance, mlperf_bnas.accuracy.coco_map'
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && PYTHONPATH="$REPO/code" "$PY" -c "$probe" >/dev/null 2>&1; then
     echo "IPEX environment up to date: $env_dir"
     return 0

@@ -47,7 +47,7 @@ def test_unknown_top_level_key_names_file_and_key(bench):
 
 
 def test_unknown_scenario_and_missing_file(bench, tmp_path_factory):
-    (bench / "config.yaml").write_text(BASE + "  SingleStream: {}\n")
+    (bench / "config.yaml").write_text(BASE + "  Singlestream: {}\n")      # the scenario is SingleStream
     with pytest.raises(UserError, match="unknown scenario"):
         load_config(bench)
     with pytest.raises(UserError, match="config.yaml: benchmark configuration not found"):

@@ -231,6 +231,7 @@ def _main_of(words: list[str]):
         assert tool.is_file(), f"{rest[0]}: no such file"
         spec = importlib.util.spec_from_file_location(f"_doc_tool_{tool.stem}", tool)
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module                   # dataclasses look their module up there
         sys.path.insert(0, str(tool.parent))
         try:
             spec.loader.exec_module(module)
@@ -304,6 +305,9 @@ def _script_command(script: Path) -> list[str] | None:
                 return [w, *sub]
             if w.endswith(".sh"):
                 return _script_command(_scripts(script.parent, w.replace("$HERE/", "").strip('"'))[0])
+            if w in ("python", "python3") and i + 1 < len(words) and words[i + 1].endswith(".py"):
+                # exec python "$REPO/tools/x.py" "$@": the tool's own parser
+                return ["python", words[i + 1].strip('"').replace("$REPO/", "")]
     return None
 
 

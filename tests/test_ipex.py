@@ -137,6 +137,7 @@ def test_measurement_fields_name_the_engine_from_the_build_record(tmp_path):
 
 # -- in the IPEX environment ----------------------------------------------------------------
 
+@pytest.mark.slow     # the session's IPEX TorchScript build (minutes) and its runs
 def test_torchscript_build_is_int8_and_recorded(built, ipex_python):
     model_dir = _model_dir(built)
     record = json.loads((model_dir / "quantization.json").read_text())
@@ -180,6 +181,7 @@ print(json.dumps({"convs": len(convs), "int8_weights": len(qweights),
     assert facts["act_zero_points"] == [0, 128], facts
 
 
+@pytest.mark.slow     # the session's IPEX TorchScript build (minutes) and its runs
 def test_offline_accuracy_and_performance_server_and_compliance(built, tmp_path):
     smoke = str(BENCH / "user.smoke.conf")
     run_cli("run", *_args(built, *IPEX, "--scenario", "Offline", "--mode", "accuracy", "--user-conf", smoke))
@@ -220,6 +222,7 @@ def _refusal(built, model_path, *extra):
     return _one_line_error(proc)
 
 
+@pytest.mark.slow     # the session's IPEX TorchScript build (minutes) and its runs
 def test_a_torchscript_file_from_another_setup_is_refused(built, tmp_path):
     copy = _copy_build(built, tmp_path)
     record_path = copy / "quantization.json"
@@ -249,6 +252,7 @@ def test_a_torchscript_file_from_another_setup_is_refused(built, tmp_path):
     assert "holds an IPEX TorchScript build (model.torchscript.pt)" in line and "ENGINE=ipex" in line, line
 
 
+@pytest.mark.slow     # the session's IPEX TorchScript build (minutes) and its runs
 def test_packaging_records_the_engine_and_its_environment(built):
     from mlperf_bnas.config import load_config
     from mlperf_bnas.submission import provenance

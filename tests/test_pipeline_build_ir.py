@@ -110,3 +110,24 @@ def test_quantization_config_validation():
         QuantizationConfig.from_options({"presets": "mixed"})
     with pytest.raises(UserError, match="subset_size"):
         QuantizationConfig.from_options({"subset_size": 0})
+
+
+def test_every_build_records_its_precision_policy(irs, tmp_path):
+    """fp32: true f32; int8: f32 on a CPU without AMX-BF16 (measured otherwise); bf16: its own build."""
+    from mlperf_bnas.backends.cpu import cpu_info
+
+    net, fp32, int8 = irs
+    policy = {p: json.loads((x.parent / "quantization.json").read_text())["precision_policy"]
+              for p, x in (("fp32", fp32), ("int8", int8))}
+    assert policy["fp32"]["inference_precision"] == "f32"
+    if not cpu_info().native_bf16:
+        assert policy["int8"]["inference_precision"] == "f32" and "amx_bf16" in policy["int8"]["reason"]
+    else:
+        assert policy["int8"]["measured"]["rounds"] >= 1
+    bf16 = build_openvino_ir(net, SPEC, None, tmp_path / "bf16", precision="bf16")
+    record = json.loads((bf16.parent / "quantization.json").read_text())
+    assert record["precision"] == "bf16" and record["fake_quantize_ops"] == 0
+    assert record["precision_policy"]["inference_precision"] == "bf16"
+    backend = create_backend("openvino", bf16.parent, {"batch_size": 1})
+    assert "precision_policy" in backend.describe()["inference_precision_from"]
+    backend.close()

@@ -11,6 +11,7 @@ from conftest import REPO
 
 BENCH = REPO / "code" / "resnet50-openvino"
 SCRIPTS = ["run_offline.sh", "run_server.sh", "run_offline_accuracy.sh", "run_server_accuracy.sh",
+           "run_singlestream.sh", "run_singlestream_accuracy.sh", "run_multistream.sh", "run_multistream_accuracy.sh",
            "run_calibration.sh", "download_imagenet_calibration_list.sh"]
 
 

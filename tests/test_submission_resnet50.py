@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -76,11 +77,18 @@ def test_packaged_and_checked_as_smoke(flow):
     assert fields["weight_data_types"] == "int8"
     assert record["weights"]["sha256"] in fields["starting_weights_filename"]
     assert record["quantization"]["nncf_version"] in fields["weight_transformations"]
+    # The precision policy is in the build record and in the measurements file.
+    policy = record["precision_policy"]
+    assert f"float layers run in {policy['inference_precision']}" in fields["weight_transformations"]
+    if "amx_bf16" not in Path("/proc/cpuinfo").read_text():
+        assert policy["inference_precision"] == "f32" and "amx_bf16" in policy["reason"]
     assert (tree / "measurements" / SYSTEM / "resnet50" / "Offline" / "user.conf").read_text() == CONF
     assert chk.returncode == 1, chk.stdout[-3000:]
     report = json.loads((out / "check.json").read_text())
     errors = {f["rule"] for f in report["findings"] if f["severity"] == "error"}
-    allowed = {"min-duration", "min-query-count", "dataset-coverage", "perf-sample-count"}
+    # Offline's query size is a rule of its own (offline-samples-per-query, since the checker's
+    # scenario work); an Offline run meets min-query-count with its one query.
+    allowed = {"min-duration", "offline-samples-per-query", "dataset-coverage", "perf-sample-count"}
     compliance_perf = [f for f in report["findings"] if f["rule"] == "compliance-verdict"]
     # TEST01/TEST04 performance verdicts compare two short runs on a shared machine; they may
     # differ by more than 10%. Everything else must be exactly the smoke rules.

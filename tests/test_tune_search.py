@@ -36,7 +36,7 @@ def test_a_low_capacity_measurement_does_not_cap_the_server_search():
     # probe 300, grid 540, then the capacity run of the same settings stalls and reads 455:
     # the settings can serve 500 QPS, which only a bracket up to 540 can find.
     machine = ScriptedMachine([300.0, 540.0, 455.0], server_max_qps=500.0)
-    spec = TuningSpec(qps_precision=0.02)
+    spec = TuningSpec(qps_precision=0.02, offline_repeats=1)
     options = {"num_streams": 2}
     offline = tune_offline(machine, spec, [options])
     server = tune_server(machine, spec, [options], offline)
@@ -47,12 +47,40 @@ def test_a_low_capacity_measurement_does_not_cap_the_server_search():
 def test_capacity_comes_only_from_the_same_settings():
     # Another candidate's faster Offline run must not widen this candidate's bracket.
     machine = ScriptedMachine([300.0, 900.0, 400.0, 410.0], server_max_qps=380.0)
-    spec = TuningSpec(qps_precision=0.02)
+    spec = TuningSpec(qps_precision=0.02, offline_repeats=1)
     fast, slow = {"num_streams": 2, "batch_size": 8}, {"num_streams": 2, "batch_size": 1}
     offline = tune_offline(machine, spec, [fast])
     server = tune_server(machine, spec, [slow], offline)
     assert server.capacity_samples_per_s == 410.0
     assert 380.0 * (1 - spec.qps_precision) <= server.target_qps <= 380.0
+
+
+def test_offline_choice_is_by_median_of_interleaved_repeats():
+    # A's one lucky grid run (200) beats B's 180, but A's repeats read 120 and 125: by median
+    # B (180) is the faster setting. C (90) is not a contender and is not repeated.
+    a, b, c = {"batch_size": 4}, {"batch_size": 8}, {"batch_size": 1}
+    machine = ScriptedMachine([100.0, 200.0, 180.0, 90.0, 120.0, 178.0, 125.0, 182.0], server_max_qps=0)
+    choice = tune_offline(machine, TuningSpec(offline_repeats=3, repeat_within=0.15), [a, b, c])
+    assert choice.backend_options == b
+    assert choice.samples_per_s == 180.0                       # the median
+    assert choice.target_qps == round(182.0 * 1.1, 3)          # the highest run x margin
+    repeats = [t for t in machine.trials if t.purpose == "repeat"]
+    assert [t.backend_options for t in repeats] == [a, b, a, b]     # interleaved
+    spread = {s["median"]: s for s in choice.spread}
+    assert set(spread) == {125.0, 180.0}
+    assert spread[125.0]["runs"] == [200.0, 120.0, 125.0] and spread[125.0]["relative_spread"] == 0.64
+
+
+def test_grid_values_relative_to_the_machine():
+    from mlperf_bnas.tune.tuning_spec import parse_tuning
+
+    spec = parse_tuning({"Offline": {"backend_options": {"num_streams": ["cores/4", "cores/2", "cores"],
+                                                         "batch_size": [1, 4]}}}, "config.yaml")
+    two = spec.candidates("Offline", cores=2)
+    assert [(c["batch_size"], c["num_streams"]) for c in two] == [(1, 1), (1, 2), (4, 1), (4, 2)]
+    xeon = spec.candidates("Offline", cores=128)
+    assert sorted({c["num_streams"] for c in xeon}) == [32, 64, 128]
+    assert all(isinstance(c["num_streams"], int) for c in spec.candidates("Offline"))     # this machine
 
 
 def _server_trials(machine: ScriptedMachine, options: dict[str, Any]) -> list[Trial]:

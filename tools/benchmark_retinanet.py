@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 from mlperf_bnas.benchtools import cli, harness_run
-from mlperf_bnas.paths import benchmark_dir
+from mlperf_bnas.paths import BUILD_RECORD, OutputRoot, benchmark_dir
 
 BENCH = benchmark_dir("retinanet-pytorch-cpu")
 SYSTEM = "bench"
@@ -75,7 +75,7 @@ def _openvino_dir(paths) -> Path:
 
 def _ipex_dir(out: Path) -> Path:
     """The IPEX TorchScript build, moved aside so the Inductor build can use model/int8."""
-    return out / "build" / "retinanet-pytorch-cpu" / "model" / "ipex-int8"
+    return OutputRoot(out).model_dir_of(BENCH.name, "int8").parent / "ipex-int8"
 
 
 def build_openvino(args) -> dict:
@@ -202,8 +202,8 @@ def build_ipex(out: Path, common: list[str]) -> dict:
     target = _ipex_dir(out)
     if target.exists():
         shutil.rmtree(target)
-    (target.parent / "int8").rename(target)
-    record = json.loads((target / "quantization.json").read_text())
+    OutputRoot(out).model_dir_of(BENCH.name, "int8").rename(target)
+    record = json.loads((target / BUILD_RECORD).read_text())
     q = record["quantization"]
     return {"build_s": round(seconds, 1), "calibration_s": q["calibration_seconds"],
             "calibration_images": q["calibration_samples_used"],
@@ -249,9 +249,9 @@ def main() -> int:
                                  "load_average_at_start": os.getloadavg()},
                      "images": args.images, "repeats": args.repeats, "rounds": args.rounds}
     print(f"CPU: {results['machine']['cpu']} ({', '.join(results['machine']['isa_flags'])})", flush=True)
-    model_dir = out / "build" / "retinanet-pytorch-cpu" / "model"
+    model_dir = OutputRoot(out).model_dir_of(BENCH.name, "int8").parent
     if not args.skip_ipex:
-        if args.reuse_builds and (_ipex_dir(out) / "quantization.json").is_file():
+        if args.reuse_builds and (_ipex_dir(out) / BUILD_RECORD).is_file():
             print(f"reusing the IPEX build in {_ipex_dir(out)}", flush=True)
         else:
             print("building the IPEX TorchScript INT8 program (engine ipex, IPEX environment) ...", flush=True)

@@ -108,6 +108,11 @@ def main(argv: list[str] | None = None) -> int:
         rc = engine_env.run_in_engine_env(args.command, args, argv, replace_process=entry_point)
         if rc is not None:
             return rc
+        # backend_options.allocator / openmp_env: set before the process starts, so re-run with them.
+        from mlperf_bnas.commands import allocator_env
+        rc = allocator_env.run_with_allocator(args.command, args, argv, replace_process=entry_point)
+        if rc is not None:
+            return rc
         with _output_folder(module, args):
             return int(module.run(args) or 0)
     except UserError as exc:

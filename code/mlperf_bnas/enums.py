@@ -20,6 +20,8 @@ E = TypeVar("E", bound=StrEnum)
 class Scenario(StrEnum):
     OFFLINE = "Offline"
     SERVER = "Server"
+    SINGLE_STREAM = "SingleStream"
+    MULTI_STREAM = "MultiStream"
 
 
 class Mode(StrEnum):
@@ -30,6 +32,13 @@ class Mode(StrEnum):
 class Precision(StrEnum):
     INT8 = "int8"
     FP32 = "fp32"
+    #: The FP32 model with its float layers in bf16 (OpenVINO; pays only on AMX-BF16 CPUs): built
+    #: on request, not by ``build --precision all`` (``BUILT_BY_DEFAULT``).
+    BF16 = "bf16"
+
+
+#: What ``mlperf-bnas build`` (``--precision all``) builds.
+BUILT_BY_DEFAULT = (Precision.INT8, Precision.FP32)
 
 
 def values(kind: type[StrEnum]) -> list[str]:

@@ -280,9 +280,10 @@ def open_sut(cfg: BenchmarkConfig, scenario: str, paths: OutputPaths, precision:
     from mlperf_bnas.backends import BACKENDS, create_backend
     from mlperf_bnas.loadgen.postprocess import POSTPROCESSORS
     from mlperf_bnas.loadgen.qsl import QSL
-    from mlperf_bnas.loadgen.sut import make_sut
+    from mlperf_bnas.loadgen.sut import check_stream_batch, make_sut
 
     where = f"{cfg.benchmark_dir / 'config.yaml'} (backend_options)"
+    config_file = str(cfg.benchmark_dir / "config.yaml")
     postprocess = POSTPROCESSORS.get(cfg.postprocess)
     backend_cls = BACKENDS.get(cfg.backend)
     perf_count = performance_sample_count(cfg)
@@ -295,17 +296,19 @@ def open_sut(cfg: BenchmarkConfig, scenario: str, paths: OutputPaths, precision:
             log.warning("backend %s: ignoring backend_options %s (they belong to another backend)",
                         cfg.backend, ", ".join(dropped))
         options = {k: v for k, v in cfg.backend_options.items() if k in known}
+        check_stream_batch(scenario, int(options.get("batch_size", 1)), config_file)
         backend = create_backend(cfg.backend, None, options, where, cfg.sources)
         qsl = QSL(ZeroSamples(perf_count), perf_count)
         started = time.monotonic()
         backend.warmup(None)
-        sut = make_sut(scenario, backend, qsl, postprocess)
+        sut = make_sut(scenario, backend, qsl, postprocess, config_file)
         sut.expected_batch_s = time.monotonic() - started
         return sut, qsl, backend
     precision = parse(Precision, precision)
     # Cheap checks first, before minutes of dataset preparation and compilation: the backend
     # options, and the build (synthetic data would be relabelled for weights the build lacks).
-    check_options("backend_options", cfg.backend_options, backend_cls.Options, where, cfg.sources)
+    options = check_options("backend_options", cfg.backend_options, backend_cls.Options, where, cfg.sources)
+    check_stream_batch(scenario, getattr(options, "batch_size", 1), config_file)
     if model_path is None and backend_cls.builds_model():   # a backend without a build has no build to check
         require_current_build(cfg, paths, precision, data_dir, checkpoint)
     _dataset, cache = prepare_dataset(cfg, paths, data_dir, checkpoint)
@@ -320,7 +323,7 @@ def open_sut(cfg: BenchmarkConfig, scenario: str, paths: OutputPaths, precision:
     warm = cache.load([i % len(cache) for i in range(backend.batch_size)])
     started = time.monotonic()
     backend.warmup(warm)
-    sut = make_sut(scenario, backend, qsl, postprocess)
+    sut = make_sut(scenario, backend, qsl, postprocess, config_file)
     sut.expected_batch_s = time.monotonic() - started     # the watchdog's yardstick (loadgen/guard.py)
     return sut, qsl, backend
 

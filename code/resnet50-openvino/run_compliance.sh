@@ -3,7 +3,7 @@
 # TEST04 (no caching), each a LoadGen run with its audit.config, then verified against
 # the submitted runs (run them first: run_<scenario>.sh and run_<scenario>_accuracy.sh).
 # Both tests run even if the first fails; the exit status is non-zero if either fails.
-# Usage: run_compliance.sh [Offline|Server] [extra mlperf-bnas arguments]
+# Usage: run_compliance.sh [Offline|Server|SingleStream|MultiStream] [extra mlperf-bnas arguments]
 # Results: $OUTPUT_DIR/compliance/$SYSTEM/resnet50/<Scenario>/TEST0{1,4}/
 # Environment: OUTPUT_DIR, DATA_DIR (unset: synthetic), CHECKPOINT, USER_CONF, SYSTEM.
 set -euo pipefail

@@ -2,7 +2,7 @@
 # MLPerf compliance test for one scenario: TEST01 (accuracy in performance mode), a
 # LoadGen run with its audit.config, verified against the submitted runs (run them
 # first: run_<scenario>.sh and run_<scenario>_accuracy.sh). RetinaNet has no TEST04.
-# Usage: run_compliance.sh [Offline|Server] [extra mlperf-bnas arguments]
+# Usage: run_compliance.sh [Offline|Server|SingleStream|MultiStream] [extra mlperf-bnas arguments]
 # Results: $OUTPUT_DIR/compliance/$SYSTEM/retinanet/<Scenario>/TEST01/
 # Environment: OUTPUT_DIR, DATA_DIR (unset: synthetic), CHECKPOINT, USER_CONF, SYSTEM.
 set -euo pipefail

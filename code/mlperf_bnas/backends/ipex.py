@@ -55,7 +55,9 @@ import torch
 from torch.ao.quantization import MinMaxObserver, QConfig, QConfigMapping
 
 from mlperf_bnas.backends import ipex_env
+from mlperf_bnas.backends.base import BuildContext
 from mlperf_bnas.backends.pytorch import ENGINE_BACKENDS, PROGRAM_NAME, PyTorchBackend, calibration_inputs
+from mlperf_bnas.config import check_options
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.fileio import replace_dir, sha256_file, write_json_atomic
 from mlperf_bnas.paths import BUILD_RECORD
@@ -178,11 +180,13 @@ class _ExpectedWarnings:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
-def build_torchscript(ctx: Any, entry: Any, batch_size: int) -> Path:
-    """Quantize (INT8) or optimize (FP32) with IPEX, trace, freeze, save with the build record."""
+def build_torchscript(ctx: BuildContext, batch_size: int) -> Path:
+    """Quantize (INT8) or optimize (FP32) with IPEX, trace, freeze, save with the build record
+    (``ctx.record``'s provenance and calibration, plus what IPEX did)."""
     ipex = ipex_env.import_ipex()
     isa = ipex_env.check_cpu()
     started = time.time()
+    entry = ctx.entry
     example = entry.example_input(batch_size)
     module = ctx.torch_model.eval()
     info: dict[str, Any] = {
@@ -196,7 +200,7 @@ def build_torchscript(ctx: Any, entry: Any, batch_size: int) -> Path:
     with _ExpectedWarnings() as caught, torch.no_grad():
         if ctx.precision == "int8":
             qcfg = ctx.quantization
-            inputs, names = calibration_inputs(ctx, entry)
+            inputs, names = calibration_inputs(ctx)
             target = entry.prepare_for_quantization(module)
             prepared = ipex.quantization.prepare(target, qconfig_mapping(),
                                                  example_inputs=entry.example_input(qcfg.calibration_batch_size),
@@ -257,7 +261,10 @@ def build_torchscript(ctx: Any, entry: Any, batch_size: int) -> Path:
 class IPEXBackend(PyTorchBackend):
     """The pytorch backend running a TorchScript file built by ``build_torchscript`` (``engine: ipex``)."""
 
-    build = staticmethod(build_torchscript)
+    @classmethod
+    def build(cls, ctx: BuildContext) -> Path:
+        options = check_options("backend_options", ctx.cfg.backend_options, PyTorchBackend.Options, ctx.where)
+        return build_torchscript(ctx, options.batch_size)
 
     def _load_model(self, path: Path) -> Any:
         program = path / TORCHSCRIPT_NAME if path.is_dir() else path

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from mlperf_bnas.errors import UserError
+from mlperf_bnas.paths import REPO
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,7 @@ ENV_DIRS = (".conda-env-ipex", ".venv-ipex")
 #: An interpreter of the user's own IPEX environment (overrides ENV_DIRS).
 PYTHON_VARIABLE = "MLPERF_BNAS_IPEX_PYTHON"
 #: The package ``mlperf-bnas`` runs is the one it was started from (see commands/engine_env.py).
-CODE_DIR = Path(__file__).resolve().parents[2]
-REPO = CODE_DIR.parent
+CODE_DIR = REPO / "code"
 #: IPEX's minimum: it calls sys.exit at import on a CPU without it (cpu/utils/_cpu_isa.py).
 REQUIRED_FLAGS = ("avx2",)
 #: Flags that decide which oneDNN kernels IPEX's INT8/BF16 paths get (recorded with a build).

@@ -16,7 +16,12 @@ Extension for PyTorch's static INT8, ``torch.jit.trace`` + ``freeze``), in the
 IPEX environment of its own (torch 2.8): see ``backends/ipex.py``.
 
 Parallelism: ``instances`` worker threads take batches from one queue; each
-runs the model with ``threads`` intra-op (OpenMP) threads. Torch's thread count
+runs the model with ``threads`` intra-op (OpenMP) threads, pinned (``pin``, default) to
+a core group of its own cut from the sysfs topology (``backends/layout.py``:
+``instances x cores_per_instance``, optionally one NUMA node), completion threads on
+the cores left over. Instances are threads of one process, not processes as in Intel's
+harness: they share the compiled program (one compilation) and the GIL, which they hold
+only between batches. Torch's thread count
 is process-global in name but OpenMP's is per calling thread, and Inductor bakes
 ``threads`` into its kernels at compile time, so ``instances x threads`` is
 realised as ``instances`` concurrent OpenMP teams of ``threads`` threads each.
@@ -44,6 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mlperf_bnas.backends import allocator, layout
 from mlperf_bnas.backends.base import BACKENDS, Backend, BuildContext, Completion
 from mlperf_bnas.config import check_options
 from mlperf_bnas.errors import UserError
@@ -55,8 +61,8 @@ log = logging.getLogger(__name__)
 
 PROGRAM_NAME = "model.pt2"
 ENGINES = ("inductor", "eager", "ipex")
-#: Engines with a build and a backend of their own (a subclass of PyTorchBackend with a
-#: ``build(ctx, entry, batch_size)`` static method), imported only when chosen.
+#: Engines with a build and a backend of their own (a subclass of PyTorchBackend with its own
+#: ``build(ctx)``), imported only when chosen.
 ENGINE_BACKENDS: Registry[type] = Registry("pytorch engine")
 ENGINE_BACKENDS.register_lazy("ipex", "mlperf_bnas.backends.ipex")
 
@@ -95,17 +101,14 @@ def count_quantized_convolutions(module: torch.nn.Module) -> dict[str, int]:
     return {"convolutions": len(convs), "int8_convolutions": len(quantized)}
 
 
-def calibration_inputs(ctx: BuildContext, entry: Any) -> tuple[list[torch.Tensor], list[str]]:
+def calibration_inputs(ctx: BuildContext) -> tuple[list[torch.Tensor], list[str]]:
     """The calibration batches (model inputs, ``calibration_batch_size`` each) and their sample names:
-    the dataset's calibration set (``ctx.calibration``), at most ``quantization.subset_size``.
-    Every pytorch engine calibrates on these."""
+    the samples the dataset chose from its calibration set (``ctx.calibration``), at most
+    ``quantization.subset_size``. Every pytorch engine calibrates on these."""
     qcfg = ctx.quantization
     samples = ctx.calibration.samples[:qcfg.subset_size]
-    if len(samples) < qcfg.subset_size:
-        log.warning("quantization.subset_size=%d but only %d calibration image(s) exist: using %d",
-                    qcfg.subset_size, len(samples), len(samples))
     bs = qcfg.calibration_batch_size
-    inputs = [entry.to_torch_input(samples[i:i + bs], ctx.spec) for i in range(0, len(samples), bs)]
+    inputs = [ctx.entry.to_torch_input(samples[i:i + bs], ctx.spec) for i in range(0, len(samples), bs)]
     return inputs, list(ctx.calibration.names[:len(samples)])
 
 
@@ -114,10 +117,13 @@ def build_pytorch(ctx: BuildContext) -> Path:
 
     ``engine: ipex`` builds a TorchScript file instead (``backends/ipex.py``).
     """
+    if ctx.precision == "bf16":
+        raise UserError("--precision bf16: the pytorch backend builds int8 and fp32 (its float parts run in "
+                        "f32); bf16 builds are OpenVINO's for now (docs/performance.md)")
     entry = ctx.entry
     options = check_options("backend_options", ctx.cfg.backend_options, PyTorchBackend.Options, ctx.where)
     if options.engine in ENGINE_BACKENDS:
-        return ENGINE_BACKENDS.get(options.engine).build(ctx, entry, options.batch_size)
+        return ENGINE_BACKENDS.get(options.engine).build(ctx)
     batch = options.batch_size
     example = entry.example_input(batch)
     started = time.time()
@@ -131,7 +137,7 @@ def build_pytorch(ctx: BuildContext) -> Path:
 
         qcfg = ctx.quantization
         bs = qcfg.calibration_batch_size
-        inputs, names = calibration_inputs(ctx, entry)
+        inputs, _names = calibration_inputs(ctx)
         target = entry.prepare_for_quantization(module)
         ignored = list(entry.quantization_ignored_modules())
         quantized, record = quantize_torch_fx(target, entry.example_input(bs), inputs, qcfg, ignored)
@@ -207,6 +213,21 @@ class PyTorchBackend(Backend):
         #: Threads that run completions (the SUT's post-processing: RetinaNet's decode + NMS) so an
         #: instance starts its next batch at once; 0 runs them in the instance's own thread.
         completion_threads: int = 0
+        #: Pin each instance to a core group of its own (backends/layout.py: Intel's layout,
+        #: ``instances x cores_per_instance`` whole cores from the sysfs topology); completion
+        #: threads then run on the cores no instance uses, when there are any.
+        pin: bool = True
+        #: Physical cores per instance; None: the usable cores divided among the instances.
+        cores_per_instance: int | None = None
+        #: Use only this NUMA node's cores; None: every node.
+        numa_node: int | None = None
+        #: Give an instance both hardware threads of its cores (one OpenMP thread each).
+        hyperthreads: bool = False
+        #: jemalloc, tcmalloc (from the system's packages) or a library path, preloaded by
+        #: re-running the command (commands/allocator_env.py); null: the system allocator.
+        allocator: str | None = None
+        #: Environment for OpenMP set before the process starts, e.g. {OMP_WAIT_POLICY: PASSIVE}.
+        openmp_env: dict | None = None
 
         def __post_init__(self) -> None:
             if self.instances < 1:
@@ -221,6 +242,11 @@ class PyTorchBackend(Backend):
                 raise ValueError(f"warmup_iterations must be >= 1, got {self.warmup_iterations}")
             if self.completion_threads < 0:
                 raise ValueError(f"completion_threads must be >= 0, got {self.completion_threads}")
+            if self.allocator is not None and self.allocator not in ("jemalloc", "tcmalloc") \
+                    and "/" not in self.allocator:
+                raise ValueError(f"allocator {self.allocator!r} not one of jemalloc, tcmalloc, a library path, null")
+            if self.cores_per_instance is not None and self.cores_per_instance < 1:
+                raise ValueError(f"cores_per_instance must be >= 1 or null, got {self.cores_per_instance}")
 
     @classmethod
     def from_options(cls, model_path: Path | None, options: "PyTorchBackend.Options") -> Backend:
@@ -239,8 +265,11 @@ class PyTorchBackend(Backend):
         self.options = options
         self.batch_size = options.batch_size
         self.parallelism = options.instances
-        cores = os.cpu_count() or 1
-        self.threads = options.threads or max(1, cores // options.instances)
+        # The layout is checked even unpinned: more cores than the machine has is an error.
+        self.layout = layout.plan(options.instances, options.cores_per_instance, options.numa_node,
+                                  options.hyperthreads)
+        self.threads = options.threads or len(self.layout.groups[0])
+        log.info("pytorch instances: %s%s", self.layout.describe(), "" if options.pin else " (not pinned)")
         torch.set_num_threads(self.threads)
         with torch.no_grad():
             self._model = self._load_model(Path(model_path))
@@ -248,11 +277,11 @@ class PyTorchBackend(Backend):
         # One intra-op thread per completion thread: the instances already use every core, and
         # two OpenMP pools spinning on the same cores would slow both.
         self._completions = (concurrent.futures.ThreadPoolExecutor(
-            options.completion_threads, "pytorch-completion", initializer=torch.set_num_threads, initargs=(1,))
+            options.completion_threads, "pytorch-completion", initializer=self._completion_thread_start)
             if options.completion_threads else None)
         self._pending = 0
         self._idle = threading.Condition()
-        self._workers = [threading.Thread(target=self._work, name=f"pytorch-instance-{i}", daemon=True)
+        self._workers = [threading.Thread(target=self._work, args=(i,), name=f"pytorch-instance-{i}", daemon=True)
                          for i in range(options.instances)]
         for worker in self._workers:
             worker.start()
@@ -293,7 +322,17 @@ class PyTorchBackend(Backend):
         return tuple(o[:size] if o.dim() > 0 and o.shape[0] == self.batch_size and o.dim() > 1 else o
                      for o in outputs)
 
-    def _work(self) -> None:
+    def _completion_thread_start(self) -> None:
+        torch.set_num_threads(1)
+        if self.options.pin and self.layout.spare:
+            # Post-processing off the inference cores' critical path.
+            os.sched_setaffinity(0, self.layout.spare)
+
+    def _work(self, index: int = 0) -> None:
+        if self.options.pin:
+            # Linux affinity is per thread (0: the calling one); the OpenMP team this thread
+            # starts inherits it, so the instance's threads stay on its cores.
+            os.sched_setaffinity(0, self.layout.groups[index])
         torch.set_num_threads(self.threads)      # OpenMP's thread count is per calling thread
         while True:
             item = self._queue.get()
@@ -383,5 +422,8 @@ class PyTorchBackend(Backend):
     def describe(self) -> dict[str, Any]:
         return {"batch_size": self.batch_size, "instances": self.options.instances, "threads": self.threads,
                 "completion_threads": self.options.completion_threads,
+                "layout": self.layout.describe() + ("" if self.options.pin else " (not pinned)"),
+                "allocator": allocator.in_effect(self.options.allocator),
+                "openmp_env": {k: os.environ.get(k) for k in (self.options.openmp_env or {})},
                 "engine": self.options.engine, "program": str(self.program_path),
                 "precision": self.info.get("precision")}

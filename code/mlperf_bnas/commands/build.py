@@ -9,13 +9,15 @@ from pathlib import Path
 from mlperf_bnas import pipeline
 from mlperf_bnas.backends import BACKENDS
 from mlperf_bnas.commands.arguments import add_common_arguments, add_precision_argument, config_from_args
-from mlperf_bnas.enums import Precision, values
+from mlperf_bnas.enums import BUILT_BY_DEFAULT
 from mlperf_bnas.paths import BUILD_RECORD
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common_arguments(p)
-    add_precision_argument(p, extra=("all",), default="all", help="which model(s) to build (default: all)")
+    add_precision_argument(p, extra=("all",), default="all",
+                           help="which model(s) to build (default, all: int8 and fp32; bf16, the FP32 model with "
+                                "bf16 float layers, only on request: it pays only on CPUs with AMX-BF16)")
     p.add_argument("--if-missing", action="store_true",
                    help="build only the model(s) not built yet (the run scripts' first step: a fresh output "
                         "folder gets what it needs, and says so)")
@@ -23,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg, paths = config_from_args(args)
-    precisions = values(Precision) if args.precision == "all" else [args.precision]
+    precisions = [p.value for p in BUILT_BY_DEFAULT] if args.precision == "all" else [args.precision]
     if args.if_missing:
         # Cheap when there is nothing to do (no framework import, not even the backend's
         # module): the run that follows prepares (or reuses) the dataset itself.

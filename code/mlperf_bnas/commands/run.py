@@ -64,8 +64,15 @@ def run(args: argparse.Namespace) -> int:
     finally:
         backend.close()
     result = summary.get("Result is", "done" if args.mode == Mode.ACCURACY else "?")
-    metric = next((f"{k}: {summary[k]}" for k in ("Samples per second", "Completed samples per second",
-                                                    "Scheduled samples per second") if k in summary), "")
+    key = completeness.summary_metric(summary, args.scenario)
+    metric = f"{key}: {summary[key]}" if key and key in summary else ""
+    early = None
+    if args.mode == "performance" and args.scenario in ("SingleStream", "MultiStream"):
+        from mlperf_bnas.loadgen.logs import RESULT_FIELD, read_detail_log
+
+        early = read_detail_log(log_dir / "mlperf_log_detail.txt").get(RESULT_FIELD[args.scenario])
+    if isinstance(early, (int, float)):
+        metric += f" (early-stopping estimate, the reported result: {early / 1e6:.3f} ms)"
     print(f"{cfg.loadgen_model} {args.scenario} {args.mode}: {result} {metric} -> {log_dir}")
     if args.mode == "performance" and result != "VALID":
         from mlperf_bnas.loadgen.explain import explain

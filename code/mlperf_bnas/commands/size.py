@@ -22,7 +22,6 @@ from pathlib import Path
 from mlperf_bnas.commands.arguments import add_common_arguments, add_scenario_argument, config_from_args, \
     run_config_from_args
 from mlperf_bnas.errors import UserError
-from mlperf_bnas.tune.tuning_spec import SCENARIOS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -56,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         if conf.resolve() != paths.sized_conf.resolve():
             raise UserError(f"--user-conf {conf}: with --from, the generated conf is {paths.sized_conf} "
                             "(mlperf-bnas size --print-path)")
-        cfgs = {s: config_from_args(args, s)[0] for s in SCENARIOS}
+        cfgs = {s: config_from_args(args, s)[0] for s in sizing.SIZED_SCENARIOS}
         req = sizing.SizeRequest(cfgs, paths, base, args.data_dir, args.checkpoint, args.force)
         path, record, sized_now = sizing.ensure_sized(req)
         if not sized_now:
@@ -81,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     run_cfg, _ = run_config_from_args(args, args.scenario)
     measured = sizing.cached_measurement(paths, {args.scenario: run_cfg}, args.data_dir, args.checkpoint,
-                                         {"Server"} & {args.scenario})
+                                         {"Server", "SingleStream", "MultiStream"} & {args.scenario})
     warnings, line = sizing.check_user_conf(conf, run_cfg, args.scenario, measured[args.scenario],
                                             sizing.Machine.this())
     for warning in warnings:

@@ -29,8 +29,20 @@ from mlperf_bnas.loadgen.logs import MAX_SUMMARY_BYTES, RESULT_FIELD, read_detai
 SUMMARY = "mlperf_log_summary.txt"
 DETAIL = "mlperf_log_detail.txt"
 ACCURACY = "mlperf_log_accuracy.json"
-#: The scenario's headline metric: detail-log key and summary line.
+#: The scenario's headline metric in the summary (the detail log's: logs.RESULT_FIELD).
+#: SingleStream / MultiStream: the summary's line names the conf's percentile ("90.0th percentile
+#: latency (ns)"), see ``summary_metric``.
 SUMMARY_METRIC = {"Offline": "Samples per second", "Server": "Completed samples per second"}
+_PERCENTILE_LINE = re.compile(r"^[\d.]+th percentile latency \(ns\)$")
+
+
+def summary_metric(summary: dict[str, str], scenario: str) -> str | None:
+    """The summary key holding ``scenario``'s headline figure (None when the summary has none)."""
+    if scenario in SUMMARY_METRIC:
+        return SUMMARY_METRIC[scenario]
+    return next((k for k in summary if _PERCENTILE_LINE.match(k)), None)
+
+
 _CLOSING = re.compile(r"^(No errors|1 ERROR|\d+ ERRORS) encountered", re.M)
 
 # What a run writes besides its accuracy log (measured: a detail log is 25-30 KB, a summary
@@ -61,9 +73,10 @@ def problems(folder: Path, mode: str, scenario: str | None = None, check_accurac
             summary = read_summary(summary_path)
             if summary.get("Result is") not in ("VALID", "INVALID"):
                 out.append(f"{summary_path}: no 'Result is : VALID/INVALID' line")
-            metric = SUMMARY_METRIC.get(str(scenario or summary.get("Scenario")))
-            if metric and not _is_number(summary.get(metric)):
-                out.append(f"{summary_path}: no '{metric}' value: the run has no result")
+            which = str(scenario or summary.get("Scenario"))
+            metric = summary_metric(summary, which)
+            if which in RESULT_FIELD and (metric is None or not _is_number(summary.get(metric))):
+                out.append(f"{summary_path}: no '{metric or 'percentile latency (ns)'}' value: the run has no result")
     if not detail_path.is_file():
         out.append(f"{detail_path}: missing")
     elif detail_path.stat().st_size == 0:

@@ -97,6 +97,12 @@ def explain(run_dir: Path, scenario: str, model: str, benchmark: str | None = No
                                    f"raise {key}.target_qps above the measured samples/s (`{script}/tune.sh "
                                    "--scenario Offline` measures it; unset USER_CONF and the embedded default sizes "
                                    "it on this machine), or a longer min_duration"))
+            elif scenario in ("SingleStream", "MultiStream"):
+                out.append(Failure(label + " (LoadGen's pre-generated queries ran out before min_duration: one "
+                                   "query is faster than target_latency says)", recommendation,
+                                   f"lower {key}.target_latency (LoadGen's expected latency) to at most the measured "
+                                   f"one (`{script}/run_{scenario.lower()}.sh` warns with the measured figure; "
+                                   "unset USER_CONF and the embedded default sizes it on this machine)"))
             else:
                 out.append(Failure(label, recommendation, f"remove {key}.max_duration / max_query_count, or a longer "
                                    f"{key}.min_duration"))

@@ -17,7 +17,10 @@ _MLLOG = ":::MLLOG "
 MAX_LINE_BYTES = 1 << 20
 MAX_SUMMARY_BYTES = 1 << 20
 #: The detail-log key holding a performance run's result, per scenario (what the checker reads).
-RESULT_FIELD = {"Offline": "result_samples_per_second", "Server": "result_completed_samples_per_sec"}
+#: SingleStream / MultiStream: LoadGen's early-stopping estimate of the latency percentile, in ns
+#: (MultiStream: per query of 8), the v5.1 checker's RESULT_FIELD_NEW; reported in ms.
+RESULT_FIELD = {"Offline": "result_samples_per_second", "Server": "result_completed_samples_per_sec",
+                "SingleStream": "early_stopping_latency_ss", "MultiStream": "early_stopping_latency_ms"}
 
 
 @dataclass

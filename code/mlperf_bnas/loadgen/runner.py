@@ -40,7 +40,7 @@ _from_config_done = False
 @dataclass(frozen=True)
 class RunRequest:
     loadgen_model: str          # "resnet50", "retinanet": LoadGen's embedded defaults key on it
-    scenario: str               # "Offline" | "Server"
+    scenario: str               # "Offline" | "Server" | "SingleStream" | "MultiStream"
     mode: str                   # "performance" | "accuracy"
     user_conf: Path
     log_dir: Path               # final folder, e.g. results/<sys>/resnet50/Offline/performance/run_1
@@ -117,6 +117,11 @@ def _expected_queries(settings: lg.TestSettings, req: RunRequest) -> int:
     seconds = settings.min_duration_ms / 1000
     if req.scenario == "Offline":
         return int(settings.offline_expected_qps * seconds * 1.1)
+    if req.scenario in ("SingleStream", "MultiStream"):
+        # One query at a time, each expected to take the conf's target_latency.
+        expected_ns = (settings.single_stream_expected_latency_ns if req.scenario == "SingleStream"
+                       else settings.multi_stream_expected_latency_ns)
+        return int(max(settings.min_query_count, 1.1 * seconds * 1e9 / max(1, expected_ns)))
     return int(max(settings.min_query_count, settings.server_target_qps * seconds))
 
 

@@ -2,7 +2,12 @@
 
 ``OfflineSUT`` and ``ServerSUT`` differ only in how they batch: Offline receives
 the whole run as one query and spreads it over the backend in batches of
-``backend.batch_size``; Server dispatches each query as it arrives. With a Server
+``backend.batch_size``; Server dispatches each query as it arrives. SingleStream
+(one sample per query) and MultiStream (``MULTISTREAM_SAMPLES_PER_QUERY`` per query)
+send the next query only when the last one is answered, so their metric is one
+query's latency: ``StreamSUT`` hands each query to the backend at once, in as few
+batches as the backend's batch size allows (``check_stream_batch`` refuses a
+setting that would pad every query, see there). With a Server
 ``batch_size`` above 1, ``BatchingServerSUT`` batches dynamically instead: queued
 samples leave in one batch of up to ``batch_size`` whenever the backend has a free
 slot, so a lightly loaded server answers every query alone and batches grow only
@@ -32,7 +37,7 @@ import mlperf_loadgen as lg
 import numpy as np
 
 from mlperf_bnas.backends.base import Backend
-from mlperf_bnas.errors import RunFailed
+from mlperf_bnas.errors import RunFailed, UserError
 from mlperf_bnas.loadgen.postprocess import Postprocessor
 from mlperf_bnas.loadgen.qsl import QSL
 
@@ -67,20 +72,20 @@ class SUTBase:
         pass
 
     # -- bookkeeping -------------------------------------------------------
-    def _open_ids(self, ids: np.ndarray) -> bool:
+    def _open_ids(self, ids: list[int]) -> bool:
         """Register issued ids; False (and answered at once) when the run is being stopped."""
         with self._lock:
             if self.stopping is None:
                 if not self._open:
                     self._busy_since = time.monotonic()
-                self._open.update(ids.tolist())
+                self._open.update(ids)
                 return True
             self.stopped_samples += len(ids)
         lg.QuerySamplesComplete([lg.QuerySampleResponse(int(i), 0, 0) for i in ids])
         return False
 
     # -- dispatch ----------------------------------------------------------
-    def _dispatch(self, ids: np.ndarray, indices: np.ndarray) -> None:
+    def _dispatch(self, ids: list[int], indices: np.ndarray) -> None:
         def done(outputs: Any, error: BaseException | None) -> None:
             self._complete(ids, indices, outputs, error)
 
@@ -92,14 +97,14 @@ class SUTBase:
         except BaseException as exc:  # a KeyboardInterrupt here is a stop request, not a failed inference
             self.abort(f"interrupted ({type(exc).__name__})")
 
-    def _complete(self, ids: np.ndarray, indices: np.ndarray, outputs: Any, error: BaseException | None) -> None:
+    def _complete(self, ids: list[int], indices: np.ndarray, outputs: Any, error: BaseException | None) -> None:
         responses = None
         if error is None:
             try:
                 responses = self.postprocess(outputs, indices)
             except Exception as exc:  # noqa: BLE001
                 error = exc
-        id_list = ids.tolist()
+        id_list = ids
         now = time.monotonic()
         with self._lock:
             if self._open.issuperset(id_list):          # the usual case: every sample still open
@@ -118,6 +123,8 @@ class SUTBase:
                 if self.first_error is None:
                     self.first_error = error
                     log.error("inference failed: %r", error)
+            else:
+                self.completed_samples += len(live)   # counted here: one lock round per batch
         if error is not None:
             lg.QuerySamplesComplete([lg.QuerySampleResponse(id_list[k], 0, 0) for k in live])
             return
@@ -133,8 +140,6 @@ class SUTBase:
             arrays = [np.ascontiguousarray(a) for a in responses]
             lg.QuerySamplesComplete(
                 [lg.QuerySampleResponse(id_list[k], arrays[k].ctypes.data, arrays[k].nbytes) for k in live])
-        with self._lock:
-            self.completed_samples += len(live)
 
     # -- stopping early ----------------------------------------------------
     def abort(self, reason: str, failed: bool = False) -> int:
@@ -182,10 +187,13 @@ class SUTBase:
             )
 
 
-def _ids_and_indices(query_samples) -> tuple[np.ndarray, np.ndarray]:
-    ids = np.fromiter((q.id for q in query_samples), dtype=np.uint64, count=len(query_samples))
-    idx = np.fromiter((q.index for q in query_samples), dtype=np.int64, count=len(query_samples))
-    return ids, idx
+def _ids_and_indices(query_samples) -> tuple[list[int], np.ndarray]:
+    """LoadGen's ids as Python ints (they only go back to LoadGen and into sets), the sample
+    indices as an array (the QSL gathers rows with it). Plain lists: at Server rates (tens of
+    thousands of one-sample queries a second) numpy's per-call overhead was most of the
+    issue path's cost."""
+    ids = [q.id for q in query_samples]
+    return ids, np.array([q.index for q in query_samples], dtype=np.int64)
 
 
 class OfflineSUT(SUTBase):
@@ -208,7 +216,7 @@ class ServerSUT(SUTBase):
 
     def issue_queries(self, query_samples) -> None:
         for q in query_samples:
-            ids = np.array([q.id], np.uint64)
+            ids = [q.id]
             if self._open_ids(ids):
                 self._dispatch(ids, np.array([q.index], np.int64))
 
@@ -225,7 +233,8 @@ class BatchingServerSUT(SUTBase):
     def __init__(self, backend: Backend, qsl: QSL, postprocess: Postprocessor):
         super().__init__(backend, qsl, postprocess)
         self._waiting: collections.deque[tuple[int, int]] = collections.deque()
-        self._changed = threading.Condition()
+        # A plain Lock (Condition's default is an RLock, slower on this hot path).
+        self._changed = threading.Condition(threading.Lock())
         self._free_slots = max(1, backend.parallelism)
         self._stopping = False
         self.batches = 0
@@ -233,11 +242,11 @@ class BatchingServerSUT(SUTBase):
         self._dispatcher.start()
 
     def issue_queries(self, query_samples) -> None:
-        ids, indices = _ids_and_indices(query_samples)
-        if not self._open_ids(ids):
+        pairs = [(q.id, q.index) for q in query_samples]
+        if not self._open_ids([i for i, _ in pairs]):
             return
         with self._changed:
-            self._waiting.extend(zip(ids.tolist(), indices.tolist()))
+            self._waiting.extend(pairs)
             self._changed.notify()
 
     def abort(self, reason: str, failed: bool = False) -> int:
@@ -256,9 +265,7 @@ class BatchingServerSUT(SUTBase):
                 taken = [self._waiting.popleft() for _ in range(min(limit, len(self._waiting)))]
                 self._free_slots -= 1
                 self.batches += 1
-            ids = np.fromiter((i for i, _ in taken), dtype=np.uint64, count=len(taken))
-            indices = np.fromiter((k for _, k in taken), dtype=np.int64, count=len(taken))
-            self._dispatch(ids, indices)
+            self._dispatch([i for i, _ in taken], np.array([k for _, k in taken], dtype=np.int64))
 
     def _complete(self, ids: np.ndarray, indices: np.ndarray, outputs: Any, error: BaseException | None) -> None:
         try:
@@ -278,7 +285,38 @@ class BatchingServerSUT(SUTBase):
                      self.batches, self.completed_samples / self.batches, self.backend.batch_size)
 
 
-def make_sut(scenario: str, backend: Backend, qsl: QSL, postprocess: Postprocessor) -> SUTBase:
+class StreamSUT(OfflineSUT):
+    """SingleStream / MultiStream: LoadGen issues one query (1 or 8 samples) and waits for its
+    answer before the next, so nothing queues: the query goes to the backend at once, split
+    into backend-sized batches that run in parallel where the backend has several slots.
+    Lowest latency comes from the backend settings (config.yaml's ``scenarios.SingleStream``
+    / ``MultiStream``: one stream using every core), not from the SUT."""
+
+
+#: Samples LoadGen puts into one query (LoadGen's mlperf.conf: ``*.MultiStream.samples_per_query = 8``).
+SAMPLES_PER_QUERY = {"SingleStream": 1, "MultiStream": 8}
+
+
+def check_stream_batch(scenario: str, batch_size: int, where: str = "config.yaml") -> None:
+    """Refuse backend settings that cannot answer a SingleStream / MultiStream query at its lowest
+    latency: a fixed batch larger than the query would pad every query to ``batch_size`` samples
+    (a batch-of-N inference for 1 sample), so the measured latency would not be the backend's."""
+    per_query = SAMPLES_PER_QUERY.get(scenario)
+    if per_query is None or batch_size <= per_query:
+        return
+    raise UserError(
+        f"{where}: backend_options.batch_size = {batch_size} cannot serve {scenario}: its queries hold "
+        f"{per_query} sample(s), so every query would run as a padded batch of {batch_size} and the "
+        f"latency measured would not be this backend's. Fix: set scenarios.{scenario}.backend_options.batch_size "
+        f"to at most {per_query} in {where} (or --set backend_options.batch_size={per_query})")
+
+
+def make_sut(scenario: str, backend: Backend, qsl: QSL, postprocess: Postprocessor, where: str = "config.yaml") -> SUTBase:
     if scenario == "Server" and backend.batch_size > 1:
         return BatchingServerSUT(backend, qsl, postprocess)
+    if scenario in SAMPLES_PER_QUERY:
+        check_stream_batch(scenario, backend.batch_size, where)
+        return StreamSUT(backend, qsl, postprocess)
+    if scenario not in ("Offline", "Server"):
+        raise UserError(f"unknown scenario {scenario!r}; valid: Offline, Server, SingleStream, MultiStream")
     return {"Offline": OfflineSUT, "Server": ServerSUT}[scenario](backend, qsl, postprocess)

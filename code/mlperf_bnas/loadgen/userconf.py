@@ -263,7 +263,9 @@ def _log_keys(key: str, scenario: str) -> list[tuple[str, float]]:
         "performance_sample_count_override": [("requested_performance_sample_count_override", 1.0)],
         "target_qps": [("requested_server_target_qps", 1.0)] if scenario == "Server"
         else [("requested_offline_expected_qps", 1.0)],
-        "target_latency": [("requested_server_target_latency_ns", 1e6)],
+        "target_latency": [("requested_server_target_latency_ns", 1e6)] if scenario == "Server"
+        else [("requested_single_stream_expected_latency_ns", 1e6)] if scenario == "SingleStream"
+        else [("requested_multi_stream_expected_latency_ns", 1e6)] if scenario == "MultiStream" else [],
     }
     return table.get(key, [])
 

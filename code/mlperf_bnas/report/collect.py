@@ -32,6 +32,7 @@ from mlperf_bnas.loadgen.logs import RESULT_FIELD, read_detail_log, read_summary
 from mlperf_bnas.paths import (
     BUILD_RECORD, OutputRoot, SearchOutputs, SubmissionTree, benchmark_dir, benchmark_dirs, mode_dir, tuned_conf_path,
 )
+from mlperf_bnas.submission.rules import LATENCY_SCENARIOS, result_value
 from mlperf_bnas.tune.sizing import GENERATED_BY as SIZING_GENERATED_BY
 
 log = logging.getLogger(__name__)
@@ -125,11 +126,20 @@ def read_performance(run_dir: Path, scenario: str) -> PerfRun:
     detail = read_detail_log(run_dir / "mlperf_log_detail.txt")
     summary_path = run_dir / "mlperf_log_summary.txt"
     summary = read_summary(summary_path) if summary_path.is_file() else {}
-    metric_name = "samples/s" if scenario == "Offline" else "completed samples/s"
     key = RESULT_FIELD[scenario]
     metric = detail.get(key)
-    percentiles = {name: detail.get(k) / 1e6 for name, k, _ in PERCENTILE_KEYS
-                   if isinstance(detail.get(k), (int, float))}
+    if scenario in LATENCY_SCENARIOS:
+        pct = detail.get("effective_target_latency_percentile")
+        pct_text = f"p{float(pct) * 100:g}" if isinstance(pct, (int, float)) else "percentile"
+        metric_name = f"ms {pct_text} latency (early-stopping estimate" + (
+            ", per query of 8)" if scenario == "MultiStream" else ")")
+        metric = result_value(scenario, metric) if isinstance(metric, (int, float)) else None
+    else:
+        metric_name = "samples/s" if scenario == "Offline" else "completed samples/s"
+    # MultiStream: a query's latency (its slowest sample) is what the rules measure.
+    per_query = scenario == "MultiStream"
+    percentiles = {name: detail.get(_per_query_key(k) if per_query else k) / 1e6 for name, k, _ in PERCENTILE_KEYS
+                   if isinstance(detail.get(_per_query_key(k) if per_query else k), (int, float))}
     bound = detail.get("effective_target_latency_ns") if scenario == "Server" else None
     result_line = summary.get("Result is") or ("VALID" if detail.get("result_validity") == "VALID" else
                                                str(detail.get("result_validity", "unknown")))
@@ -152,6 +162,13 @@ def read_performance(run_dir: Path, scenario: str) -> PerfRun:
         target_qps=float(target) if isinstance(target, (int, float)) else None,
         errors=[str(e.get("value"))[:200] for e in detail.errors],
         query_latencies_ms=latencies, latency_source=source)
+
+
+def _per_query_key(key: str) -> str:
+    """A per-sample latency key -> MultiStream's per-query one."""
+    return {"result_min_latency_ns": "result_min_query_latency_ns",
+            "result_max_latency_ns": "result_max_query_latency_ns"}.get(
+        key, key.replace("_percentile_latency_ns", "_percentile_per_query_latency_ns"))
 
 
 def read_trace_latencies(path: Path) -> tuple[list[float] | None, str]:

@@ -109,7 +109,11 @@ def _scenario_section(r: ScenarioResult) -> str:
     if p is not None:
         out.append("<table>")
         out.append(f"<tr><th>result</th><td>{_num(p.metric)} {_e(p.metric_name)} {_badge(p.valid, p.result_line)}</td></tr>")
-        if p.target_qps is not None:
+        if p.target_qps is not None and r.scenario in ("SingleStream", "MultiStream"):
+            # LoadGen logs 1 / the expected latency as the target QPS of a stream scenario.
+            out.append(f"<tr><th>expected latency (target_latency)</th><td>{1000.0 / p.target_qps:g} ms "
+                       f"per query</td></tr>")
+        elif p.target_qps is not None:
             out.append(f"<tr><th>{'target QPS' if r.scenario == 'Server' else 'expected QPS'}</th>"
                        f"<td>{p.target_qps:g}</td></tr>")
         if p.latency_bound_ms:

@@ -34,7 +34,10 @@ def _row(r: ScenarioResult, verdicts: dict) -> list[str]:
     perf, acc = r.performance, r.accuracy
     if r.not_run:
         return [r.model, r.scenario, "-", "-", "NOT RUN", "-", "-", "-"]
-    unit = "samples/s" if r.scenario == "Offline" else "QPS"
+    unit = {"Offline": "samples/s", "Server": "QPS", "SingleStream": "ms p90", "MultiStream": "ms p99"}.get(
+        r.scenario, "")
+    if perf and perf.metric is not None and r.scenario in ("SingleStream", "MultiStream"):
+        unit = perf.metric_name.split(" (")[0].replace(" latency", "")     # the run's own percentile
     metric = f"{perf.metric:.2f} {unit}" if perf and perf.metric is not None else "-"
     p99 = perf.percentiles_ms.get("p99") if perf else None
     accuracy = (f"{acc.metric}={acc.value:.3f}%" if acc and acc.value is not None else "-")

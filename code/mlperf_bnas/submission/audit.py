@@ -102,6 +102,7 @@ class _Summary:
     valid: str = ""
     target_latency: str | None = None
     errors: list[str] | None = None
+    latency_ns: float | None = None       # SingleStream / MultiStream: the early-stopping estimate
 
 
 def _read_summary(path: Path) -> _Summary:
@@ -119,6 +120,16 @@ def _read_summary(path: Path) -> _Summary:
                 continue
         if s.mode == "Offline" and re.match("Samples per second", line):
             s.score = line.split(": ", 1)[1].strip()
+            continue
+        # SingleStream / MultiStream: LoadGen's early-stopping estimate of the latency
+        # percentile, as a rate (1e9 / ns), as TEST04's verify_performance.py reads it.
+        if s.mode == "SingleStream" and re.match(r".*Early stopping (90th|90.0th|99.9th) percentile estimate", line):
+            s.score = str(1e9 / float(line.split(": ", 1)[1].strip()))
+            s.latency_ns = float(line.split(": ", 1)[1].strip())
+            continue
+        if s.mode == "MultiStream" and re.match(r".*Early stopping (99th|99.0th|90th|90.0th) percentile estimate", line):
+            s.score = str(1e9 / float(line.split(": ", 1)[1].strip()))
+            s.latency_ns = float(line.split(": ", 1)[1].strip())
             continue
         if re.match("Result is", line):
             s.valid = line.split(": ", 1)[1].strip()
@@ -141,11 +152,26 @@ def verify_performance(reference_summary: Path, test_summary: Path, test: str) -
         return False, "\n".join(out + ["TEST FAIL: Test results are invalid"]) + "\n"
     if tst.mode != ref.mode:
         return False, "\n".join(out + ["Test and reference scenarios do not match!", "TEST FAIL"]) + "\n"
-    out += [f"reference score = {ref.score}", f"test score = {tst.score}"]
+    if test == "TEST01" and ref.latency_ns and tst.latency_ns:
+        # TEST01's script scores stream scenarios by the latency estimate itself (ns).
+        out += [f"reference score = {ref.latency_ns:g}", f"test score = {tst.latency_ns:g}"]
+    else:
+        out += [f"reference score = {ref.score}", f"test score = {tst.score}"]
     threshold = 0.10
     ref_score, test_score = float(ref.score), float(tst.score)
+    # Short stream latencies vary more from run to run (OS noise): the official scripts relax the
+    # threshold to 20%. TEST04's script compares the rate (1e9 / latency) with 200000 / 1600000,
+    # TEST01's the latency in ns; both as in compliance/TEST0{1,4}/verify_performance.py (v5.1.1).
+    if ref.mode in ("SingleStream", "MultiStream"):
+        limit = 200000 if ref.mode == "SingleStream" else 1600000
+        compared = ref_score if test == "TEST04" else (ref.latency_ns or 0.0)
+        if compared <= limit:
+            threshold = 0.20
     if test == "TEST04":
         passed = test_score < ref_score * (1 + threshold)
+    elif ref.mode in ("SingleStream", "MultiStream") and ref.latency_ns and tst.latency_ns:
+        # TEST01's script scores a stream scenario by the latency itself (ns), within +-threshold.
+        passed = ref.latency_ns * (1 - threshold) <= tst.latency_ns <= ref.latency_ns * (1 + threshold)
     else:
         passed = ref_score * (1 - threshold) < test_score < ref_score * (1 + threshold)
     out.append("TEST PASS" if passed else "TEST FAIL: Test score invalid")

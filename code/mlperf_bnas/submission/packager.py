@@ -297,7 +297,7 @@ def build_tree(req: PackageRequest, folder: Path) -> Packaged:
             raise UserError(f"{res_src}: unexpected folder(s) {', '.join(unknown)}; only "
                             f"{', '.join(values(Scenario))} are packaged")
         if not scenarios:
-            raise UserError(f"{res_src}: no scenario results; run Offline and/or Server first")
+            raise UserError(f"{res_src}: no scenario results; run a scenario first (run_offline.sh, run_singlestream.sh, ...)")
         prov = provenance.read(req.output_dir, cfg, req.precision)
         engine = provenance.engine_software(prov)
         if engine:

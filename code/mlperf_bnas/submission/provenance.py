@@ -153,6 +153,11 @@ def measurement_fields(prov: Provenance) -> dict[str, str]:
                           .rstrip() + f" (preset {preset}, {used} calibration samples)")
     if _first(q, "openvino_version"):
         transforms.append("converted to OpenVINO IR with the preprocessing in the graph")
+        policy = _first(q, "precision_policy")
+        if isinstance(policy, dict) and policy.get("inference_precision"):
+            # The build's precision policy (backends/openvino.py): what the float layers ran in, and why.
+            transforms.append(f"float layers run in {policy['inference_precision']} (OpenVINO "
+                              f"INFERENCE_PRECISION_HINT; {policy.get('reason', 'no reason recorded')})")
     elif _first(q, "engine") == "ipex":
         transforms.append(f"traced and frozen to TorchScript (torch.jit.trace + torch.jit.freeze) with "
                           f"intel-extension-for-pytorch {_first(q, 'ipex_version')}")

@@ -8,6 +8,7 @@ Values reproduced from the official v5.1 submission checker's configuration
 from __future__ import annotations
 
 from mlperf_bnas.loadgen import logs
+from mlperf_bnas.loadgen.sut import SAMPLES_PER_QUERY
 
 #: Folder names we package -> the checker's benchmark names ("resnet50" is in the
 #: checker's built-in model_mapping, so no model_mapping.json is needed).
@@ -46,12 +47,33 @@ PERFORMANCE_SAMPLE_COUNT = {"resnet": 1024, "retinanet": 64}
 DATASET_SIZE = {"resnet": 50000, "retinanet": 24781}
 #: Server latency bound (99th percentile), ns.
 LATENCY_CONSTRAINT_NS = {"resnet": {"Server": 15_000_000}, "retinanet": {"Server": 100_000_000}}
-MIN_QUERIES = {"resnet": {"Server": 270336, "Offline": 1}, "retinanet": {"Server": 270336, "Offline": 1}}
+#: The release checker's min_queries (checked only for scenarios without early stopping, i.e.
+#: Offline; SingleStream, MultiStream and Server use early stopping there).
+MIN_QUERIES = {"resnet": {"SingleStream": 1024, "MultiStream": 270336, "Server": 270336, "Offline": 1},
+               "retinanet": {"SingleStream": 1024, "MultiStream": 270336, "Server": 270336, "Offline": 1}}
 OFFLINE_MIN_SAMPLES_PER_QUERY = 24576      # release checker: every division; package: closed only
 MIN_DURATION_MS = 600_000
 MAX_ACCURACY_LOG_SIZE = 10 * 1024
 FILE_SIZE_LIMIT_BYTES = 50 * 1024 * 1024
+#: The result each scenario reports (the release checker's RESULT_FIELD_NEW["v5.1"]): a rate, or
+#: for SingleStream / MultiStream LoadGen's early-stopping estimate of the 90th / 99th
+#: percentile latency in ns (per query of 8 samples for MultiStream), reported in ms.
 RESULT_FIELD = logs.RESULT_FIELD          # the detail-log key of a performance result, per scenario
+#: The latency percentile each latency-bound scenario is judged at (LoadGen's mlperf.conf).
+LATENCY_PERCENTILE = {"SingleStream": 0.90, "MultiStream": 0.99, "Server": 0.99}
+#: Scenarios whose result is a latency (lower is better), reported in ms.
+LATENCY_SCENARIOS = ("SingleStream", "MultiStream")
+#: Samples per MultiStream query (LoadGen's mlperf.conf; the checker reads effective_samples_per_query).
+MULTISTREAM_SAMPLES_PER_QUERY = SAMPLES_PER_QUERY["MultiStream"]
+
+
+def result_unit(scenario: str) -> str:
+    return "ms" if scenario in LATENCY_SCENARIOS else "samples/s"
+
+
+def result_value(scenario: str, raw: float) -> float:
+    """The scenario's result as reported: a rate as logged, a latency in ms (logged in ns)."""
+    return raw / 1e6 if scenario in LATENCY_SCENARIOS else raw
 ACCURACY_PATTERN = {
     "resnet": r"^(?:\{\"accuracy|accuracy)[\": ]*=?\s*([\d\.]+).*",
     "retinanet": r".*(?:mAP=|'Total':)\s*([\d.]+)",

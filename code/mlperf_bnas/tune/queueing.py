@@ -126,3 +126,61 @@ def md1_waiting_cdf(arrival_rate: float, service_s: float, t: float) -> float:
         x = lam * (k * d - tt)
         total += (x ** k) / Decimal(math.factorial(k)) * (-x).exp()
     return float((1 - rho) * total)
+
+
+def batching_server_latencies(arrival_rate: float, queries: int, workers: int, max_batch: int,
+                              batch_s, seed: int = 0) -> np.ndarray:
+    """Latencies (s) of ``queries`` Poisson arrivals through the batching Server SUT's policy.
+
+    A discrete-event simulation (not a closed form: dynamic batching has none that is simple):
+    ``workers`` slots; whenever a slot is free and samples wait, the oldest ``min(max_batch,
+    waiting)`` leave as one batch that takes ``batch_s(size)`` seconds; no batch waits to
+    fill. This is ``loadgen/sut.py``'s ``BatchingServerSUT`` with a backend of known service
+    times and no harness cost, so a harness run against the simulated backend can be compared
+    with it to see what the harness itself loses.
+    """
+    import heapq
+    from collections import deque
+
+    rng = np.random.default_rng(seed)
+    arrivals = np.cumsum(rng.exponential(1.0 / arrival_rate, queries)).tolist()
+    latencies: list[float] = []
+    waiting: deque[float] = deque()
+    busy: list[float] = []
+    free = workers
+    i, now = 0, 0.0
+    inf = float("inf")
+    while i < queries or waiting or busy:
+        while free and waiting:
+            size = min(max_batch, len(waiting))
+            end = now + batch_s(size)
+            for _ in range(size):
+                latencies.append(end - waiting.popleft())
+            heapq.heappush(busy, end)
+            free -= 1
+        next_arrival = arrivals[i] if i < queries else inf
+        next_end = busy[0] if busy else inf
+        if next_arrival <= next_end:
+            now = next_arrival
+            waiting.append(next_arrival)
+            i += 1
+        else:
+            now = heapq.heappop(busy)
+            free += 1
+    return np.asarray(latencies)
+
+
+def max_batching_server_qps(workers: int, max_batch: int, batch_s, bound_s: float, percentile: float = 0.99,
+                            queries: int = 100_000, rel_tol: float = 2e-3, seed: int = 0) -> float:
+    """Highest Poisson rate whose simulated ``percentile`` latency (``batching_server_latencies``)
+    stays within ``bound_s``: the analytic Server figure of a batching layout. Bisection on the
+    rate, the same arrivals' seed at every rate."""
+    lo, hi = 0.0, workers * max_batch / batch_s(max_batch)
+    while hi - lo > rel_tol * hi:
+        mid = (lo + hi) / 2
+        lat = batching_server_latencies(mid, queries, workers, max_batch, batch_s, seed)
+        if np.quantile(lat, percentile) <= bound_s:
+            lo = mid
+        else:
+            hi = mid
+    return lo

@@ -32,6 +32,15 @@ What is derived from them:
   than the bound's (LoadGen's early stopping, on a few hundred queries, needs the observed
   tail well inside it). Half of the analytic maximum: a smoke run must be VALID, not at
   the limit (``tune.sh`` finds the limit).
+* **SingleStream / MultiStream** ``target_latency = measured median query latency /
+  STREAM_MARGIN``, from a probe of that scenario itself (one query of 1 or 8 samples at a
+  time, with that scenario's backend settings). ``target_latency`` is LoadGen's *expected*
+  latency, not a bound: LoadGen pre-generates ``1.1 x min_duration / target_latency``
+  queries (at least ``min_query_count``) and the run is VALID only if they last
+  ``min_duration``, so the margin lets the real run be up to 2.2x faster than the probe
+  (slower only makes it longer). A scenario whose ``min_query_count`` (what LoadGen's early
+  stopping needs at the conf's percentile) would take longer than ``MAX_STREAM_RUN_S`` at
+  the measured latency is reported as not runnable here, like a Server bound.
 * A machine whose fastest single query already exceeds the latency bound cannot hold it at
   any load: there is no Server ``target_qps``; ``mlperf-bnas size --scenario Server``
   prints one line naming the bound and the measured latency and exits with
@@ -62,7 +71,7 @@ from pathlib import Path
 from typing import Any
 
 from mlperf_bnas.config import BenchmarkConfig
-from mlperf_bnas.enums import Precision
+from mlperf_bnas.enums import Precision, Scenario
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.fileio import sha256_file, write_atomic
 from mlperf_bnas.loadgen import userconf
@@ -72,8 +81,8 @@ from mlperf_bnas.paths import BUILD_RECORD, OutputPaths
 from mlperf_bnas.submission.rules import LATENCY_CONSTRAINT_NS, MIN_DURATION_MS, MLPERF_MODEL, \
     OFFLINE_MIN_SAMPLES_PER_QUERY
 from mlperf_bnas.submission.system import machine_identity
+from mlperf_bnas.loadgen.sut import SAMPLES_PER_QUERY
 from mlperf_bnas.tune.queueing import max_server_qps
-from mlperf_bnas.tune.tuning_spec import SCENARIOS
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +99,13 @@ MAX_UTILISATION = 0.9
 #: A Server target so low that the conf's min_query_count would take longer than this is not
 #: a runnable smoke setting either: reported like a bound no load can meet.
 MAX_SERVER_RUN_S = 1800.0
+#: SingleStream / MultiStream target_latency = the measured median query latency / this.
+STREAM_MARGIN = 2.0
+#: A smoke SingleStream / MultiStream run longer than this at the measured latency is not run.
+MAX_STREAM_RUN_S = 1800.0
+#: Queries of the SingleStream / MultiStream latency probes (LoadGen runs at least this many; a
+#: MultiStream query is 8 samples, so fewer of them give its median as well).
+STREAM_PROBE_QUERIES = {"SingleStream": 16, "MultiStream": 4}
 #: Length of each timed throughput probe, and the latency probe's minimum duration.
 PROBE_SECONDS = 3.0
 LATENCY_PROBE_MS = 1500
@@ -100,6 +116,16 @@ _MACHINE_LINE = "# mlperf-bnas machine "
 _KEY_LINE = "# mlperf-bnas sizing-key "
 _BASE_BEGIN = "# ---- base conf (copied from {}) ----"
 _BASE_END = "# ---- end of base conf ----"
+_SCENARIOS = tuple(Scenario)
+#: What the generated conf sizes: every scenario, so each run script finds its numbers there.
+SIZED_SCENARIOS = _SCENARIOS
+_STREAMS = ("SingleStream", "MultiStream")
+#: LoadGen's embedded mlperf.conf (v5.1) values the stream scenarios fall back to.
+_STREAM_DEFAULTS = {"SingleStream": {"target_latency": 10.0, "min_query_count": 100, "percentile": 90.0,
+                                     "samples_per_query": SAMPLES_PER_QUERY["SingleStream"]},
+                    "MultiStream": {"target_latency": 80.0, "min_query_count": 662, "percentile": 99.0,
+                                    "samples_per_query": SAMPLES_PER_QUERY["MultiStream"]}}
+_STREAM_MODEL_DEFAULTS = {("retinanet", "MultiStream"): {"target_latency": 528.0}}
 
 
 # --------------------------------------------------------------------------- the machine
@@ -200,8 +226,9 @@ class ConfSettings:
     target_qps: float | None
     min_duration_ms: float
     min_query_count: int
-    target_latency_ms: float | None          # Server only
+    target_latency_ms: float | None          # Server: the bound; SingleStream/MultiStream: the expected latency
     latency_percentile: float                # 0.99 for 99
+    samples_per_query: int = 1               # MultiStream: 8
 
     @classmethod
     def read(cls, conf: Path, model: str, scenario: str) -> "ConfSettings":
@@ -216,6 +243,14 @@ class ConfSettings:
                 raise UserError(f"{conf}: {model}.{scenario}.{key} = {raw[key]!r} is not a number; fix the line") from None
 
         mlperf = MLPERF_MODEL.get(model)
+        if scenario in _STREAMS:
+            d = {**_STREAM_DEFAULTS[scenario], **_STREAM_MODEL_DEFAULTS.get((mlperf, scenario), {})}
+            pct = number("target_latency_percentile", d["percentile"])
+            return cls(target_qps=None, min_duration_ms=number("min_duration", float(MIN_DURATION_MS)),
+                       min_query_count=int(number("min_query_count", d["min_query_count"])),
+                       target_latency_ms=number("target_latency", d["target_latency"]),
+                       latency_percentile=pct / 100.0 if pct > 1 else pct,
+                       samples_per_query=int(number("samples_per_query", d["samples_per_query"])))
         # LoadGen's embedded mlperf.conf defaults (loadgen/mlperf.conf of the v5.1 release).
         default_latency = LATENCY_CONSTRAINT_NS.get(mlperf, {}).get("Server", 10_000_000) / 1e6
         default_mqc = OFFLINE_MIN_SAMPLES_PER_QUERY if scenario == "Offline" and mlperf else 1
@@ -247,7 +282,8 @@ class Measured:
     options: dict[str, Any]
     samples_per_s: float                     # best throughput probe
     workers: int                             # backend.parallelism
-    latency_ms: dict[str, float] | None      # SingleStream probe (Server settings only)
+    latency_ms: dict[str, float] | None      # one query at a time (Server: SingleStream probe; SingleStream /
+                                             # MultiStream: a probe of the scenario itself, per query)
     describe: dict[str, Any]                 # backend.describe()
     probes: list[Probe] = field(default_factory=list)
 
@@ -299,11 +335,12 @@ def measure(cfgs: dict[str, BenchmarkConfig], paths: OutputPaths, data_dir: str 
         postprocess = POSTPROCESSORS.get(cfg.postprocess)
         probes: list[Probe] = []
 
-        def run(kind: str, settings, probe_sut) -> Probe:
+        def run(kind: str, settings, probe_sut, latency_scenario: str = "SingleStream") -> Probe:
             counter[0] += 1
-            log_dir = work_dir / f"probe_{counter[0]:02d}_{setting.replace('/', '-')}_{kind}"
+            label = f"{kind}-{latency_scenario}" if kind == "latency" else kind
+            log_dir = work_dir / f"probe_{counter[0]:02d}_{setting.replace('/', '-')}_{label}"
             req = RunRequest(loadgen_model=cfg.loadgen_model,
-                             scenario="SingleStream" if kind == "latency" else "Offline", mode="performance",
+                             scenario=latency_scenario if kind == "latency" else "Offline", mode="performance",
                              user_conf=log_dir / "none", log_dir=log_dir, archive_dir=work_dir / "archive")
             t0 = time.monotonic()
             run_test(req, probe_sut, qsl, settings)
@@ -312,6 +349,12 @@ def measure(cfgs: dict[str, BenchmarkConfig], paths: OutputPaths, data_dir: str 
                    (("min", "result_min_latency_ns"), ("p50", "result_50.00_percentile_latency_ns"),
                     ("p90", "result_90.00_percentile_latency_ns"))
                    if isinstance(detail.get(key), (int, float))}
+            if kind == "latency" and detail.get("effective_scenario") == "MultiStream":
+                # A MultiStream query's latency is its slowest sample's: the per-query figures.
+                lat = {name: detail.get(key) / 1e6 for name, key in
+                       (("min", "result_min_query_latency_ns"), ("p50", "result_50.00_percentile_per_query_latency_ns"),
+                        ("p90", "result_90.00_percentile_per_query_latency_ns"))
+                       if isinstance(detail.get(key), (int, float))}
             rate = detail.get("result_samples_per_second") if kind != "latency" else None
             count = detail.get("result_query_count") if kind == "latency" else detail.get("effective_samples_per_query")
             probe = Probe(setting, kind, int(count or 0), round(time.monotonic() - t0, 2),
@@ -346,18 +389,33 @@ def measure(cfgs: dict[str, BenchmarkConfig], paths: OutputPaths, data_dir: str 
             best = max(rates)
             if best <= 0:
                 raise UserError(f"{cfg.benchmark}: the sizing probes measured no throughput; see {work_dir}")
-            latency = None
-            if latency_for & set(scenarios):
+            # One query at a time: MultiStream's own queries of 8 where MultiStream is sized, a
+            # SingleStream probe (one sample alone) for SingleStream and Server.
+            latency: dict[str, dict[str, float]] = {}
+            for wanted in ("SingleStream", "MultiStream"):
+                users = [x for x in scenarios if x in latency_for and (x == "MultiStream") == (wanted == "MultiStream")]
+                if not users:
+                    continue
                 s = lg.TestSettings()
-                s.scenario = lg.TestScenario.SingleStream
                 s.mode = lg.TestMode.PerformanceOnly
-                s.single_stream_expected_latency_ns = int(1e9 / best * max(1, backend.parallelism))
                 s.min_duration_ms = LATENCY_PROBE_MS
-                s.min_query_count = LATENCY_PROBE_QUERIES
-                latency = run("latency", s, make_sut("Server", backend, qsl, postprocess)).latency_ms
+                if wanted == "MultiStream":
+                    s.scenario = lg.TestScenario.MultiStream
+                    s.multi_stream_samples_per_query = _STREAM_DEFAULTS["MultiStream"]["samples_per_query"]
+                    s.multi_stream_expected_latency_ns = int(1e9 / best * s.multi_stream_samples_per_query)
+                    s.min_query_count = STREAM_PROBE_QUERIES["MultiStream"]
+                else:
+                    s.scenario = lg.TestScenario.SingleStream
+                    s.single_stream_expected_latency_ns = int(1e9 / best * max(1, backend.parallelism))
+                    s.min_query_count = (STREAM_PROBE_QUERIES["SingleStream"] if "SingleStream" in users
+                                         else LATENCY_PROBE_QUERIES)
+                probe_sut = make_sut("Server" if users == ["Server"] else wanted, backend, qsl, postprocess)
+                figures = run("latency", s, probe_sut, wanted).latency_ms
+                for user in users:
+                    latency[user] = figures
             for scenario in scenarios:
                 results[scenario] = Measured(dict(cfg.backend_options), round(best, 4), max(1, backend.parallelism),
-                                             latency, backend.describe(), probes)
+                                             latency.get(scenario), backend.describe(), probes)
         finally:
             backend.close()
     return results
@@ -386,6 +444,42 @@ class ServerSizing:
     expected_s: float | None
     why: str
     infeasible: str | None = None            # the one line when no load is feasible
+
+
+@dataclass
+class StreamSizing:
+    """SingleStream / MultiStream: the expected latency LoadGen pre-generates its queries with."""
+    target_latency_ms: float | None          # None: not runnable here at smoke size
+    measured_latency_ms: dict[str, float]
+    queries: int
+    expected_s: float | None
+    why: str
+    infeasible: str | None = None
+
+
+def size_stream(m: Measured, settings: ConfSettings, scenario: str, model: str, benchmark_dir: Path,
+                machine: Machine) -> StreamSizing:
+    latency = m.latency_ms or {}
+    p50 = latency.get("p50")
+    if not p50 or p50 <= 0:
+        raise UserError(f"{model} {scenario}: the latency probe measured no query latency; see the probe logs")
+    target = _significant(p50 / STREAM_MARGIN)
+    queries = max(settings.min_query_count, math.ceil(LOADGEN_OFFLINE_SLACK * settings.min_duration_ms / target))
+    expected = max(settings.min_duration_ms / 1000.0, settings.min_query_count * p50 / 1000.0)
+    per = f"{settings.samples_per_query} samples" if settings.samples_per_query > 1 else "1 sample"
+    if expected > MAX_STREAM_RUN_S:
+        line = (f"{model} {scenario}: not run: its {settings.min_query_count} queries (the minimum LoadGen's early "
+                f"stopping needs at the {settings.latency_percentile * 100:g}th percentile) take {p50:.3g} ms each "
+                f"({per}; median of the {scenario} probe on {machine.cpu_model}, {machine.cores} core(s)), "
+                f"{expected / 60:.0f} min in all. Fix: a faster machine or {scenario} setting (config.yaml "
+                f"scenarios.{scenario}), or a USER_CONF with a lower {model}.{scenario}.target_latency_percentile "
+                "and min_query_count (a smoke run only)")
+        return StreamSizing(None, latency, queries, round(expected, 1), line, line)
+    why = (f"the {scenario} probe's median query latency {p50:.4g} ms ({per} a query, the {scenario} settings) / "
+           f"{STREAM_MARGIN:g}: LoadGen pre-generates {queries} queries, ~{queries * p50 / 1000:.0f} s at the "
+           f"measured latency, >= min_duration {settings.min_duration_ms / 1000:g} s unless the run is "
+           f"{LOADGEN_OFFLINE_SLACK * STREAM_MARGIN:.1f}x faster than the probe")
+    return StreamSizing(target, latency, queries, round(max(expected, queries * p50 / 1000.0), 1), why)
 
 
 def size_offline(m: Measured, settings: ConfSettings) -> OfflineSizing:
@@ -490,7 +584,7 @@ def key_differences(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str
 
 
 def conf_text(base_path: Path, base: str, model: str, header: list[str], machine: Machine, key: dict[str, Any],
-              targets: dict[str, float]) -> str:
+              targets: dict[str, dict[str, float]]) -> str:
     out = [MARKER + ": LoadGen settings measured on this machine for the embedded default; "
            "re-sizing replaces this file.\n",
            "# To change a value, copy this file, edit the copy and set USER_CONF to it.\n"]
@@ -500,8 +594,8 @@ def conf_text(base_path: Path, base: str, model: str, header: list[str], machine
     out.append(_BASE_BEGIN.format(base_path) + "\n")
     out.append(base if base.endswith("\n") or not base else base + "\n")
     out.append(_BASE_END + "\n")
-    for scenario, target in targets.items():
-        out.append(override_lines(model, scenario, {"target_qps": target}))
+    for scenario, values in targets.items():
+        out.append(override_lines(model, scenario, values))
     return "".join(out)
 
 
@@ -565,26 +659,31 @@ def ensure_sized(req: SizeRequest) -> tuple[Path, dict[str, Any], bool]:
     work_dir = req.paths.sizing_probe_dir(stamp)
     model = any_cfg.loadgen_model
     settings = {s: ConfSettings.read(req.base_conf, model, s) for s in req.cfgs}
-    measured = measure(req.cfgs, req.paths, req.data_dir, req.checkpoint, {"Server"} & set(req.cfgs), work_dir)
+    measured = measure(req.cfgs, req.paths, req.data_dir, req.checkpoint, {"Server", *_STREAMS} & set(req.cfgs),
+                       work_dir)
     bench_dir = any_cfg.benchmark_dir
     sized: dict[str, Any] = {}
-    targets: dict[str, float] = {}
+    targets: dict[str, dict[str, float]] = {}
     header = [f"benchmark: {any_cfg.benchmark}  system: {req.paths.system}  sized: {time.strftime('%Y-%m-%d %H:%M:%S')}",
               f"machine: {machine.describe()}",
               f"evidence (every probe): {record_path(conf).name}; probe logs: {work_dir}"]
-    for scenario in SCENARIOS:
+    for scenario in _SCENARIOS:
         if scenario not in req.cfgs:
             continue
         m = measured[scenario]
         if scenario == "Offline":
             result = size_offline(m, settings[scenario])
-        else:
+        elif scenario == "Server":
             result = size_server(m, settings[scenario], model, bench_dir, machine)
+        else:
+            result = size_stream(m, settings[scenario], scenario, model, bench_dir, machine)
         sized[scenario] = {**dataclasses.asdict(result), "measured": m.as_dict(),
                            "settings": dataclasses.asdict(settings[scenario])}
-        if result.target_qps is not None:
-            targets[scenario] = result.target_qps
-            header.append(f"{scenario} target_qps = {result.target_qps:g}: {result.why}")
+        key_name, value = (("target_latency", result.target_latency_ms) if scenario in _STREAMS
+                           else ("target_qps", result.target_qps))
+        if value is not None:
+            targets[scenario] = {key_name: value}
+            header.append(f"{scenario} {key_name} = {value:g}: {result.why}")
         else:
             header.append(f"{scenario}: NOT SIZED: {result.infeasible}")
     base = req.base_conf.read_text(encoding="utf-8", errors="replace")
@@ -593,6 +692,7 @@ def ensure_sized(req: SizeRequest) -> tuple[Path, dict[str, Any], bool]:
                   "system": req.paths.system, "sized_at": stamp, "machine": dataclasses.asdict(machine),
                   "key": key, "base_conf": str(req.base_conf.resolve()), "conf": str(conf),
                   "method": {"offline_margin": OFFLINE_MARGIN, "server_fraction": SERVER_FRACTION,
+                             "stream_margin": STREAM_MARGIN,
                              "probe_seconds": PROBE_SECONDS, "latency_probe_ms": LATENCY_PROBE_MS},
                   "scenarios": sized, "probe_dir": str(work_dir)}
     archived = _archive(req.paths, [conf, record_path(conf)])
@@ -610,6 +710,8 @@ def print_sizing(record: dict[str, Any]) -> None:
     for scenario, result in record["scenarios"].items():
         if result.get("target_qps") is not None:
             print(f"  {scenario}: target_qps {result['target_qps']:g} = {result['why']}", flush=True)
+        elif result.get("target_latency_ms") is not None:
+            print(f"  {scenario}: target_latency {result['target_latency_ms']:g} ms = {result['why']}", flush=True)
         else:
             print(f"  {scenario}: {result['infeasible']}", flush=True)
 
@@ -667,6 +769,19 @@ def check_user_conf(conf: Path, cfg: BenchmarkConfig, scenario: str, m: Measured
     settings = ConfSettings.read(conf, model, scenario)
     bench = cfg.benchmark_dir
     warnings: list[str] = []
+    if scenario in _STREAMS:
+        p50 = (m.latency_ms or {}).get("p50")
+        expected = settings.target_latency_ms or 0.0
+        if p50 and expected > p50 / LOADGEN_OFFLINE_SLACK:
+            queries = max(settings.min_query_count, math.ceil(LOADGEN_OFFLINE_SLACK * settings.min_duration_ms / expected))
+            if queries * p50 < settings.min_duration_ms:
+                warnings.append(
+                    f"{conf}: {model}.{scenario}.target_latency = {expected:g} ms, but one query takes {p50:.3g} ms "
+                    f"here ({scenario} probe median, {machine.cpu_model}): LoadGen's {queries} pre-generated queries "
+                    f"will end after ~{queries * p50 / 1000:.0f} s, before min_duration "
+                    f"{settings.min_duration_ms / 1000:g} s, so the run will be INVALID. Set "
+                    f"{model}.{scenario}.target_latency to at most {_significant(p50 / STREAM_MARGIN):g}")
+        return warnings, None
     target = settings.target_qps if settings.target_qps is not None else 1.0   # LoadGen's default
     figure = f"this machine measured {m.samples_per_s:.4g} samples/s with the {scenario} settings ({machine.cpu_model})"
     if scenario == "Offline":

@@ -5,6 +5,7 @@ Both drive a ``TrialRunner``; every figure comes from a real, short LoadGen run.
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,8 @@ class OfflineChoice:
     target_qps: float                       # offline expected QPS written to the tuned conf
     trials: list[int] = field(default_factory=list)
     confirmed: bool | None = None
+    #: Per repeated candidate: its runs, median, min, max and (max - min) / median.
+    spread: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -47,22 +50,46 @@ def _offline_trial(runner: TrialRunner, spec: TuningSpec, options: dict[str, Any
         "target_qps": round(estimate, 3), "min_duration": spec.trial_duration_ms, "min_query_count": 1}, progress)
 
 
+def spread_of(rates: list[float]) -> dict[str, Any]:
+    """What the repeated runs of one setting measured: the figures, their median and range."""
+    med = statistics.median(rates)
+    return {"runs": [round(r, 3) for r in rates], "median": round(med, 3), "min": round(min(rates), 3),
+            "max": round(max(rates), 3), "relative_spread": round((max(rates) - min(rates)) / med, 4) if med else None}
+
+
 def tune_offline(runner: TrialRunner, spec: TuningSpec, candidates: list[dict[str, Any]]) -> OfflineChoice:
+    """Every grid point once; then the contenders (within ``repeat_within`` of the best figure)
+    again, round-robin, until each has ``offline_repeats`` runs; the best *median* wins. One
+    run's figure on a noisy machine picks whichever setting had the quiet minute."""
     estimate: float | None = None
-    best: Trial | None = None
     numbers: list[int] = []
+    rates: dict[int, list[float]] = {}          # candidate index -> its successful figures
     for i, options in enumerate(candidates, 1):
         trial = _offline_trial(runner, spec, options, estimate, "grid", f"{i}/{len(candidates)}")
         numbers.append(trial.number)
         if trial.error or not trial.samples_per_s:
             continue
         estimate = max(estimate or 0.0, trial.samples_per_s)
-        if best is None or trial.samples_per_s > best.samples_per_s:
-            best = trial
-    if best is None:
+        rates[i - 1] = [trial.samples_per_s]
+    if not rates:
         raise RunFailed("every Offline tuning trial failed; see the trial logs listed above")
-    return OfflineChoice(best.backend_options, best.samples_per_s,
-                         round(best.samples_per_s * spec.offline_margin, 3), numbers)
+    top = max(r[0] for r in rates.values())
+    contenders = [k for k, r in rates.items() if r[0] >= (1 - spec.repeat_within) * top]
+    if spec.offline_repeats > 1:
+        for round_no in range(2, spec.offline_repeats + 1):
+            for k in contenders:                 # interleaved: a slow minute hits every contender
+                trial = _offline_trial(runner, spec, candidates[k], estimate, "repeat",
+                                       f"round {round_no}/{spec.offline_repeats}")
+                numbers.append(trial.number)
+                if not trial.error and trial.samples_per_s:
+                    rates[k].append(trial.samples_per_s)
+    medians = {k: statistics.median(r) for k, r in rates.items()}
+    best = max(contenders, key=lambda k: medians[k])
+    spread = [{"backend_options": candidates[k], **spread_of(rates[k])} for k in contenders]
+    # target_qps from the highest figure the choice reached: LoadGen's Offline query is
+    # target_qps x min_duration samples, so a quiet minute must still fill min_duration.
+    return OfflineChoice(candidates[best], round(medians[best], 3),
+                         round(max(rates[best]) * spec.offline_margin, 3), numbers, spread=spread)
 
 
 def bisect_server_qps(runner: TrialRunner, spec: TuningSpec, options: dict[str, Any], capacity: float,

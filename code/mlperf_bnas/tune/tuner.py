@@ -191,9 +191,13 @@ def _print_summary(record: dict[str, Any], runner: TrialRunner, conf_out: Path, 
     for scenario, result in record["scenarios"].items():
         opts = " ".join(f"{k}={v}" for k, v in sorted(result["backend_options"].items())) or "(config defaults)"
         if scenario == "Offline":
-            print(f"  Offline: {opts}: {result['samples_per_s']:.1f} samples/s measured -> target_qps "
-                  f"{result['target_qps']:.1f} (margin {record['spec']['offline_margin']}) "
+            print(f"  Offline: {opts}: {result['samples_per_s']:.1f} samples/s measured (median) -> target_qps "
+                  f"{result['target_qps']:.1f} (highest run x margin {record['spec']['offline_margin']}) "
                   f"[trials {', '.join(map(str, result['trials']))}]")
+            for s in result.get("spread") or []:
+                label = " ".join(f"{k}={v}" for k, v in sorted(s["backend_options"].items())) or "(config defaults)"
+                print(f"    contender {label}: median {s['median']:.1f} (min {s['min']:.1f}, max {s['max']:.1f}, "
+                      f"{len(s['runs'])} runs, spread {100 * (s['relative_spread'] or 0):.0f}%)")
         else:
             bound = result.get("latency_bound_ms")
             print(f"  Server: {opts}: target_qps {result['target_qps']:.1f} VALID at p99 <= "

@@ -11,6 +11,8 @@
       probe_samples: 64              # samples of the first, throughput-estimating Offline run
       min_server_fraction: 0.05      # Server search floor, as a fraction of the measured capacity
       max_server_trial_s: 180        # ... and the QPS below which one Server trial would run longer
+      offline_repeats: 3             # runs of each close Offline contender (the choice is by median)
+      repeat_within: 0.15            # ... a contender: within this fraction of the best grid figure
       Offline:
         backend_options:             # candidate values; every combination is tried
           num_streams: [1, 2]
@@ -22,11 +24,18 @@
 Every combination of the listed values is tried (a full grid: the grids that
 matter for a CPU backend are small). A scenario with no grid is tuned with the
 backend options ``config.yaml`` already resolves for it.
+
+A candidate may be written relative to the machine, so one grid fits 2 cores and
+2 x 64: ``cores`` (this machine's physical cores) or ``cores/N`` (at least 1), e.g.
+``num_streams: [cores/4, cores/2, cores]`` is [1, 1, 2] -> [1, 2] on 2 cores and
+[32, 64, 128] on a 2 x 64-core Xeon (Intel's 2-core instances are ``cores/2``).
+Duplicates after resolving are tried once.
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +46,8 @@ from mlperf_bnas.errors import UserError
 SCENARIOS = (Scenario.OFFLINE, Scenario.SERVER)
 _SCALARS = {"trial_duration_ms": int, "offline_margin": float, "qps_precision": float,
             "max_server_trials": int, "max_offline_trials": int, "server_min_queries": int,
-            "probe_samples": int, "min_server_fraction": float, "max_server_trial_s": float}
+            "probe_samples": int, "min_server_fraction": float, "max_server_trial_s": float,
+            "offline_repeats": int, "repeat_within": float}
 _SCENARIO_KEYS = ("backend_options",)
 
 
@@ -57,13 +67,43 @@ class TuningSpec:
     # which server_min_queries would take longer than max_server_trial_s.
     min_server_fraction: float = 0.05
     max_server_trial_s: float = 180.0
+    # Noise: the same Offline setting measured 197.5, 84.7, 101 and 138 samples/s within one
+    # tuning run on a shared Xeon. Every grid point runs once; the contenders (within
+    # repeat_within of the best figure) run offline_repeats times in all, interleaved, and
+    # the choice is the best median; the spread seen is recorded. 1 turns repeats off.
+    offline_repeats: int = 3
+    repeat_within: float = 0.15
     grids: dict[str, dict[str, list[Any]]] = field(default_factory=dict)   # scenario -> option -> values
 
-    def candidates(self, scenario: str) -> list[dict[str, Any]]:
-        """Every combination of the scenario's grid, in a stable order ([{}] when there is no grid)."""
+    def candidates(self, scenario: str, cores: int | None = None) -> list[dict[str, Any]]:
+        """Every combination of the scenario's grid, in a stable order ([{}] when there is no grid);
+        ``cores/N`` values resolved for ``cores`` physical cores (default: this machine's)."""
         grid = self.grids.get(scenario, {})
         keys = sorted(grid)
-        return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+        if any(_is_relative(v) for k in keys for v in grid[k]):
+            cores = cores or _physical_cores()
+        resolved = {k: list(dict.fromkeys(_resolve(v, cores) for v in grid[k])) for k in keys}
+        return [dict(zip(keys, values)) for values in itertools.product(*(resolved[k] for k in keys))]
+
+
+_RELATIVE = re.compile(r"^cores(?:/([1-9][0-9]*))?$")
+
+
+def _is_relative(value: Any) -> bool:
+    return isinstance(value, str) and bool(_RELATIVE.match(value))
+
+
+def _resolve(value: Any, cores: int | None) -> Any:
+    m = _RELATIVE.match(value) if isinstance(value, str) else None
+    if not m or cores is None:
+        return value
+    return max(1, cores // int(m.group(1) or 1))
+
+
+def _physical_cores() -> int:
+    from mlperf_bnas.backends.cpu import topology
+
+    return len(topology().cores)
 
 
 def parse_tuning(raw: dict[str, Any] | None, where: str) -> TuningSpec:
@@ -96,6 +136,8 @@ def parse_tuning(raw: dict[str, Any] | None, where: str) -> TuningSpec:
         raise UserError(f"{where}: tuning.min_server_fraction must be in (0, 1) and max_server_trial_s > 0")
     if spec.server_min_queries < 1 or spec.probe_samples < 1:
         raise UserError(f"{where}: tuning.server_min_queries and tuning.probe_samples must be >= 1")
+    if spec.offline_repeats < 1 or not 0 <= spec.repeat_within < 1:
+        raise UserError(f"{where}: tuning.offline_repeats must be >= 1 and repeat_within in [0, 1)")
     if spec.max_server_trials < 2 or spec.max_offline_trials < 1:
         raise UserError(f"{where}: tuning.max_server_trials must be >= 2 and max_offline_trials >= 1")
     for scenario in grids:

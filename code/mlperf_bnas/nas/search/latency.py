@@ -219,7 +219,8 @@ class LatencyMeter:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         out_dir = Path(tempfile.mkdtemp(dir=self.work_dir, prefix="subnet-"))
         try:
-            model_path = build_openvino_ir(model, spec, calibration, out_dir / "ir", quantization)
+            model_path = build_openvino_ir(model, spec, calibration, out_dir / "ir", quantization,
+                                           precision=s.precision)
             options = {"performance_hint": "LATENCY", "num_requests": 1, "batch_size": s.batch_size,
                        "warmup_iterations": max(1, s.warmup)}
             if s.num_threads:

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# MultiStream accuracy run of the INT8 IR (built first when missing).
+# Logs: $OUTPUT_DIR/results/$SYSTEM/resnet50/MultiStream/accuracy/
+# Environment: OUTPUT_DIR, DATA_DIR (unset: synthetic), CHECKPOINT, USER_CONF, SYSTEM.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+source "$REPO/tools/env.sh" "$HERE"
+prepare_model
+prepare_conf MultiStream
+mlperf-bnas run "${COMMON_ARGS[@]}" --scenario MultiStream --mode accuracy --user-conf "$USER_CONF" "$@"
+exec mlperf-bnas accuracy "${COMMON_ARGS[@]}" --scenario MultiStream
