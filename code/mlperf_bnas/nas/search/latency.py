@@ -227,17 +227,7 @@ class LatencyMeter:
                 options["inference_num_threads"] = s.num_threads
             backend = create_backend("openvino", model_path, options, where="search latency")
             try:
-                batch = np.zeros((s.batch_size, *spec.sample_shape), dtype=spec.dtype)
-                backend.warmup(batch, iterations=max(1, s.warmup))
-                times: list[float] = []
-                errors: list[BaseException] = []
-                for _ in range(s.iterations):
-                    t0 = time.perf_counter()
-                    backend.submit(batch, s.batch_size, lambda _out, err: errors.append(err) if err else None)
-                    backend.drain()
-                    times.append((time.perf_counter() - t0) * 1000)
-                if errors:
-                    raise errors[0]
+                times = self._time_backend(backend, np.zeros((s.batch_size, *spec.sample_shape), dtype=spec.dtype))
             finally:
                 backend.close()
         finally:
