@@ -210,6 +210,7 @@ def test_nncf_defaults_when_keys_are_left_out(tmp_path, caplog):
     assert (t.stages[2].depth_indicator, t.stages[4].width_indicator, t.stages[4].bn_adapt) == (2, 2, True)
     assert t.progressivity_of_elasticity == ("kernel", "depth", "width")
     assert t.num_bn_adaptation_samples == 2000 and t.elasticity.width.filter_importance == "L2"
+    assert t.elasticity.width.channels_per_group_multiple == 4      # ours: oneDNN's INT8 grouped kernels
     assert all(s.init_lr == DEFAULT_STAGE_LR for s in t.stages)      # NNCF's 3.5e-6, with a warning
     assert "init_lr not set" in caplog.text
     assert (cfg.optimizer.type, cfg.optimizer.weight_decay) == ("adam", 1e-4)   # NNCF's sample
@@ -269,6 +270,8 @@ def test_knowledge_distillation_as_nncf_configured_it(tmp_path):
     (lambda c: c["bootstrapNAS"].update(search={"algorithm": "NSGA2", "num_constraints": 2}),
      r"num_constraints: 2 not supported"),
     (lambda c: c["bootstrapNAS"].update(search={"compression": {}}), r"search.compression: not supported"),
+    (lambda c: c["bootstrapNAS"]["training"]["elasticity"].update(width={"channels_per_group_multiple": 0}),
+     r"width.channels_per_group_multiple: must be an integer >= 1"),
 ])
 def test_unsupported_keys_are_refused_in_one_line(tmp_path, mutate, message):
     cfg = _training([{"train_dims": K, "init_lr": 0.1}], batchnorm_adaptation={"num_bn_adaptation_samples": 0})

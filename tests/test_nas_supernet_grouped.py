@@ -4,6 +4,8 @@ MLPerf RetinaNet itself (ResNeXt50-32x4d FPN, at 128x128 to stay small)."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -15,8 +17,11 @@ from mlperf_bnas.errors import UserError
 from mlperf_bnas.nas.supernet.elastic import ElasticBatchNorm2d
 from mlperf_bnas.nas.supernet.network import SuperNetwork
 
+# Any whole number of channels per group (1), so every multiplier gives a width; the default
+# (4 per group, oneDNN's INT8 kernels) is tested on its own below.
 WIDTH_DEPTH = {"available_elasticity_dims": ["width", "depth"],
-               "width": {"width_multipliers": [1.0, 0.75, 0.5, 0.25], "min_width": 8}}
+               "width": {"width_multipliers": [1.0, 0.75, 0.5, 0.25], "min_width": 8,
+                         "channels_per_group_multiple": 1}}
 
 
 def _settled(model: nn.Module) -> nn.Module:
@@ -56,6 +61,37 @@ def test_grouped_inner_widths_are_multiples_of_the_groups(supernet):
         c = group.channels
         assert group.widths == [c, c * 3 // 4, c // 2, c // 4]
     assert [len(g) for g in supernet.block_groups] == [1, 2, 1, 1]
+
+
+def test_grouped_widths_keep_four_channels_per_group_by_default(resnext, tmp_path):
+    """Default ``channels_per_group_multiple`` 4: every grouped width is a multiple of 4 channels per
+    group (oneDNN's INT8 grouped kernels; 3 or 6 per group run its reference kernel, ~100x slower),
+    so no sub-network, down to the minimum, has a grouped convolution INT8 runs slowly. The first
+    stage (4 per group) is not elastic; the second (8 per group) has 8 and 4."""
+    from mlperf_bnas.models.retinanet import slow_int8_grouped_convs
+
+    options = {"available_elasticity_dims": ["width", "depth"],
+               "width": {"width_multipliers": [1.0, 0.75, 0.5, 0.25], "min_width": 8}}
+    net = SuperNetwork.from_model(resnext, options, torch.zeros(1, 3, 64, 64))
+    assert net.options.width.channels_per_group_multiple == 4
+    blocked = [g for g in net.width_groups if g.blocks > 1]
+    assert len(blocked) == 2 * (9 - 2)       # layer1's two Bottlenecks (4 per group) keep their width
+    assert all(w // g.blocks % 4 == 0 for g in blocked for w in g.widths)
+    assert {tuple(g.widths) for g in blocked} == {(64, 32), (128, 96, 64, 32), (256, 192, 128, 64)}
+    x = torch.randn(2, 3, 64, 64)
+    minimum = net.space.minimum()
+    assert not slow_int8_grouped_convs(net.extract_subnet(minimum))
+    # The old space (any number per group) reaches 2 per group: what the check names.
+    old = SuperNetwork.from_model(resnext, WIDTH_DEPTH, x)
+    slow = slow_int8_grouped_convs(old.extract_subnet(old.space.minimum()))
+    assert slow and all(per_group % 4 for _, per_group in slow)
+    # A super-network saved before the option existed loads with its own widths (1 per group).
+    old.save(tmp_path / "old.pt")
+    ckpt = torch.load(tmp_path / "old.pt", weights_only=True)
+    del ckpt["elasticity"]["width"]["channels_per_group_multiple"]
+    torch.save(ckpt, tmp_path / "old.pt")
+    loaded = SuperNetwork.load(tmp_path / "old.pt", lambda: copy.deepcopy(resnext))
+    assert [g.widths for g in loaded.width_groups] == [g.widths for g in old.width_groups]
 
 
 def test_grouped_subnets_extract_exactly_with_exact_costs(supernet, resnext):

@@ -453,6 +453,19 @@ def _resize_to(model: nn.Module, state: dict[str, Tensor], where: str) -> None:
         setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
+def slow_int8_grouped_convs(model: nn.Module) -> list[tuple[str, int]]:
+    """Grouped (not depthwise) convolutions whose channels per group oneDNN's INT8 kernels do not
+    take (not a multiple of ``INT8_GROUP_CHANNEL_MULTIPLE``): (name, input channels per group)."""
+    from mlperf_bnas.quantize.qconfig import INT8_GROUP_CHANNEL_MULTIPLE as q
+
+    out = []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d) and 1 < m.groups and not m.groups == m.in_channels == m.out_channels:
+            if (m.in_channels // m.groups) % q or (m.out_channels // m.groups) % q:
+                out.append((name, m.in_channels // m.groups))
+    return out
+
+
 def subnet_model(options: RetinaNetOptions, state: dict[str, Tensor], where: str) -> RetinaNetTensorPart:
     """A RetinaNet sub-network as a ``RetinaNetTensorPart``: skipped Bottlenecks (those without
     weights in ``state``) become identities, every layer takes its stored width."""
@@ -485,6 +498,15 @@ def subnet_model(options: RetinaNetOptions, state: dict[str, Tensor], where: str
         detail = lines[1] if len(lines) > 1 else lines[0]
         raise UserError(f"{where}: the weights do not fit RetinaNet(fpn_levels={list(options.fpn_levels)}, "
                         f"num_classes={options.num_classes}): {detail[:300]}") from None
+    slow = slow_int8_grouped_convs(model)
+    if slow:
+        # Measured: the 75 % sub-network (3 and 6 channels per group in the first two stages) ran
+        # 0.72x the full model's speed in INT8 instead of ~1.4x (docs/bootstrapnas.md).
+        log.warning("%s: %d grouped convolution(s) have a channel count per group that oneDNN's INT8 kernels "
+                    "do not take (e.g. %s: %d per group; they need multiples of 4): INT8 runs them with its "
+                    "reference kernel, 50-200x slower per MAC. Export a sub-network whose grouped widths keep a "
+                    "multiple of 4 channels per group (elasticity.width.channels_per_group_multiple, "
+                    "docs/bootstrapnas.md)", where, len(slow), *slow[0])
     return model.eval()
 
 

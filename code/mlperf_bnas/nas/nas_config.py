@@ -34,6 +34,7 @@ from typing import Any
 
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.fileio import read_mapping
+from mlperf_bnas.quantize.qconfig import INT8_GROUP_CHANNEL_MULTIPLE
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,11 @@ class WidthOptions:
     width_multipliers: tuple[float, ...] | None = None
     #: BootstrapNAS.md and NNCF's schema document L2 as the default (NNCF 2.x's code used L1).
     filter_importance: str = "L2"
+    #: Not an NNCF key (NNCF has no grouped convolutions): in a grouped convolution's blocked
+    #: space, every width keeps a multiple of this many channels per group. Default: what oneDNN's
+    #: x86 INT8 grouped kernels need (``qconfig.INT8_GROUP_CHANNEL_MULTIPLE``, 4); 3 or 6 channels
+    #: per group run its reference kernel, ~100x slower. 1: any whole number per group.
+    channels_per_group_multiple: int = INT8_GROUP_CHANNEL_MULTIPLE
 
 
 @dataclass(frozen=True)
@@ -240,7 +246,10 @@ def parse_elasticity(section: dict | None, where: str = "elasticity", path: str 
         width_step=_as_int(w_sec.get("width_step", 32), f"{ww}.width_step", 1),
         max_num_widths=int(max_num),
         width_multipliers=tuple(float(m) for m in mult) if mult is not None else None,
-        filter_importance=importance)
+        filter_importance=importance,
+        channels_per_group_multiple=_as_int(w_sec.get("channels_per_group_multiple",
+                                                      WidthOptions.channels_per_group_multiple),
+                                            f"{ww}.channels_per_group_multiple", 1))
     if min_out is not None:
         _require(min_out == width.min_width, f"{ww}.min_out_channels",
                  f"{min_out!r} not supported: not a BootstrapNAS key (NNCF ignored it); the minimum width is "

@@ -17,6 +17,11 @@ from mlperf_bnas.config import check_options
 PRESETS = ("performance", "mixed")
 MODEL_TYPES = (None, "transformer")
 TARGET_DEVICES = ("ANY", "CPU", "GPU", "NPU", "CPU_SPR")
+#: oneDNN's x86 INT8 grouped-convolution kernels take a multiple of this many input and output
+#: channels per group (``jit_uni_int8:avx2`` blocks weights as ``aBCde4b4c``); any other count
+#: runs its reference kernel (``ref:any``), 50-200x slower per MAC (measured with ONEDNN_VERBOSE,
+#: docs/bootstrapnas.md "RetinaNet sub-network speed"). Depthwise convolutions are not affected.
+INT8_GROUP_CHANNEL_MULTIPLE = 4
 
 
 @dataclass(frozen=True)

@@ -366,7 +366,16 @@ class SuperNetwork:
             raise UserError(f"{path}: not a BootstrapNAS super-network checkpoint (format {SUPERNET_FORMAT!r})")
         model = model_builder()
         device = next(model.parameters()).device
-        supernet = cls.from_model(model, ckpt["elasticity"], torch.zeros(ckpt["example_input_shape"], device=device))
+        elasticity = copy.deepcopy(ckpt["elasticity"])
+        width = elasticity.get("width")
+        if isinstance(width, dict) and "channels_per_group_multiple" not in width:
+            # Saved before the option existed: its width lists kept any whole number of channels per
+            # group (1). Same structure and widths as trained; sub-networks with a grouped width that is
+            # not a multiple of 4 per group run oneDNN's slow reference INT8 kernel.
+            width["channels_per_group_multiple"] = 1
+            log.info("%s: saved without width.channels_per_group_multiple: its widths keep any number of "
+                     "channels per group (grouped widths not a multiple of 4 per group are slow in INT8)", path)
+        supernet = cls.from_model(model, elasticity, torch.zeros(ckpt["example_input_shape"], device=device))
         state = ckpt["elasticity_state"]
         if (state["blocks"] != [[b.entry, b.exit] for b in supernet.blocks]
                 or state["kernel_sizes"] != {k: list(v) for k, v in supernet.kernel_sizes.items()}

@@ -256,16 +256,20 @@ def width_list(channels: int, options, blocks: int = 1) -> list[int]:
     its full width only.
 
     A blocked group (grouped convolution of ``blocks`` groups; NNCF has none) keeps whole
-    channels per group: multiples of lcm(8, blocks) with multipliers, multiples of ``blocks``
-    with ``width_step``.
+    channels per group, and a multiple of ``options.channels_per_group_multiple`` (``q``, 4 by
+    default: oneDNN's INT8 kernels block a group's channels by 4 and run anything else with
+    their reference kernel, ~100x slower): multiples of lcm(8, blocks * q) with multipliers,
+    multiples of ``blocks * q`` with ``width_step``. A group narrower than that keeps its full
+    width only (ResNeXt's first stage, 4 channels per group).
     """
     if channels <= options.min_width:
         return [channels]
     out: list[int] = []
+    per_group = options.channels_per_group_multiple if blocks > 1 else 1
     if not options.width_multipliers:
         w = channels
         while w >= options.min_width and len(out) != options.max_num_widths:
-            if blocks <= 1 or w % blocks == 0:
+            if blocks <= 1 or w % (blocks * per_group) == 0 or w == channels:
                 out.append(w)
             w -= options.width_step
         return out
@@ -279,8 +283,9 @@ def width_list(channels: int, options, blocks: int = 1) -> list[int]:
         if blocks <= 1:
             w = max(w - w % 8, options.min_width)
         else:
-            quantum = math.lcm(8, blocks)
-            w = max(w - w % quantum, -(-options.min_width // quantum) * quantum)
+            quantum = math.lcm(8, blocks * per_group)
+            if w != channels:      # the full width stays whatever its channels per group
+                w = max(w - w % quantum, -(-options.min_width // quantum) * quantum)
             if w > channels:
                 continue
         if w not in out:
