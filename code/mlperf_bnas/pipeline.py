@@ -90,7 +90,7 @@ def resolve_weights(cfg: BenchmarkConfig, paths: OutputPaths, checkpoint: str | 
     import torch
 
     entry = model_entry(cfg)
-    path = paths.seeded_weights(cfg.model, getattr(entry.options, "seed", 0))
+    path = paths.seeded_weights(cfg.model, entry.weights_seed)
     if not path.is_file():
         module = entry.build(None)
         path.parent.mkdir(parents=True, exist_ok=True)

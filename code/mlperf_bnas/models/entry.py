@@ -78,6 +78,12 @@ class ModelEntry(ABC):
     def __init__(self, options: Any):
         self.options = options
 
+    @property
+    def weights_seed(self) -> int:
+        """Seed of the weights ``build(None)`` makes (it names the seeded-weights file): every
+        model's ``Options`` declares ``seed: int = 0`` (tests/test_models_registry.py checks)."""
+        return self.options.seed
+
     @abstractmethod
     def build(self, checkpoint: Path | None):
         """The FP32 ``torch.nn.Module`` in eval mode: from ``checkpoint`` or seeded weights."""
