@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from mlperf_bnas.backends.base import BuildContext
-from mlperf_bnas.config import load_config
+from conftest import REPO
+from mlperf_bnas.config import load_config, parse_set_options
 from mlperf_bnas.data.imagenet import ImageNet
 from mlperf_bnas.data.openimages import OpenImages
 from mlperf_bnas.data.spec import PreprocessSpec
@@ -84,6 +85,32 @@ def test_imagenet_calibrates_on_the_listed_validation_images(tmp_path):
     assert calibration.names == [names[3], names[1]]
     np.testing.assert_array_equal(calibration.samples, cache.load([3, 1]))
     assert calibration.source == str(lists / "cal_image_list_option_1.txt")
+    # The model's own list (ModelEntry.calibration_list, passed by the build) is the one looked for.
+    (lists / "other_list.txt").write_text(f"{names[0]}\n")
+    other = dataset.calibration_set(cache, 10, lists, list_name="other_list.txt")
+    assert other.names == [names[0]] and other.source == str(lists / "other_list.txt")
+    with pytest.raises(UserError, match="missing_list.txt"):
+        dataset.calibration_set(cache, 10, lists, list_name="missing_list.txt")
+
+
+@pytest.mark.slow      # seeds and labels a (2-image) synthetic ImageNet with ResNet-50 first
+def test_the_build_calibrates_on_the_models_own_list(tmp_path, monkeypatch):
+    """pipeline.build hands the descriptor's calibration_list to the dataset (one owner of the fact)."""
+    from mlperf_bnas import pipeline
+    from mlperf_bnas.models.resnet50 import ResNet50
+
+    seen = []
+
+    def spy(self, cache, count, list_dir, progress=True, list_name=None):
+        seen.append(list_name)
+        raise UserError("stop here")
+
+    monkeypatch.setattr(ImageNet, "calibration_set", spy)
+    cfg = load_config(REPO / "code" / "resnet50-openvino", "Offline",
+                      parse_set_options(["dataset_options.synthetic_count=2"]))
+    with pytest.raises(UserError, match="stop here"):
+        pipeline.build(cfg, OutputPaths.of(cfg, tmp_path / "out", "t"), None, None, "int8")
+    assert seen == [ResNet50.calibration_list] and seen[0]
 
 
 def _benchmark(tmp_path: Path, model: str, backend: str, options: dict) -> Path:

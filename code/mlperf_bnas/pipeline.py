@@ -230,7 +230,8 @@ def build(cfg: BenchmarkConfig, paths: OutputPaths, data_dir: str | Path | None,
                               "weights": weights.describe(), "dataset": cfg.dataset}
     calibration = None
     if precision == Precision.INT8:
-        calibration = dataset.calibration_set(cache, qcfg.subset_size, paths.calibration_dir)
+        calibration = dataset.calibration_set(cache, qcfg.subset_size, paths.calibration_dir,
+                                              list_name=entry.calibration_list)
         if len(calibration.names) < qcfg.subset_size:
             log.warning("quantization.subset_size=%d but only %d calibration image(s) exist: using %d",
                         qcfg.subset_size, len(calibration.names), len(calibration.names))

@@ -92,13 +92,15 @@ class Dataset(ABC):
 
     @abstractmethod
     def calibration_set(self, cache: CachedSamples, count: int, list_dir: Path | None,
-                        progress: bool = True) -> CalibrationSet:
+                        progress: bool = True, list_name: str | None = None) -> CalibrationSet:
         """The first ``count`` images of the dataset's calibration set, preprocessed as ``cache``.
 
         ``cache`` is this dataset's own preprocessed cache: a dataset whose calibration
         images are among its samples (ImageNet's list names validation images) takes them
         from it; one with a separate calibration split (OpenImages) caches that split
-        beside it. ``list_dir`` is where downloaded calibration lists are kept.
+        beside it. ``list_dir`` is where downloaded calibration lists are kept;
+        ``list_name`` the MLPerf calibration list the model calibrates on
+        (``ModelEntry.calibration_list``; None: the dataset's default).
         """
 
     @classmethod

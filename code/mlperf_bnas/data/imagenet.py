@@ -18,7 +18,9 @@ import numpy as np
 
 from mlperf_bnas.data import DATASETS
 from mlperf_bnas.data.cache import CachedSamples, SourceItem
-from mlperf_bnas.data.dataset_base import CalibrationSet, Dataset, DatasetOptions, Labeller, building_synthetic
+from mlperf_bnas.data.dataset_base import (
+    SYNTHETIC_STAMP, CalibrationSet, Dataset, DatasetOptions, Labeller, building_synthetic,
+)
 from mlperf_bnas.data.synthetic import synthetic_image
 from mlperf_bnas.errors import UserError
 
@@ -101,9 +103,9 @@ class ImageNet(Dataset):
     def __len__(self) -> int:
         return len(self.entries)
 
-    def calibration_indices(self, calibration_list: Path | None) -> list[int]:
+    def calibration_indices(self, calibration_list: Path | None, list_name: str = CALIBRATION_LIST) -> list[int]:
         if calibration_list is None:
-            raise UserError(f"no ImageNet calibration list found (looked for {self.root / CALIBRATION_LIST}); "
+            raise UserError(f"no ImageNet calibration list found (looked for {self.root / list_name}); "
                             "run code/resnet50-openvino/download_imagenet_calibration_list.sh or set "
                             "dataset_options.calibration_list")
         names = read_name_list(Path(calibration_list))
@@ -118,20 +120,25 @@ class ImageNet(Dataset):
         return found
 
     def calibration_set(self, cache: CachedSamples, count: int, list_dir: Path | None,
-                        progress: bool = True) -> CalibrationSet:
+                        progress: bool = True, list_name: str | None = None) -> CalibrationSet:
         """MLPerf's calibration list names validation images: they are taken from the validation cache."""
-        calibration_list = self.default_calibration_list(list_dir)
-        indices = self.calibration_indices(calibration_list)[:count]
+        name = list_name or CALIBRATION_LIST
+        calibration_list = self.default_calibration_list(list_dir, name)
+        indices = self.calibration_indices(calibration_list, name)[:count]
         return CalibrationSet(cache.load(indices), [cache.names[i] for i in indices], str(calibration_list))
 
-    def default_calibration_list(self, fallback_dir: Path | None) -> Path | None:
+    def default_calibration_list(self, fallback_dir: Path | None, name: str = CALIBRATION_LIST) -> Path | None:
+        """``dataset_options.calibration_list``, else the list called ``name`` (the model's,
+        ``ModelEntry.calibration_list``) in the dataset folder, then among the downloaded lists;
+        synthetic data calibrates on the list of all its images it wrote itself."""
         if self.options.calibration_list:
             path = Path(self.options.calibration_list)
             if not path.is_file():
                 raise UserError(f"{path}: calibration list not found (dataset_options.calibration_list); "
                                 "run download_imagenet_calibration_list.sh or fix the path")
             return path
-        for candidate in (self.root / CALIBRATION_LIST, (fallback_dir / CALIBRATION_LIST) if fallback_dir else None):
+        own = self.root / CALIBRATION_LIST if (self.root / SYNTHETIC_STAMP).is_file() else None
+        for candidate in (self.root / name, (fallback_dir / name) if fallback_dir else None, own):
             if candidate is not None and candidate.is_file():
                 return candidate
         return None

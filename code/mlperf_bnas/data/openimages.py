@@ -160,25 +160,28 @@ class OpenImages(Dataset):
         """True when MLPerf's separate calibration images are present (never for synthetic data)."""
         return not self.is_synthetic() and (self.root / CALIBRATION_ANNOTATIONS).is_file()
 
-    def calibration_items(self) -> list[SourceItem]:
+    def calibration_items(self, list_name: str | None = None) -> list[SourceItem]:
         """MLPerf's calibration images (train split) when downloaded; the synthetic set calibrates on itself."""
         if self.is_synthetic():
             return self.items()
         if not self.has_calibration_set():
             raise UserError(f"{self.root / CALIBRATION_ANNOTATIONS}: calibration set not found; run "
-                            "code/retinanet-pytorch-cpu/openimages_calibration_mlperf.sh with the same dataset folder")
+                            "code/retinanet-pytorch-cpu/openimages_calibration_mlperf.sh with the same dataset folder"
+                            + (f" (it downloads the images MLPerf's {list_name} names)" if list_name else ""))
         images, _ = read_annotations(self.root / CALIBRATION_ANNOTATIONS, self.root / CALIBRATION_IMAGES)
         return [SourceItem(im.file_name, self.root / CALIBRATION_IMAGES / im.file_name) for im in images]
 
     def calibration_set(self, cache: CachedSamples, count: int, list_dir: Path | None,
-                        progress: bool = True) -> CalibrationSet:
+                        progress: bool = True, list_name: str | None = None) -> CalibrationSet:
         """MLPerf's calibration split (500 train images), preprocessed with ``cache``'s spec and cached
-        beside it; the synthetic set has no separate split and calibrates on its own images."""
+        beside it; the synthetic set has no separate split and calibrates on its own images.
+        ``list_name`` (the model's list, MLPerf's ``openimages_cal_images_list.txt``): the split is
+        what ``openimages_calibration_mlperf.sh`` downloaded from that list; named when it is missing."""
         if self.is_synthetic():
             indices = list(range(min(count, len(cache))))
             return CalibrationSet(cache.load(indices), [cache.names[i] for i in indices],
                                   f"{self.annotation_file} (synthetic data: its own images)")
-        items = self.calibration_items()[:max(1, count)]
+        items = self.calibration_items(list_name)[:max(1, count)]
         split = build_cache("openimages-calibration", items, cache.spec, cache.cache_dir.parent / "calibration",
                             workers=self.options.workers, progress=progress)
         return CalibrationSet(split.load(list(range(len(split)))), list(split.names),

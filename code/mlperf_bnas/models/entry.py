@@ -50,8 +50,10 @@ class ModelEntry(ABC):
     #: ``MODELS`` name of the base model whose NAS sub-networks this model takes as its
     #: checkpoint (its own name); None: it takes none.
     subnet_base: ClassVar[str | None] = None
-    #: File name of the MLPerf calibration list this model's benchmark calibrates on by default
-    #: (the dataset looks for it); None: the dataset's own calibration split decides.
+    #: File name of the MLPerf calibration list this model's benchmark calibrates on by default:
+    #: the build passes it to the dataset's ``calibration_set`` (ImageNet looks for that file in
+    #: the data folder, then among the downloaded lists; OpenImages' calibration split is what was
+    #: downloaded from it). None: the dataset's own default.
     calibration_list: ClassVar[str | None] = None
     #: Benchmark directory (``code/<name>``) whose backend a NAS search times sub-networks on
     #: (``latency_runtime`` "pytorch": the benchmark's own build and backend); None: none.
