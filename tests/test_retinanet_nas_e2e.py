@@ -77,6 +77,10 @@ def test_search_record_and_subnet_on_the_pytorch_runtime(searched):
     subnet = torch.load(search / "best_subnet.pt", weights_only=True)
     assert subnet["base_model"] == "retinanet" and subnet["model_options"]["fpn_levels"] == LEVELS
     assert subnet["subnet_config"] == record["subnet_config"]
+    # Every grouped convolution keeps a multiple of 4 channels per group (the config's
+    # channels_per_group_multiple): oneDNN runs anything else in INT8 with its reference kernel.
+    grouped = [v for k, v in subnet["state_dict"].items() if k.endswith("conv2.weight") and ".layer" in k]
+    assert grouped and all(w.shape[1] % 4 == 0 and (w.shape[0] // 32) % 4 == 0 for w in grouped)
 
 
 def test_benchmark_builds_and_runs_the_subnet(searched, tmp_path):
