@@ -2,7 +2,8 @@
 """A RetinaNet BootstrapNAS sub-network against the full RetinaNet, side by side in one run (not a test).
 
     tools/benchmark_nas_retinanet.py --subnet build/bootstrapnas/search/best_subnet.pt \\
-        --output-dir /tmp/retinanet-nas-bench [--checkpoint FULL.pt] [--image-size 800] [--images 8] [--rounds 3]
+        --output-dir /tmp/retinanet-nas-bench [--checkpoint FULL.pt] [--image-size 800] [--images 8] [--rounds 3] \\
+        [--reuse-builds]
 
 1. Builds both with the benchmark's own commands (``code/retinanet-pytorch-cpu``, synthetic
    images, INT8: NNCF quantize_pt2e, the seed's settings): the full model from ``--checkpoint``
@@ -97,6 +98,15 @@ def offline(common: list[str], work: Path, queries: int) -> float:
     return float(summary["Samples per second"])
 
 
+def built_program_dir(out: Path, size: int) -> Path:
+    """Where ``mlperf-bnas build`` puts the INT8 program for ``--output-dir out`` (OutputPaths decides)."""
+    from mlperf_bnas.config import load_config, parse_set_options
+    from mlperf_bnas.paths import OutputPaths
+
+    cfg = load_config(BENCH, "Offline", parse_set_options([f"model_options.image_size={size}"]))
+    return OutputPaths.of(cfg, out.resolve(), SYSTEM).model_dir("int8")
+
+
 def cpu_name() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -114,6 +124,9 @@ def main() -> int:
     p.add_argument("--map-images", type=int, default=8, help="held-out images for the mAP comparison")
     p.add_argument("--rounds", type=int, default=3, help="interleaved Offline runs of each model")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--reuse-builds", action="store_true",
+                   help="keep the INT8 builds an earlier call left in --output-dir (every run still checks "
+                        "that its build matches the model, options and data; a stale one is an error)")
     args = p.parse_args()
     if not Path(args.subnet).is_file():
         sys.exit(f"--subnet {args.subnet}: not found; export one with `mlperf-bnas nas search` or `nas export`")
@@ -121,6 +134,10 @@ def main() -> int:
     models = {"full": common_args(out / "full", args.image_size, args.images, args.checkpoint),
               "subnet": common_args(out / "subnet", args.image_size, args.images, str(Path(args.subnet).resolve()))}
     for name, common in models.items():
+        program = built_program_dir(out / name, args.image_size)
+        if args.reuse_builds and program.is_dir():
+            print(f"reusing the {name} INT8 build in {program}", flush=True)
+            continue
         print(f"building {name} (dataset, INT8) ...", flush=True)
         cli("dataset", *common, "--no-progress")
         cli("build", *common, "--precision", "int8")
