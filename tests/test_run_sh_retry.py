@@ -9,11 +9,10 @@ orchestrates is under test, not the runs): the first compliance call exits 4, th
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
-from conftest import REPO
+from conftest import throwaway_checkout
 
 STUB = """#!/usr/bin/env bash
 set -euo pipefail
@@ -23,15 +22,7 @@ echo "$(basename "$0") $*" >> "$CALLS"
 
 
 def _checkout(root: Path, compliance_rcs: list[int]) -> tuple[Path, Path]:
-    top = root / "checkout"
-    (top / "code").mkdir(parents=True)
-    for name in ("tools", ".venv", ".conda-env"):
-        if (REPO / name).exists():
-            (top / name).symlink_to(REPO / name)
-    (top / "code" / "mlperf_bnas").symlink_to(REPO / "code" / "mlperf_bnas")
-    shutil.copy2(REPO / "run.sh", top / "run.sh")
-    bench = top / "code" / "stubbench"
-    bench.mkdir()
+    top, bench = throwaway_checkout(root, "stubbench")
     (bench / "config.yaml").write_text("benchmark: stubbench\n")
     rcs = " ".join(str(rc) for rc in compliance_rcs)
     bodies = {
