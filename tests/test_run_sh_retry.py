@@ -75,3 +75,10 @@ def test_accuracy_failures_and_user_confs_are_not_retried(tmp_path):
     conf.write_text("")
     proc, calls = _run(tmp_path / "again", [4], USER_CONF=str(conf))
     assert calls.count("run_offline.sh ") == 1 and "compliance reported a failure:" in proc.stdout
+
+
+def test_an_interrupted_compliance_step_stops_the_main_job(tmp_path):
+    """Exit 143 (SIGTERM) or 130 (Ctrl-C) is not a verdict: run.sh stops with it."""
+    proc, calls = _run(tmp_path, [143])
+    assert proc.returncode == 143, proc.stdout[-2000:]
+    assert calls[-1] == "run_compliance.sh Offline" and "compliance reported a failure" not in proc.stdout
