@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from mlperf_bnas import outdir
 from mlperf_bnas.data.spec import PreprocessSpec
 from mlperf_bnas.errors import UserError
 
@@ -130,6 +131,12 @@ def build_cache(dataset: str, items: Sequence[SourceItem], spec: PreprocessSpec,
         return CachedSamples(cache_dir)
 
     cache_dir.parent.mkdir(parents=True, exist_ok=True)
+    # The cache is a memory-mapped file written by the workers: on a full disk the write
+    # kills the worker with SIGBUS (no error to catch), after minutes or hours of work. So the
+    # whole size is required up front (an earlier cache stays until the new one is complete).
+    need = len(items) * int(np.prod(spec.sample_shape)) * np.dtype(spec.dtype).itemsize + (1 << 20)
+    outdir.require_free_space(cache_dir.parent, need,
+                              f"the {len(items)} preprocessed {dataset} samples of the cache {spec.key}")
     tmp = Path(tempfile.mkdtemp(prefix=f".{spec.key}.building.", dir=cache_dir.parent))
     try:
         samples_path = tmp / "samples.npy"
