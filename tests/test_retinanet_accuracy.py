@@ -98,10 +98,19 @@ def test_tool_entry_point_prints_mlperf_format(dataset, tmp_path):
     log = _log(tmp_path / "acc.json", _perfect())
     proc = __import__("subprocess").run(
         [__import__("sys").executable, str(REPO / "tools" / "accuracy_openimages.py"),
-         "--mlperf-accuracy-file", str(log), "--openimages-dir", str(dataset.root)],
+         "--mlperf-accuracy-file", str(log), "--openimages-dir", str(dataset.root),
+         "--output-file", str(tmp_path / "detections.json")],
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.rstrip().splitlines()[-1] == "mAP=100.000%"
+    # The detections file MLPerf's script writes (json.dump, sorted keys, indent 4), streamed.
+    from mlperf_bnas.accuracy.coco_map import detections_from_log
+    from mlperf_bnas.loadgen.accuracy_log import entries as log_entries
+
+    images = [{"id": im.id, "height": im.height, "width": im.width} for im in dataset.images]
+    expected = detections_from_log(log_entries(log), images)[0]
+    assert (tmp_path / "detections.json").read_text() == json.dumps(expected, sort_keys=True, indent=4)
+    assert not list(tmp_path.glob(".*.partial"))
 
 
 # -- bad input ---------------------------------------------------------------------
