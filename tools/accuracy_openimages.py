@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from mlperf_bnas.accuracy.coco_map import detections_from_log, evaluate
+from mlperf_bnas.accuracy.coco_map import detections_from_log, evaluate, warn_if_short_of_memory
 from mlperf_bnas.data.openimages import ANNOTATIONS, IMAGES, read_annotations
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.loadgen.accuracy_log import entries
@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(detections, fh, sort_keys=True, indent=4)
         os.replace(tmp, out)
+    warn_if_short_of_memory(len(detections), args.mlperf_accuracy_file)
     m_ap, printed = evaluate(annotations, detections, image_ids)
     print(printed, end="")
     print("mAP={:.3f}%".format(m_ap))
