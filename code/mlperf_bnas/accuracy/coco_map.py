@@ -26,10 +26,10 @@ from mlperf_bnas.loadgen.accuracy_log import Entry, entries
 log = logging.getLogger(__name__)
 
 #: Peak memory of scoring, per detection (our COCO detections, pycocotools' loadRes, COCOeval's
-#: evaluate and accumulate), measured on synthetic logs of 1,000 images (AMD EPYC, docs/submission.md):
-#: 2.3-2.6 KB with 300 detections of 30 classes an image, 5.3 KB with 300 of 264 classes, 6.6 KB with
-#: 50 of 10. The full set (24,781 images, up to 300 detections each) can need 18-37 GiB.
-BYTES_PER_DETECTION = (2_500, 6_600)
+#: evaluate and accumulate), measured with tools/benchmark_accuracy_scale.py on synthetic logs of
+#: 1,000 images x 300 detections (AMD EPYC): 2.6 KB with 30 classes an image, 5.3 KB with 264. The
+#: full set (24,781 images, up to 300 detections each: 7.43 million) can need 18-37 GiB.
+BYTES_PER_DETECTION = (2_600, 5_300)
 
 
 def available_memory() -> int | None:
