@@ -15,9 +15,6 @@ seen and a failed one leaves the earlier build in place.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mlperf_bnas.errors import UserError
-from mlperf_bnas.fileio import replace_dir, write_json_atomic
+from mlperf_bnas.fileio import staged_dir, write_json_atomic
 from mlperf_bnas.paths import BUILD_RECORD as RECORD_NAME
 
 
@@ -92,19 +89,11 @@ def require_current(model_dir: Path, now: BuildInputs, rebuild: str) -> None:
 
 @contextmanager
 def build_folder(out_dir: Path, record: dict[str, Any]) -> Iterator[Path]:
-    """A private folder beside ``out_dir`` (``.<name>.building.*``) for a backend to save its model
+    """A private folder beside ``out_dir`` (``fileio.staged_dir``) for a backend to save its model
     files into; when the block ends, ``record`` (as the block left it: the builder adds the
     files' sha256 there) is written into it as the build record and the folder is swapped in
-    as ``out_dir`` (``fileio.replace_dir``). When the block raises (or is interrupted), the
-    folder is removed and an earlier build in ``out_dir`` stays as it was."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building.", dir=out_dir.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp creates 0700; a build folder is ordinary output
-    try:
+    as ``out_dir``. When the block raises (or is interrupted), the folder is removed and an
+    earlier build in ``out_dir`` stays as it was."""
+    with staged_dir(out_dir) as tmp:
         yield tmp
         write_json_atomic(tmp / RECORD_NAME, record)
-        replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
