@@ -8,7 +8,7 @@ in ``mlperf_bnas/commands/<name>.py`` with ``add_arguments(parser)`` and
 A ``UserError`` (bad input the user can fix) prints one line and exits 2; a
 failed run exits 1; Ctrl-C exits 130 and SIGTERM 143, after the command's
 cleanup (temporary files removed, partial run logs moved to the archive).
-``run_command`` alone does that, for every console command (``dynast`` too).
+``run_command`` alone does that, for every console command (``dynast`` and the drop-in tools too).
 
 A command that writes into an output folder (its module has ``output_dir(args)``)
 holds that folder's lock while it runs (``outdir.OutputLock``: one writer per
@@ -89,7 +89,7 @@ def _output_folder(module, args: argparse.Namespace):
 
 def run_command(body: Callable[[], int | None], verbose: bool = False) -> int:
     """Run a console command's ``body`` and turn how it ended into the exit status, the one place
-    that does (``mlperf-bnas`` and ``dynast`` both end here): SIGTERM raises ``Interrupted`` while
+    that does (``mlperf-bnas``, ``dynast`` and the tools that take MLPerf's command lines end here): SIGTERM raises ``Interrupted`` while
     the body runs (in the main thread), so its cleanup runs as on Ctrl-C; a ``UserError`` prints
     one line and gives 2 (its traceback with ``verbose`` or ``MLPERF_BNAS_TRACEBACK``), a failed
     run 1, ``Interrupted`` 128 + the signal, Ctrl-C 130."""
