@@ -177,8 +177,8 @@ def test_verify_accuracy_counts_as_mlperf_without_holding_the_log(tmp_path):
         return np.array(values, np.float32).tobytes().hex()
 
     ref, test = tmp_path / "acc.json", tmp_path / "perf.json"
-    write_entries(ref, [Entry(0, 0, rows(1, 2, 3)), Entry(1, 1, rows(4, 5)), Entry(2, 2, ""), Entry(3, 0, rows(1, 2, 3)),
-                        Entry(4, 1, rows(4, 6)), Entry(5, 3, rows(7))])
+    write_entries(ref, [Entry(0, 0, rows(1, 2, 3)), Entry(1, 1, rows(4, 5)), Entry(2, 2, ""),
+                        Entry(3, 0, rows(1, 2, 3)), Entry(4, 1, rows(4, 6)), Entry(5, 3, rows(7))])
     write_entries(test, [Entry(9, 0, rows(1, 9, 9)), Entry(8, 1, rows(5)), Entry(7, 2, ""), Entry(6, 3, ""),
                          Entry(5, 5, rows(1)), Entry(4, 0, rows(2))])
     ok, text = verify_accuracy(ref, test, "float32")

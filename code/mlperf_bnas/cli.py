@@ -89,10 +89,11 @@ def _output_folder(module, args: argparse.Namespace):
 
 def run_command(body: Callable[[], int | None], verbose: bool = False) -> int:
     """Run a console command's ``body`` and turn how it ended into the exit status, the one place
-    that does (``mlperf-bnas``, ``dynast`` and the tools that take MLPerf's command lines end here): SIGTERM raises ``Interrupted`` while
-    the body runs (in the main thread), so its cleanup runs as on Ctrl-C; a ``UserError`` prints
-    one line and gives 2 (its traceback with ``verbose`` or ``MLPERF_BNAS_TRACEBACK``), a failed
-    run 1, ``Interrupted`` 128 + the signal, Ctrl-C 130."""
+    that does (``mlperf-bnas``, ``dynast`` and the tools that take MLPerf's command lines end
+    here): SIGTERM raises ``Interrupted`` while the body runs (in the main thread), so its
+    cleanup runs as on Ctrl-C; a ``UserError`` prints one line and gives 2 (its traceback with
+    ``verbose`` or ``MLPERF_BNAS_TRACEBACK``), a failed run 1, ``Interrupted`` 128 + the
+    signal, Ctrl-C 130."""
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _raise_interrupted)
