@@ -7,7 +7,8 @@ log (50,000 entries of one int32 class), and what RetinaNet's scoring costs per 
 time and resident memory of each step (our COCO detections, pycocotools' ``loadRes``,
 ``COCOeval.evaluate``, ``accumulate``), on ``--images`` images of ``--detections`` detections
 (MLPerf's cap: 300) drawn from ``--classes`` classes each, with a ground truth made of some of
-them (so the mAP is not 0). Extrapolate to the full 24,781 images by the per-detection figures.
+them (so the mAP is not 0). Extrapolate to the full 24,781 images by the per-detection figures
+(``accumulate`` holds ~55 MiB whatever the size: use 1,000 images or more).
 
     .venv/bin/python tools/benchmark_accuracy_scale.py [--images 1000] [--detections 300] [--classes 30]
 
@@ -138,8 +139,8 @@ def retinanet(work: Path, images: int, detections: int, classes: int) -> None:
         print(f"  {name}: {seconds:.1f} s, +{mib:.0f} MiB ({mib * 2**20 / n:.0f} B a detection)")
     full = RETINANET_IMAGES * detections
     print(f"  {n} detections, {classes} classes an image: mAP {100 * evaluator.stats[0]:.3f}%; "
-          f"peak {peak:.0f} MiB over the start = {peak * 2**20 / n:.0f} B a detection: {RETINANET_IMAGES} images x {detections} = "
-          f"{full / 1e6:.2f} M detections -> ~{full * peak / n / 1024:.1f} GiB, "
+          f"peak {peak:.0f} MiB over the start = {peak * 2**20 / n:.0f} B a detection: "
+          f"{RETINANET_IMAGES} images x {detections} = {full / 1e6:.2f} M detections -> ~{full * peak / n / 1024:.1f} GiB, "
           f"~{sum(s for _, s, _ in steps) * RETINANET_IMAGES / images / 60:.0f} min", flush=True)
 
 
