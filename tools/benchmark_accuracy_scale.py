@@ -140,7 +140,8 @@ def retinanet(work: Path, images: int, detections: int, classes: int) -> None:
     full = RETINANET_IMAGES * detections
     print(f"  {n} detections, {classes} classes an image: mAP {100 * evaluator.stats[0]:.3f}%; "
           f"peak {peak:.0f} MiB over the start = {peak * 2**20 / n:.0f} B a detection: "
-          f"{RETINANET_IMAGES} images x {detections} = {full / 1e6:.2f} M detections -> ~{full * peak / n / 1024:.1f} GiB, "
+          f"{RETINANET_IMAGES} images x {detections} = {full / 1e6:.2f} M detections "
+          f"-> ~{full * peak / n / 1024:.1f} GiB, "
           f"~{sum(s for _, s, _ in steps) * RETINANET_IMAGES / images / 60:.0f} min", flush=True)
 
 
