@@ -5,6 +5,7 @@ configuration error is an error, not a default."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -145,7 +146,9 @@ def test_a_build_folder_is_published_whole_or_not_at_all(tmp_path):
         record["sha"] = "1"   # what the builder adds inside the block is in the record
     assert (out / "model.bin").read_bytes() == b"first"
     assert json.loads((out / BUILD_RECORD).read_text()) == {"precision": "int8", "sha": "1"}
-    assert oct(out.stat().st_mode & 0o777) == oct(0o755)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert oct(out.stat().st_mode & 0o777) == oct(0o777 & ~umask)   # ordinary output, not mkdtemp's 0700
 
     with pytest.raises(KeyboardInterrupt), build_folder(out, {"precision": "int8"}) as tmp:
         (tmp / "model.bin").write_bytes(b"half")
