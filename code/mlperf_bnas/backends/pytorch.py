@@ -34,6 +34,7 @@ with the outputs or the exception.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import json
 import logging
 import os
@@ -61,6 +62,8 @@ log = logging.getLogger(__name__)
 
 PROGRAM_NAME = "model.pt2"
 ENGINES = ("inductor", "eager", "ipex")
+#: How instances run: threads of this process, or processes of their own (backends/instances.py).
+MODES = ("thread", "process")
 #: Engines with a build and a backend of their own (a subclass of PyTorchBackend with its own
 #: ``build(ctx)``), imported only when chosen.
 ENGINE_BACKENDS: Registry[type] = Registry("pytorch engine")
@@ -228,6 +231,10 @@ class PyTorchBackend(Backend):
         allocator: str | None = None
         #: Environment for OpenMP set before the process starts, e.g. {OMP_WAIT_POLICY: PASSIVE}.
         openmp_env: dict | None = None
+        #: thread: instances are threads of this process sharing one compiled program; process: each
+        #: instance is a process of its own (backends/instances.py), pinned before torch starts, loading
+        #: and compiling the model itself and running the post-processing too (Intel's harness layout).
+        mode: str = "thread"
 
         def __post_init__(self) -> None:
             if self.instances < 1:
@@ -247,6 +254,8 @@ class PyTorchBackend(Backend):
                 raise ValueError(f"allocator {self.allocator!r} not one of jemalloc, tcmalloc, a library path, null")
             if self.cores_per_instance is not None and self.cores_per_instance < 1:
                 raise ValueError(f"cores_per_instance must be >= 1 or null, got {self.cores_per_instance}")
+            if self.mode not in MODES:
+                raise ValueError(f"mode {self.mode!r} not one of {', '.join(MODES)}")
 
     @classmethod
     def from_options(cls, model_path: Path | None, options: "PyTorchBackend.Options") -> Backend:
@@ -269,7 +278,12 @@ class PyTorchBackend(Backend):
         self.layout = layout.plan(options.instances, options.cores_per_instance, options.numa_node,
                                   options.hyperthreads)
         self.threads = options.threads or len(self.layout.groups[0])
-        log.info("pytorch instances: %s%s", self.layout.describe(), "" if options.pin else " (not pinned)")
+        log.info("pytorch instances: %s%s%s", self.layout.describe(), "" if options.pin else " (not pinned)",
+                 " (processes)" if options.mode == "process" else "")
+        self._pool = None
+        if options.mode == "process":
+            self._start_processes(Path(model_path))
+            return
         torch.set_num_threads(self.threads)
         with torch.no_grad():
             self._model = self._load_model(Path(model_path))
@@ -285,6 +299,23 @@ class PyTorchBackend(Backend):
                          for i in range(options.instances)]
         for worker in self._workers:
             worker.start()
+
+    def _start_processes(self, model_path: Path) -> None:
+        """``mode: process``: one instance process per core group; this process loads no model."""
+        from mlperf_bnas.backends.instances import ProcessInstances
+
+        options = self.options
+        # Each instance is one unpinned thread-mode instance of ``threads`` threads inside its process,
+        # which pins itself to its group; the post-processing runs in its completion threads.
+        child = dataclasses.replace(options, mode="thread", instances=1, threads=self.threads, completion_threads=0,
+                                    pin=False, cores_per_instance=None, numa_node=None)
+        self._completions = None
+        self._workers = []
+        self._pool = ProcessInstances(type(self), model_path, dataclasses.asdict(child), self.layout.groups,
+                                      self.layout.spare if options.pin else None, options.completion_threads,
+                                      options.pin, options.batch_size)
+        self.info = self._pool.facts.get("info") or {}
+        self.program_path = Path(self._pool.facts.get("program", model_path))
 
     def _load_model(self, path: Path) -> Any:
         """The callable that runs batches; sets ``program_path`` and ``info`` (the build record)."""
@@ -360,14 +391,24 @@ class PyTorchBackend(Backend):
                 if self._pending == 0:
                     self._idle.notify_all()
 
-    def submit(self, batch: np.ndarray | None, size: int, done: Completion) -> None:
+    def adopt_postprocess(self, postprocess: Any) -> bool:
+        # Instance processes post-process themselves: RetinaNet's raw outputs are ~130 MB an image.
+        return self._pool is not None and self._pool.adopt_postprocess(postprocess)
+
+    def submit(self, batch: np.ndarray | None, size: int, done: Completion, indices: np.ndarray | None = None) -> None:
         if batch is None:
             raise ValueError("the pytorch backend reads its input; got no batch")
+        if self._pool is not None:
+            self._pool.submit(batch, size, done, indices)
+            return
         with self._idle:
             self._pending += 1
         self._queue.put((batch, size, done))
 
     def drain(self) -> None:
+        if self._pool is not None:
+            self._pool.drain()
+            return
         with self._idle:
             while self._pending:
                 self._idle.wait()
@@ -375,6 +416,9 @@ class PyTorchBackend(Backend):
     def cancel(self) -> None:
         """Drop queued batches (an Offline run queues all of them at once), so a stopped run
         waits for at most the batch each instance is running."""
+        if self._pool is not None:
+            self._pool.cancel()
+            return
         while True:
             try:
                 item = self._queue.get_nowait()
@@ -402,6 +446,11 @@ class PyTorchBackend(Backend):
 
         if batch is None:
             raise ValueError("the pytorch backend needs a sample batch to warm up")
+        if self._pool is not None:
+            seconds = self._pool.warmup(batch, iterations or self.options.warmup_iterations)
+            log.info("warm-up of %d instance process(es) (%s, incl. compilation) took %.1f s",
+                     len(self._pool.instances), self.options.engine, seconds)
+            return
         self._infer(batch, len(batch))
         for _ in range(iterations or self.options.warmup_iterations):
             for _ in self._workers:
@@ -412,6 +461,9 @@ class PyTorchBackend(Backend):
         log.info("warm-up (%s, incl. compilation) took %.1f s", self.options.engine, time.time() - started)
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            return
         for _ in self._workers:
             self._queue.put(None)
         for worker in self._workers:
@@ -426,4 +478,5 @@ class PyTorchBackend(Backend):
                 "allocator": allocator.in_effect(self.options.allocator),
                 "openmp_env": {k: os.environ.get(k) for k in (self.options.openmp_env or {})},
                 "engine": self.options.engine, "program": str(self.program_path),
-                "precision": self.info.get("precision")}
+                "precision": self.info.get("precision"), "mode": self.options.mode,
+                **({"processes": self._pool.describe()} if self._pool is not None else {})}
