@@ -193,3 +193,76 @@ def test_loaded_library_reads_the_process_memory_map(tmp_path):
     assert allocator.loaded_library(maps) == "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
     maps.write_text("7f00-7f01 r-xp 00000000 08:01 1 /usr/lib/x86_64-linux-gnu/libc.so.6\n")
     assert allocator.loaded_library(maps) is None
+
+
+# -- the PyTorch precision policy (backends/torch_precision.py) ---------------------------
+def _tiny_runners():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3)).eval()
+
+    def make_runner(precision):
+        from mlperf_bnas.backends.torch_precision import autocast
+
+        def run(x):
+            with autocast(precision):
+                return model(x)
+        return run
+    return make_runner, [torch.randn(2, 3, 32, 32) for _ in range(2)]
+
+
+def test_precision_policy_keeps_f32_without_amx_and_says_why():
+    from mlperf_bnas.backends.cpu import CpuInfo
+    from mlperf_bnas.backends.torch_precision import choose
+
+    amd = CpuInfo("AMD EPYC 7B13", frozenset({"avx2", "fma"}))
+    make_runner, batches = _tiny_runners()
+    rec = choose("int8", make_runner, batches, cpu=amd)
+    assert rec["float_precision"] == "f32" and rec["measured"] is None
+    assert "no amx_bf16 flag" in rec["reason"] and "AMD EPYC 7B13" in rec["reason"]
+    assert choose("fp32", make_runner, batches)["float_precision"] == "f32"
+
+
+def test_precision_policy_on_amx_is_measured_and_its_thresholds_decide():
+    from mlperf_bnas.backends.cpu import CpuInfo
+    from mlperf_bnas.backends.torch_precision import choose
+
+    amx = CpuInfo("Intel Xeon (claimed AMX)", frozenset({"avx2", "amx_int8", "amx_bf16"}))
+    make_runner, batches = _tiny_runners()
+    rec = choose("int8", make_runner, batches, cpu=amx, rounds=3)
+    m = rec["measured"]
+    assert len(m["seconds"]["f32"]) == len(m["seconds"]["bf16"]) == 3
+    assert 0 < m["relative_error_bf16_vs_f32"] < 0.05          # bf16 rounding, not garbage
+    expected = "bf16" if m["bf16_speedup_median"] >= 1.05 and m["relative_error_bf16_vs_f32"] <= 0.02 else "f32"
+    assert rec["float_precision"] == expected
+    # Thresholds decide: no speed-up demanded and any error allowed -> bf16; none allowed -> f32.
+    assert choose("int8", make_runner, batches, cpu=amx, min_speedup=0.0, max_error=1.0)["float_precision"] == "bf16"
+    assert choose("int8", make_runner, batches, cpu=amx, min_speedup=0.0, max_error=0.0)["float_precision"] == "f32"
+
+
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_the_backend_applies_the_option_else_the_builds_policy(program, tmp_path, mode):
+    build = tmp_path / "build"
+    build.mkdir()
+    (build / PROGRAM_NAME).write_bytes((program / PROGRAM_NAME).read_bytes())
+    (build / "quantization.json").write_text(json.dumps({"batch_size": BATCH, "precision": "int8",
+                                                         "precision_policy": {"float_precision": "bf16"}}))
+    x = _batches(1)[0]
+    results = {}
+    for option, expected in ((None, "bf16 (the build's precision_policy)"), ("f32", "f32 (backend_options.float_precision)")):
+        backend = PyTorchBackend(build, PyTorchBackend.Options(engine="eager", instances=1, threads=1, batch_size=BATCH,
+                                                               mode=mode, float_precision=option))
+        try:
+            assert backend.describe()["float_precision"] == expected
+            out: list = []
+            backend.submit(x, BATCH, lambda o, e: out.append((o, e)))
+            backend.drain()
+        finally:
+            backend.close()
+        (result, err), = out
+        assert err is None
+        results[expected[:4]] = torch.as_tensor(np.asarray(result[0].float() if mode == "thread" else result[0]))
+        if mode == "thread":
+            assert result[0].dtype == (torch.bfloat16 if expected.startswith("bf16") else torch.float32)
+    # bf16 rounding: close to f32, not equal to it.
+    f32, bf16 = results["f32 "], results["bf16"]
+    assert not torch.equal(f32, bf16) and float((bf16 - f32).norm() / f32.norm()) < 0.05

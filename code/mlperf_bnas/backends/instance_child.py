@@ -70,6 +70,8 @@ def main(argv: list[str]) -> int:
 
         import numpy as np
 
+        import torch
+
         from mlperf_bnas.backends import allocator
 
         module, _, name = cfg["backend_class"].partition(":")
@@ -112,7 +114,10 @@ def main(argv: list[str]) -> int:
                 if postprocess is not None:
                     result = postprocess(outputs, indices)
                 else:
-                    result = tuple(o.detach().numpy() if hasattr(o, "detach") else np.asarray(o) for o in outputs)
+                    # numpy has no bfloat16: such outputs come back as float32 (exactly representable)
+                    result = tuple((o.detach().float() if o.dtype.is_floating_point and o.dtype != torch.float64
+                                    else o.detach()).numpy() if hasattr(o, "detach") else np.asarray(o)
+                                   for o in outputs)
             except Exception as exc:  # noqa: BLE001 - the SUT counts it as a failed batch
                 error = exc
         send(("done", seq, result, None if error is None else (type(error).__name__, str(error))))

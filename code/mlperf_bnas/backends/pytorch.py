@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mlperf_bnas.backends import allocator, layout
+from mlperf_bnas.backends import allocator, layout, torch_precision
 from mlperf_bnas.backends.base import BACKENDS, Backend, BuildContext, Completion
 from mlperf_bnas.config import check_options
 from mlperf_bnas.errors import UserError
@@ -115,6 +115,26 @@ def calibration_inputs(ctx: BuildContext) -> tuple[list[torch.Tensor], list[str]
     return inputs, list(ctx.calibration.names[:len(samples)])
 
 
+def precision_policy(ctx: BuildContext, program: Any, batch: int, max_batches: int = 4) -> dict[str, Any]:
+    """Whether the build's float parts run in bf16 autocast (``backends/torch_precision.py``): measured
+    on up to ``max_batches`` calibration batches of the program's batch size, compiled as a run is."""
+    batches: list[torch.Tensor] = []
+    if ctx.calibration is not None:
+        samples = ctx.calibration.samples
+        batches = [ctx.entry.to_torch_input(samples[i:i + batch], ctx.spec)
+                   for i in range(0, len(samples) - batch + 1, batch)][:max_batches]
+
+    def make_runner(precision: str):
+        compiled = compile_program(program.module(), "inductor")
+
+        def run(x: torch.Tensor) -> Any:
+            with torch_precision.autocast(precision):
+                return compiled(x)
+        return run
+
+    return torch_precision.choose(ctx.precision, make_runner, batches)
+
+
 def build_pytorch(ctx: BuildContext) -> Path:
     """FP32: export the module. INT8: rewrite, quantize (NNCF pt2e), export. Saved to ``ctx.out_dir``.
 
@@ -150,6 +170,7 @@ def build_pytorch(ctx: BuildContext) -> Path:
     else:
         info["quantization"] = None
     program = export_program(module, example)
+    info["precision_policy"] = precision_policy(ctx, program, batch)
     info.update(count_quantized_convolutions(program.module()))
     info["fake_quantize_ops"] = info["quantization"]["quantize_ops"] if info["quantization"] else 0
     if ctx.precision == "int8" and info["int8_convolutions"] == 0:
@@ -231,6 +252,9 @@ class PyTorchBackend(Backend):
         allocator: str | None = None
         #: Environment for OpenMP set before the process starts, e.g. {OMP_WAIT_POLICY: PASSIVE}.
         openmp_env: dict | None = None
+        #: Float parts (what is not INT8) in f32 or bf16 (torch.autocast); null: the build's precision
+        #: policy (backends/torch_precision.py: f32 unless an AMX-BF16 CPU measured bf16 faster and close).
+        float_precision: str | None = None
         #: thread: instances are threads of this process sharing one compiled program; process: each
         #: instance is a process of its own (backends/instances.py), pinned before torch starts, loading
         #: and compiling the model itself and running the post-processing too (Intel's harness layout).
@@ -254,6 +278,9 @@ class PyTorchBackend(Backend):
                 raise ValueError(f"allocator {self.allocator!r} not one of jemalloc, tcmalloc, a library path, null")
             if self.cores_per_instance is not None and self.cores_per_instance < 1:
                 raise ValueError(f"cores_per_instance must be >= 1 or null, got {self.cores_per_instance}")
+            if self.float_precision is not None and self.float_precision not in torch_precision.PRECISIONS:
+                raise ValueError(f"float_precision {self.float_precision!r} not one of "
+                                 f"{', '.join(torch_precision.PRECISIONS)}, null")
             if self.mode not in MODES:
                 raise ValueError(f"mode {self.mode!r} not one of {', '.join(MODES)}")
 
@@ -281,12 +308,15 @@ class PyTorchBackend(Backend):
         log.info("pytorch instances: %s%s%s", self.layout.describe(), "" if options.pin else " (not pinned)",
                  " (processes)" if options.mode == "process" else "")
         self._pool = None
+        self.float_precision, self.float_precision_source = "f32", "not loaded yet"
         if options.mode == "process":
             self._start_processes(Path(model_path))
+            self._set_float_precision()
             return
         torch.set_num_threads(self.threads)
         with torch.no_grad():
             self._model = self._load_model(Path(model_path))
+        self._set_float_precision()
         self._queue: queue.Queue = queue.Queue()
         # One intra-op thread per completion thread: the instances already use every core, and
         # two OpenMP pools spinning on the same cores would slow both.
@@ -299,6 +329,13 @@ class PyTorchBackend(Backend):
                          for i in range(options.instances)]
         for worker in self._workers:
             worker.start()
+
+    def _set_float_precision(self) -> None:
+        """The float parts' precision: the option, else the build's policy (each instance process
+        decides the same from the same record)."""
+        self.float_precision, self.float_precision_source = torch_precision.in_effect(
+            self.options.float_precision, self.info)
+        log.info("float parts in %s (%s)", self.float_precision, self.float_precision_source)
 
     def _start_processes(self, model_path: Path) -> None:
         """``mode: process``: one instance process per core group; this process loads no model."""
@@ -345,7 +382,7 @@ class PyTorchBackend(Backend):
             # The program is compiled for a fixed batch: pad the tail batch, drop the padding after.
             pad = torch.zeros((self.batch_size - x.shape[0], *x.shape[1:]), dtype=x.dtype)
             x = torch.cat([x, pad])
-        with torch.no_grad():
+        with torch.no_grad(), torch_precision.autocast(self.float_precision):
             outputs = self._model(x)
         if isinstance(outputs, torch.Tensor):
             outputs = (outputs,)
@@ -479,4 +516,5 @@ class PyTorchBackend(Backend):
                 "openmp_env": {k: os.environ.get(k) for k in (self.options.openmp_env or {})},
                 "engine": self.options.engine, "program": str(self.program_path),
                 "precision": self.info.get("precision"), "mode": self.options.mode,
+                "float_precision": f"{self.float_precision} ({self.float_precision_source})",
                 **({"processes": self._pool.describe()} if self._pool is not None else {})}
