@@ -15,20 +15,25 @@ baseline). ``engine: ipex`` builds and runs a TorchScript file instead (Intel
 Extension for PyTorch's static INT8, ``torch.jit.trace`` + ``freeze``), in the
 IPEX environment of its own (torch 2.8): see ``backends/ipex.py``.
 
-Parallelism: ``instances`` worker threads take batches from one queue; each
-runs the model with ``threads`` intra-op (OpenMP) threads, pinned (``pin``, default) to
-a core group of its own cut from the sysfs topology (``backends/layout.py``:
-``instances x cores_per_instance``, optionally one NUMA node), completion threads on
-the cores left over. Instances are threads of one process, not processes as in Intel's
-harness: they share the compiled program (one compilation) and the GIL, which they hold
-only between batches. Torch's thread count
-is process-global in name but OpenMP's is per calling thread, and Inductor bakes
-``threads`` into its kernels at compile time, so ``instances x threads`` is
-realised as ``instances`` concurrent OpenMP teams of ``threads`` threads each.
-Instances share one compiled program: its weights are read-only constants and
-each call allocates its own activations, so copies would only cost memory and
-compile time. ``done`` is called exactly once per batch, from the worker thread,
-with the outputs or the exception.
+Parallelism: ``instances`` instances, each running whole batches with ``threads`` intra-op
+(OpenMP) threads, pinned (``pin``, default) to a core group of its own cut from the sysfs
+topology (``backends/layout.py``: ``instances x cores_per_instance``, optionally one NUMA
+node); post-processing on completion threads, on the cores left over when there are any.
+``mode`` says what an instance is:
+
+* ``thread`` (default): a worker thread of this process. Instances share the compiled program
+  (one compilation; its weights are read-only constants, each call allocates its own
+  activations) and the GIL, which they hold only between batches. Torch's thread count is
+  process-global in name but OpenMP's is per calling thread, and Inductor bakes ``threads``
+  into its kernels at compile time, so ``instances x threads`` is realised as ``instances``
+  concurrent OpenMP teams of ``threads`` threads each.
+* ``process``: a process of its own, as in Intel's harness (``backends/instances.py``): pinned
+  before torch starts, it loads and compiles the model itself and runs the SUT's
+  post-processing too, so only LoadGen responses come back; inputs reach it through shared
+  memory. An instance that dies fails the run with its name and log, never hangs it.
+
+``done`` is called exactly once per batch, with the outputs (or, when the backend adopted
+the SUT's postprocessor, the responses) or the exception.
 """
 
 from __future__ import annotations
