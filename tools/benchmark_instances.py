@@ -40,6 +40,50 @@ def _layout(text: str) -> tuple[int, int, int]:
                                          "e.g. 2x1+c1") from None
 
 
+def overhead(rounds: int, batches: int) -> dict:
+    """Per-batch cost of each mode on a program that does almost nothing (a 1x1 convolution on
+    a 3x8x8 input): what an instance process adds per batch (slot copy, two socket messages,
+    two threads) beside a thread's queue hand-off. 1 instance of 1 thread, batches submitted
+    all at once (Offline-like) and one at a time (SingleStream-like)."""
+    import tempfile
+
+    import numpy as np
+    import torch
+
+    from mlperf_bnas.backends.pytorch import PROGRAM_NAME, PyTorchBackend, export_program
+
+    folder = Path(tempfile.mkdtemp(prefix="instances-overhead-"))
+    model = torch.nn.Conv2d(3, 4, 1).eval()
+    torch.export.save(export_program(model, torch.zeros(1, 3, 8, 8)), str(folder / PROGRAM_NAME))
+    (folder / "quantization.json").write_text(json.dumps({"batch_size": 1, "precision": "fp32"}))
+    x = np.zeros((1, 3, 8, 8), np.float32)
+    backends = {mode: PyTorchBackend(folder, PyTorchBackend.Options(engine="eager", instances=1, threads=1,
+                                                                     mode=mode)) for mode in ("thread", "process")}
+    us: dict[str, list[float]] = {}
+    try:
+        for b in backends.values():
+            b.warmup(x)
+        for _ in range(rounds):
+            for mode, b in backends.items():
+                t0 = time.perf_counter()
+                for _ in range(batches):
+                    b.submit(x, 1, lambda out, err: None)
+                b.drain()
+                us.setdefault(f"{mode} queued", []).append((time.perf_counter() - t0) / batches * 1e6)
+                t0 = time.perf_counter()
+                for _ in range(batches // 4):
+                    b.submit(x, 1, lambda out, err: None)
+                    b.drain()
+                us.setdefault(f"{mode} one at a time", []).append((time.perf_counter() - t0) / (batches // 4) * 1e6)
+    finally:
+        for b in backends.values():
+            b.close()
+    print("per-batch time of a near-empty program, microseconds (median of rounds; min - max):")
+    for key, values in us.items():
+        print(f"  {key:<24} {statistics.median(values):8.1f}  ({min(values):.1f} - {max(values):.1f})")
+    return {k: {"runs_us": v, "median_us": statistics.median(v)} for k, v in us.items()}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--output-dir", required=True, type=Path)
@@ -50,8 +94,15 @@ def main() -> int:
     p.add_argument("--layouts", default="1x2+c1,2x1+c1", help="comma-separated INSTANCESxTHREADS[+cN]")
     p.add_argument("--modes", default="thread,process")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to every command")
+    p.add_argument("--overhead-only", action="store_true",
+                   help="only the per-batch cost of each mode on a near-empty program (no build, seconds)")
     args = p.parse_args()
     out = args.output_dir.resolve()
+    if args.overhead_only:
+        out.mkdir(parents=True, exist_ok=True)
+        result = overhead(args.rounds, 2000)
+        (out / "benchmark_instances_overhead.json").write_text(json.dumps(result, indent=2) + "\n")
+        return 0
     bench = benchmark_dir(args.benchmark)
     loadgen_model = {"retinanet-pytorch-cpu": "retinanet"}.get(args.benchmark, "*")
     common = ["--benchmark", str(bench), "--output-dir", str(out), "--system", SYSTEM,
