@@ -32,6 +32,24 @@ RN50_BENCH = REPO / "code" / "resnet50-openvino"
 RN50_IMAGES = 32
 
 
+def throwaway_checkout(root: Path, benchmark: str) -> tuple[Path, Path]:
+    """(top, benchmark dir): a checkout under ``root`` whose only benchmark is ``code/<benchmark>``
+    (empty, for the test to fill), with this repository's tools/, package and environment linked
+    in and a copy of run.sh: run scripts and run.sh find everything as in a real checkout."""
+    import shutil
+
+    top = root / "checkout"
+    (top / "code").mkdir(parents=True)
+    for name in ("tools", ".venv", ".conda-env"):
+        if (REPO / name).exists():
+            (top / name).symlink_to(REPO / name)
+    (top / "code" / "mlperf_bnas").symlink_to(REPO / "code" / "mlperf_bnas")
+    shutil.copy2(REPO / "run.sh", top / "run.sh")
+    bench = top / "code" / benchmark
+    bench.mkdir()
+    return top, bench
+
+
 def run_cli(*args: str, check: bool = True, env: dict | None = None, cwd: Path | None = None,
             timeout: float = 1800, subprocess_only: bool = False) -> subprocess.CompletedProcess:
     """``mlperf-bnas <args>``; returns a CompletedProcess (in-process runs fill in the same fields)."""

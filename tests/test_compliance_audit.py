@@ -97,6 +97,23 @@ def _summary(path: Path, scenario: str, score: float, valid: str = "VALID") -> P
     return path
 
 
+def test_only_a_performance_verdict_failing_exits_4(reference, tmp_path):
+    """A compliance run 30% faster than the reference (another target_qps: what a machine that
+    sped up does) fails TEST04's performance check only: exit status 4, which run.sh answers by
+    making the reference run and the tests again, back to back."""
+    _root, bench, out = reference
+    faster = tmp_path / "faster.conf"
+    faster.write_text(CONF.replace("target_qps = 1000", "target_qps = 1300"))
+    proc = run_cli("compliance", "TEST04", "--benchmark", str(bench), "--output-dir", str(out), "--system", SYSTEM,
+                   "--scenario", "Server", "--user-conf", str(faster), check=False, subprocess_only=True,
+                   timeout=300)
+    assert proc.returncode == 4, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Performance check pass: False" in proc.stdout
+    verdict = out / "compliance" / SYSTEM / "resnet50" / "Server" / "TEST04" / "verify_performance.txt"
+    # (This short reference run is itself INVALID, which fails the same check first.)
+    assert verdict.read_text().strip().splitlines()[-1].startswith("TEST FAIL: ")
+
+
 @pytest.mark.parametrize("test,score,passes", [
     ("TEST01", 100.0, True), ("TEST01", 109.0, True), ("TEST01", 111.0, False), ("TEST01", 89.0, False),
     ("TEST04", 109.0, True), ("TEST04", 111.0, False), ("TEST04", 50.0, True),

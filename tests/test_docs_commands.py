@@ -289,9 +289,29 @@ def _script_lines(script: Path) -> list[str]:
     return out
 
 
+def _env_functions() -> dict[str, list[str]]:
+    """The functions tools/env.sh defines, by name: their body lines."""
+    out: dict[str, list[str]] = {}
+    name = None
+    for line in _script_lines(REPO / "tools" / "env.sh"):
+        m = re.match(r"^([a-z_]+)\(\) \{", line)
+        if m:
+            name = m.group(1)
+            out[name] = []
+        elif line.startswith("}"):
+            name = None
+        elif name:
+            out[name].append(line)
+    return out
+
+
 def _script_command(script: Path) -> list[str] | None:
     """The command a script hands its own arguments (``"$@"``) to, or None (it takes none)."""
-    for line in _script_lines(script):
+    return _script_command_of_lines(_script_lines(script), script)
+
+
+def _script_command_of_lines(lines: list[str], script: Path) -> list[str] | None:
+    for line in lines:
         if '"$@"' not in line or line.lstrip().startswith(("#", "for ")):
             continue
         words = _words(line.replace('"$@"', ""))
@@ -305,6 +325,9 @@ def _script_command(script: Path) -> list[str] | None:
                 return [w, *sub]
             if w.endswith(".sh"):
                 return _script_command(_scripts(script.parent, w.replace("$HERE/", "").strip('"'))[0])
+            if w in _env_functions():
+                # A function of tools/env.sh (run_performance): the command its body hands "$@" to.
+                return _script_command_of_lines(_env_functions()[w], script)
             if w in ("python", "python3") and i + 1 < len(words) and words[i + 1].endswith(".py"):
                 # exec python "$REPO/tools/x.py" "$@": the tool's own parser
                 return ["python", words[i + 1].strip('"').replace("$REPO/", "")]

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, throwaway_checkout
 
 # run.sh three times, every step a LoadGen process (about 10 minutes on 2 cores): the full suite only.
 pytestmark = pytest.mark.slow
@@ -77,15 +77,7 @@ scenarios:
 
 def _checkout(root: Path) -> Path:
     """A checkout whose only benchmark is the simulated one."""
-    top = root / "checkout"
-    (top / "code").mkdir(parents=True)
-    for name in ("tools", ".venv", ".conda-env"):
-        if (REPO / name).exists():
-            (top / name).symlink_to(REPO / name)
-    (top / "code" / "mlperf_bnas").symlink_to(REPO / "code" / "mlperf_bnas")
-    shutil.copy2(REPO / "run.sh", top / "run.sh")
-    bench = top / "code" / "simbench"
-    bench.mkdir()
+    top, bench = throwaway_checkout(root, "simbench")
     for script in sorted((REPO / "code" / "resnet50-openvino").glob("run_*.sh")):
         shutil.copy2(script, bench / script.name)
     (bench / "user.smoke.conf").write_text(SMOKE_CONF)

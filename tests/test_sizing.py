@@ -9,8 +9,10 @@ Server batch 1: 5 ms per query, 400 queries/s at most).
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -271,3 +273,69 @@ def test_invalid_offline_run_names_target_qps(tmp_path):
     assert failure.condition.startswith("Min duration satisfied: NO")
     assert failure.loadgen.startswith("Increase expected QPS")
     assert "retinanet.Offline.target_qps" in failure.fix and "tune.sh --scenario Offline" in failure.fix
+
+
+# --------------------------------------------------------------------------- a machine that sped up
+def _slower_probe_copy(sized, tmp_path, factor: float) -> tuple[list[str], Path]:
+    """A copy of the fixture's output whose generated conf says the machine was ``factor`` x
+    slower when probed (its Offline target_qps divided by ``factor``): the sizing key still
+    matches, so the conf counts as current, as after a probe on a busy machine."""
+    out = tmp_path / "out"
+    shutil.copytree(sized["out"], out)
+    conf = out / "build" / "sim-size" / "sizing" / SYSTEM / f"user.{SYSTEM}.sized.conf"
+    target = json.loads(conf.with_suffix(".json").read_text())["scenarios"]["Offline"]["target_qps"]
+    text = conf.read_text()
+    line = f"resnet50.Offline.target_qps = {target:g}"
+    assert line in text
+    conf.write_text(text.replace(line, f"resnet50.Offline.target_qps = {target / factor:g}"))
+    return [*sized["common"][:2], "--output-dir", str(out), "--system", SYSTEM], conf
+
+
+def test_a_run_faster_than_its_generated_conf_exits_4_with_the_speeds(sized, tmp_path):
+    common, conf = _slower_probe_copy(sized, tmp_path, 50.0)
+    proc = run_cli("run", *common, "--scenario", "Offline", "--mode", "performance", "--user-conf", str(conf),
+                   check=False, subprocess_only=True, timeout=600)
+    assert proc.returncode == sizing.EXIT_RESIZE, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "INVALID: Min duration satisfied: NO" in proc.stdout
+    m = re.search(r"Offline ran faster than user\.sizesys\.sized\.conf was sized for \(([\d.]+) samples/s now, "
+                  r"([\d.]+) when sized\)", proc.stdout)
+    assert m, proc.stdout[-2000:]
+    assert "mlperf-bnas size --force" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_the_same_invalid_run_with_a_conf_the_user_wrote_is_not_resized(sized, tmp_path):
+    common, conf = _slower_probe_copy(sized, tmp_path, 50.0)
+    mine = tmp_path / "user.mine.conf"
+    mine.write_text("\n".join(line for line in conf.read_text().splitlines() if not line.startswith("#")) + "\n")
+    proc = run_cli("run", *common, "--scenario", "Offline", "--mode", "performance", "--user-conf", str(mine),
+                   check=False, subprocess_only=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "INVALID: Min duration satisfied: NO" in proc.stdout and "sized for" not in proc.stdout
+
+
+@pytest.mark.slow     # re-sizes: LoadGen probes of fixed length (~15 s), then the run again
+def test_run_script_resizes_and_runs_again_when_the_machine_sped_up(sized, tmp_path):
+    """Through a benchmark's own run_offline.sh (tools/env.sh run_performance), as in run.sh."""
+    from conftest import REPO, throwaway_checkout
+
+    top, bench = throwaway_checkout(tmp_path, "sim-size")
+    shutil.copytree(sized["bench"], bench, dirs_exist_ok=True)
+    shutil.copy2(REPO / "code" / "resnet50-openvino" / "run_offline.sh", bench / "run_offline.sh")
+    common, conf = _slower_probe_copy(sized, tmp_path, 50.0)
+    record = json.loads(conf.with_suffix(".json").read_text())
+    # The copied benchmark is another path: point the record's base conf (and key) at it.
+    record["base_conf"] = str((bench / "user.smoke.conf").resolve())
+    conf.with_suffix(".json").write_text(json.dumps(record))
+    env = {k: v for k, v in os.environ.items() if k not in ("USER_CONF", "DATA_DIR", "CHECKPOINT")}
+    env.update(OUTPUT_DIR=str(tmp_path / "out"), SYSTEM=SYSTEM)
+    proc = subprocess.run(["bash", str(bench / "run_offline.sh")], cwd=top, env=env, capture_output=True,
+                          text=True, timeout=900)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert "Offline ran faster than" in log and "re-sizing on this machine and running it again (once)" in log
+    assert "probe #" in log                                           # fresh probes
+    summary = tmp_path / "out" / "results" / SYSTEM / "resnet50" / "Offline" / "performance" / "run_1"
+    assert "Result is : VALID" in (summary / "mlperf_log_summary.txt").read_text()
+    # The conf of the first run is kept (packaging matches runs to confs), the new one is current.
+    archived = list((conf.parent / "archive").glob(f"*/user.{SYSTEM}.sized.conf"))
+    assert len(archived) == 1 and "Offline.target_qps" in archived[0].read_text()

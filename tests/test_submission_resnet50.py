@@ -54,7 +54,8 @@ def flow(resnet50_build, tmp_path_factory):
 
 def test_compliance_test01_passes_accuracy_and_leaves_no_audit_config(flow):
     comp, out = flow["compliance"], flow["out"]
-    assert comp.returncode in (0, 1), comp.stderr[-3000:]
+    # 4: only a performance check failed (timing on a shared machine); 1: an accuracy check too.
+    assert comp.returncode in (0, 4), comp.stderr[-3000:]
     test01 = out / "compliance" / SYSTEM / "resnet50" / "Offline" / "TEST01"
     # Same INT8 IR, same inputs: the responses logged in performance mode are the accuracy run's.
     verify = (test01 / "verify_accuracy.txt").read_text()
@@ -65,7 +66,7 @@ def test_compliance_test01_passes_accuracy_and_leaves_no_audit_config(flow):
         perf = (out / "compliance" / SYSTEM / "resnet50" / "Offline" / test / "verify_performance.txt").read_text()
         assert perf.splitlines()[-1] in ("TEST PASS", "TEST FAIL: Test score invalid"), perf
     assert not list(out.rglob("audit.config")) and not list(REPO.glob("audit.config"))
-    assert ("FAILED" in comp.stdout) == (comp.returncode == 1)
+    assert ("FAILED" in comp.stdout) == (comp.returncode != 0)
 
 
 def test_packaged_and_checked_as_smoke(flow):

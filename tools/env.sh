@@ -62,8 +62,8 @@ fi
 
 # What a run needs before LoadGen starts, made when missing (and said so):
 # prepare_model: the dataset and its preprocessed cache, and the INT8 model.
-# prepare_conf <scenario> [check]: the LoadGen settings of this machine: the embedded
-#   default's generated conf (sized now when missing or stale), or, with "check", a warning
+# prepare_conf <scenario> [check|force]: the LoadGen settings of this machine: the embedded
+#   default's generated conf (sized now when missing or stale; "force": re-sized now), or, with "check", a warning
 #   when the conf the user set asks a target_qps this machine cannot reach, with the measured
 #   figure. Exit status 3: the scenario cannot run here at any load (one line says why).
 prepare_model() {
@@ -73,5 +73,25 @@ prepare_conf() {
   local size_args=(--user-conf "$USER_CONF" --scenario "$1")
   if [ -n "$SIZE_FROM" ]; then size_args+=(--from "$SIZE_FROM"); fi
   if [ "${2:-}" = check ]; then size_args+=(--check); fi
+  if [ "${2:-}" = force ]; then size_args+=(--force); fi
   mlperf-bnas size "${COMMON_ARGS[@]}" "${size_args[@]}"
+}
+# run_performance <scenario> [mlperf-bnas run arguments]: the LoadGen performance run. With the
+# embedded default's generated conf, a run this machine finished faster than it was sized for
+# (exit status 4: its Offline query or pre-generated stream queries ended before min_duration,
+# because the machine sped up by more than the sizing margin since the probes) is re-sized
+# with fresh probes and run once more; the first run's logs go to the archive. Any INVALID run
+# is still reported, by the run and by the checker: exit status 4 is not passed on.
+run_performance() {
+  local scenario="$1"; shift
+  local rc=0
+  mlperf-bnas run "${COMMON_ARGS[@]}" --scenario "$scenario" --mode performance --user-conf "$USER_CONF" "$@" || rc=$?
+  if [ "$rc" -eq 4 ] && [ -n "$SIZE_FROM" ]; then
+    echo "run: $scenario was faster than sized: re-sizing on this machine and running it again (once)"
+    prepare_conf "$scenario" force || return $?
+    rc=0
+    mlperf-bnas run "${COMMON_ARGS[@]}" --scenario "$scenario" --mode performance --user-conf "$USER_CONF" "$@" || rc=$?
+  fi
+  if [ "$rc" -eq 4 ]; then rc=0; fi
+  return "$rc"
 }

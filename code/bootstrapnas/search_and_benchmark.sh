@@ -91,4 +91,4 @@ export SUPERNET
 export CHECKPOINT="$SEARCH_DIR/best_subnet.pt"
 "$BENCH/run_calibration.sh"
 source "$REPO/tools/env.sh" "$BENCH"
-exec mlperf-bnas run "${COMMON_ARGS[@]}" --scenario Offline --mode performance --user-conf "$USER_CONF"
+run_performance Offline

@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    # torchao 0.18 registers an Enum with torch's pytree on import, which torch 2.14 answers with
+    # a deprecation warning in every RetinaNet step's log; nothing a user can act on.
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
     if not args.command:
         parser.print_help()
         return 2

@@ -8,4 +8,4 @@ REPO="$(cd "$HERE/../.." && pwd)"
 source "$REPO/tools/env.sh" "$HERE"
 prepare_model
 prepare_conf MultiStream check
-exec mlperf-bnas run "${COMMON_ARGS[@]}" --scenario MultiStream --mode performance --user-conf "$USER_CONF" "$@"
+run_performance MultiStream "$@"

@@ -8,4 +8,4 @@ REPO="$(cd "$HERE/../.." && pwd)"
 source "$REPO/tools/env.sh" "$HERE"
 prepare_model
 prepare_conf Server check
-exec mlperf-bnas run "${COMMON_ARGS[@]}" --scenario Server --mode performance --user-conf "$USER_CONF" "$@"
+run_performance Server "$@"

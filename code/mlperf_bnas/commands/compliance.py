@@ -8,7 +8,11 @@ The audit settings go into ``audit.config`` in a private working folder under
 ``build/<benchmark>/compliance/``; LoadGen reads it through
 ``StartTestWithLogSettings`` and it is deleted when the run ends, whatever
 happens. Results: ``compliance/<system>/<model>/<Scenario>/<TEST>/`` (see
-``mlperf_bnas.submission.audit``). Exit status 1 when the verification fails.
+``mlperf_bnas.submission.audit``). Exit status 1 when the verification fails;
+``EXIT_PERFORMANCE_ONLY`` (4) when only performance checks failed (a compliance run faster or
+slower than the reference run beyond MLPerf's 10-20 %, or INVALID, while every accuracy check
+passed): on a machine whose speed changes that is a matter of timing, and ``run.sh`` re-runs
+the reference run and the tests back to back, once, for the embedded default.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from mlperf_bnas.processes import run_child
 from mlperf_bnas.submission.audit import DTYPES, TESTS
 
 log = logging.getLogger(__name__)
+
+#: Exit status when only performance checks failed (see the module docstring).
+EXIT_PERFORMANCE_ONLY = 4
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -58,13 +65,16 @@ def run(args: argparse.Namespace) -> int:
     tests = list(dict.fromkeys(args.tests))
     if len(tests) == 1:
         return run_one(args, tests[0])
-    failed = []
+    failed: dict[str, int | None] = {}
     for test in tests:
         rc = run_child([sys.executable, "-m", "mlperf_bnas", *_child_argv(args, test)])
         if rc != 0:
-            failed.append(f"{test} (exit {rc})")
-    print("compliance: " + (f"FAILED {', '.join(failed)}" if failed else f"{', '.join(tests)} passed"))
-    return 1 if failed else 0
+            failed[test] = rc
+    print("compliance: " + (f"FAILED {', '.join(f'{t} (exit {rc})' for t, rc in failed.items())}" if failed
+                            else f"{', '.join(tests)} passed"))
+    if not failed:
+        return 0
+    return EXIT_PERFORMANCE_ONLY if set(failed.values()) == {EXIT_PERFORMANCE_ONLY} else 1
 
 
 def run_one(args: argparse.Namespace, test: str) -> int:
@@ -114,7 +124,9 @@ def run_one(args: argparse.Namespace, test: str) -> int:
         shutil.rmtree(work, ignore_errors=True)
     for line in verdict.lines():
         print(line)
-    return 0 if verdict.passed else 1
+    if verdict.passed:
+        return 0
+    return EXIT_PERFORMANCE_ONLY if verdict.accuracy_pass is not False else 1
 
 
 def output_dir(args: argparse.Namespace) -> Path:

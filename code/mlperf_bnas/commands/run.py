@@ -76,9 +76,18 @@ def run(args: argparse.Namespace) -> int:
     print(f"{cfg.loadgen_model} {args.scenario} {args.mode}: {result} {metric} -> {log_dir}")
     if args.mode == "performance" and result != "VALID":
         from mlperf_bnas.loadgen.explain import explain
+        from mlperf_bnas.tune import sizing
 
-        for failure in explain(log_dir, args.scenario, cfg.loadgen_model, cfg.benchmark_dir.name):
+        failures = explain(log_dir, args.scenario, cfg.loadgen_model, cfg.benchmark_dir.name)
+        for failure in failures:
             print(f"  INVALID: {failure.line()}")
+        why = sizing.faster_than_sized(user_conf, log_dir, args.scenario, [f.condition for f in failures])
+        if why:
+            # The run scripts re-size and run again (tools/env.sh run_performance); said here for a
+            # direct caller too.
+            print(f"  {why}. Fix: re-size on this machine (mlperf-bnas size --force, what the run scripts do "
+                  f"on exit status {sizing.EXIT_RESIZE}) and run again")
+            return sizing.EXIT_RESIZE
     return 0
 
 
