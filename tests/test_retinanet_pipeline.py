@@ -85,21 +85,22 @@ def test_offline_accuracy_int8_inductor_and_fp32(built):
     assert any((built / "build" / "archive").rglob("accuracy.txt"))
 
 
-def test_server_performance_two_instances(built, tmp_path):
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_server_performance_two_instances(built, tmp_path, mode):
     conf = tmp_path / "server.conf"      # a short Server run: 24 queries at 2 QPS (256 px, eager)
     conf.write_text("retinanet.*.performance_sample_count_override = 4\nretinanet.Server.min_duration = 2000\n"
                     "retinanet.Server.min_query_count = 24\nretinanet.Server.target_qps = 2\n"
                     "retinanet.Server.target_latency = 20000\n")
     proc = run_cli("run", *_args(built, "--scenario", "Server", "--mode", "performance", "--user-conf", str(conf),
                                  "--set", "backend_options.engine=eager", "--set", "backend_options.instances=2",
-                                 "--set", "backend_options.threads=1"))
+                                 "--set", "backend_options.threads=1", "--set", f"backend_options.mode={mode}"))
     run_dir = built / "results" / "t" / "retinanet" / "Server" / "performance" / "run_1"
     summary = (run_dir / "mlperf_log_summary.txt").read_text()
     assert "Scenario : Server" in summary and "Completed samples per second" in summary
     detail = read_detail_log(run_dir / "mlperf_log_detail.txt")
     assert int(detail.get("effective_qsl_rng_seed")) == 1780908523862526354      # the v5.1 seeds
     assert not detail.errors
-    assert "'instances': 2" in proc.stderr + proc.stdout
+    assert "'instances': 2" in proc.stderr + proc.stdout and f"'mode': '{mode}'" in proc.stderr + proc.stdout
 
 
 def test_instances_as_processes_answer_exactly_as_threads(built):
