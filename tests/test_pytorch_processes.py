@@ -129,6 +129,10 @@ def test_a_dead_instance_is_a_clear_error_naming_it_and_its_log_never_a_hang(pro
         assert late and "pytorch instance 1" in str(late[0])
     finally:
         backend.close()
+    assert log_file.is_file()                 # kept: the error names it
+    import shutil
+
+    shutil.rmtree(log_file.parent)
 
 
 def test_a_startup_error_is_the_instances_own_one_line_message(tmp_path):
@@ -146,10 +150,12 @@ def test_instances_end_with_their_parent(program, tmp_path):
         "import sys, time\nfrom pathlib import Path\nfrom mlperf_bnas.backends.pytorch import PyTorchBackend\n"
         f"b = PyTorchBackend(Path({str(program)!r}), PyTorchBackend.Options(engine='eager', instances=2, threads=1, "
         f"batch_size={BATCH}, mode='process'))\n"
-        "print(' '.join(str(p['pid']) for p in b.describe()['processes']), flush=True)\ntime.sleep(600)\n")
+        "print(' '.join(str(p['pid']) for p in b.describe()['processes']), b._pool._log_dir, flush=True)\n"
+        "time.sleep(600)\n")
     parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     try:
-        pids = [int(p) for p in parent.stdout.readline().split()]
+        *words, log_dir = parent.stdout.readline().split()
+        pids = [int(p) for p in words]
         assert len(pids) == 2
         parent.kill()
         parent.wait()
@@ -162,6 +168,9 @@ def test_instances_end_with_their_parent(program, tmp_path):
     finally:
         if parent.poll() is None:
             parent.kill()
+    import shutil
+
+    shutil.rmtree(log_dir, ignore_errors=True)      # a parent killed outright cannot tidy up
 
 
 def _alive(pid: int) -> bool:

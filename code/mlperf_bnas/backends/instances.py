@@ -32,6 +32,7 @@ the instances ("stop", then SIGTERM, then SIGKILL); they also die with the paren
 
 from __future__ import annotations
 
+import atexit
 import logging
 import mmap
 import os
@@ -127,8 +128,12 @@ class ProcessInstances:
         self._slot_bytes = 0
         self._slot_meta: tuple[tuple[int, ...], str] | None = None      # sample shape, dtype of the slots
         self._log_dir = Path(tempfile.mkdtemp(prefix="mlperf-bnas-instances-"))
+        self._keep_logs = False             # an instance died: its log is named in the error, so kept
+        self._closed = False
         self.instances: list[_Instance] = []
         self._threads: list[threading.Thread] = []
+        # Stopped without close (an interruption while the model loads): stop them and tidy up at exit.
+        atexit.register(self.close)
         try:
             for index, cpus in enumerate(groups):
                 self.instances.append(self._start(index, backend_class, model_path, child_options,
@@ -233,6 +238,7 @@ class ProcessInstances:
                              + (f"; last lines: {tail}" if tail else ""))
         if not (inst.reported and not orphans):      # a startup error is raised with its own message
             log.error("%s", error)
+            self._keep_logs = True
         with self._lock:
             if self._failed is None:
                 self._failed = error
@@ -392,7 +398,11 @@ class ProcessInstances:
 
     def close(self) -> None:
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
             self._closing = True
+        atexit.unregister(self.close)
         self._fail_queued(RuntimeError("the backend was closed before this batch ran"))
         self._queue.put(None)
         for inst in self.instances:
@@ -416,10 +426,10 @@ class ProcessInstances:
             thread.join(timeout=STOP_WAIT_S)
         for inst in self.instances:
             inst.conn.close()
-        if self._failed is None:
-            shutil.rmtree(self._log_dir, ignore_errors=True)
-        else:
+        if self._keep_logs:
             log.info("instance logs kept in %s", self._log_dir)
+        else:
+            shutil.rmtree(self._log_dir, ignore_errors=True)
 
     def describe(self) -> list[dict[str, Any]]:
         return [{"instance": inst.index, "pid": inst.proc.pid, "cpus": inst.facts.get("cpus"),
