@@ -38,26 +38,45 @@ if [ "${MLPERF_BNAS_NO_CPU_INDEX:-0}" != 1 ] && command -v curl >/dev/null 2>&1 
   PIP_ARGS+=(--extra-index-url "$TORCH_CPU_INDEX")
 fi
 
-prepare_main() {
+# make_env <label> <venv folder> <conda folder> <conda arguments...>: the environment (conda
+# when USE_CONDA=1, else a venv), created when missing; sets ENV_DIR and PY (its python).
+make_env() {
+  local label="$1" venv_dir="$2" conda_dir="$3"
+  shift 3
   if [ "$USE_CONDA" = 1 ]; then
-    ENV_DIR="$REPO/.conda-env"
+    ENV_DIR="$conda_dir"
     if [ ! -x "$ENV_DIR/bin/python" ]; then
-      echo "Creating conda environment in $ENV_DIR (environment.yml)"
-      conda env create --prefix "$ENV_DIR" --file environment.yml --quiet || fail "conda env create failed; see the message above"
+      echo "Creating the $label conda environment in $ENV_DIR"
+      conda "$@" --prefix "$ENV_DIR" || fail "conda $* failed; see the message above"
     fi
   else
-    ENV_DIR="$REPO/.venv"
+    ENV_DIR="$venv_dir"
     if [ ! -x "$ENV_DIR/bin/python" ]; then
-      echo "Creating virtual environment in $ENV_DIR"
+      echo "Creating the $label virtual environment in $ENV_DIR"
       python3 -m venv "$ENV_DIR" || fail "python3 -m venv failed: install python3 (3.10+) with the venv module"
     fi
   fi
   PY="$ENV_DIR/bin/python"
+}
 
-  local stamp="$ENV_DIR/.mlperf-bnas-installed" want
+# up_to_date <label> <pins hash> <probe command...>: true (and says so) when ENV_DIR's stamp holds
+# the hash of the pins it was installed from and the probe runs (its output is not shown).
+STAMP=.mlperf-bnas-installed
+up_to_date() {
+  local label="$1" want="$2"
+  shift 2
+  if [ -f "$ENV_DIR/$STAMP" ] && [ "$(cat "$ENV_DIR/$STAMP")" = "$want" ] && "$@" >/dev/null 2>&1; then
+    echo "$label environment up to date: $ENV_DIR"
+    return 0
+  fi
+  return 1
+}
+
+prepare_main() {
+  make_env main "$REPO/.venv" "$REPO/.conda-env" env create --file environment.yml --quiet
+  local want
   want="$(cat code/requirements.txt code/pyproject.toml | sha256sum | cut -d' ' -f1)"
-  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$PY" -c 'import mlperf_bnas, mlperf_loadgen, openvino, nncf, torch, torchvision' 2>/dev/null; then
-    echo "Environment up to date: $ENV_DIR"
+  if up_to_date Main "$want" "$PY" -c 'import mlperf_bnas, mlperf_loadgen, openvino, nncf, torch, torchvision'; then
     return 0
   fi
 
@@ -68,7 +87,7 @@ prepare_main() {
     || fail "dependencies did not install (see pip's messages above); check network access to the package index"
   quiet_pip install --quiet --no-deps -e code
   "$PY" -c 'import mlperf_bnas' || fail "the harness package (code/) did not install"
-  echo "$want" > "$stamp"
+  echo "$want" > "$ENV_DIR/$STAMP"
   echo "Environment ready: $ENV_DIR ($("$PY" -c 'import torch, openvino as ov, nncf; print("torch", torch.__version__, "| openvino", ov.__version__, "| nncf", nncf.__version__)'))"
 }
 
@@ -76,38 +95,23 @@ prepare_main() {
 # code/ in it through PYTHONPATH (see mlperf_bnas/commands/engine_env.py), so nothing of the
 # harness is installed there and it can never run another checkout's code.
 prepare_ipex() {
-  local env_dir
-  if [ "$USE_CONDA" = 1 ]; then
-    env_dir="$REPO/.conda-env-ipex"
-    if [ ! -x "$env_dir/bin/python" ]; then
-      echo "Creating the IPEX conda environment in $env_dir"
-      conda create --yes --quiet --prefix "$env_dir" "python=3.11" pip || fail "conda create failed; see the message above"
-    fi
-  else
-    env_dir="$REPO/.venv-ipex"
-    if [ ! -x "$env_dir/bin/python" ]; then
-      echo "Creating the IPEX virtual environment in $env_dir"
-      python3 -m venv "$env_dir" || fail "python3 -m venv failed: install python3 (3.10+) with the venv module"
-    fi
-  fi
-  PY="$env_dir/bin/python"
-  local stamp="$env_dir/.mlperf-bnas-installed" want
+  make_env IPEX "$REPO/.venv-ipex" "$REPO/.conda-env-ipex" create --yes --quiet "python=3.11" pip
+  local want
   want="$(sha256sum < code/requirements-ipex.txt | cut -d' ' -f1)"
   # The probe imports the harness's engine-ipex path itself (this checkout's code/), so a
   # module the pins miss fails here, not in the first run.
   local probe='import intel_extension_for_pytorch, mlperf_bnas.backends.ipex, mlperf_bnas.commands.build, mlperf_bnas.commands.run, mlperf_bnas.commands.compliance, mlperf_bnas.accuracy.coco_map'
-  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && PYTHONPATH="$REPO/code" "$PY" -c "$probe" >/dev/null 2>&1; then
-    echo "IPEX environment up to date: $env_dir"
+  if up_to_date IPEX "$want" env PYTHONPATH="$REPO/code" "$PY" -c "$probe"; then
     return 0
   fi
   echo "Installing the IPEX environment (code/requirements-ipex.txt): torch 2.8 + IPEX 2.8, ~7 GB, a few minutes"
-  quiet_pip install --quiet --upgrade pip setuptools wheel || fail "could not upgrade pip in $env_dir"
+  quiet_pip install --quiet --upgrade pip setuptools wheel || fail "could not upgrade pip in $ENV_DIR"
   quiet_pip install --quiet "${PIP_ARGS[@]}" -r code/requirements-ipex.txt
   # IPEX prints import-time notes on stderr (docs/ipex.md); only the exit status counts here.
   PYTHONPATH="$REPO/code" "$PY" -c "$probe" >/dev/null 2>&1 \
     || fail "the IPEX environment cannot run the harness: PYTHONPATH=code $PY -c '$probe' says why (see also pip's messages above)"
-  echo "$want" > "$stamp"
-  echo "IPEX environment ready: $env_dir ($("$PY" -c 'from importlib.metadata import version as v; print("torch", v("torch"), "| intel-extension-for-pytorch", v("intel-extension-for-pytorch"))'))"
+  echo "$want" > "$ENV_DIR/$STAMP"
+  echo "IPEX environment ready: $ENV_DIR ($("$PY" -c 'from importlib.metadata import version as v; print("torch", v("torch"), "| intel-extension-for-pytorch", v("intel-extension-for-pytorch"))'))"
 }
 
 prepare_main

@@ -5,6 +5,7 @@ configuration error is an error, not a default."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +130,28 @@ def test_an_unknown_benchmark_is_an_error_even_for_the_null_backend(tmp_path):
         pipeline.open_sut(cfg, "Offline", OutputPaths.of(cfg, tmp_path / "out", "sys"))
     cfg = load_config(_benchmark(tmp_path / "x", "resnet50", "null", {}))
     assert pipeline.performance_sample_count(cfg) == 1024
+
+
+def test_a_build_folder_is_published_whole_or_not_at_all(tmp_path):
+    """Every backend's builder publishes through ``buildrecord.build_folder``: a finished build
+    replaces the earlier one with its record written; a failed one leaves the earlier build and
+    no private folder behind."""
+    from mlperf_bnas.buildrecord import build_folder
+    from mlperf_bnas.paths import BUILD_RECORD
+
+    out = tmp_path / "model" / "int8"
+    record = {"precision": "int8"}
+    with build_folder(out, record) as tmp:
+        (tmp / "model.bin").write_bytes(b"first")
+        record["sha"] = "1"   # what the builder adds inside the block is in the record
+    assert (out / "model.bin").read_bytes() == b"first"
+    assert json.loads((out / BUILD_RECORD).read_text()) == {"precision": "int8", "sha": "1"}
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert oct(out.stat().st_mode & 0o777) == oct(0o777 & ~umask)   # ordinary output, not mkdtemp's 0700
+
+    with pytest.raises(KeyboardInterrupt), build_folder(out, {"precision": "int8"}) as tmp:
+        (tmp / "model.bin").write_bytes(b"half")
+        raise KeyboardInterrupt
+    assert (out / "model.bin").read_bytes() == b"first"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["int8"]

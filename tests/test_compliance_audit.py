@@ -147,3 +147,71 @@ def test_verify_accuracy_compares_logged_responses(tmp_path):
     wrong.write_text(json.dumps([{"seq_id": 1, "qsl_idx": 3, "data": (4).to_bytes(4, "little").hex()}]))
     ok, text = verify_accuracy(ref, wrong, "int32")
     assert not ok and "num_perf_log_data_mismatch = 1" in text and text.strip().endswith("TEST FAIL")
+
+
+def _mlperf_verify_accuracy(ref: Path, test: Path, dtype: str) -> list[int]:
+    """MLPerf's compliance/TEST01/verify_accuracy.py counting, kept literally (whole responses in memory)."""
+    import json
+
+    import numpy as np
+
+    dt = {"int32": np.int32, "float32": np.float32}[dtype]
+    results, dup, acc_mis, match, perf_mis, missing = {}, 0, 0, 0, 0, 0
+    acc_data, perf_data = json.loads(ref.read_text()), json.loads(test.read_text())
+    for sample in acc_data:
+        if sample["qsl_idx"] in results:
+            dup += 1
+            acc_mis += results[sample["qsl_idx"]] != sample["data"]
+        else:
+            results[sample["qsl_idx"]] = sample["data"]
+    for sample in perf_data:
+        data = np.frombuffer(bytes.fromhex(sample["data"]), dt)
+        if sample["qsl_idx"] in results:
+            match += 1
+            ref_data = np.frombuffer(bytes.fromhex(results[sample["qsl_idx"]]), dt)
+            if ref_data.size == 0 or data.size == 0:
+                perf_mis += ref_data.size != data.size
+            elif data[0] != ref_data[0]:
+                perf_mis += 1
+        else:
+            missing += 1
+        results[sample["qsl_idx"]] = sample["data"]
+    return [len(acc_data), dup, acc_mis, len(perf_data), match, perf_mis, missing]
+
+
+def test_verify_accuracy_counts_as_mlperf_without_holding_the_log(tmp_path):
+    """TEST01's check keeps a digest and the first element of each response, not the response: a
+    full RetinaNet accuracy log (up to 416 MB of hex) is not held in memory. Its counts are MLPerf
+    script's on duplicates (same and different), empty responses, responses that differ only
+    after their first element and indices the accuracy run never logged."""
+    import tracemalloc
+
+    import numpy as np
+
+    from mlperf_bnas.loadgen.accuracy_log import Entry, write_entries
+
+    def rows(*values):
+        return np.array(values, np.float32).tobytes().hex()
+
+    ref, test = tmp_path / "acc.json", tmp_path / "perf.json"
+    write_entries(ref, [Entry(0, 0, rows(1, 2, 3)), Entry(1, 1, rows(4, 5)), Entry(2, 2, ""),
+                        Entry(3, 0, rows(1, 2, 3)), Entry(4, 1, rows(4, 6)), Entry(5, 3, rows(7))])
+    write_entries(test, [Entry(9, 0, rows(1, 9, 9)), Entry(8, 1, rows(5)), Entry(7, 2, ""), Entry(6, 3, ""),
+                         Entry(5, 5, rows(1)), Entry(4, 0, rows(2))])
+    ok, text = verify_accuracy(ref, test, "float32")
+    counts = [int(line.split(" = ")[1]) for line in text.splitlines() if " = " in line]
+    assert counts == _mlperf_verify_accuracy(ref, test, "float32") == [6, 2, 1, 6, 5, 3, 1]
+    assert not ok
+
+    big = tmp_path / "big.json"           # 40 responses of 100,000 float32 values: 32 MB of hex
+    response = np.arange(100_000, dtype=np.float32)
+    write_entries(big, (Entry(i, i, (response + i).tobytes().hex()) for i in range(40)))
+    write_entries(test, [Entry(0, i, (response + i)[:3].tobytes().hex()) for i in range(40)])
+    tracemalloc.start()
+    try:
+        ok, text = verify_accuracy(big, test, "float32")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert ok and "num_perf_log_qsl_idx_match = 40" in text
+    assert peak < big.stat().st_size / 4, f"{peak / 2**20:.1f} MiB for a {big.stat().st_size / 2**20:.1f} MiB log"

@@ -78,3 +78,25 @@ def test_missing_source_is_a_user_error(tmp_path):
     items[0].path.unlink()
     with pytest.raises(UserError, match="img_0000.jpg: cannot read"):
         build_cache("t", items, SPEC, tmp_path / "c", workers=1, progress=False)
+
+
+def test_a_disk_too_small_for_the_cache_is_refused_before_any_work(tmp_path, monkeypatch):
+    """The cache is a memory-mapped file: on a full disk the worker writing it dies of SIGBUS
+    (seen on a 2 MiB tmpfs: exit 135, a half-written ``.building.`` folder left filling the
+    disk). At real sizes (ImageNet 50,000 x 147 KiB = 7.0 GiB; OpenImages 24,781 x 1.83 MiB =
+    44.3 GiB) it is refused up front, naming the size, and an earlier cache stays."""
+    from mlperf_bnas import outdir
+
+    items = _images(tmp_path / "src", 3)
+    earlier = build_cache("t", items, SPEC, tmp_path / "c", workers=1, progress=False)
+    synthetic_image(123, 456, 48, 80).save(items[1].path, "JPEG", quality=90)   # the cache is now stale
+    os.utime(items[1].path, ns=(time.time_ns(), time.time_ns() + 10_000_000))
+    need = 3 * 32 * 32 * 3 + (1 << 20)
+    monkeypatch.setattr(outdir, "free_bytes", lambda folder: need - 1)
+    with pytest.raises(UserError, match=r"only 1\.0 MiB free, and the 3 preprocessed t samples of the cache "
+                                        rf"{SPEC.key} need about 1\.0 MiB"):
+        build_cache("t", items, SPEC, tmp_path / "c", workers=1, progress=False)
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [SPEC.key]   # no private folder left
+    assert (earlier.cache_dir / "samples.npy").is_file()
+    monkeypatch.setattr(outdir, "free_bytes", lambda folder: need)
+    assert build_cache("t", items, SPEC, tmp_path / "c", workers=1, progress=False).load([1]).shape == (1, 32, 32, 3)

@@ -97,3 +97,9 @@ def test_accuracy_tool_matches_mlperf_cli(tmp_path):
                           "--imagenet-val-file", str(tmp_path / "val_map.txt")],
                          capture_output=True, text=True, check=True)
     assert out.stdout == "accuracy=66.667%, good=2, total=3\n"
+    # Bad input: the one-line error and exit status of every command (cli.run_command).
+    bad = subprocess.run([sys.executable, str(REPO / "tools" / "accuracy_imagenet.py"),
+                          "--mlperf-accuracy-file", str(tmp_path / "missing.json"),
+                          "--imagenet-val-file", str(tmp_path / "val_map.txt")], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
+    assert bad.stderr.startswith(f"error: {tmp_path / 'missing.json'}: accuracy log not found")

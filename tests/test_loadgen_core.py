@@ -126,3 +126,87 @@ def test_server_dynamic_batching_raises_capacity(tmp_path, batch_size, valid):
     assert (out["summary"]["Result is"] == "VALID") is valid, out["summary"]
     if batch_size > 1:
         assert out["completed"] / out["batches"] > 1.2
+
+
+class _QueueingBackend:
+    """A backend whose submit only queues (as the pytorch backend's does): one worker answers
+    each batch after a millisecond. Counts the gathered batches it holds at once."""
+
+    def __init__(self, batch_size: int, parallelism: int = 1):
+        import queue
+        import threading
+
+        self.batch_size, self.parallelism, self.reads_input = batch_size, parallelism, True
+        self.queue: queue.Queue = queue.Queue()
+        self.held = self.most_held = 0
+        self.lock = threading.Lock()
+        self.cancel = lambda: None        # abort() asks the backend to drop queued work
+        self.worker = threading.Thread(target=self._work, daemon=True)
+        self.worker.start()
+
+    def submit(self, batch, size, done):
+        with self.lock:
+            self.held += 1
+            self.most_held = max(self.most_held, self.held)
+        self.queue.put((batch, done))
+
+    def _work(self):
+        import time
+
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            batch, done = item
+            time.sleep(0.001)
+            with self.lock:
+                self.held -= 1
+            done(batch[:, :1].copy(), None)
+
+
+def test_offline_hands_a_queueing_backend_a_few_batches_at_a_time(monkeypatch):
+    """An Offline query holds every sample of the run (24,576 or more under the real rules); each
+    multi-sample batch is a gathered copy, and a backend that only queues held all of them at once
+    (RetinaNet at batch 2: 44 GiB). Now at most IN_FLIGHT_PER_SLOT per backend slot: here 400
+    samples in batches of 4 (100 batches), never more than 8 held, each sample answered once."""
+    import threading
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from mlperf_bnas.loadgen import sut as S
+    from mlperf_bnas.loadgen.postprocess import POSTPROCESSORS
+    from mlperf_bnas.loadgen.qsl import QSL
+
+    answered: list[int] = []
+    monkeypatch.setattr(S.lg, "QuerySamplesComplete", lambda responses: answered.extend(r.id for r in responses))
+    monkeypatch.setattr(S.lg, "QuerySampleResponse", lambda i, ptr, n: SimpleNamespace(id=i))
+
+    class Source:
+        def __len__(self):
+            return 50
+
+        def load(self, indices):
+            return np.repeat(np.asarray(indices, np.float32)[:, None], 4, axis=1)
+
+    qsl = QSL(Source(), 50)
+    qsl.load_samples(list(range(50)))
+    backend = _QueueingBackend(batch_size=4)
+    sut = S.make_sut("Offline", backend, qsl, POSTPROCESSORS.get("none"))
+    query = [SimpleNamespace(id=1000 + k, index=k % 50) for k in range(400)]
+    sut.issue_queries(query)
+    backend.queue.put(None)
+    backend.worker.join(timeout=30)
+    assert sorted(answered) == [1000 + k for k in range(400)]
+    assert backend.most_held == 8, backend.most_held      # was 100: every batch of the query at once
+    assert S.OfflineSUT.IN_FLIGHT_PER_SLOT == 8
+
+    # A stop while the query waits for a slot ends the wait at once (the rest is answered by abort).
+    answered.clear()
+    slow = _QueueingBackend(batch_size=4)
+    slow.queue.put(None)                   # the worker quits: nothing completes any more
+    slow.worker.join()
+    sut = S.make_sut("Offline", slow, qsl, POSTPROCESSORS.get("none"))
+    threading.Timer(0.2, sut.abort, args=("interrupted (test)",)).start()
+    sut.issue_queries(query)
+    assert sorted(answered) == [1000 + k for k in range(400)] and slow.most_held == 8

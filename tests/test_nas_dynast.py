@@ -170,3 +170,28 @@ def test_dynast_module_entry_point():
     proc = subprocess.run([sys.executable, "-m", "mlperf_bnas.commands.dynast", "--help"], capture_output=True,
                           text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 0 and "--optimization_metrics" in proc.stdout and "--results_path" in proc.stdout
+
+
+def test_dynast_ends_like_every_command_on_sigterm(monkeypatch, capsys, tmp_path):
+    """``dynast`` ends through ``cli.run_command``, as ``mlperf-bnas`` does: SIGTERM during the
+    search raises ``Interrupted`` (the search's cleanup runs) and exits 143 with one line."""
+    import signal
+    import time
+
+    import mlperf_bnas.commands.nas as nas_command
+    import mlperf_bnas.nas.search.plan as plan
+    from mlperf_bnas.commands import dynast as dynast_command
+
+    def search(_request):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        return 0
+
+    monkeypatch.setattr(nas_command, "search_request", lambda args, **kw: None)
+    monkeypatch.setattr(plan, "search", search)
+    before = signal.getsignal(signal.SIGTERM)
+    started = time.monotonic()
+    assert dynast_command.main(["--supernet", "digits_resnet", "--results_path", str(tmp_path / "r.csv")]) == 143
+    assert time.monotonic() - started < 4
+    assert capsys.readouterr().err.strip().splitlines() == ["interrupted: stopped by SIGTERM"]
+    assert signal.getsignal(signal.SIGTERM) == before   # the handler is put back

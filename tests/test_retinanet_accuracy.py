@@ -98,10 +98,19 @@ def test_tool_entry_point_prints_mlperf_format(dataset, tmp_path):
     log = _log(tmp_path / "acc.json", _perfect())
     proc = __import__("subprocess").run(
         [__import__("sys").executable, str(REPO / "tools" / "accuracy_openimages.py"),
-         "--mlperf-accuracy-file", str(log), "--openimages-dir", str(dataset.root)],
+         "--mlperf-accuracy-file", str(log), "--openimages-dir", str(dataset.root),
+         "--output-file", str(tmp_path / "detections.json")],
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.rstrip().splitlines()[-1] == "mAP=100.000%"
+    # The detections file MLPerf's script writes (json.dump, sorted keys, indent 4), streamed.
+    from mlperf_bnas.accuracy.coco_map import detections_from_log
+    from mlperf_bnas.loadgen.accuracy_log import entries as log_entries
+
+    images = [{"id": im.id, "height": im.height, "width": im.width} for im in dataset.images]
+    expected = detections_from_log(log_entries(log), images)[0]
+    assert (tmp_path / "detections.json").read_text() == json.dumps(expected, sort_keys=True, indent=4)
+    assert not list(tmp_path.glob(".*.partial"))
 
 
 # -- bad input ---------------------------------------------------------------------
@@ -154,3 +163,24 @@ def test_corrupt_image_named_and_earlier_cache_kept(tmp_path):
     assert "cannot decode" in msg
     assert caches[0].read_bytes() == before          # the earlier cache is untouched
     assert bad.read_bytes() == b"not a jpeg at all"  # and the user's file too
+
+
+def test_scoring_warns_when_the_detections_outgrow_the_memory(dataset, tmp_path, caplog, monkeypatch):
+    """pycocotools holds every detection several times over (2.6-5.3 KB each, measured): the full
+    OpenImages set with up to 300 detections an image can need 18-37 GiB. Scoring says so before
+    it starts when the machine has less available, naming the command that scores the kept log."""
+    from mlperf_bnas.accuracy import coco_map
+
+    here = coco_map.available_memory()                                      # /proc/meminfo's MemAvailable
+    assert here is None or here > 0
+    log = _log(tmp_path / "acc.json", _perfect())
+    monkeypatch.setattr(coco_map, "available_memory", lambda: 10_000)       # 6 detections: 15.6-31.8 KB
+    with caplog.at_level("WARNING", logger="mlperf_bnas.accuracy.coco_map"):
+        assert score(log, dataset).metrics["mAP"] == 100.0
+    warning = " ".join(r.getMessage() for r in caplog.records)
+    assert "scoring 6 detections with pycocotools" in warning and "tools/accuracy_openimages.py" in warning
+    caplog.clear()
+    monkeypatch.setattr(coco_map, "available_memory", lambda: 1 << 30)
+    with caplog.at_level("WARNING", logger="mlperf_bnas.accuracy.coco_map"):
+        score(log, dataset)
+    assert not caplog.records

@@ -27,7 +27,7 @@ def _checkout(root: Path, compliance_rcs: list[int]) -> tuple[Path, Path]:
     rcs = " ".join(str(rc) for rc in compliance_rcs)
     bodies = {
         "run_calibration": "",
-        "run_offline": "",
+        "run_offline": 'echo "SIZE_FORCE=${SIZE_FORCE:-}" >> "$CALLS"',
         "run_offline_accuracy": "",
         # The n-th call exits with the n-th status.
         "run_compliance": f'rcs=({rcs}); n=$(grep -c "^run_compliance.sh" "$CALLS"); exit "${{rcs[$((n - 1))]}}"',
@@ -51,9 +51,12 @@ def _run(tmp_path: Path, compliance_rcs: list[int], **extra: str) -> tuple[subpr
 
 def test_compliance_performance_failure_remakes_reference_and_tests_once(tmp_path):
     proc, calls = _run(tmp_path, [4, 0])
-    assert calls == ["run_calibration.sh ", "run_offline.sh ", "run_offline_accuracy.sh ", "run_compliance.sh Offline",
-                     "run_offline.sh ", "run_compliance.sh Offline"], proc.stdout[-3000:]
-    assert "only the performance check failed: running Offline's performance run and the tests again" in proc.stdout
+    # The second reference run is re-sized first (SIZE_FORCE=1 for tools/env.sh's prepare_conf).
+    assert calls == ["run_calibration.sh ", "run_offline.sh ", "SIZE_FORCE=", "run_offline_accuracy.sh ",
+                     "run_compliance.sh Offline", "run_offline.sh ", "SIZE_FORCE=1", "run_compliance.sh Offline"], \
+        proc.stdout[-3000:]
+    assert "only the performance check failed: re-sizing, then running Offline's performance run and the tests " \
+        "again" in proc.stdout
     assert (tmp_path / "out" / "logs" / "stubbench.run_offline.again.log").is_file()
     assert (tmp_path / "out" / "logs" / "stubbench.run_compliance.Offline.again.log").is_file()
 
@@ -72,3 +75,10 @@ def test_accuracy_failures_and_user_confs_are_not_retried(tmp_path):
     conf.write_text("")
     proc, calls = _run(tmp_path / "again", [4], USER_CONF=str(conf))
     assert calls.count("run_offline.sh ") == 1 and "compliance reported a failure:" in proc.stdout
+
+
+def test_an_interrupted_compliance_step_stops_the_main_job(tmp_path):
+    """Exit 143 (SIGTERM) or 130 (Ctrl-C) is not a verdict: run.sh stops with it."""
+    proc, calls = _run(tmp_path, [143])
+    assert proc.returncode == 143, proc.stdout[-2000:]
+    assert calls[-1] == "run_compliance.sh Offline" and "compliance reported a failure" not in proc.stdout

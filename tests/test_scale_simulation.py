@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import math
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,7 +23,7 @@ import numpy as np
 import pytest
 
 from mlperf_bnas.backends.base import create_backend
-from mlperf_bnas.benchtools import harness_run
+from mlperf_bnas.benchtools import perf_of, perf_run, scratch
 from mlperf_bnas.paths import benchmark_dir
 from mlperf_bnas.tune.queueing import batching_server_latencies, max_batching_server_qps, waiting_time_tail
 
@@ -99,11 +101,27 @@ def test_harness_carries_simulated_xeon_instances_offline(tmp_path: Path):
             "backend_options.per_sample_ms": round(per_sample_ms, 6), "backend_options.requests_per_worker": 2}
     common = ["--benchmark", str(benchmark_dir("resnet50-openvino")), "--output-dir", str(tmp_path / "out"),
               "--system", "scale"]
-    summary = harness_run(common, tmp_path / "work", "Offline",
-                          f"resnet50.Offline.target_qps = {analytic * 1.1:.0f}\n"
-                          "resnet50.Offline.min_duration = 3000\n",
-                          *[x for k, v in sets.items() for x in ("--set", f"{k}={v}")])
-    measured = float(summary["Samples per second"])
+    with scratch(tmp_path, "work-") as work:
+        perf = perf_run(common, work, "Offline", f"resnet50.Offline.target_qps = {analytic * 1.1:.0f}\n"
+                        "resnet50.Offline.min_duration = 3000\n",
+                        *[x for k, v in sets.items() for x in ("--set", f"{k}={v}")])
+    assert not work.exists()
+    measured = perf.rate
     print(f"simulated 8 x 2-core instances: {measured:.0f} of {analytic:.0f} samples/s = {measured / analytic:.3f}x")
-    assert summary["Result is"] == "VALID"
+    assert perf.result == "VALID" and float(perf.summary["Samples per second"]) == measured
     assert 0.90 * analytic <= measured <= 1.01 * analytic
+
+
+def test_perf_figures_of_each_scenario_and_a_scratch_folder_that_goes(tmp_path: Path):
+    """The speed benchmarks' one reader of a run's figures (``benchtools.perf_of``): Server's rate is
+    the completed samples/s (not the scheduled), p99 in ms; a figure LoadGen did not print is nan.
+    Their scratch folder is removed when the benchmark stops, by a failure too."""
+    server = perf_of({"Result is": "INVALID", "Scheduled samples per second": "100.5",
+                      "Completed samples per second": "99.25", "99.00 percentile latency (ns)": "15000000"}, "Server")
+    assert (server.result, server.rate, server.p99_ms) == ("INVALID", 99.25, 15.0)
+    offline = perf_of({"Result is": "VALID", "Samples per second": "3100.5"}, "Offline")
+    assert offline.rate == 3100.5 and math.isnan(offline.p99_ms)
+    with pytest.raises(SystemExit), scratch(tmp_path / "out", "bench-") as work:
+        (work / "run").mkdir()
+        sys.exit("a run failed")
+    assert list((tmp_path / "out").iterdir()) == []

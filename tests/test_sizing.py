@@ -339,3 +339,32 @@ def test_run_script_resizes_and_runs_again_when_the_machine_sped_up(sized, tmp_p
     # The conf of the first run is kept (packaging matches runs to confs), the new one is current.
     archived = list((conf.parent / "archive").glob(f"*/user.{SYSTEM}.sized.conf"))
     assert len(archived) == 1 and "Offline.target_qps" in archived[0].read_text()
+
+
+def test_a_stream_run_that_ran_out_of_queries_counts_as_faster_than_sized(sized, tmp_path):
+    """SingleStream/MultiStream: LoadGen also logs a runtime error when its pre-generated queries
+    run out; that error is the same cause, so the run is still re-sized (and only then)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "mlperf_log_summary.txt").write_text(
+        "Scenario : SingleStream\nResult is : INVALID\n  Min duration satisfied : NO\n"
+        "  Min queries satisfied : Yes\n  Early stopping satisfied: Yes\n")
+
+    def detail(error: str) -> None:
+        (run / "mlperf_log_detail.txt").write_text(
+            ':::MLLOG {"key": "result_50.00_percentile_latency_ns", "value": 60000000, "time_ms": 1, '
+            '"namespace": "mlperf::logging", "event_type": "POINT_IN_TIME", "metadata": {"is_error": false, '
+            '"is_warning": false, "file": "f", "line_no": 1, "pid": 1, "tid": 1}}\n'
+            f':::MLLOG {{"key": "error_runtime", "value": "{error}", "time_ms": 2, "namespace": "mlperf::logging", '
+            '"event_type": "POINT_IN_TIME", "metadata": {"is_error": true, "is_warning": false, "file": "f", '
+            '"line_no": 1, "pid": 1, "tid": 1}}\n')
+
+    detail("Ending early: Ran out of generated queries to issue before the minimum query count and test "
+           "duration were reached. Please update the relevant expected latency or target qps.")
+    failures = [f.condition for f in explain(run, "SingleStream", "resnet50")]
+    assert any(f.startswith("LoadGen logged 1 error") for f in failures)
+    why = sizing.faster_than_sized(sized["conf"], run, "SingleStream", failures)
+    assert why and why.startswith("SingleStream ran faster than") and "median query latency 60 ms now" in why
+    detail("some other runtime error")
+    failures = [f.condition for f in explain(run, "SingleStream", "resnet50")]
+    assert sizing.faster_than_sized(sized["conf"], run, "SingleStream", failures) is None

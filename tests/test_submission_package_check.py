@@ -419,3 +419,38 @@ def test_package_refuses_links_that_loop_or_leave_the_output(smoke, out_copy, tm
     (acc / "accuracy.txt").symlink_to(outside)
     proc = _package(out_copy, smoke)
     assert proc.returncode == 2 and f"{acc / 'accuracy.txt'}: a symbolic link that leaves the tree" in proc.stderr
+
+
+def test_truncate_output_mode_never_copies_a_full_log(tmp_path, monkeypatch):
+    """``truncate --output`` used to copy the whole tree, full logs included, then copy each full log
+    again as a backup before truncating: 3x the logs on disk (RetinaNet: up to 416 MB a scenario).
+    Now the copy leaves the full logs out and truncates from the source; nothing over 10 KiB is copied."""
+    from mlperf_bnas.loadgen.accuracy_log import Entry, write_entries
+    from mlperf_bnas.submission.truncation import ELLIPSIS, MAX_ACCURACY_LOG_SIZE, VIEWABLE_SIZE
+
+    src = tmp_path / "raw"
+    accs = [src / "open" / SUBMITTER / "results" / SYSTEM / "retinanet" / s / "accuracy" for s in ("Offline", "Server")]
+    for k, acc in enumerate(accs):
+        acc.mkdir(parents=True)
+        write_entries(acc / "mlperf_log_accuracy.json", (Entry(i, i, f"{k:02x}" * 2800) for i in range(40)))
+        (acc / "accuracy.txt").write_text("mAP=1.000%\n")
+        (acc / "mlperf_log_detail.txt").write_text("detail\n")
+    copied: list[tuple[str, int]] = []
+    real_copyfile = shutil.copyfile
+
+    def copyfile(a, b, *args, **kwargs):
+        copied.append((Path(a).name, Path(a).stat().st_size))
+        return real_copyfile(a, b, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "copyfile", copyfile)
+    run_cli("truncate", "--input", str(src), "--output", str(tmp_path / "new"))
+    assert copied and max(size for _, size in copied) < MAX_ACCURACY_LOG_SIZE, copied
+    for acc in accs:
+        full = (acc / "mlperf_log_accuracy.json").read_bytes()
+        assert len(full) > 100_000                       # the source keeps its full log
+        new = tmp_path / "new" / acc.relative_to(src)
+        assert (new / "mlperf_log_accuracy.json").read_bytes() == \
+            full[:VIEWABLE_SIZE] + ELLIPSIS.encode() + full[-VIEWABLE_SIZE:]
+        assert (new / "accuracy.txt").read_text() == f"mAP=1.000%\nhash={hashlib.sha256(full).hexdigest()}\n"
+        assert (new / "mlperf_log_detail.txt").read_text() == "detail\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "raw"]   # no partial or backup folder left

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from mlperf_bnas.accuracy.top1 import DTYPES, top1
+from mlperf_bnas.cli import run_command
 from mlperf_bnas.data.imagenet import read_val_map
-from mlperf_bnas.errors import UserError
 from mlperf_bnas.loadgen.accuracy_log import entries
 
 
@@ -23,13 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--verbose", action="store_true", help="also print the number of duplicates")
     p.add_argument("--dtype", default="int32", choices=sorted(DTYPES), help="data type of the label")
     args = p.parse_args(argv)
-    try:
-        labels = [label for _, label in read_val_map(Path(args.imagenet_val_file))]
-        result = top1(entries(Path(args.mlperf_accuracy_file)), labels, args.dtype,
-                      where=args.mlperf_accuracy_file)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(lambda: _score(args))
+
+
+def _score(args: argparse.Namespace) -> int:
+    labels = [label for _, label in read_val_map(Path(args.imagenet_val_file))]
+    result = top1(entries(Path(args.mlperf_accuracy_file)), labels, args.dtype, where=args.mlperf_accuracy_file)
     print(result.line())
     if args.verbose:
         print(f"found and ignored {result.duplicates} dupes")

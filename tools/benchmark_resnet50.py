@@ -30,12 +30,11 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import NamedTuple
 
-from mlperf_bnas.benchtools import cli, harness_run as harness
+from mlperf_bnas.benchtools import NULL_BACKEND, cli, perf_run, scratch
 from mlperf_bnas.paths import REPO, OutputRoot, benchmark_dir
 
 BENCH = benchmark_dir("resnet50-openvino")
@@ -142,8 +141,15 @@ def main() -> int:
         print("building the synthetic dataset and both IRs (once) ...", flush=True)
         cli("dataset", *common, "--no-progress")
         cli("build", *common)
-    int8_xml = ir["int8"]
-    work = Path(tempfile.mkdtemp(prefix="bench-", dir=out))
+    with scratch(out, "bench-") as work:
+        figures = measure(args, common, ir["int8"], work)
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=1))
+    return 0
+
+
+def measure(args: argparse.Namespace, common: list[str], int8_xml: Path, work: Path) -> dict[str, object]:
+    """The screen and the interleaved rounds, runs in ``work``; prints and returns the figures."""
     from mlperf_bnas.config import load_config
     offline_opts = load_config(BENCH, "Offline").backend_options
     config_hint = offline_opts.get("performance_hint") or "NONE"
@@ -198,13 +204,13 @@ def main() -> int:
         if "config" not in args.skip:
             variants.append(("harness_config", []))
         for name, sets in variants:
-            s = harness(common, work, "Offline", offline_conf(expected), *sets)
-            runs[name].append(float(s["Samples per second"]))
-            print(f"round {r + 1}: {name} Offline INT8: {runs[name][-1]:.2f} samples/s ({s['Result is']})",
+            s = perf_run(common, work, "Offline", offline_conf(expected), *sets)
+            runs[name].append(s.rate)
+            print(f"round {r + 1}: {name} Offline INT8: {runs[name][-1]:.2f} samples/s ({s.result})",
                   flush=True)
         if "fp32" not in args.skip:
-            s = harness(common, work, "Offline", offline_conf(expected / 3), "--precision", "fp32")
-            runs["harness_fp32"].append(float(s["Samples per second"]))
+            s = perf_run(common, work, "Offline", offline_conf(expected / 3), "--precision", "fp32")
+            runs["harness_fp32"].append(s.rate)
             print(f"round {r + 1}: harness Offline FP32 (config settings): {runs['harness_fp32'][-1]:.2f} "
                   "samples/s", flush=True)
     figures["runs"] = runs
@@ -230,30 +236,25 @@ def main() -> int:
               f"(config settings, f32): {ratio:.2f}x (goal >= 2.0x)")
 
     if "null" not in args.skip:
-        null = ["--set", "backend=null", "--set", "postprocess=none"]
         # target_qps above what the harness can do, so the run lasts min_duration (VALID).
         ms = args.seconds * 1000
-        s = harness(common, work, "Offline", f"resnet50.Offline.target_qps = {args.null_offline_qps}\n"
-                    f"resnet50.Offline.min_duration = {ms}\n"
-                    "resnet50.Offline.performance_sample_count_override = 1024\n", *null)
-        figures["null_offline"] = float(s["Samples per second"])
-        print(f"null backend Offline: {figures['null_offline']:.0f} samples/s ({s['Result is']}) (goal >= 50,000)")
+        s = perf_run(common, work, "Offline", f"resnet50.Offline.target_qps = {args.null_offline_qps}\n"
+                     f"resnet50.Offline.min_duration = {ms}\n"
+                     "resnet50.Offline.performance_sample_count_override = 1024\n", *NULL_BACKEND)
+        figures["null_offline"] = s.rate
+        print(f"null backend Offline: {figures['null_offline']:.0f} samples/s ({s.result}) (goal >= 50,000)")
         server = {}
         for qps in args.null_server_qps:
-            s = harness(common, work, "Server", f"resnet50.Server.target_qps = {qps}\n"
-                        f"resnet50.Server.min_duration = {ms}\n", *null)
-            server[qps] = (s["Result is"], float(s.get("Completed samples per second", "nan")),
-                           s.get("99.00 percentile latency (ns)"))
-            print(f"null backend Server target {qps:.0f} QPS: {s['Result is']}, completed "
-                  f"{server[qps][1]:.0f}/s, p99 {int(server[qps][2]) / 1e6:.2f} ms", flush=True)
+            s = perf_run(common, work, "Server", f"resnet50.Server.target_qps = {qps}\n"
+                         f"resnet50.Server.min_duration = {ms}\n", *NULL_BACKEND)
+            server[qps] = (s.result, s.rate, s.p99_ms)
+            print(f"null backend Server target {qps:.0f} QPS: {s.result}, completed "
+                  f"{s.rate:.0f}/s, p99 {s.p99_ms:.2f} ms", flush=True)
         valid = [q for q, v in server.items() if v[0] == "VALID"]
         figures["null_server"] = {str(k): v for k, v in server.items()}
         print(f"null backend Server: highest VALID target tried {max(valid) if valid else 'none'} QPS (goal >= 10,000)")
     figures["load_average_end"] = os.getloadavg()
-    shutil.rmtree(work, ignore_errors=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=1))
-    return 0
+    return figures
 
 
 if __name__ == "__main__":

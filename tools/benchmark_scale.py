@@ -36,14 +36,12 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from mlperf_bnas.benchtools import harness_run as harness
+from mlperf_bnas.benchtools import NULL_BACKEND, perf_run, scratch
 from mlperf_bnas.paths import REPO, benchmark_dir
 from mlperf_bnas.tune.queueing import batching_server_latencies, max_batching_server_qps
 
@@ -92,11 +90,17 @@ def main() -> int:
     p.add_argument("--output-dir", default=str(REPO / "output" / "benchmark-scale"))
     p.add_argument("--json", help="also write the figures here")
     args = p.parse_args()
-
-    cores = max(1, round(args.sockets * args.cores_per_socket * args.scale))
     out = Path(args.output_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="scale-", dir=out))
+    with scratch(out, "scale-") as work:
+        figures = measure(args, out, work)
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=1))
+    return 0
+
+
+def measure(args: argparse.Namespace, out: Path, work: Path) -> dict[str, object]:
+    """The runs, in ``work``; the figures."""
+    cores = max(1, round(args.sockets * args.cores_per_socket * args.scale))
     common = ["--benchmark", str(BENCH), "--output-dir", str(out), "--system", "scale"]
     ms = args.seconds * 1000
     figures: dict[str, object] = {"cores": cores, "per_core": args.per_core, "cpu_count_here": os.cpu_count(),
@@ -114,11 +118,11 @@ def main() -> int:
         measured, cpu = [], []
         for r in range(args.rounds):
             before, started = children_cpu_s(), time.monotonic()
-            s = harness(common, work, "Offline", conf, *simulated_sets(inst, args.offline_batch, per_sample_ms,
-                                                                          args.requests_per_instance))
-            measured.append(float(s["Samples per second"]))
+            s = perf_run(common, work, "Offline", conf, *simulated_sets(inst, args.offline_batch, per_sample_ms,
+                                                                           args.requests_per_instance))
+            measured.append(s.rate)
             cpu.append((children_cpu_s() - before) / (time.monotonic() - started))
-            print(f"Offline round {r + 1}: {measured[-1]:.0f} samples/s ({s['Result is']}); the harness "
+            print(f"Offline round {r + 1}: {measured[-1]:.0f} samples/s ({s.result}); the harness "
                   f"process used {cpu[-1]:.2f} CPUs on average (start-up included)", flush=True)
         ratio = statistics.median(measured) / analytic
         figures["offline"] = {"instances": inst, "cores_per_instance": args.offline_cores_per_instance,
@@ -156,10 +160,10 @@ def main() -> int:
                         f"resnet50.Server.target_latency = {args.server_bound_ms:g}\n"
                         f"resnet50.Server.min_duration = {ms}\n"
                         f"resnet50.Server.coalesce_queries = {coalesce}\n")
-                s = harness(common, work, "Server", conf, *simulated_sets(inst, args.server_batch, per_sample_s * 1000,
-                                                                          args.requests_per_instance))
-                runs[coalesce].append((s["Result is"], float(s.get("Completed samples per second", "nan")),
-                                       int(s.get("99.00 percentile latency (ns)", 0)) / 1e6))
+                s = perf_run(common, work, "Server", conf, *simulated_sets(inst, args.server_batch,
+                                                                           per_sample_s * 1000,
+                                                                           args.requests_per_instance))
+                runs[coalesce].append((s.result, s.rate, s.p99_ms))
                 print(f"Server round {r + 1}, coalesce_queries {coalesce}: target {target:.0f} QPS: "
                       f"{runs[coalesce][-1][0]}, completed {runs[coalesce][-1][1]:.0f}/s, "
                       f"p99 {runs[coalesce][-1][2]:.2f} ms", flush=True)
@@ -171,18 +175,14 @@ def main() -> int:
                   f"{statistics.median(v[2] for v in results):.2f} ms (goal: VALID, >= 0.97x)", flush=True)
 
     if "null" not in args.skip:
-        s = harness(common, work, "Offline", f"resnet50.Offline.target_qps = 600000\n"
-                    f"resnet50.Offline.min_duration = {min(ms, 10000)}\n",
-                    "--set", "backend=null", "--set", "postprocess=none",
-                    "--set", f"backend_options.batch_size={args.offline_batch}")
-        figures["null_offline"] = float(s["Samples per second"])
+        s = perf_run(common, work, "Offline", f"resnet50.Offline.target_qps = 600000\n"
+                     f"resnet50.Offline.min_duration = {min(ms, 10000)}\n",
+                     *NULL_BACKEND, "--set", f"backend_options.batch_size={args.offline_batch}")
+        figures["null_offline"] = s.rate
         print(f"harness ceiling (null backend, batch {args.offline_batch}, no service time): "
               f"{figures['null_offline']:.0f} samples/s", flush=True)
     figures["load_average_end"] = os.getloadavg()
-    shutil.rmtree(work, ignore_errors=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=1))
-    return 0
+    return figures
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from mlperf_bnas.cli import run_command
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.submission.corruptions import CORRUPTIONS, Tree, fake_full_run_values
 
@@ -271,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated bases to corrupt: {', '.join(BASES)} (default: both)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder and print where it is")
     args = parser.parse_args(argv)
+    return run_command(lambda: _compare(args))
+
+
+def _compare(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="compare-official-"))
     try:
         if not args.official_checker and not args.from_git:
@@ -292,9 +297,6 @@ def main(argv: list[str] | None = None) -> int:
         if not bases or set(bases) - set(BASES):
             raise UserError(f"--bases {args.bases}: choose from {', '.join(BASES)}")
         rows = compare(officials, source, source.full_results, names, bases, work / "trees")
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     finally:
         if args.keep:
             print(f"scratch trees kept in {work}", file=sys.stderr)

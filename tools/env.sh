@@ -73,7 +73,8 @@ prepare_conf() {
   local size_args=(--user-conf "$USER_CONF" --scenario "$1")
   if [ -n "$SIZE_FROM" ]; then size_args+=(--from "$SIZE_FROM"); fi
   if [ "${2:-}" = check ]; then size_args+=(--check); fi
-  if [ "${2:-}" = force ]; then size_args+=(--force); fi
+  # SIZE_FORCE=1 (run.sh, before re-making a reference run for compliance): fresh probes now.
+  if [ "${2:-}" = force ] || [ "${SIZE_FORCE:-}" = 1 ]; then size_args+=(--force); fi
   mlperf-bnas size "${COMMON_ARGS[@]}" "${size_args[@]}"
 }
 # run_performance <scenario> [mlperf-bnas run arguments]: the LoadGen performance run. With the

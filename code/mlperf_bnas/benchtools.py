@@ -10,7 +10,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 from mlperf_bnas.loadgen.logs import read_summary
 
@@ -32,3 +35,43 @@ def harness_run(common: list[str], work: Path, scenario: str, conf_text: str, *e
     shutil.rmtree(log_dir)          # `run` publishes into a folder that must not exist yet
     cli("run", *common, "--scenario", scenario, "--user-conf", str(conf), "--log-dir", str(log_dir), *extra)
     return read_summary(log_dir / "mlperf_log_summary.txt")
+
+
+#: ``--set`` arguments of a run on the null backend: LoadGen and the Python SUT alone, no model
+#: and no post-processing (the harness's own ceiling).
+NULL_BACKEND = ("--set", "backend=null", "--set", "postprocess=none")
+
+
+class Perf(NamedTuple):
+    """What the speed benchmarks read from a performance run's summary."""
+
+    result: str                 # LoadGen's "Result is": VALID | INVALID
+    rate: float                 # samples/s: Server's completed samples/s, else "Samples per second" (nan: absent)
+    p99_ms: float               # 99th percentile latency in ms (nan: absent)
+    summary: dict[str, str]     # the whole parsed summary
+
+
+def perf_run(common: list[str], work: Path, scenario: str, conf_text: str, *extra: str) -> Perf:
+    """``harness_run`` and the figures read from its summary."""
+    return perf_of(harness_run(common, work, scenario, conf_text, *extra), scenario)
+
+
+def perf_of(summary: dict[str, str], scenario: str) -> Perf:
+    """The figures of a parsed ``mlperf_log_summary.txt`` of ``scenario``."""
+    rate_key = "Completed samples per second" if scenario == "Server" else "Samples per second"
+    p99 = summary.get("99.00 percentile latency (ns)")
+    return Perf(summary.get("Result is", "unknown"), float(summary.get(rate_key, "nan")),
+                int(p99) / 1e6 if p99 else float("nan"), summary)
+
+
+@contextmanager
+def scratch(parent: Path, prefix: str) -> Iterator[Path]:
+    """A scratch folder under ``parent`` for a benchmark's runs, removed when the benchmark ends
+    (a failed one too)."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -7,17 +7,22 @@ model option or the preprocessing without rebuilding would otherwise run the old
 model against data prepared for the new one (the synthetic labels are made by the
 new weights) and publish its numbers as the new model's. ``require_current``
 compares the record with what the run would use now and names the rebuild
-command when they differ.
+command when they differ. Every backend's builder publishes its folder with
+``build_folder`` (private folder, record, swap), so a half-finished build is never
+seen and a failed one leaves the earlier build in place.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mlperf_bnas.errors import UserError
+from mlperf_bnas.fileio import staged_dir, write_json_atomic
 from mlperf_bnas.paths import BUILD_RECORD as RECORD_NAME
 
 
@@ -80,3 +85,15 @@ def require_current(model_dir: Path, now: BuildInputs, rebuild: str) -> None:
     if diff:
         raise UserError(f"{record_path}: the {now.precision} model was built from other inputs than this run "
                         f"would use ({'; '.join(diff)}); rebuild it: {rebuild}")
+
+
+@contextmanager
+def build_folder(out_dir: Path, record: dict[str, Any]) -> Iterator[Path]:
+    """A private folder beside ``out_dir`` (``fileio.staged_dir``) for a backend to save its model
+    files into; when the block ends, ``record`` (as the block left it: the builder adds the
+    files' sha256 there) is written into it as the build record and the folder is swapped in
+    as ``out_dir``. When the block raises (or is interrupted), the folder is removed and an
+    earlier build in ``out_dir`` stays as it was."""
+    with staged_dir(out_dir) as tmp:
+        yield tmp
+        write_json_atomic(tmp / RECORD_NAME, record)

@@ -8,6 +8,7 @@ in ``mlperf_bnas/commands/<name>.py`` with ``add_arguments(parser)`` and
 A ``UserError`` (bad input the user can fix) prints one line and exits 2; a
 failed run exits 1; Ctrl-C exits 130 and SIGTERM 143, after the command's
 cleanup (temporary files removed, partial run logs moved to the archive).
+``run_command`` alone does that, for every console command (``dynast`` and the drop-in tools too).
 
 A command that writes into an output folder (its module has ``output_dir(args)``)
 holds that folder's lock while it runs (``outdir.OutputLock``: one writer per
@@ -25,6 +26,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 
 from mlperf_bnas.errors import Interrupted, RunFailed, UserError
 
@@ -85,6 +87,37 @@ def _output_folder(module, args: argparse.Namespace):
         yield
 
 
+def run_command(body: Callable[[], int | None], verbose: bool = False) -> int:
+    """Run a console command's ``body`` and turn how it ended into the exit status, the one place
+    that does (``mlperf-bnas``, ``dynast`` and the tools that take MLPerf's command lines end
+    here): SIGTERM raises ``Interrupted`` while the body runs (in the main thread), so its
+    cleanup runs as on Ctrl-C; a ``UserError`` prints one line and gives 2 (its traceback with
+    ``verbose`` or ``MLPERF_BNAS_TRACEBACK``), a failed run 1, ``Interrupted`` 128 + the
+    signal, Ctrl-C 130."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        return int(body() or 0)
+    except UserError as exc:
+        if verbose or os.environ.get("MLPERF_BNAS_TRACEBACK"):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except RunFailed as exc:
+        print(f"error: run failed: {exc}", file=sys.stderr)
+        return 1
+    except Interrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return exc.exit_status
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     entry_point = argv is None
     argv = sys.argv[1:] if argv is None else argv
@@ -101,11 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     module = importlib.import_module(COMMANDS[args.command][0])
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        # SIGTERM ends a command like Ctrl-C does: cleanup runs, exit status 143.
-        previous = signal.signal(signal.SIGTERM, _raise_interrupted)
-    try:
+
+    def body() -> int:
         # engine: ipex runs in its own environment (torch 2.8): re-run there when needed.
         from mlperf_bnas.commands import engine_env
         rc = engine_env.run_in_engine_env(args.command, args, argv, replace_process=entry_point)
@@ -118,23 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             return rc
         with _output_folder(module, args):
             return int(module.run(args) or 0)
-    except UserError as exc:
-        if args.verbose or os.environ.get("MLPERF_BNAS_TRACEBACK"):
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except RunFailed as exc:
-        print(f"error: run failed: {exc}", file=sys.stderr)
-        return 1
-    except Interrupted as exc:
-        print(f"interrupted: {exc}", file=sys.stderr)
-        return exc.exit_status
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+
+    return run_command(body, args.verbose)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,24 @@ def replace_dir(tmp: Path, dest: Path) -> None:
     os.replace(tmp, dest)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def staged_dir(dest: Path) -> Iterator[Path]:
+    """A private folder beside ``dest`` (``.<name>.building.*``, ordinary permissions) to write
+    derived data into (a build, a cache, a generated dataset); swapped in as ``dest`` by
+    ``replace_dir`` when the block ends. When the block raises (or is interrupted) the folder
+    is removed and an earlier ``dest`` stays as it was: a half-written folder is never seen."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.building.", dir=dest.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp creates 0700
+    try:
+        yield tmp
+        replace_dir(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def sha256_file(path: Path) -> str:

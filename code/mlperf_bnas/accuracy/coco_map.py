@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -21,6 +22,42 @@ from pycocotools.cocoeval import COCOeval
 from mlperf_bnas.accuracy import ACCURACY, AccuracyReport
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.loadgen.accuracy_log import Entry, entries
+
+log = logging.getLogger(__name__)
+
+#: Peak memory of scoring, per detection (our COCO detections, pycocotools' loadRes, COCOeval's
+#: evaluate and accumulate), measured with tools/benchmark_accuracy_scale.py on synthetic logs of
+#: 1,000 images x 300 detections (AMD EPYC): 2.6 KB with 30 classes an image, 5.3 KB with 264. The
+#: full set (24,781 images, up to 300 detections each: 7.43 million) can need 18-37 GiB.
+BYTES_PER_DETECTION = (2_600, 5_300)
+
+
+def available_memory() -> int | None:
+    """``MemAvailable`` of /proc/meminfo in bytes (None where there is none)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def warn_if_short_of_memory(detections: int, where: str, available: int | None = None) -> bool:
+    """A warning (True) when scoring ``detections`` is likely to need more memory than is available:
+    pycocotools holds every detection several times over, and the process may be killed. The
+    accuracy log is kept either way; it can be scored on a larger machine."""
+    available = available_memory() if available is None else available
+    low, high = (detections * b for b in BYTES_PER_DETECTION)
+    if available is None or low <= available:
+        return False
+    log.warning("%s: scoring %d detections with pycocotools needs about %.1f-%.1f GiB (measured %.1f-%.1f KB a "
+                "detection), %.1f GiB are available: the process may run out of memory. The accuracy log is kept; "
+                "if it does, score it on a larger machine: tools/accuracy_openimages.py --mlperf-accuracy-file %s "
+                "--openimages-dir <dataset>", where, detections, low / 2**30, high / 2**30,
+                BYTES_PER_DETECTION[0] / 1000, BYTES_PER_DETECTION[1] / 1000, available / 2**30, where)
+    return True
 
 
 def detections_from_log(results: Iterable[Entry], images: list[dict[str, Any]],
@@ -102,6 +139,7 @@ def score(accuracy_log: Path, dataset: Any) -> AccuracyReport:
                                                         where=str(accuracy_log))
     if not image_ids:
         raise UserError(f"{accuracy_log}: no responses to score; rerun the accuracy mode")
+    warn_if_short_of_memory(len(detections), str(accuracy_log))
     m_ap, printed = evaluate(annotation_file, detections, image_ids)
     text = printed + "mAP={:.3f}%\n".format(m_ap)
     return AccuracyReport(text=text, metrics={"mAP": m_ap, **counts})

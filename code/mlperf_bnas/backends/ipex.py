@@ -39,12 +39,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
 import re
-import shutil
 import sys
-import tempfile
 import time
 import warnings
 from collections import Counter
@@ -57,9 +54,10 @@ from torch.ao.quantization import MinMaxObserver, QConfig, QConfigMapping
 from mlperf_bnas.backends import ipex_env
 from mlperf_bnas.backends.base import BuildContext
 from mlperf_bnas.backends.pytorch import ENGINE_BACKENDS, PROGRAM_NAME, PyTorchBackend, calibration_inputs
+from mlperf_bnas.buildrecord import build_folder
 from mlperf_bnas.config import check_options
 from mlperf_bnas.errors import UserError
-from mlperf_bnas.fileio import replace_dir, sha256_file, write_json_atomic
+from mlperf_bnas.fileio import sha256_file
 from mlperf_bnas.paths import BUILD_RECORD
 
 log = logging.getLogger(__name__)
@@ -240,17 +238,9 @@ def build_torchscript(ctx: BuildContext, batch_size: int) -> Path:
                            f"{info['llga_fusion_groups']} oneDNN fusion groups); see the log above")
     info["build_seconds"] = round(time.time() - started, 1)
     out_dir = Path(ctx.out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building.", dir=out_dir.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp creates 0700; a build folder is ordinary output
-    try:
+    with build_folder(out_dir, info) as tmp:
         torch.jit.save(frozen, str(tmp / TORCHSCRIPT_NAME))
         info["program_sha256"] = sha256_file(tmp / TORCHSCRIPT_NAME)
-        write_json_atomic(tmp / BUILD_RECORD, info)
-        replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("built %s %s TorchScript with IPEX %s in %s (%d convolutions, %d INT8, %d oneDNN fusion groups)",
              ctx.cfg.model, ctx.precision, ipex.__version__, out_dir, info["convolutions"],
              info["int8_convolutions"], info["llga_fusion_groups"])

@@ -30,9 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import platform
-import shutil
 import statistics
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -45,9 +43,10 @@ from openvino.preprocess import ColorFormat, PrePostProcessor
 
 from mlperf_bnas.backends.cpu import CpuInfo, cpu_info
 from mlperf_bnas.backends.base import BACKENDS, Backend, BuildContext, Completion
+from mlperf_bnas.buildrecord import build_folder
 from mlperf_bnas.data.spec import PreprocessSpec
 from mlperf_bnas.errors import UserError
-from mlperf_bnas.fileio import replace_dir, sha256_file, write_json_atomic
+from mlperf_bnas.fileio import sha256_file
 from mlperf_bnas.paths import BUILD_RECORD
 from mlperf_bnas.quantize.qconfig import QuantizationConfig
 
@@ -179,19 +178,12 @@ def build_openvino_ir(torch_model, preprocess_spec: PreprocessSpec, calibration_
     info["fake_quantize_ops"] = count_ops(ov_model, "FakeQuantize")
     info["input"] = input_description(ov_model)
     info["build_seconds"] = round(time.time() - started, 1)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building.", dir=out_dir.parent))
-    try:
+    with build_folder(out_dir, info) as tmp:
         save_ir(ov_model, tmp / IR_NAME)
         # The float layers' precision, chosen now (measured on AMX-BF16 CPUs) and recorded; the
         # backend applies it (the precision policy below).
         info["precision_policy"] = choose_precision(tmp / IR_NAME, info["precision"], calibration_batch)
         info["ir_bin_sha256"] = sha256_file(tmp / IR_NAME.replace(".xml", ".bin"))
-        write_json_atomic(tmp / BUILD_RECORD, info)
-        replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir / IR_NAME
 
 

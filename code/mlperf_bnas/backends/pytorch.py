@@ -44,8 +44,6 @@ import json
 import logging
 import os
 import queue
-import shutil
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -57,9 +55,10 @@ import torch
 
 from mlperf_bnas.backends import allocator, layout, torch_precision
 from mlperf_bnas.backends.base import BACKENDS, Backend, BuildContext, Completion
+from mlperf_bnas.buildrecord import build_folder
 from mlperf_bnas.config import check_options
 from mlperf_bnas.errors import UserError
-from mlperf_bnas.fileio import replace_dir, sha256_file, write_json_atomic
+from mlperf_bnas.fileio import sha256_file
 from mlperf_bnas.paths import BUILD_RECORD
 from mlperf_bnas.registry import Registry
 
@@ -182,16 +181,9 @@ def build_pytorch(ctx: BuildContext) -> Path:
         raise RuntimeError("quantization produced no INT8 convolution; see the NNCF log above")
     info["build_seconds"] = round(time.time() - started, 1)
     out_dir = Path(ctx.out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building.", dir=out_dir.parent))
-    try:
+    with build_folder(out_dir, info) as tmp:
         torch.export.save(program, str(tmp / PROGRAM_NAME))
         info["program_sha256"] = sha256_file(tmp / PROGRAM_NAME)
-        write_json_atomic(tmp / BUILD_RECORD, info)
-        replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("built %s %s program in %s (%s convolutions, %s INT8)", ctx.cfg.model, ctx.precision, out_dir,
              info["convolutions"], info["int8_convolutions"])
     return out_dir / PROGRAM_NAME

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
-from mlperf_bnas.errors import RunFailed, UserError
+from mlperf_bnas.cli import run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,19 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     from mlperf_bnas.commands.nas import search_request
     from mlperf_bnas.nas.search.plan import search
 
-    try:
-        return int(search(search_request(args, dynast=True, argv=argv)) or 0)
-    except UserError as exc:
-        if args.verbose or os.environ.get("MLPERF_BNAS_TRACEBACK"):
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except RunFailed as exc:
-        print(f"error: run failed: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    # Exit statuses, SIGTERM and the one-line errors as every mlperf-bnas command has them.
+    return run_command(lambda: search(search_request(args, dynast=True, argv=argv)), args.verbose)
 
 
 if __name__ == "__main__":

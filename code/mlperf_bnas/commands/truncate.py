@@ -2,7 +2,8 @@
 
 Two ways, as MLPerf's ``truncate_accuracy_log.py``:
 
-* ``--input SUBMISSION --output NEW``: copy the submission tree to NEW and truncate there;
+* ``--input SUBMISSION --output NEW``: copy the submission tree to NEW with its accuracy logs
+  truncated (read from SUBMISSION, which keeps the full logs: they are never copied);
 * ``--input SUBMISSION --backup DIR``: truncate in place, the full logs first copied to DIR.
 
 ``mlperf-bnas package`` already does this while packaging; this command is for
@@ -26,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlperf_bnas.submission.truncation import truncate_tree
+    from mlperf_bnas.submission.truncation import truncate_tree, truncated_copy
 
     src = args.input
     if not src.is_dir():
@@ -37,13 +38,12 @@ def run(args: argparse.Namespace) -> int:
         tmp = args.output.with_name(f".{args.output.name}.partial")
         if tmp.exists():
             shutil.rmtree(tmp)
-        shutil.copytree(src, tmp)
-        # Full logs of the copy stay in the original tree; the copy needs no backup.
-        backup = tmp.with_name(f".{args.output.name}.full-logs")
+        # The full logs stay in the original tree and are read from there: never copied.
         try:
-            changed = [acc.relative_to(tmp.resolve()) for acc in truncate_tree(tmp, backup)]
-        finally:
-            shutil.rmtree(backup, ignore_errors=True)
+            changed = [acc.relative_to(tmp.resolve()) for acc in truncated_copy(src, tmp.resolve())]
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         tmp.rename(args.output)
         where = args.output
     else:

@@ -4,7 +4,7 @@ Layout: ``<cache_root>/<spec.key>/{samples.npy, meta.json}``. ``meta.json``
 records the full ``PreprocessSpec``, the ordered sample names and a checksum of
 the source files (name, size, modification time). The cache is reused only when
 all three match; otherwise it is rebuilt in a private folder beside it and swapped
-in with ``os.replace``, so an interrupted build never leaves a half-written cache
+in (``fileio.staged_dir``), so an interrupted build never leaves a half-written cache
 that a later run could mistake for a complete one.
 
 Images are decoded and preprocessed in parallel worker processes (``spawn``, so
@@ -19,8 +19,6 @@ import json
 import logging
 import multiprocessing
 import os
-import shutil
-import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +28,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from mlperf_bnas import outdir
 from mlperf_bnas.data.spec import PreprocessSpec
 from mlperf_bnas.errors import UserError
+from mlperf_bnas.fileio import staged_dir
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +130,13 @@ def build_cache(dataset: str, items: Sequence[SourceItem], spec: PreprocessSpec,
         return CachedSamples(cache_dir)
 
     cache_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.key}.building.", dir=cache_dir.parent))
-    try:
+    # The cache is a memory-mapped file written by the workers: on a full disk the write
+    # kills the worker with SIGBUS (no error to catch), after minutes or hours of work. So the
+    # whole size is required up front (an earlier cache stays until the new one is complete).
+    need = len(items) * int(np.prod(spec.sample_shape)) * np.dtype(spec.dtype).itemsize + (1 << 20)
+    outdir.require_free_space(cache_dir.parent, need,
+                              f"the {len(items)} preprocessed {dataset} samples of the cache {spec.key}")
+    with staged_dir(cache_dir) as tmp:   # an earlier cache stays until this one is complete
         samples_path = tmp / "samples.npy"
         arr = np.lib.format.open_memmap(samples_path, mode="w+", dtype=np.dtype(spec.dtype),
                                         shape=(len(items), *spec.sample_shape))
@@ -167,16 +172,5 @@ def build_cache(dataset: str, items: Sequence[SourceItem], spec: PreprocessSpec,
                 "source_checksum": checksum, "count": len(items), "dtype": spec.dtype,
                 "shape": [len(items), *spec.sample_shape], "names": names}
         (tmp / "meta.json").write_text(json.dumps(meta))
-        # Swap in: a stale cache is moved aside first, then removed (it is derived data).
-        stale = None
-        if cache_dir.exists():
-            stale = Path(tempfile.mkdtemp(prefix=f".{spec.key}.stale.", dir=cache_dir.parent))
-            os.replace(cache_dir, stale / "old")
-        os.replace(tmp, cache_dir)
-        if stale is not None:
-            shutil.rmtree(stale, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("preprocessed %d samples into %s", len(items), cache_dir)
     return CachedSamples(cache_dir)

@@ -13,9 +13,6 @@ writes a deterministic stand-in in the same on-disk form, labelled by a model.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +24,7 @@ import numpy as np
 from mlperf_bnas.data.cache import CachedSamples, SourceItem, build_cache
 from mlperf_bnas.data.spec import PreprocessSpec
 from mlperf_bnas.errors import UserError
+from mlperf_bnas.fileio import staged_dir
 
 #: Written into every synthetic dataset: what made it (generator, options, labelling model).
 SYNTHETIC_STAMP = "synthetic.json"
@@ -142,18 +140,6 @@ def building_synthetic(root: Path, stamp: dict[str, Any]) -> Iterator[Path]:
     if root.exists() and not (root / SYNTHETIC_STAMP).is_file():
         raise UserError(f"{root}: exists but is not a synthetic dataset made by mlperf-bnas; "
                         "move it away or choose another --output-dir")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.building.", dir=root.parent))
-    try:
+    with staged_dir(root) as tmp:
         yield tmp
         (tmp / SYNTHETIC_STAMP).write_text(json.dumps(stamp, indent=1))
-        if root.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old.", dir=root.parent))
-            os.replace(root, old / "data")
-            os.replace(tmp, root)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

@@ -208,17 +208,58 @@ def _ids_and_indices(query_samples) -> tuple[list[int], np.ndarray]:
 
 
 class OfflineSUT(SUTBase):
-    """One query holds every sample: split it into backend-sized batches."""
+    """One query holds every sample: split it into backend-sized batches.
+
+    A batch of more than one sample is a gathered copy of its samples (``QSL.batch``), and a
+    backend whose ``submit`` only queues (pytorch) would hold a copy of every batch of the
+    query at once: under the real rules that is 24,576 samples or more (RetinaNet at batch 2:
+    24,576 x 1.83 MiB = 44 GiB). So at most ``IN_FLIGHT_PER_SLOT`` batches per backend slot
+    are handed over before the next waits for one to complete: enough to keep every slot
+    busy, few enough to stay a few batches of memory. Single-sample batches are views of
+    the QSL's array (no copy) and go out at once, as do batches of a backend that reads no
+    input."""
+
+    #: Batches handed to the backend per slot (``backend.parallelism``) before the next waits.
+    IN_FLIGHT_PER_SLOT = 8
+
+    def __init__(self, backend: Backend, qsl: QSL, postprocess: Postprocessor):
+        super().__init__(backend, qsl, postprocess)
+        self._window = threading.Condition(threading.Lock())
+        self._bounded = backend.batch_size > 1 and backend.reads_input
+        self._in_flight = 0
+        self.most_in_flight = 0           # the most batches handed over and not yet completed
 
     def issue_queries(self, query_samples) -> None:
         ids, indices = _ids_and_indices(query_samples)
         if not self._open_ids(ids):
             return
         step = max(1, self.backend.batch_size)
+        limit = self.IN_FLIGHT_PER_SLOT * max(1, self.backend.parallelism)
         for start in range(0, len(ids), step):
+            if self._bounded:
+                with self._window:
+                    while self._in_flight >= limit and self.stopping is None:
+                        self._window.wait()
+                    self._in_flight += 1
+                    self.most_in_flight = max(self.most_in_flight, self._in_flight)
             if self.stopping is not None:
                 return              # abort() answered the rest
             self._dispatch(ids[start:start + step], indices[start:start + step])
+
+    def _complete(self, ids: list[int], indices: np.ndarray, outputs: Any, error: BaseException | None) -> None:
+        try:
+            super()._complete(ids, indices, outputs, error)
+        finally:
+            if self._bounded:
+                with self._window:
+                    self._in_flight -= 1
+                    self._window.notify()
+
+    def abort(self, reason: str, failed: bool = False) -> int:
+        answered = super().abort(reason, failed)
+        with self._window:
+            self._window.notify_all()     # an issue_queries waiting for a slot sees the stop
+        return answered
 
 
 class ServerSUT(SUTBase):

@@ -99,6 +99,24 @@ def write_truncated(accuracy_txt: Path, full_log: Path, dst: Path) -> None:
     write_atomic(dst / "mlperf_log_accuracy.json", log)
 
 
+def _to_truncate(root: Path) -> list[Path]:
+    """The ``results/*/*/*/accuracy`` folders under a submission root whose full log still needs
+    truncating (one already hashed and under the size limit is left alone, as MLPerf's tool does)."""
+    accuracy_dirs = sorted(root.glob("*/*/results/*/*/*/accuracy"))
+    if not accuracy_dirs:
+        raise UserError(f"{root}: no <division>/<submitter>/results/<system>/<model>/<scenario>/accuracy folders found; "
+                        "pass the folder that holds open/ (e.g. $OUTPUT_DIR/submission)")
+    out = []
+    for acc in accuracy_dirs:
+        log, txt = acc / "mlperf_log_accuracy.json", acc / "accuracy.txt"
+        if not log.is_file():
+            continue
+        if txt.is_file() and hash_in_accuracy_txt(txt) and log.stat().st_size < MAX_ACCURACY_LOG_SIZE:
+            continue  # already hashed and truncated (same rule as MLPerf's tool)
+        out.append(acc)
+    return out
+
+
 def truncate_tree(root: Path, backup: Path) -> list[Path]:
     """In-place truncation of every ``results/*/*/*/accuracy`` under a submission root.
 
@@ -107,22 +125,32 @@ def truncate_tree(root: Path, backup: Path) -> list[Path]:
     """
     root = root.resolve()
     changed = []
-    accuracy_dirs = sorted(root.glob("*/*/results/*/*/*/accuracy"))
-    if not accuracy_dirs:
-        raise UserError(f"{root}: no <division>/<submitter>/results/<system>/<model>/<scenario>/accuracy folders found; "
-                        "pass the folder that holds open/ (e.g. $OUTPUT_DIR/submission)")
-    for acc in accuracy_dirs:
-        log = acc / "mlperf_log_accuracy.json"
-        txt = acc / "accuracy.txt"
-        if not log.is_file():
-            continue
-        if txt.is_file() and hash_in_accuracy_txt(txt) and log.stat().st_size < MAX_ACCURACY_LOG_SIZE:
-            continue  # already hashed and truncated (same rule as MLPerf's tool)
+    for acc in _to_truncate(root):
         saved = backup.resolve() / acc.relative_to(root) / "mlperf_log_accuracy.json"
         if saved.exists():
             raise UserError(f"{saved}: a backup already exists; choose another --backup folder (nothing was changed for {acc})")
         saved.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(log, saved)
-        write_truncated(txt, saved, acc)
+        shutil.copy2(acc / "mlperf_log_accuracy.json", saved)
+        write_truncated(acc / "accuracy.txt", saved, acc)
         changed.append(acc)
+    return changed
+
+
+def truncated_copy(src: Path, dst: Path) -> list[Path]:
+    """A copy of the submission tree ``src`` at ``dst`` (which must not exist) whose accuracy logs are
+    truncated, read from ``src``: the full logs are never copied (a RetinaNet log is up to 24,781
+    images x 300 detections x 56 hex characters = 416 MB, one per scenario), and ``src`` is left
+    as it was. Returns the accuracy folders of ``dst`` that were truncated."""
+    src = src.resolve()
+    todo = _to_truncate(src)
+    full_logs = {str(acc / "mlperf_log_accuracy.json") for acc in todo}
+
+    def leave_full_logs(folder: str, names: list[str]) -> list[str]:
+        return [n for n in names if n == "mlperf_log_accuracy.json" and str(Path(folder) / n) in full_logs]
+
+    shutil.copytree(src, dst, ignore=leave_full_logs)
+    changed = []
+    for acc in todo:
+        write_truncated(acc / "accuracy.txt", acc / "mlperf_log_accuracy.json", dst / acc.relative_to(src))
+        changed.append(dst / acc.relative_to(src))
     return changed
