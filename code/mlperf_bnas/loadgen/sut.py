@@ -50,7 +50,8 @@ class SUTBase:
         self.qsl = qsl
         # A backend that post-processes in its own workers (PyTorch instance processes) hands
         # back the responses; it needs each batch's sample indices for them.
-        self._indexed = backend.adopt_postprocess(postprocess)
+        adopt = getattr(backend, "adopt_postprocess", None)     # duck-typed backends need not have it
+        self._indexed = bool(adopt is not None and adopt(postprocess))
         self.postprocess = _as_is if self._indexed else postprocess
         self._lock = threading.Lock()
         self.failed_samples = 0
