@@ -85,21 +85,80 @@ def test_offline_accuracy_int8_inductor_and_fp32(built):
     assert any((built / "build" / "archive").rglob("accuracy.txt"))
 
 
-def test_server_performance_two_instances(built, tmp_path):
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_server_performance_two_instances(built, tmp_path, mode):
     conf = tmp_path / "server.conf"      # a short Server run: 24 queries at 2 QPS (256 px, eager)
     conf.write_text("retinanet.*.performance_sample_count_override = 4\nretinanet.Server.min_duration = 2000\n"
                     "retinanet.Server.min_query_count = 24\nretinanet.Server.target_qps = 2\n"
                     "retinanet.Server.target_latency = 20000\n")
     proc = run_cli("run", *_args(built, "--scenario", "Server", "--mode", "performance", "--user-conf", str(conf),
                                  "--set", "backend_options.engine=eager", "--set", "backend_options.instances=2",
-                                 "--set", "backend_options.threads=1"))
+                                 "--set", "backend_options.threads=1", "--set", f"backend_options.mode={mode}"))
     run_dir = built / "results" / "t" / "retinanet" / "Server" / "performance" / "run_1"
     summary = (run_dir / "mlperf_log_summary.txt").read_text()
     assert "Scenario : Server" in summary and "Completed samples per second" in summary
     detail = read_detail_log(run_dir / "mlperf_log_detail.txt")
     assert int(detail.get("effective_qsl_rng_seed")) == 1780908523862526354      # the v5.1 seeds
     assert not detail.errors
-    assert "'instances': 2" in proc.stderr + proc.stdout
+    assert "'instances': 2" in proc.stderr + proc.stdout and f"'mode': '{mode}'" in proc.stderr + proc.stdout
+
+
+def test_instances_as_processes_answer_exactly_as_threads(built):
+    """Offline accuracy runs (every sample's detections in LoadGen's accuracy log) with 2 instance
+    processes of 1 core each, post-processing in the instances, and with 2 instance threads:
+    byte-identical responses."""
+    logs = {}
+    for mode in ("thread", "process"):
+        proc = run_cli("run", *_args(built, "--scenario", "Offline", "--mode", "accuracy", "--user-conf",
+                                     str(SMOKE_CONF), "--set", "backend_options.engine=eager",
+                                     "--set", "backend_options.instances=2", "--set", "backend_options.threads=1",
+                                     "--set", "backend_options.completion_threads=1",
+                                     "--set", f"backend_options.mode={mode}"))
+        acc = built / "results" / "t" / "retinanet" / "Offline" / "accuracy" / "mlperf_log_accuracy.json"
+        logs[mode] = sorted((e["qsl_idx"], e["data"]) for e in json.loads(acc.read_text()))
+        assert f"'mode': '{mode}'" in proc.stderr + proc.stdout
+    assert len(logs["process"]) >= IMAGES and all(data for _i, data in logs["process"])
+    assert logs["process"] == logs["thread"]
+
+
+def test_ctrl_c_stops_a_run_and_its_instance_processes(built, tmp_path):
+    """Ctrl-C on the terminal's process group mid-run: the run ends with 130 within seconds, and
+    the instance processes (in process groups of their own) are stopped by it, none left."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    conf = tmp_path / "long.conf"
+    conf.write_text("retinanet.*.performance_sample_count_override = 4\nretinanet.Offline.min_duration = 600000\n"
+                    "retinanet.Offline.target_qps = 2\n")
+    log = tmp_path / "run.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "mlperf_bnas", "run",
+                                 *_args(built, "--scenario", "Offline", "--mode", "performance", "--user-conf",
+                                        str(conf), "--set", "backend_options.engine=eager",
+                                        "--set", "backend_options.instances=2", "--set", "backend_options.threads=1",
+                                        "--set", "backend_options.mode=process")],
+                                stdout=fh, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while "run started" not in log.read_text() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        text = log.read_text()
+        assert "run started" in text, text[-3000:]
+        pids = [int(p) for p in re.findall(r"pytorch instance \d \(pid (\d+)", text)]
+        assert len(set(pids)) == 2, text[-3000:]
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) == 130, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    alive = [p for p in set(pids) if os.path.exists(f"/proc/{p}") and
+             open(f"/proc/{p}/stat").read().split(")")[-1].split()[0] != "Z"]
+    assert not alive, f"instance processes {alive} outlived the stopped run"
+    assert "Traceback" not in log.read_text()
 
 
 @pytest.mark.parametrize("completion_threads", [0, 2])

@@ -112,3 +112,58 @@ def test_a_better_later_candidate_is_still_found():
     best = tune_server(machine, spec, [{"num_streams": 1}, {"num_streams": 2}], None)
     assert best.backend_options == {"num_streams": 2}
     assert 90.0 * (1 - spec.qps_precision) <= best.target_qps <= 90.0
+
+
+class NoisyServer(ScriptedMachine):
+    """Server runs at or below ``server_max_qps`` are VALID except the ones listed as unlucky
+    (by their order among Server runs); each run reports a p99 of its own."""
+
+    def __init__(self, offline_rates, server_max_qps, unlucky=(), lucky=()):
+        super().__init__(offline_rates, server_max_qps)
+        self.unlucky, self.lucky, self.server_runs = set(unlucky), set(lucky), 0
+
+    def run(self, scenario, purpose, backend_options, conf_values, progress=""):
+        trial = super().run(scenario, purpose, backend_options, conf_values, progress)
+        if scenario == "Server":
+            self.server_runs += 1
+            if self.server_runs in self.unlucky:
+                trial.valid = False
+            if self.server_runs in self.lucky:
+                trial.valid = True
+            trial.latency_ms["p99"] = 50.0 + self.server_runs
+        return trial
+
+
+def test_the_chosen_server_qps_is_repeated_and_the_spread_recorded():
+    machine = NoisyServer([100.0] * 4, server_max_qps=80.0)
+    spec = TuningSpec(qps_precision=0.02, server_repeats=3)
+    best = tune_server(machine, spec, [{"num_streams": 2}], None)
+    assert 80.0 * (1 - spec.qps_precision) <= best.target_qps <= 80.0
+    repeats = [t for t in machine.trials if t.purpose == "repeat"]
+    assert len(repeats) == 2 and all(t.conf_values["target_qps"] == best.target_qps for t in repeats)
+    (spread,) = best.repeats
+    assert spread["valid_runs"] == 3 and len(spread["runs"]) == 3
+    p99 = [r["p99_ms"] for r in spread["runs"]]
+    assert spread["median_p99_ms"] == sorted(p99)[1] and spread["min_p99_ms"] == min(p99)
+    assert all(t.number in best.trials for t in repeats)
+
+
+def test_a_lucky_server_run_does_not_stand_alone():
+    # The capacity is 100; the machine holds 60 QPS, but the run at 80 QPS (the first guess)
+    # had a quiet minute. Its repeats fail, so 80 steps down, and down again, to what holds.
+    machine = NoisyServer([100.0] * 4, server_max_qps=60.0, lucky={1})
+    spec = TuningSpec(qps_precision=0.25, server_repeats=3)
+    best = tune_server(machine, spec, [{"num_streams": 2}], None)
+    assert best.target_qps <= 60.0
+    verdicts = [(r["target_qps"], r["valid_runs"], len(r["runs"])) for r in best.repeats]
+    assert verdicts[0][1] < 2 and verdicts[-1][1] >= 2 and verdicts[-1][0] == best.target_qps
+
+
+def test_one_unlucky_repeat_does_not_step_the_qps_down():
+    machine = NoisyServer([100.0] * 4, server_max_qps=80.0)
+    spec = TuningSpec(qps_precision=0.02, server_repeats=3)
+    first = tune_server(machine, spec, [{"num_streams": 2}], None)
+    runs_before = machine.server_runs
+    machine2 = NoisyServer([100.0] * 4, server_max_qps=80.0, unlucky={runs_before - 1})
+    again = tune_server(machine2, spec, [{"num_streams": 2}], None)
+    assert again.target_qps == first.target_qps and again.repeats[0]["valid_runs"] == 2

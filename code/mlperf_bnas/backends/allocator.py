@@ -59,3 +59,17 @@ def in_effect(name: str | None) -> str:
     if preloaded(lib):
         return f"{name} ({lib}, LD_PRELOAD)"
     return f"system malloc ({name} found at {lib} but not preloaded)"
+
+
+def loaded_library(maps: Path = Path("/proc/self/maps")) -> str | None:
+    """The jemalloc / tcmalloc library mapped into this process, if any: proof that a preload
+    reached it (an instance process checks this for itself; it inherits ``LD_PRELOAD``)."""
+    try:
+        text = maps.read_text(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        path = line.rsplit(" ", 1)[-1]
+        if "/libjemalloc" in path or "/libtcmalloc" in path:
+            return path
+    return None

@@ -115,6 +115,13 @@ class Backend(ABC):
         if errors:
             raise errors[0]
 
+    def adopt_postprocess(self, postprocess: Callable[[Any, np.ndarray], Any]) -> bool:
+        """Whether the backend runs ``postprocess`` itself. When it does, the SUT passes each batch's
+        sample indices to ``submit`` (``indices=``) and takes what ``done`` gets as the responses.
+        PyTorch instance processes do (backends/instances.py): their raw outputs would have to
+        cross a process boundary, the responses are small."""
+        return False
+
     def check_build(self, model: str, model_options: Any, precision: str) -> None:
         """Refuse a built model made for another model, other model options or another precision.
 

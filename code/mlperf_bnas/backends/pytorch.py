@@ -15,25 +15,31 @@ baseline). ``engine: ipex`` builds and runs a TorchScript file instead (Intel
 Extension for PyTorch's static INT8, ``torch.jit.trace`` + ``freeze``), in the
 IPEX environment of its own (torch 2.8): see ``backends/ipex.py``.
 
-Parallelism: ``instances`` worker threads take batches from one queue; each
-runs the model with ``threads`` intra-op (OpenMP) threads, pinned (``pin``, default) to
-a core group of its own cut from the sysfs topology (``backends/layout.py``:
-``instances x cores_per_instance``, optionally one NUMA node), completion threads on
-the cores left over. Instances are threads of one process, not processes as in Intel's
-harness: they share the compiled program (one compilation) and the GIL, which they hold
-only between batches. Torch's thread count
-is process-global in name but OpenMP's is per calling thread, and Inductor bakes
-``threads`` into its kernels at compile time, so ``instances x threads`` is
-realised as ``instances`` concurrent OpenMP teams of ``threads`` threads each.
-Instances share one compiled program: its weights are read-only constants and
-each call allocates its own activations, so copies would only cost memory and
-compile time. ``done`` is called exactly once per batch, from the worker thread,
-with the outputs or the exception.
+Parallelism: ``instances`` instances, each running whole batches with ``threads`` intra-op
+(OpenMP) threads, pinned (``pin``, default) to a core group of its own cut from the sysfs
+topology (``backends/layout.py``: ``instances x cores_per_instance``, optionally one NUMA
+node); post-processing on completion threads, on the cores left over when there are any.
+``mode`` says what an instance is:
+
+* ``thread`` (default): a worker thread of this process. Instances share the compiled program
+  (one compilation; its weights are read-only constants, each call allocates its own
+  activations) and the GIL, which they hold only between batches. Torch's thread count is
+  process-global in name but OpenMP's is per calling thread, and Inductor bakes ``threads``
+  into its kernels at compile time, so ``instances x threads`` is realised as ``instances``
+  concurrent OpenMP teams of ``threads`` threads each.
+* ``process``: a process of its own, as in Intel's harness (``backends/instances.py``): pinned
+  before torch starts, it loads and compiles the model itself and runs the SUT's
+  post-processing too, so only LoadGen responses come back; inputs reach it through shared
+  memory. An instance that dies fails the run with its name and log, never hangs it.
+
+``done`` is called exactly once per batch, with the outputs (or, when the backend adopted
+the SUT's postprocessor, the responses) or the exception.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import json
 import logging
 import os
@@ -47,7 +53,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mlperf_bnas.backends import allocator, layout
+from mlperf_bnas.backends import allocator, layout, torch_precision
 from mlperf_bnas.backends.base import BACKENDS, Backend, BuildContext, Completion
 from mlperf_bnas.buildrecord import build_folder
 from mlperf_bnas.config import check_options
@@ -60,6 +66,8 @@ log = logging.getLogger(__name__)
 
 PROGRAM_NAME = "model.pt2"
 ENGINES = ("inductor", "eager", "ipex")
+#: How instances run: threads of this process, or processes of their own (backends/instances.py).
+MODES = ("thread", "process")
 #: Engines with a build and a backend of their own (a subclass of PyTorchBackend with its own
 #: ``build(ctx)``), imported only when chosen.
 ENGINE_BACKENDS: Registry[type] = Registry("pytorch engine")
@@ -111,6 +119,26 @@ def calibration_inputs(ctx: BuildContext) -> tuple[list[torch.Tensor], list[str]
     return inputs, list(ctx.calibration.names[:len(samples)])
 
 
+def precision_policy(ctx: BuildContext, program: Any, batch: int, max_batches: int = 4) -> dict[str, Any]:
+    """Whether the build's float parts run in bf16 autocast (``backends/torch_precision.py``): measured
+    on up to ``max_batches`` calibration batches of the program's batch size, compiled as a run is."""
+    batches: list[torch.Tensor] = []
+    if ctx.calibration is not None:
+        samples = ctx.calibration.samples
+        batches = [ctx.entry.to_torch_input(samples[i:i + batch], ctx.spec)
+                   for i in range(0, len(samples) - batch + 1, batch)][:max_batches]
+
+    def make_runner(precision: str):
+        compiled = compile_program(program.module(), "inductor")
+
+        def run(x: torch.Tensor) -> Any:
+            with torch_precision.autocast(precision):
+                return compiled(x)
+        return run
+
+    return torch_precision.choose(ctx.precision, make_runner, batches)
+
+
 def build_pytorch(ctx: BuildContext) -> Path:
     """FP32: export the module. INT8: rewrite, quantize (NNCF pt2e), export. Saved to ``ctx.out_dir``.
 
@@ -146,6 +174,7 @@ def build_pytorch(ctx: BuildContext) -> Path:
     else:
         info["quantization"] = None
     program = export_program(module, example)
+    info["precision_policy"] = precision_policy(ctx, program, batch)
     info.update(count_quantized_convolutions(program.module()))
     info["fake_quantize_ops"] = info["quantization"]["quantize_ops"] if info["quantization"] else 0
     if ctx.precision == "int8" and info["int8_convolutions"] == 0:
@@ -220,6 +249,13 @@ class PyTorchBackend(Backend):
         allocator: str | None = None
         #: Environment for OpenMP set before the process starts, e.g. {OMP_WAIT_POLICY: PASSIVE}.
         openmp_env: dict | None = None
+        #: Float parts (what is not INT8) in f32 or bf16 (torch.autocast); null: the build's precision
+        #: policy (backends/torch_precision.py: f32 unless an AMX-BF16 CPU measured bf16 faster and close).
+        float_precision: str | None = None
+        #: thread: instances are threads of this process sharing one compiled program; process: each
+        #: instance is a process of its own (backends/instances.py), pinned before torch starts, loading
+        #: and compiling the model itself and running the post-processing too (Intel's harness layout).
+        mode: str = "thread"
 
         def __post_init__(self) -> None:
             if self.instances < 1:
@@ -239,6 +275,11 @@ class PyTorchBackend(Backend):
                 raise ValueError(f"allocator {self.allocator!r} not one of jemalloc, tcmalloc, a library path, null")
             if self.cores_per_instance is not None and self.cores_per_instance < 1:
                 raise ValueError(f"cores_per_instance must be >= 1 or null, got {self.cores_per_instance}")
+            if self.float_precision is not None and self.float_precision not in torch_precision.PRECISIONS:
+                raise ValueError(f"float_precision {self.float_precision!r} not one of "
+                                 f"{', '.join(torch_precision.PRECISIONS)}, null")
+            if self.mode not in MODES:
+                raise ValueError(f"mode {self.mode!r} not one of {', '.join(MODES)}")
 
     @classmethod
     def from_options(cls, model_path: Path | None, options: "PyTorchBackend.Options") -> Backend:
@@ -261,10 +302,18 @@ class PyTorchBackend(Backend):
         self.layout = layout.plan(options.instances, options.cores_per_instance, options.numa_node,
                                   options.hyperthreads)
         self.threads = options.threads or len(self.layout.groups[0])
-        log.info("pytorch instances: %s%s", self.layout.describe(), "" if options.pin else " (not pinned)")
+        log.info("pytorch instances: %s%s%s", self.layout.describe(), "" if options.pin else " (not pinned)",
+                 " (processes)" if options.mode == "process" else "")
+        self._pool = None
+        self.float_precision, self.float_precision_source = "f32", "not loaded yet"
+        if options.mode == "process":
+            self._start_processes(Path(model_path))
+            self._set_float_precision()
+            return
         torch.set_num_threads(self.threads)
         with torch.no_grad():
             self._model = self._load_model(Path(model_path))
+        self._set_float_precision()
         self._queue: queue.Queue = queue.Queue()
         # One intra-op thread per completion thread: the instances already use every core, and
         # two OpenMP pools spinning on the same cores would slow both.
@@ -277,6 +326,30 @@ class PyTorchBackend(Backend):
                          for i in range(options.instances)]
         for worker in self._workers:
             worker.start()
+
+    def _set_float_precision(self) -> None:
+        """The float parts' precision: the option, else the build's policy (each instance process
+        decides the same from the same record)."""
+        self.float_precision, self.float_precision_source = torch_precision.in_effect(
+            self.options.float_precision, self.info)
+        log.info("float parts in %s (%s)", self.float_precision, self.float_precision_source)
+
+    def _start_processes(self, model_path: Path) -> None:
+        """``mode: process``: one instance process per core group; this process loads no model."""
+        from mlperf_bnas.backends.instances import ProcessInstances
+
+        options = self.options
+        # Each instance is one unpinned thread-mode instance of ``threads`` threads inside its process,
+        # which pins itself to its group; the post-processing runs in its completion threads.
+        child = dataclasses.replace(options, mode="thread", instances=1, threads=self.threads, completion_threads=0,
+                                    pin=False, cores_per_instance=None, numa_node=None)
+        self._completions = None
+        self._workers = []
+        self._pool = ProcessInstances(type(self), model_path, dataclasses.asdict(child), self.layout.groups,
+                                      self.layout.spare if options.pin else None, options.completion_threads,
+                                      options.pin, options.batch_size)
+        self.info = self._pool.facts.get("info") or {}
+        self.program_path = Path(self._pool.facts.get("program", model_path))
 
     def _load_model(self, path: Path) -> Any:
         """The callable that runs batches; sets ``program_path`` and ``info`` (the build record)."""
@@ -306,7 +379,7 @@ class PyTorchBackend(Backend):
             # The program is compiled for a fixed batch: pad the tail batch, drop the padding after.
             pad = torch.zeros((self.batch_size - x.shape[0], *x.shape[1:]), dtype=x.dtype)
             x = torch.cat([x, pad])
-        with torch.no_grad():
+        with torch.no_grad(), torch_precision.autocast(self.float_precision):
             outputs = self._model(x)
         if isinstance(outputs, torch.Tensor):
             outputs = (outputs,)
@@ -352,14 +425,24 @@ class PyTorchBackend(Backend):
                 if self._pending == 0:
                     self._idle.notify_all()
 
-    def submit(self, batch: np.ndarray | None, size: int, done: Completion) -> None:
+    def adopt_postprocess(self, postprocess: Any) -> bool:
+        # Instance processes post-process themselves: RetinaNet's raw outputs are ~130 MB an image.
+        return self._pool is not None and self._pool.adopt_postprocess(postprocess)
+
+    def submit(self, batch: np.ndarray | None, size: int, done: Completion, indices: np.ndarray | None = None) -> None:
         if batch is None:
             raise ValueError("the pytorch backend reads its input; got no batch")
+        if self._pool is not None:
+            self._pool.submit(batch, size, done, indices)
+            return
         with self._idle:
             self._pending += 1
         self._queue.put((batch, size, done))
 
     def drain(self) -> None:
+        if self._pool is not None:
+            self._pool.drain()
+            return
         with self._idle:
             while self._pending:
                 self._idle.wait()
@@ -367,6 +450,9 @@ class PyTorchBackend(Backend):
     def cancel(self) -> None:
         """Drop queued batches (an Offline run queues all of them at once), so a stopped run
         waits for at most the batch each instance is running."""
+        if self._pool is not None:
+            self._pool.cancel()
+            return
         while True:
             try:
                 item = self._queue.get_nowait()
@@ -394,6 +480,11 @@ class PyTorchBackend(Backend):
 
         if batch is None:
             raise ValueError("the pytorch backend needs a sample batch to warm up")
+        if self._pool is not None:
+            seconds = self._pool.warmup(batch, iterations or self.options.warmup_iterations)
+            log.info("warm-up of %d instance process(es) (%s, incl. compilation) took %.1f s",
+                     len(self._pool.instances), self.options.engine, seconds)
+            return
         self._infer(batch, len(batch))
         for _ in range(iterations or self.options.warmup_iterations):
             for _ in self._workers:
@@ -404,6 +495,9 @@ class PyTorchBackend(Backend):
         log.info("warm-up (%s, incl. compilation) took %.1f s", self.options.engine, time.time() - started)
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            return
         for _ in self._workers:
             self._queue.put(None)
         for worker in self._workers:
@@ -418,4 +512,6 @@ class PyTorchBackend(Backend):
                 "allocator": allocator.in_effect(self.options.allocator),
                 "openmp_env": {k: os.environ.get(k) for k in (self.options.openmp_env or {})},
                 "engine": self.options.engine, "program": str(self.program_path),
-                "precision": self.info.get("precision")}
+                "precision": self.info.get("precision"), "mode": self.options.mode,
+                "float_precision": f"{self.float_precision} ({self.float_precision_source})",
+                **({"processes": self._pool.describe()} if self._pool is not None else {})}

@@ -48,7 +48,11 @@ class SUTBase:
     def __init__(self, backend: Backend, qsl: QSL, postprocess: Postprocessor):
         self.backend = backend
         self.qsl = qsl
-        self.postprocess = postprocess
+        # A backend that post-processes in its own workers (PyTorch instance processes) hands
+        # back the responses; it needs each batch's sample indices for them.
+        adopt = getattr(backend, "adopt_postprocess", None)     # duck-typed backends need not have it
+        self._indexed = bool(adopt is not None and adopt(postprocess))
+        self.postprocess = _as_is if self._indexed else postprocess
         self._lock = threading.Lock()
         self.failed_samples = 0
         self.first_error: BaseException | None = None
@@ -91,7 +95,10 @@ class SUTBase:
 
         try:
             batch = self.qsl.batch(indices) if self.backend.reads_input else None
-            self.backend.submit(batch, len(ids), done)
+            if self._indexed:
+                self.backend.submit(batch, len(ids), done, indices=indices)
+            else:
+                self.backend.submit(batch, len(ids), done)
         except Exception as exc:  # noqa: BLE001 - every query must still be completed
             self._complete(ids, indices, None, exc)
         except BaseException as exc:  # a KeyboardInterrupt here is a stop request, not a failed inference
@@ -185,6 +192,11 @@ class SUTBase:
                 f"{self.failed_samples} sample(s) failed during inference; first error: "
                 f"{type(self.first_error).__name__}: {self.first_error}"
             )
+
+
+def _as_is(responses: Any, _indices: np.ndarray) -> Any:
+    """The postprocessor of a SUT whose backend post-processed already."""
+    return responses
 
 
 def _ids_and_indices(query_samples) -> tuple[list[int], np.ndarray]:

@@ -162,7 +162,13 @@ def measurement_fields(prov: Provenance) -> dict[str, str]:
         transforms.append(f"traced and frozen to TorchScript (torch.jit.trace + torch.jit.freeze) with "
                           f"intel-extension-for-pytorch {_first(q, 'ipex_version')}")
     else:
-        transforms.append("none beyond the build")
+        policy = _first(q, "precision_policy")
+        if isinstance(policy, dict) and policy.get("float_precision"):
+            # The PyTorch build's precision policy (backends/torch_precision.py).
+            transforms.append(f"float parts run in {policy['float_precision']} (torch.autocast when bf16; "
+                              f"{policy.get('reason', 'no reason recorded')})")
+        else:
+            transforms.append("none beyond the build")
     retraining = "no"
     if prov.subnet is not None:
         retraining = ("yes: BootstrapNAS super-network training; the sub-network's weights are "

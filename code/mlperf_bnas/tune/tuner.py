@@ -203,6 +203,11 @@ def _print_summary(record: dict[str, Any], runner: TrialRunner, conf_out: Path, 
             print(f"  Server: {opts}: target_qps {result['target_qps']:.1f} VALID at p99 <= "
                   f"{bound if bound is not None else '?'} ms (capacity {result['capacity_samples_per_s']:.1f}/s) "
                   f"[trials {', '.join(map(str, result['trials']))}]")
+            for r in result.get("repeats") or []:
+                p99 = [f"{x['p99_ms']:.1f}" if x["p99_ms"] is not None else "?" for x in r["runs"]]
+                print(f"    repeats at {r['target_qps']:.1f} QPS: {r['valid_runs']} of {len(r['runs'])} VALID, p99 "
+                      f"median {r['median_p99_ms'] or 0:.1f} ms (runs {', '.join(p99)} ms, spread "
+                      f"{100 * (r['relative_spread'] or 0):.0f}%)")
         if result.get("confirmed") is not None:
             print(f"    full-length confirmation: {'VALID' if result['confirmed'] else 'NOT VALID'}")
     if "server_offline_efficiency" in record:

@@ -13,6 +13,7 @@
       max_server_trial_s: 180        # ... and the QPS below which one Server trial would run longer
       offline_repeats: 3             # runs of each close Offline contender (the choice is by median)
       repeat_within: 0.15            # ... a contender: within this fraction of the best grid figure
+      server_repeats: 3              # runs of the chosen Server QPS; it stands when most are VALID
       Offline:
         backend_options:             # candidate values; every combination is tried
           num_streams: [1, 2]
@@ -47,7 +48,7 @@ SCENARIOS = (Scenario.OFFLINE, Scenario.SERVER)
 _SCALARS = {"trial_duration_ms": int, "offline_margin": float, "qps_precision": float,
             "max_server_trials": int, "max_offline_trials": int, "server_min_queries": int,
             "probe_samples": int, "min_server_fraction": float, "max_server_trial_s": float,
-            "offline_repeats": int, "repeat_within": float}
+            "offline_repeats": int, "repeat_within": float, "server_repeats": int}
 _SCENARIO_KEYS = ("backend_options",)
 
 
@@ -73,6 +74,10 @@ class TuningSpec:
     # the choice is the best median; the spread seen is recorded. 1 turns repeats off.
     offline_repeats: int = 3
     repeat_within: float = 0.15
+    # The same for Server: the chosen QPS runs server_repeats times in all (its bisection run
+    # counts) and stands when most runs are VALID, else it steps down by qps_precision; every
+    # run's p99, the median and the spread are recorded. 1 turns repeats off.
+    server_repeats: int = 3
     grids: dict[str, dict[str, list[Any]]] = field(default_factory=dict)   # scenario -> option -> values
 
     def candidates(self, scenario: str, cores: int | None = None) -> list[dict[str, Any]]:
@@ -138,6 +143,8 @@ def parse_tuning(raw: dict[str, Any] | None, where: str) -> TuningSpec:
         raise UserError(f"{where}: tuning.server_min_queries and tuning.probe_samples must be >= 1")
     if spec.offline_repeats < 1 or not 0 <= spec.repeat_within < 1:
         raise UserError(f"{where}: tuning.offline_repeats must be >= 1 and repeat_within in [0, 1)")
+    if spec.server_repeats < 1:
+        raise UserError(f"{where}: tuning.server_repeats must be >= 1 (1: no repeats)")
     if spec.max_server_trials < 2 or spec.max_offline_trials < 1:
         raise UserError(f"{where}: tuning.max_server_trials must be >= 2 and max_offline_trials >= 1")
     for scenario in grids:
