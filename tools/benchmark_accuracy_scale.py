@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import platform
 import resource
 import sys
 import tempfile
@@ -32,6 +31,7 @@ import numpy as np
 
 from mlperf_bnas.accuracy.coco_map import detections_from_log
 from mlperf_bnas.accuracy.top1 import top1
+from mlperf_bnas.backends.cpu import cpu_info
 from mlperf_bnas.fileio import sha256_file
 from mlperf_bnas.loadgen.accuracy_log import Entry, entries, write_entries
 
@@ -46,15 +46,6 @@ def rss_mib() -> float:
                 return int(line.split()[1]) / 1024
     return float("nan")
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def resnet(work: Path) -> None:
@@ -152,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--classes", type=int, default=30, help="distinct classes among an image's detections")
     p.add_argument("--skip", nargs="*", default=[], choices=["resnet50", "retinanet"])
     args = p.parse_args(argv)
-    print(f"CPU: {cpu_model()}", flush=True)
+    print(f"CPU: {cpu_info().model}", flush=True)
     with tempfile.TemporaryDirectory(prefix="accuracy-scale-") as tmp:
         if "resnet50" not in args.skip:
             resnet(Path(tmp))

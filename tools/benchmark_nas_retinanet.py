@@ -25,11 +25,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 from pathlib import Path
 
+from mlperf_bnas.backends.cpu import cpu_info
 from mlperf_bnas.benchtools import cli, harness_run
 from mlperf_bnas.paths import benchmark_dir
 
@@ -107,12 +107,6 @@ def built_program_dir(out: Path, size: int) -> Path:
     return OutputPaths.of(cfg, out.resolve(), SYSTEM).model_dir("int8")
 
 
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
-
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -141,7 +135,7 @@ def main() -> int:
         print(f"building {name} (dataset, INT8) ...", flush=True)
         cli("dataset", *common, "--no-progress")
         cli("build", *common, "--precision", "int8")
-    results: dict = {"cpu": cpu_name(), "cpus": os.cpu_count(), "load_average_at_start": os.getloadavg(),
+    results: dict = {"cpu": cpu_info().model, "cpus": os.cpu_count(), "load_average_at_start": os.getloadavg(),
                      "image_size": args.image_size, "images": args.images, "rounds": args.rounds,
                      "subnet": str(Path(args.subnet).resolve()), "checkpoint": args.checkpoint or "seeded weights"}
     runs: dict[str, list[float]] = {name: [] for name in models}

@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+from mlperf_bnas.backends.cpu import cpu_info
 from mlperf_bnas.benchtools import NULL_BACKEND, cli, perf_run, scratch
 from mlperf_bnas.paths import REPO, OutputRoot, benchmark_dir
 
@@ -93,15 +94,6 @@ def benchmark_app(xml: Path, seconds: int, setting: Setting) -> float:
     return float(m.group(1))
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
@@ -160,7 +152,7 @@ def measure(args: argparse.Namespace, common: list[str], int8_xml: Path, work: P
     cores = os.cpu_count() or 1
     precisions = args.precisions or (["f32", "bf16"] if native_bf16() else ["f32"])
     figures: dict[str, object] = {"load_average_start": os.getloadavg(), "seconds": args.seconds,
-                                  "rounds": args.rounds, "cpu": cpu_model(), "precisions_screened": precisions,
+                                  "rounds": args.rounds, "cpu": cpu_info().model, "precisions_screened": precisions,
                                   "config_setting": str(config_setting)}
     if "bf16" not in precisions:
         print("bf16 not screened: OpenVINO reports no native BF16 on this CPU (no AVX512-BF16/AMX)", flush=True)

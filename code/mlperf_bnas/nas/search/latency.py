@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -37,6 +36,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from mlperf_bnas.backends.cpu import cpu_info
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.fileio import write_atomic
 from mlperf_bnas.nas.search.tactics import config_key
@@ -44,16 +44,6 @@ from mlperf_bnas.nas.search.settings import LatencySettings
 
 log = logging.getLogger(__name__)
 
-
-def cpu_name() -> str:
-    """The CPU model (part of the cache key: latency measured on another machine is not reused)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 class LatencyMeter:
@@ -78,7 +68,7 @@ class LatencyMeter:
         self.input_shape = tuple(int(d) for d in input_shape)
         self.preprocess_spec = preprocess_spec
         self.work_dir = Path(work_dir) if work_dir else self.cache_path.parent / "latency_build"
-        self.cpu = cpu_name()
+        self.cpu = cpu_info().model   # part of the cache key: latency measured on another CPU is not reused
         self._cache: dict[str, dict] = {}
         if self.cache_path.is_file():
             try:
