@@ -14,10 +14,13 @@ model folder with a ``quantization.json`` build record.
 
 from __future__ import annotations
 
+import logging
+import queue
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
@@ -33,6 +36,56 @@ if TYPE_CHECKING:
 
 # done(outputs, error): exactly one of them is None.
 Completion = Callable[[Any, "BaseException | None"], None]
+
+log = logging.getLogger(__name__)
+
+
+class InFlight:
+    """The batches a backend accepted and has not completed yet, for its ``drain``.
+
+    ``complete`` hands a batch's result to the SUT's completion, exactly once, and counts the
+    batch done even when the completion raises (the SUT completes its samples itself: the
+    backend logs it and keeps serving). ``lock``: a lock the backend also guards other state
+    with, when counting must be atomic with it.
+    """
+
+    def __init__(self, lock: threading.Lock | None = None) -> None:
+        self._idle = threading.Condition(lock)
+        self._pending = 0
+
+    def add(self) -> None:
+        with self._idle:
+            self._pending += 1
+
+    def complete(self, done: Completion, outputs: Any, error: BaseException | None) -> None:
+        try:
+            done(outputs if error is None else None, error)
+        except BaseException:  # noqa: BLE001 - the SUT completes its samples itself; keep serving
+            log.exception("completion callback raised")
+        finally:
+            with self._idle:
+                self._pending -= 1
+                if self._pending == 0:
+                    self._idle.notify_all()
+
+    def drain(self) -> None:
+        with self._idle:
+            while self._pending:
+                self._idle.wait()
+
+
+def take_queued(work: queue.SimpleQueue | queue.Queue) -> Iterator[Any]:
+    """Remove and yield what is still queued for a backend's workers (``cancel``); a ``None``
+    met is their stop marker (``close``) and is put back for them."""
+    while True:
+        try:
+            item = work.get_nowait()
+        except queue.Empty:
+            return
+        if item is None:
+            work.put(None)
+            return
+        yield item
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from mlperf_bnas.backends.base import Completion, InFlight, take_queued
 from mlperf_bnas.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,6 @@ DEPTH = 2
 STOP_WAIT_S = 10.0
 #: Lines of a dead instance's log quoted in the error.
 LOG_TAIL_LINES = 8
-
-Completion = Callable[[Any, "BaseException | None"], None]
 
 
 class InstanceDied(RuntimeError):
@@ -118,8 +117,7 @@ class ProcessInstances:
         self._batch_size = batch_size
         self._slots_lock = threading.Lock()
         self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
-        self._pending = 0
+        self._inflight = InFlight(self._lock)
         self._seq = 0
         self._failed: BaseException | None = None
         self._closing = False
@@ -326,26 +324,11 @@ class ProcessInstances:
                     self._complete(done, None, InstanceDied(f"{inst.name()}: cannot send it a batch"))
 
     def _fail_queued(self, error: BaseException) -> None:
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if item is None:
-                self._queue.put(None)
-                return
+        for item in take_queued(self._queue):
             self._complete(item[3], None, error)
 
     def _complete(self, done: Completion, outputs: Any, error: BaseException | None) -> None:
-        try:
-            done(outputs if error is None else None, error)
-        except BaseException:  # noqa: BLE001 - the SUT completes its samples itself; keep serving
-            log.exception("completion callback raised")
-        finally:
-            with self._idle:
-                self._pending -= 1
-                if self._pending == 0:
-                    self._idle.notify_all()
+        self._inflight.complete(done, outputs, error)
 
     # -- the backend contract ------------------------------------------------
     def adopt_postprocess(self, postprocess: Callable) -> bool:
@@ -365,8 +348,8 @@ class ProcessInstances:
         return True
 
     def submit(self, batch: np.ndarray, size: int, done: Completion, indices: np.ndarray | None = None) -> None:
-        with self._idle:
-            self._pending += 1
+        self._inflight.add()
+        with self._lock:
             failed = self._failed
         if failed is not None:
             self._complete(done, None, failed)
@@ -375,9 +358,7 @@ class ProcessInstances:
         self._queue.put((batch, size, indices, done))
 
     def drain(self) -> None:
-        with self._idle:
-            while self._pending:
-                self._idle.wait()
+        self._inflight.drain()
 
     def cancel(self) -> None:
         self._fail_queued(RuntimeError("cancelled: the run was stopped"))

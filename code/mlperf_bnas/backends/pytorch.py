@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from mlperf_bnas.backends import allocator, layout, torch_precision
-from mlperf_bnas.backends.base import BACKENDS, Backend, BuildContext, Completion
+from mlperf_bnas.backends.base import BACKENDS, Backend, BuildContext, Completion, InFlight, take_queued
 from mlperf_bnas.buildrecord import build_folder
 from mlperf_bnas.config import check_options
 from mlperf_bnas.errors import UserError
@@ -320,8 +320,7 @@ class PyTorchBackend(Backend):
         self._completions = (concurrent.futures.ThreadPoolExecutor(
             options.completion_threads, "pytorch-completion", initializer=self._completion_thread_start)
             if options.completion_threads else None)
-        self._pending = 0
-        self._idle = threading.Condition()
+        self._inflight = InFlight()
         self._workers = [threading.Thread(target=self._work, args=(i,), name=f"pytorch-instance-{i}", daemon=True)
                          for i in range(options.instances)]
         for worker in self._workers:
@@ -410,20 +409,9 @@ class PyTorchBackend(Backend):
             except BaseException as exc:  # noqa: BLE001 - handed to the SUT, which fails the run
                 error = exc
             if self._completions is not None:
-                self._completions.submit(self._complete, done, outputs, error)
+                self._completions.submit(self._inflight.complete, done, outputs, error)
             else:
-                self._complete(done, outputs, error)
-
-    def _complete(self, done: Completion, outputs: Any, error: BaseException | None) -> None:
-        try:
-            done(outputs if error is None else None, error)
-        except BaseException:  # noqa: BLE001 - the SUT completes its samples itself; keep serving
-            log.exception("completion callback raised")
-        finally:
-            with self._idle:
-                self._pending -= 1
-                if self._pending == 0:
-                    self._idle.notify_all()
+                self._inflight.complete(done, outputs, error)
 
     def adopt_postprocess(self, postprocess: Any) -> bool:
         # Instance processes post-process themselves: RetinaNet's raw outputs are ~130 MB an image.
@@ -435,17 +423,14 @@ class PyTorchBackend(Backend):
         if self._pool is not None:
             self._pool.submit(batch, size, done, indices)
             return
-        with self._idle:
-            self._pending += 1
+        self._inflight.add()
         self._queue.put((batch, size, done))
 
     def drain(self) -> None:
         if self._pool is not None:
             self._pool.drain()
             return
-        with self._idle:
-            while self._pending:
-                self._idle.wait()
+        self._inflight.drain()
 
     def cancel(self) -> None:
         """Drop queued batches (an Offline run queues all of them at once), so a stopped run
@@ -453,16 +438,8 @@ class PyTorchBackend(Backend):
         if self._pool is not None:
             self._pool.cancel()
             return
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if item is None:            # close()'s stop marker: leave it for the workers
-                self._queue.put(None)
-                return
-            _batch, _size, done = item
-            self._complete(done, None, RuntimeError("cancelled: the run was stopped"))
+        for _batch, _size, done in take_queued(self._queue):
+            self._inflight.complete(done, None, RuntimeError("cancelled: the run was stopped"))
 
     def warmup(self, batch: np.ndarray | None, iterations: int | None = None) -> None:
         """Compile (first call, in *this* thread), then run every instance concurrently so all start warm.

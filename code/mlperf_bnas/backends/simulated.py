@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mlperf_bnas.backends.base import BACKENDS, Backend, Completion
+from mlperf_bnas.backends.base import BACKENDS, Backend, Completion, take_queued
 
 
 @dataclass(frozen=True)
@@ -166,15 +166,7 @@ class SimulatedBackend(Backend):
                 self._idle.wait()
 
     def cancel(self) -> None:
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if item is None:
-                self._queue.put(None)
-                return
-            _size, done, _submitted = item
+        for _size, done, _submitted in take_queued(self._queue):
             try:
                 done(None, RuntimeError("cancelled: the run was stopped"))
             finally:
