@@ -66,11 +66,13 @@ def run(args: argparse.Namespace) -> int:
     result = summary.get("Result is", "done" if args.mode == Mode.ACCURACY else "?")
     key = completeness.summary_metric(summary, args.scenario)
     metric = f"{key}: {summary[key]}" if key and key in summary else ""
-    early = None
-    if args.mode == "performance" and args.scenario in ("SingleStream", "MultiStream"):
+    early = detail = None
+    if args.mode == "performance" and (log_dir / "mlperf_log_detail.txt").is_file():
         from mlperf_bnas.loadgen.logs import RESULT_FIELD, read_detail_log
 
-        early = read_detail_log(log_dir / "mlperf_log_detail.txt").get(RESULT_FIELD[args.scenario])
+        detail = read_detail_log(log_dir / "mlperf_log_detail.txt")    # read once: metric, explain, sizing
+        if args.scenario in ("SingleStream", "MultiStream"):
+            early = detail.get(RESULT_FIELD[args.scenario])
     if isinstance(early, (int, float)):
         metric += f" (early-stopping estimate, the reported result: {early / 1e6:.3f} ms)"
     print(f"{cfg.loadgen_model} {args.scenario} {args.mode}: {result} {metric} -> {log_dir}")
@@ -78,10 +80,10 @@ def run(args: argparse.Namespace) -> int:
         from mlperf_bnas.loadgen.explain import explain
         from mlperf_bnas.tune import sizing
 
-        failures = explain(log_dir, args.scenario, cfg.loadgen_model, cfg.benchmark_dir.name)
+        failures = explain(log_dir, args.scenario, cfg.loadgen_model, cfg.benchmark_dir.name, detail=detail)
         for failure in failures:
             print(f"  INVALID: {failure.line()}")
-        why = sizing.faster_than_sized(user_conf, log_dir, args.scenario, [f.condition for f in failures])
+        why = sizing.faster_than_sized(user_conf, detail, args.scenario, [f.condition for f in failures])
         if why:
             # The run scripts re-size and run again (tools/env.sh run_performance); said here for a
             # direct caller too.

@@ -76,6 +76,7 @@ from mlperf_bnas.errors import UserError
 from mlperf_bnas.fileio import sha256_file, write_atomic
 from mlperf_bnas.loadgen import userconf
 from mlperf_bnas.loadgen.userconf import MARKER as TUNE_MARKER
+from mlperf_bnas.loadgen.logs import DetailLog
 from mlperf_bnas.loadgen.userconf import override_lines
 from mlperf_bnas.paths import BUILD_RECORD, OutputPaths
 from mlperf_bnas.submission.rules import LATENCY_CONSTRAINT_NS, MIN_DURATION_MS, MLPERF_MODEL, \
@@ -724,8 +725,8 @@ def print_sizing(record: dict[str, Any]) -> None:
 RAN_OUT_OF_QUERIES = "Ran out of generated queries"
 
 
-def faster_than_sized(conf: Path, run_dir: Path, scenario: str, failures: list[str]) -> str | None:
-    """Why the run in ``run_dir`` should be re-sized and made again, or None.
+def faster_than_sized(conf: Path, detail: DetailLog | None, scenario: str, failures: list[str]) -> str | None:
+    """Why the run whose detail log is ``detail`` should be re-sized and made again, or None.
 
     Only for a conf ``size`` generated, and only when the run's one failed condition is
     ``Min duration satisfied``: the Offline query, or the pre-generated stream queries, ran out
@@ -736,10 +737,6 @@ def faster_than_sized(conf: Path, run_dir: Path, scenario: str, failures: list[s
     """
     if scenario not in ("Offline", *_STREAMS) or not is_sized_conf(conf):
         return None
-    from mlperf_bnas.loadgen.logs import read_detail_log
-
-    detail_path = run_dir / "mlperf_log_detail.txt"
-    detail = read_detail_log(detail_path) if detail_path.is_file() else None
     # A stream scenario that runs out of pre-generated queries also logs LoadGen's runtime error
     # "Ran out of generated queries to issue before the minimum query count and test duration
     # were reached": the same cause, not another failure.
