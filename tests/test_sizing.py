@@ -202,6 +202,18 @@ def test_offline_target_is_a_margin_over_the_measurement(rate):
     assert result.query_samples / (2 * rate) >= 10 * 0.99
 
 
+def test_a_full_rules_offline_run_is_sized_closer_to_the_measurement():
+    # 600 s runs: 2x would make each Offline run (and TEST01, TEST04) last 22 min at the probe's speed.
+    full = sizing.size_offline(_measured(100.0, 2, None), _settings(min_duration_ms=600000, min_query_count=24576))
+    assert full.target_qps == pytest.approx(125.0, rel=1e-3)
+    assert 600 * 1.3 < full.expected_s < 600 * 1.45
+    # ... and still VALID if the run is 1.3x faster than the probe.
+    assert full.query_samples / (1.3 * 100.0) >= 600
+    assert "1.25 x 100 samples/s" in full.why and "1.38x faster" in full.why
+    smoke = sizing.size_offline(_measured(100.0, 2, None), _settings(min_duration_ms=599999))
+    assert smoke.target_qps == pytest.approx(200.0, rel=1e-3)
+
+
 def test_server_target_scales_with_the_machine_and_stays_below_the_bound(tmp_path):
     machine = Machine("cpu", 1, 2, 2, 2)
     fast = sizing.size_server(_measured(400, 2, 5.0), _settings(), "resnet50", tmp_path, machine)
