@@ -40,6 +40,17 @@ def test_every_shipped_grid_value_passes_the_tuner_check(benchmark, scenario):
     _check_candidates(load_config(benchmark, scenario), scenario, grid(benchmark, scenario))
 
 
+def test_retinanet_offline_grid_tries_one_core_instances():
+    """2 single-threaded instances ran 1.5-1.9x one 2-threaded instance on the 2-core AMX Xeon:
+    the layout must be among the tuner's candidates on 2 cores and on a big machine alike."""
+    bench = REPO / "code" / "retinanet-pytorch-cpu"
+    cfg = load_config(bench, "Offline")
+    spec = parse_tuning(cfg.tuning, str(bench / "config.yaml"))
+    for cores in (2, 128):
+        instances = {c["instances"] for c in spec.candidates("Offline", cores)}
+        assert instances == {1, max(1, cores // 2), cores}, (cores, instances)
+
+
 def test_a_grid_varying_a_build_time_option_is_refused():
     bench = REPO / "code" / "retinanet-pytorch-cpu"
     cfg = load_config(bench, "Offline")
