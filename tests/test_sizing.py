@@ -202,6 +202,27 @@ def test_offline_target_is_a_margin_over_the_measurement(rate):
     assert result.query_samples / (2 * rate) >= 10 * 0.99
 
 
+def test_a_full_rules_stream_run_lasts_min_duration_not_the_generated_queries(tmp_path):
+    """LoadGen generates SingleStream/MultiStream queries for 2 x min_duration at target_latency
+    and ends the run once min_duration and min_query_count are met (loadgen.cc GenerateQueries,
+    issue_query_controller.cc "Ending naturally"): a 600 s run lasts ~600 s, not the generated
+    queries' 4 x 600 s, and only a run 4x faster than the probe runs out of them."""
+    machine = Machine("cpu", 1, 2, 2, 2)
+    m = _measured(100.0, 1, 5.0)                     # one query: 5 ms median
+    full = sizing.size_stream(m, _settings(min_duration_ms=600000, min_query_count=100, target_latency_ms=None,
+                                           latency_percentile=0.9), "SingleStream", "resnet50", tmp_path, machine)
+    assert full.target_latency_ms == pytest.approx(2.5)
+    assert full.queries == 2 * 600000 / 2.5          # 480,000 generated ...
+    assert full.expected_s == pytest.approx(600.0)   # ... but the run ends at min_duration
+    assert full.queries * 5.0 / 4 >= 600000          # still enough at 4x the probe's speed
+    assert "4.0x faster" in full.why and "~600 s" in full.why
+    # Where min_query_count dominates, the run lasts that many queries at the measured latency.
+    long = sizing.size_stream(_measured(1.0, 1, 1000.0), _settings(min_duration_ms=10000, min_query_count=662,
+                                                                   target_latency_ms=None, samples_per_query=8),
+                              "MultiStream", "resnet50", tmp_path, machine)
+    assert long.expected_s == pytest.approx(662.0) and long.queries == 662
+
+
 def test_a_full_rules_offline_run_is_sized_closer_to_the_measurement():
     # 600 s runs: 2x would make each Offline run (and TEST01, TEST04) last 22 min at the probe's speed.
     full = sizing.size_offline(_measured(100.0, 2, None), _settings(min_duration_ms=600000, min_query_count=24576))

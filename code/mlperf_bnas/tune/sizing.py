@@ -41,10 +41,12 @@ What is derived from them:
 * **SingleStream / MultiStream** ``target_latency = measured median query latency /
   STREAM_MARGIN``, from a probe of that scenario itself (one query of 1 or 8 samples at a
   time, with that scenario's backend settings). ``target_latency`` is LoadGen's *expected*
-  latency, not a bound: LoadGen pre-generates ``1.1 x min_duration / target_latency``
-  queries (at least ``min_query_count``) and the run is VALID only if they last
-  ``min_duration``, so the margin lets the real run be up to 2.2x faster than the probe
-  (slower only makes it longer). A scenario whose ``min_query_count`` (what LoadGen's early
+  latency, not a bound: LoadGen generates queries for ``2 x min_duration`` at that expected
+  latency, ``2 x min_duration / target_latency`` of them (at least ``min_query_count``), and
+  ends the run as soon as ``min_duration`` and ``min_query_count`` are both met, so a run
+  lasts ``max(min_duration, min_query_count x latency)`` whatever the margin, and is INVALID
+  only when the generated queries run out first: the margin lets the real run be up to 4x
+  faster than the probe. A scenario whose ``min_query_count`` (what LoadGen's early
   stopping needs at the conf's percentile) would take longer than ``MAX_STREAM_RUN_S`` at
   the measured latency is reported as not runnable here, like a Server bound.
 * A machine whose fastest single query already exceeds the latency bound cannot hold it at
@@ -125,6 +127,11 @@ LATENCY_PROBE_MS = 1500
 LATENCY_PROBE_QUERIES = 8
 #: LoadGen's own slack factor on the Offline query size (test_settings_internal.cc, kSlack).
 LOADGEN_OFFLINE_SLACK = 1.1
+#: SingleStream / MultiStream: LoadGen generates queries for this x min_duration at the expected
+#: latency (loadgen.cc, GenerateQueries: ``duration_multiplier``, 2 for every scenario but
+#: Server) and stops issuing once min_query_count and min_duration are met
+#: (issue_query_controller.cc: "Ending naturally").
+LOADGEN_STREAM_GENERATION = 2.0
 _MACHINE_LINE = "# mlperf-bnas machine "
 _KEY_LINE = "# mlperf-bnas sizing-key "
 _BASE_BEGIN = "# ---- base conf (copied from {}) ----"
@@ -477,7 +484,8 @@ def size_stream(m: Measured, settings: ConfSettings, scenario: str, model: str, 
     if not p50 or p50 <= 0:
         raise UserError(f"{model} {scenario}: the latency probe measured no query latency; see the probe logs")
     target = _significant(p50 / STREAM_MARGIN)
-    queries = max(settings.min_query_count, math.ceil(LOADGEN_OFFLINE_SLACK * settings.min_duration_ms / target))
+    queries = max(settings.min_query_count, math.ceil(LOADGEN_STREAM_GENERATION * settings.min_duration_ms / target))
+    # LoadGen stops issuing once both minimums are met: the generated surplus is never run.
     expected = max(settings.min_duration_ms / 1000.0, settings.min_query_count * p50 / 1000.0)
     per = f"{settings.samples_per_query} samples" if settings.samples_per_query > 1 else "1 sample"
     if expected > MAX_STREAM_RUN_S:
@@ -489,10 +497,11 @@ def size_stream(m: Measured, settings: ConfSettings, scenario: str, model: str, 
                 "and min_query_count (a smoke run only)")
         return StreamSizing(None, latency, queries, round(expected, 1), line, line)
     why = (f"the {scenario} probe's median query latency {p50:.4g} ms ({per} a query, the {scenario} settings) / "
-           f"{STREAM_MARGIN:g}: LoadGen pre-generates {queries} queries, ~{queries * p50 / 1000:.0f} s at the "
-           f"measured latency, >= min_duration {settings.min_duration_ms / 1000:g} s unless the run is "
-           f"{LOADGEN_OFFLINE_SLACK * STREAM_MARGIN:.1f}x faster than the probe")
-    return StreamSizing(target, latency, queries, round(max(expected, queries * p50 / 1000.0), 1), why)
+           f"{STREAM_MARGIN:g}: LoadGen generates {queries} queries, ~{queries * p50 / 1000:.0f} s at the "
+           f"measured latency, and ends the run once min_duration {settings.min_duration_ms / 1000:g} s and "
+           f"min_query_count {settings.min_query_count} are met (~{expected:.0f} s); they run out first only if "
+           f"the run is {LOADGEN_STREAM_GENERATION * STREAM_MARGIN:.1f}x faster than the probe")
+    return StreamSizing(target, latency, queries, round(expected, 1), why)
 
 
 def offline_margin(min_duration_ms: float) -> float:
@@ -834,12 +843,13 @@ def check_user_conf(conf: Path, cfg: BenchmarkConfig, scenario: str, m: Measured
     if scenario in _STREAMS:
         p50 = (m.latency_ms or {}).get("p50")
         expected = settings.target_latency_ms or 0.0
-        if p50 and expected > p50 / LOADGEN_OFFLINE_SLACK:
-            queries = max(settings.min_query_count, math.ceil(LOADGEN_OFFLINE_SLACK * settings.min_duration_ms / expected))
+        if p50 and expected > 0:
+            queries = max(settings.min_query_count,
+                          math.ceil(LOADGEN_STREAM_GENERATION * settings.min_duration_ms / expected))
             if queries * p50 < settings.min_duration_ms:
                 warnings.append(
                     f"{conf}: {model}.{scenario}.target_latency = {expected:g} ms, but one query takes {p50:.3g} ms "
-                    f"here ({scenario} probe median, {machine.cpu_model}): LoadGen's {queries} pre-generated queries "
+                    f"here ({scenario} probe median, {machine.cpu_model}): LoadGen's {queries} generated queries "
                     f"will end after ~{queries * p50 / 1000:.0f} s, before min_duration "
                     f"{settings.min_duration_ms / 1000:g} s, so the run will be INVALID. Set "
                     f"{model}.{scenario}.target_latency to at most {_significant(p50 / STREAM_MARGIN):g}")
