@@ -138,3 +138,48 @@ def test_disk_estimate_scales_with_the_images():
                                                   rel=1e-3)
     with pytest.raises(Exception, match="needs 1.0 GiB"):
         tool.check_disk(Path("/"), 2**30, free=2**20)
+
+
+def test_a_compliance_run_that_failed_only_on_speed_is_made_again_with_its_reference_run(tmp_path):
+    """The full rehearsal on the 2-core Xeon VM: the Offline reference run made 270.9 samples/s,
+    TEST01 16 minutes later 347.6 (the machine's speed, not the SUT), so TEST01's performance
+    check failed (compliance exit 4). The reference run and the tests are made again, back to
+    back, once; a rerun of the tool after such a step does it too; other failures do not."""
+    tool = _tool()
+    state = tool.State(tmp_path / "state.json", "key")
+    script = {"Offline.compliance": 4, "Offline.compliance.again": 4}
+    calls = []
+
+    def step(label, argv, env, logs):
+        calls.append((label, Path(argv[0]).name))
+        return script.get(label, 0), 1.0, ""
+
+    rc, durations, skipped = tool.run_scenarios(["Offline", "SingleStream"], {}, tmp_path, state, step)
+    assert rc == 0 and not skipped
+    assert calls == [("Offline.performance", "run_offline.sh"), ("Offline.accuracy", "run_offline_accuracy.sh"),
+                     ("Offline.compliance", "run_compliance.sh"),
+                     ("Offline.performance.again", "run_offline.sh"), ("Offline.compliance.again", "run_compliance.sh"),
+                     ("SingleStream.performance", "run_singlestream.sh"),
+                     ("SingleStream.accuracy", "run_singlestream_accuracy.sh"),
+                     ("SingleStream.compliance", "run_compliance.sh")]   # once only: .again failed too
+    assert state.done["Offline.compliance.again"]["exit"] == 4 and set(durations) >= {"Offline.performance.again"}
+
+    # A rerun after a compliance step recorded with exit 4 (the tool of yesterday) retries it.
+    state2 = tool.State(tmp_path / "state2.json", "key")
+    for label in ("Offline.performance", "Offline.accuracy"):
+        state2.mark(label, {"seconds": 1, "exit": 0})
+    state2.mark("Offline.compliance", {"seconds": 1, "exit": 4})
+    calls.clear()
+    assert tool.run_scenarios(["Offline"], {}, tmp_path, state2, step)[0] == 0
+    assert [c[0] for c in calls] == ["Offline.performance.again", "Offline.compliance.again"]
+
+    # An accuracy failure (exit 1) is a finding for the checker, not a speed change: no retry.
+    calls.clear()
+    script = {"Offline.compliance": 1}
+    tool.run_scenarios(["Offline"], {}, tmp_path, tool.State(tmp_path / "state3.json", "key"), step)
+    assert [c[0] for c in calls] == ["Offline.performance", "Offline.accuracy", "Offline.compliance"]
+    # A failed reference run again stops the rehearsal with its status.
+    calls.clear()
+    script = {"Offline.compliance": 4, "Offline.performance.again": 2}
+    rc, _, _ = tool.run_scenarios(["Offline"], {}, tmp_path, tool.State(tmp_path / "state4.json", "key"), step)
+    assert rc == 2 and calls[-1][0] == "Offline.performance.again"

@@ -28,7 +28,9 @@ the real validation set:
    scripts. A scenario this machine cannot run (Server's 15 ms bound below one query's
    latency; a stream scenario whose query count takes hours) is skipped with its line.
    Finished steps are recorded (``rehearsal-state.json``, keyed by the conf): a rerun after
-   Ctrl-C or a failure skips them.
+   Ctrl-C or a failure skips them. A compliance step that failed only its performance check (the machine's speed
+   changed between the reference run and the test run) makes both again, back to back, once,
+   as ``run.sh`` does.
 5. **Package, our checker, the round's checker** (the v5.1 release, ``submission_checker.py``
    at ``v5.1.1``, extracted from ``--inference-git`` outside this repository), and a record
    (``rehearsal.json``): duration, each scenario's figure, the CPU, both checkers' summary lines.
@@ -70,6 +72,7 @@ CALIBRATION_IMAGES = 500            # the MLPerf calibration list's size
 _ACC_ENTRY_BYTES = 64 + 2 * 4
 _MARGIN = 1.15                      # headroom on every estimate
 _EXIT_INFEASIBLE = 3
+EXIT_PERFORMANCE_ONLY = 4         # mlperf_bnas.commands.compliance: only performance checks failed
 
 
 def log(msg: str) -> None:
@@ -304,6 +307,59 @@ def run_step(label: str, argv: list[str], env: dict, logs: Path) -> tuple[int, f
     return rc, took, last
 
 
+def run_scenarios(scenarios, env: dict, logs: Path, state: State,
+                  step=None) -> tuple[int, dict[str, float], dict[str, str]]:
+    """Each scenario's performance, accuracy and compliance steps (finished ones skipped).
+
+    Returns ``(exit status, durations, skipped scenarios)``; a failed step stops it. A
+    compliance step whose only failures are performance checks (exit ``EXIT_PERFORMANCE_ONLY``:
+    the compliance run was more than MLPerf's 10-20 % faster or slower than the reference run,
+    every accuracy check passed) means the machine's speed changed between two 600 s runs
+    (seen on the 2-core Xeon VM: reference 270.9, TEST01 347.6 samples/s). As ``run.sh`` does,
+    the reference performance run and the tests are made again, back to back, once (the run
+    scripts archive the first ones); a rerun of the rehearsal after such a step does the same.
+    """
+    step = step or run_step
+    skipped: dict[str, str] = {}
+    durations: dict[str, float] = {}
+    for scenario in scenarios:
+        lower = scenario.lower()
+        performance = (f"{scenario}.performance", [str(BENCH / f"run_{lower}.sh")])
+        compliance = (f"{scenario}.compliance", [str(BENCH / "run_compliance.sh"), scenario])
+        for label, script in (performance, (f"{scenario}.accuracy", [str(BENCH / f"run_{lower}_accuracy.sh")]),
+                              compliance):
+            if label in state.done:
+                log(f"==> {label}: done earlier ({state.done[label]['seconds']:.0f} s), skipped")
+                durations[label] = state.done[label]["seconds"]
+                continue
+            rc, took, last = step(label, script, env, logs)
+            durations[label] = took
+            if rc == _EXIT_INFEASIBLE and label.endswith("performance"):
+                skipped[scenario] = last
+                log(f"    {scenario} skipped: {last}")
+                break
+            if rc != 0 and not label.endswith("compliance"):
+                log(f"{label} failed (exit {rc}); see {logs / (label + '.log')}. Rerun to continue from here.")
+                return rc, durations, skipped
+            state.mark(label, {"seconds": round(took, 1), "exit": rc})
+        done = state.done.get(compliance[0])
+        if scenario in skipped or not done or done.get("exit") != EXIT_PERFORMANCE_ONLY:
+            continue
+        log(f"    {scenario}: compliance failed only its performance check (the machine's speed changed between "
+            "the reference and the compliance runs): the performance run and the tests again, back to back (once)")
+        for label, script in ((f"{performance[0]}.again", performance[1]), (f"{compliance[0]}.again", compliance[1])):
+            if label in state.done:
+                durations[label] = state.done[label]["seconds"]
+                continue
+            rc, took, _ = step(label, script, env, logs)
+            durations[label] = took
+            if rc != 0 and not label.endswith("compliance.again"):
+                log(f"{label} failed (exit {rc}); see {logs / (label + '.log')}. Rerun to continue from here.")
+                return rc, durations, skipped
+            state.mark(label, {"seconds": round(took, 1), "exit": rc})
+    return 0, durations, skipped
+
+
 def official_checker(spec: str, submission: Path, submitter: str, scratch: Path) -> tuple[int, list[str]]:
     """The round's checker (tools/submission at REPO@REF), run from a temporary folder outside this repository."""
     sys.path.insert(0, str(REPO / "tools"))
@@ -407,29 +463,9 @@ def main(argv: list[str] | None = None) -> int:
     state = State(out / "rehearsal-state.json",
                   hashlib.sha256(sized.read_bytes()).hexdigest() + f"/{stand_in.root}")
     # 4. Scenarios.
-    skipped: dict[str, str] = {}
-    durations: dict[str, float] = {}
-    for scenario in scenarios:
-        lower = scenario.lower()
-        for label, script in ((f"{scenario}.performance", [str(BENCH / f"run_{lower}.sh")]),
-                              (f"{scenario}.accuracy", [str(BENCH / f"run_{lower}_accuracy.sh")]),
-                              (f"{scenario}.compliance", [str(BENCH / "run_compliance.sh"), scenario])):
-            if scenario in skipped:
-                break
-            if label in state.done:
-                log(f"==> {label}: done earlier ({state.done[label]['seconds']:.0f} s), skipped")
-                durations[label] = state.done[label]["seconds"]
-                continue
-            rc, took, last = run_step(label, script, env, logs)
-            durations[label] = took
-            if rc == _EXIT_INFEASIBLE and label.endswith("performance"):
-                skipped[scenario] = last
-                log(f"    {scenario} skipped: {last}")
-                break
-            if rc != 0 and not label.endswith("compliance"):
-                log(f"{label} failed (exit {rc}); see {logs / (label + '.log')}. Rerun to continue from here.")
-                return rc
-            state.mark(label, {"seconds": round(took, 1), "exit": rc})
+    rc, durations, skipped = run_scenarios(scenarios, env, logs, state)
+    if rc != 0:
+        return rc
     # 5. Package and check.
     rc, took, _ = run_step("package", [*mb, "package", "--output-dir", str(out), "--system", system, "--benchmark",
                                        str(BENCH)], env, logs)
