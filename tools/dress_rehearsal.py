@@ -322,41 +322,43 @@ def run_scenarios(scenarios, env: dict, logs: Path, state: State,
     step = step or run_step
     skipped: dict[str, str] = {}
     durations: dict[str, float] = {}
+
+    def once(label: str, script: list[str]) -> tuple[int | None, str]:
+        """(exit status, last line) of a step run now; (None, "") when done earlier (skipped)."""
+        if label in state.done:
+            log(f"==> {label}: done earlier ({state.done[label]['seconds']:.0f} s), skipped")
+            durations[label] = state.done[label]["seconds"]
+            return None, ""
+        rc, took, last = step(label, script, env, logs)
+        durations[label] = took
+        if rc == 0 or ".compliance" in label:
+            state.mark(label, {"seconds": round(took, 1), "exit": rc})
+        elif rc != _EXIT_INFEASIBLE or not label.endswith(".performance"):
+            log(f"{label} failed (exit {rc}); see {logs / (label + '.log')}. Rerun to continue from here.")
+        return rc, last
+
     for scenario in scenarios:
         lower = scenario.lower()
         performance = (f"{scenario}.performance", [str(BENCH / f"run_{lower}.sh")])
         compliance = (f"{scenario}.compliance", [str(BENCH / "run_compliance.sh"), scenario])
         for label, script in (performance, (f"{scenario}.accuracy", [str(BENCH / f"run_{lower}_accuracy.sh")]),
                               compliance):
-            if label in state.done:
-                log(f"==> {label}: done earlier ({state.done[label]['seconds']:.0f} s), skipped")
-                durations[label] = state.done[label]["seconds"]
-                continue
-            rc, took, last = step(label, script, env, logs)
-            durations[label] = took
-            if rc == _EXIT_INFEASIBLE and label.endswith("performance"):
+            rc, last = once(label, script)
+            if rc == _EXIT_INFEASIBLE and label == performance[0]:
                 skipped[scenario] = last
                 log(f"    {scenario} skipped: {last}")
                 break
-            if rc != 0 and not label.endswith("compliance"):
-                log(f"{label} failed (exit {rc}); see {logs / (label + '.log')}. Rerun to continue from here.")
+            if rc and label != compliance[0]:
                 return rc, durations, skipped
-            state.mark(label, {"seconds": round(took, 1), "exit": rc})
         done = state.done.get(compliance[0])
         if scenario in skipped or not done or done.get("exit") != EXIT_PERFORMANCE_ONLY:
             continue
         log(f"    {scenario}: compliance failed only its performance check (the machine's speed changed between "
             "the reference and the compliance runs): the performance run and the tests again, back to back (once)")
-        for label, script in ((f"{performance[0]}.again", performance[1]), (f"{compliance[0]}.again", compliance[1])):
-            if label in state.done:
-                durations[label] = state.done[label]["seconds"]
-                continue
-            rc, took, _ = step(label, script, env, logs)
-            durations[label] = took
-            if rc != 0 and not label.endswith("compliance.again"):
-                log(f"{label} failed (exit {rc}); see {logs / (label + '.log')}. Rerun to continue from here.")
-                return rc, durations, skipped
-            state.mark(label, {"seconds": round(took, 1), "exit": rc})
+        rc, _ = once(f"{performance[0]}.again", performance[1])
+        if rc:
+            return rc, durations, skipped
+        once(f"{compliance[0]}.again", compliance[1])
     return 0, durations, skipped
 
 
