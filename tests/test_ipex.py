@@ -19,6 +19,7 @@ import pytest
 
 from conftest import REPO, run_cli
 from mlperf_bnas.backends import ipex_env
+from mlperf_bnas.commands.compliance import EXIT_PERFORMANCE_ONLY
 from mlperf_bnas.errors import UserError
 
 BENCH = REPO / "code" / "retinanet-pytorch-cpu"
@@ -205,7 +206,8 @@ def test_offline_accuracy_and_performance_server_and_compliance(built, tmp_path)
         assert f"Scenario : {scenario}" in summary
     proc = run_cli("compliance", "TEST01", *_args(built, *IPEX, "--scenario", "Offline", "--user-conf", str(conf),
                                                   "--dtype", "float32"), check=False)
-    assert proc.returncode in (0, 1), proc.stderr[-3000:]       # a verdict, not a crash
+    # A verdict, not a crash: 4 is compliance failing only on speed (a 1 s run on a noisy machine).
+    assert proc.returncode in (0, 1, EXIT_PERFORMANCE_ONLY), proc.stderr[-3000:]
     verdict = built / "compliance" / "t" / "retinanet" / "Offline" / "TEST01"
     assert (verdict / "verify_accuracy.txt").is_file(), proc.stdout + proc.stderr[-2000:]
 
