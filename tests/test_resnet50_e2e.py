@@ -149,8 +149,9 @@ def test_rerun_archives_earlier_results(built):
 
 def test_null_backend_harness_run(built, tmp_path):
     conf = tmp_path / "null.conf"
-    # The null backend answers in microseconds: ask for enough samples to fill min_duration.
-    conf.write_text("resnet50.Offline.target_qps = 600000\nresnet50.*.min_duration = 1000\n"
+    # The null backend answers in microseconds: 1.1 x 10^7/s x 10 ms = 110,000 samples fill
+    # min_duration unless the harness passes 10^7 samples/s (it does ~3 x 10^5 on one core).
+    conf.write_text("resnet50.Offline.target_qps = 10000000\nresnet50.*.min_duration = 10\n"
                     "resnet50.*.performance_sample_count_override = 32\n")
     run_cli("run", *built.common("--scenario", "Offline", "--user-conf", str(conf), "--set", "backend=null",
                                  "--set", "postprocess=none", "--log-dir", str(tmp_path / "null")))
