@@ -218,6 +218,8 @@ def main() -> int:
     p.add_argument("--images", type=int, default=8, help="synthetic images (timed samples)")
     p.add_argument("--repeats", type=int, default=2, help="passes over the images per measurement")
     p.add_argument("--rounds", type=int, default=2, help="rounds of every measurement (best counts)")
+    p.add_argument("--build-only", action="store_true",
+                   help="make the builds (for a later --reuse-builds run, e.g. while the machine is busy) and exit")
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--skip-openvino", action="store_true")
     p.add_argument("--skip-ipex", action="store_true", help="leave out the IPEX TorchScript measurements")
@@ -230,6 +232,8 @@ def main() -> int:
     p.add_argument("--worker", choices=(*MEASUREMENTS, "build-openvino"), help=argparse.SUPPRESS)
     args = p.parse_args()
     out = args.output_dir.resolve()
+    if args.rounds < 1 and not args.build_only:
+        sys.exit(f"--rounds {args.rounds}: must be >= 1 (--build-only makes the builds alone)")
     if args.worker:
         result = build_openvino(args) if args.worker == "build-openvino" else measure(args)
         print(json.dumps(result))
@@ -273,6 +277,9 @@ def main() -> int:
     if "openvino-int8" in measurements and not reuse_openvino:
         print("building the OpenVINO INT8 IR of the same tensor part ...", flush=True)
         results["openvino_build_s"] = worker(out, "build-openvino", args)["seconds"]
+    if args.build_only:
+        print(f"builds ready in {out}: measure with the same arguments plus --reuse-builds", flush=True)
+        return 0
 
     rounds: dict[str, list[dict]] = {m: [] for m in measurements}
     # instances x threads (+ completion threads running the post-processing beside the instance)
