@@ -250,8 +250,8 @@ def test_conf_settings_fall_back_to_loadgen_defaults(tmp_path):
     conf = tmp_path / "user.conf"
     conf.write_text("retinanet.Server.target_qps = 0.5\n")
     server = ConfSettings.read(conf, "retinanet", "Server")
-    assert (server.target_qps, server.target_latency_ms, server.latency_percentile, server.min_duration_ms) == \
-        (0.5, 100.0, 0.99, 600000.0)
+    assert (server.target_qps, server.target_latency_ms, server.latency_percentile, server.min_duration_ms,
+            server.min_query_count) == (0.5, 100.0, 0.99, 600000.0, 100)     # 100: LoadGen's TestSettings default
     offline = ConfSettings.read(conf, "retinanet", "Offline")
     assert offline.target_qps is None and offline.min_query_count == 24576
 

@@ -140,8 +140,11 @@ _SCENARIOS = tuple(Scenario)
 #: What the generated conf sizes: every scenario, so each run script finds its numbers there.
 SIZED_SCENARIOS = _SCENARIOS
 _STREAMS = ("SingleStream", "MultiStream")
+#: LoadGen's own min_query_count where mlperf.conf sets none (TestSettings, loadgen/test_settings.h).
+LOADGEN_MIN_QUERY_COUNT = 100
 #: LoadGen's embedded mlperf.conf (v5.1) values the stream scenarios fall back to.
-_STREAM_DEFAULTS = {"SingleStream": {"target_latency": 10.0, "min_query_count": 100, "percentile": 90.0,
+_STREAM_DEFAULTS = {"SingleStream": {"target_latency": 10.0, "min_query_count": LOADGEN_MIN_QUERY_COUNT,
+                                     "percentile": 90.0,
                                      "samples_per_query": SAMPLES_PER_QUERY["SingleStream"]},
                     "MultiStream": {"target_latency": 80.0, "min_query_count": 662, "percentile": 99.0,
                                     "samples_per_query": SAMPLES_PER_QUERY["MultiStream"]}}
@@ -273,7 +276,7 @@ class ConfSettings:
                        samples_per_query=int(number("samples_per_query", d["samples_per_query"])))
         # LoadGen's embedded mlperf.conf defaults (loadgen/mlperf.conf of the v5.1 release).
         default_latency = LATENCY_CONSTRAINT_NS.get(mlperf, {}).get("Server", 10_000_000) / 1e6
-        default_mqc = OFFLINE_MIN_SAMPLES_PER_QUERY if scenario == "Offline" and mlperf else 1
+        default_mqc = OFFLINE_MIN_SAMPLES_PER_QUERY if scenario == "Offline" and mlperf else LOADGEN_MIN_QUERY_COUNT
         default_pct = 99.0 if scenario == "Server" else 90.0
         pct = number("target_latency_percentile", default_pct)
         return cls(target_qps=number("target_qps", None),
