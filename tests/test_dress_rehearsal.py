@@ -183,3 +183,46 @@ def test_a_compliance_run_that_failed_only_on_speed_is_made_again_with_its_refer
     script = {"Offline.compliance": 4, "Offline.performance.again": 2}
     rc, _, _ = tool.run_scenarios(["Offline"], {}, tmp_path, tool.State(tmp_path / "state4.json", "key"), step)
     assert rc == 2 and calls[-1][0] == "Offline.performance.again"
+
+
+def test_an_invalid_performance_run_ends_its_scenario_and_is_set_aside(tmp_path):
+    """Full rules on the 2-core Xeon VM: Server at the sized 30.9 QPS missed the 15 ms bound
+    (INVALID); the tool went on to its 50,000-image accuracy run, and packaging would have
+    refused the INVALID result. Now the scenario ends at its performance run, on a rerun too,
+    and its logs move to the archive (kept), so the package holds the VALID scenarios."""
+    tool = _tool()
+    from mlperf_bnas.paths import OutputPaths
+
+    paths = OutputPaths(tmp_path / "out", "sys", "resnet50-openvino", "resnet50")
+    run = paths.results_dir("Server", "performance")
+    run.mkdir(parents=True)
+    (run / "mlperf_log_summary.txt").write_text(
+        "Scenario : Server\nResult is : INVALID\n  Performance constraints satisfied : NO\n"
+        "  Min duration satisfied : Yes\n  Min queries satisfied : Yes\n  Early stopping satisfied: NO\n")
+    (paths.compliance_dir("Server", "TEST04")).mkdir(parents=True)
+    offline = paths.results_dir("Offline", "performance")
+    offline.mkdir(parents=True)
+    (offline / "mlperf_log_summary.txt").write_text("Scenario : Offline\nResult is : VALID\n")
+    calls = []
+
+    def step(label, argv, env, logs):
+        calls.append(label)
+        return 0, 1.0, ""
+
+    state = tool.State(tmp_path / "state.json", "key")
+    invalid = lambda scenario: tool.set_aside_if_invalid(paths, scenario)      # noqa: E731
+    rc, _, skipped = tool.run_scenarios(["Server", "Offline"], {}, tmp_path, state, step, invalid)
+    assert rc == 0
+    assert calls == ["Server.performance", "Offline.performance", "Offline.accuracy", "Offline.compliance"]
+    assert set(skipped) == {"Server"} and "performance run INVALID" in skipped["Server"]
+    assert "Performance constraints satisfied" in skipped["Server"]
+    assert not paths.scenario_dir("Server").exists() and not paths.compliance_dir("Server").exists()
+    kept = list(paths.archive_dir.glob("invalid-Server-*/results/Server/performance/run_1/mlperf_log_summary.txt"))
+    assert len(kept) == 1 and "INVALID" in kept[0].read_text()
+    assert list(paths.archive_dir.glob("invalid-Server-*/compliance/Server/TEST04"))
+    assert paths.scenario_dir("Offline").is_dir()                     # a VALID scenario stays
+    # A rerun skips the scenario with the same line, without running anything of it.
+    calls.clear()
+    rc, _, again = tool.run_scenarios(["Server"], {}, tmp_path, tool.State(tmp_path / "state.json", "key"), step,
+                                      invalid)
+    assert rc == 0 and calls == [] and again == skipped
