@@ -25,12 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
+from mlperf_bnas.backends.ipex_env import cpu_model
 
 
 def main() -> int:
@@ -66,7 +61,8 @@ def main() -> int:
                 request.infer({0: x})
                 lat[gap].append((time.perf_counter() - t0) * 1000.0)
     base = statistics.median(lat[gaps[0]])
-    print(f"CPU: {cpu_model()}; {args.model}; hint {args.hint} ({compiled.get_property('NUM_STREAMS')} stream(s), "
+    cpu = cpu_model()
+    print(f"CPU: {cpu}; {args.model}; hint {args.hint} ({compiled.get_property('NUM_STREAMS')} stream(s), "
           f"{compiled.get_property('INFERENCE_NUM_THREADS')} thread(s)); {args.rounds} rounds x {args.per_round}")
     print(f"{'gap ms':>8} {'median ms':>10} {'p90 ms':>8} {'x gap ' + format(gaps[0], 'g'):>9}")
     figures = {}
@@ -76,7 +72,7 @@ def main() -> int:
         figures[str(gap)] = {"median_ms": round(med, 3), "p90_ms": round(p90, 3), "ratio": round(med / base, 3)}
         print(f"{gap:>8g} {med:>10.2f} {p90:>8.2f} {med / base:>9.2f}")
     if args.json:
-        args.json.write_text(json.dumps({"cpu": cpu_model(), "hint": args.hint, "figures": figures}, indent=1) + "\n")
+        args.json.write_text(json.dumps({"cpu": cpu, "hint": args.hint, "figures": figures}, indent=1) + "\n")
     return 0
 
 

@@ -356,24 +356,24 @@ def run_scenarios(scenarios, env: dict, logs: Path, state: State, step=None,
         if label in state.done:
             log(f"==> {label}: done earlier ({state.done[label]['seconds']:.0f} s), skipped")
             durations[label] = state.done[label]["seconds"]
-            if ".performance" in label and "invalid" not in state.done[label]:
-                why = invalid(label.split(".")[0])       # recorded by a tool that did not look
-                if why:
-                    log(f"    {why}")
-                    state.mark(label, {**state.done[label], "invalid": why})
-            return None, ""
-        rc, took, last = step(label, script, env, logs)
-        durations[label] = took
-        if rc == 0 or ".compliance" in label:
-            info = {"seconds": round(took, 1), "exit": rc}
-            why = invalid(label.split(".")[0]) if rc == 0 and ".performance" in label else None
+            rc, last = None, ""
+        else:
+            rc, took, last = step(label, script, env, logs)
+            durations[label] = took
+            if rc == 0 or ".compliance" in label:
+                state.mark(label, {"seconds": round(took, 1), "exit": rc})
+            elif rc != _EXIT_INFEASIBLE or not label.endswith(".performance"):
+                log(f"{label} failed (exit {rc}); see {logs / (label + '.log')}. Rerun to continue from here.")
+        # A finished performance run, now or earlier (by a tool that did not look): VALID?
+        if ".performance" in label and not rc and "invalid" not in state.done[label]:
+            why = invalid(label.split(".")[0])
             if why:
-                info["invalid"] = why
                 log(f"    {why}")
-            state.mark(label, info)
-        elif rc != _EXIT_INFEASIBLE or not label.endswith(".performance"):
-            log(f"{label} failed (exit {rc}); see {logs / (label + '.log')}. Rerun to continue from here.")
+                state.mark(label, {**state.done[label], "invalid": why})
         return rc, last
+
+    def invalid_run(label: str) -> str | None:
+        return state.done.get(label, {}).get("invalid")
 
     for scenario in scenarios:
         lower = scenario.lower()
@@ -386,8 +386,8 @@ def run_scenarios(scenarios, env: dict, logs: Path, state: State, step=None,
                 skipped[scenario] = last
                 log(f"    {scenario} skipped: {last}")
                 break
-            if state.done.get(label, {}).get("invalid"):
-                skipped[scenario] = state.done[label]["invalid"]
+            if invalid_run(label):
+                skipped[scenario] = invalid_run(label)
                 break
             if rc and label != compliance[0]:
                 return rc, durations, skipped
@@ -399,8 +399,8 @@ def run_scenarios(scenarios, env: dict, logs: Path, state: State, step=None,
         rc, _ = once(f"{performance[0]}.again", performance[1])
         if rc:
             return rc, durations, skipped
-        if state.done.get(f"{performance[0]}.again", {}).get("invalid"):
-            skipped[scenario] = state.done[f"{performance[0]}.again"]["invalid"]
+        if invalid_run(f"{performance[0]}.again"):
+            skipped[scenario] = invalid_run(f"{performance[0]}.again")
             continue
         once(f"{compliance[0]}.again", compliance[1])
     return 0, durations, skipped
