@@ -11,7 +11,7 @@ from mlperf_bnas.data.synthetic import synthetic_image
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.models.retinanet import (RetinaNetOptions, build_retinanet, load_checkpoint,
                                           unshare_for_quantization)
-from mlperf_bnas.models.retinanet_postprocess import anchors_for, detect, responses
+from mlperf_bnas.models.retinanet_postprocess import DetectionSettings, anchors_for, detect, responses
 
 SIZE = 192
 
@@ -151,3 +151,38 @@ def test_responses_are_mlperf_rows(outputs):
     boxes, scores, _ = detect(cls, reg, geometry.tolist())[0]
     np.testing.assert_allclose(rows[0].reshape(-1, 7)[0, 1:5],
                                (boxes[0][[1, 0, 3, 2]] / SIZE).numpy(), rtol=1e-6)
+
+
+def _reference_detect(cls, reg, geometry, settings: DetectionSettings):
+    """torchvision's own ``RetinaNet.postprocess_detections`` (MLPerf's reference algorithm)."""
+    from types import SimpleNamespace
+
+    from torchvision.models.detection import _utils as det_utils
+    from torchvision.models.detection.retinanet import RetinaNet
+
+    anchors, per_level, image_shape = anchors_for(geometry)
+    owner = SimpleNamespace(score_thresh=settings.score_threshold, topk_candidates=settings.topk_candidates,
+                            nms_thresh=settings.nms_threshold, detections_per_img=settings.detections_per_image,
+                            box_coder=det_utils.BoxCoder(weights=(1.0, 1.0, 1.0, 1.0)))
+    heads = {"cls_logits": list(cls.split(per_level, dim=1)), "bbox_regression": list(reg.split(per_level, dim=1))}
+    n = cls.shape[0]
+    return RetinaNet.postprocess_detections(owner, heads, [list(anchors.split(per_level))] * n, [image_shape] * n)
+
+
+@pytest.mark.parametrize("shift, topk", [(0.0, 1000), (0.0, 40), (-4.0, 1000), (-9.0, 1000)])
+def test_detect_equals_torchvisions_postprocessing(outputs, shift, topk):
+    """The fast path (top-k over candidate anchors only) keeps exactly the reference's detections:
+    with a quarter of all scores above 0.05 (seeded heads), with few (shifted logits), with none,
+    and with a top-k smaller than one level's anchors."""
+    cls, reg, geometry = outputs
+    cls = cls + shift
+    settings = DetectionSettings(topk_candidates=topk)
+    ours = detect(cls, reg, geometry.tolist(), settings)
+    reference = _reference_detect(cls, reg, geometry.tolist(), settings)
+    assert sum(len(s) for _, s, _ in ours) == sum(len(r["scores"]) for r in reference)
+    if shift > -9:
+        assert sum(len(s) for _, s, _ in ours) > 0
+    for (boxes, scores, labels), ref in zip(ours, reference):
+        torch.testing.assert_close(scores, ref["scores"])
+        torch.testing.assert_close(boxes, ref["boxes"])
+        assert torch.equal(labels, ref["labels"])

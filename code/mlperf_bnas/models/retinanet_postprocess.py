@@ -75,6 +75,24 @@ def anchors_for(geometry: Sequence[float]) -> tuple[Tensor, list[int], tuple[int
 _BOX_CODER = det_utils.BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
 
 
+def _candidate_anchors(logits: Tensor, k: int, logit_threshold: float) -> Tensor:
+    """The anchors (rows of one level's ``[A, C]`` logits) that can hold one of its ``k`` best
+    scores above the threshold: those whose best class is >= the k-th best anchor's best class.
+
+    Exact: the k best anchors' maxima are k scores >= that value, so the level's k-th best score
+    is >= it too, and an anchor holding a top-k score has a maximum at least that high (when
+    fewer than k scores pass the threshold, fewer than k anchors do, and the k-th best maximum is
+    below it). Ties are kept. This reads the A x C scores once (a maximum per anchor) and
+    thresholds only the candidates' rows: with untrained or seeded heads a quarter of the 31.7 M
+    scores of an 800x800 image pass 0.05, and indexing them all took most of the time.
+    """
+    best = logits.amax(dim=1)
+    keep = best > logit_threshold
+    if best.numel() > k:
+        keep &= best >= best.topk(k).values[-1]
+    return torch.where(keep)[0]
+
+
 def detect(cls_logits: Tensor, bbox_regression: Tensor, geometry: Sequence[float],
            settings: DetectionSettings = DetectionSettings()) -> list[tuple[Tensor, Tensor, Tensor]]:
     """Per image: (boxes [D, 4] x1y1x2y2 in input pixels, scores [D], labels [D]), best first."""
@@ -93,9 +111,10 @@ def detect(cls_logits: Tensor, bbox_regression: Tensor, geometry: Sequence[float
         boxes_all, scores_all, labels_all = [], [], []
         for logits, regression, level_anchors in zip(cls_logits[n].split(per_level), bbox_regression[n].split(per_level),
                                                      anchors.split(per_level)):
+            rows = _candidate_anchors(logits, settings.topk_candidates, logit_threshold)
             # sigmoid(x) > t  <=>  x > logit(t): threshold the logits and take the sigmoid of the
             # few survivors only (the full sigmoid over K x 264 scores dominated the cost).
-            flat = logits.flatten()
+            flat = logits[rows].flatten()
             idxs = torch.where(flat > logit_threshold)[0]
             scores = torch.sigmoid(flat[idxs])
             above = scores > settings.score_threshold       # the reference's test, on the survivors
@@ -103,7 +122,7 @@ def detect(cls_logits: Tensor, bbox_regression: Tensor, geometry: Sequence[float
             num_topk = min(settings.topk_candidates, idxs.numel())
             scores, order = scores.topk(num_topk)
             idxs = idxs[order]
-            anchor_idxs = torch.div(idxs, num_classes, rounding_mode="floor")
+            anchor_idxs = rows[torch.div(idxs, num_classes, rounding_mode="floor")]
             labels = idxs % num_classes
             boxes = _BOX_CODER.decode_single(regression[anchor_idxs], level_anchors[anchor_idxs])
             boxes_all.append(clip_boxes_to_image(boxes, image_shape))
