@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlperf_bnas.backends.ipex_env import cpu_model
+from mlperf_bnas.backends.cpu import cpu_info
 
 
 def main() -> int:
@@ -61,7 +61,7 @@ def main() -> int:
                 request.infer({0: x})
                 lat[gap].append((time.perf_counter() - t0) * 1000.0)
     base = statistics.median(lat[gaps[0]])
-    cpu = cpu_model()
+    cpu = cpu_info().model
     print(f"CPU: {cpu}; {args.model}; hint {args.hint} ({compiled.get_property('NUM_STREAMS')} stream(s), "
           f"{compiled.get_property('INFERENCE_NUM_THREADS')} thread(s)); {args.rounds} rounds x {args.per_round}")
     print(f"{'gap ms':>8} {'median ms':>10} {'p90 ms':>8} {'x gap ' + format(gaps[0], 'g'):>9}")

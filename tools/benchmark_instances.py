@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from mlperf_bnas.backends.cpu import cpu_info
 from mlperf_bnas.benchtools import cli, harness_run
 from mlperf_bnas.paths import OutputRoot, benchmark_dir
 
@@ -110,8 +111,7 @@ def main() -> int:
               *[a for s in args.set for a in ("--set", s)]]
     layouts = [_layout(x) for x in args.layouts.split(",")]
     modes = args.modes.split(",")
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown CPU")
+    cpu = cpu_info().model
     print(f"CPU: {cpu}; {len(os.sched_getaffinity(0))} usable CPUs; load average {os.getloadavg()}", flush=True)
     if not (OutputRoot(out).model_dir_of(bench.name, "int8") / "model.pt2").is_file():
         print("building (dataset, INT8) ...", flush=True)

@@ -39,6 +39,7 @@ import sys
 import time
 from pathlib import Path
 
+from mlperf_bnas.backends.cpu import cpu_info
 from mlperf_bnas.benchtools import cli, harness_run
 from mlperf_bnas.paths import BUILD_RECORD, OutputRoot, benchmark_dir
 
@@ -248,8 +249,8 @@ def main() -> int:
             ipex_env.find_python()
         except UserError as exc:
             sys.exit(f"{exc}; or pass --skip-ipex")
-    results: dict = {"machine": {"cpus": os.cpu_count(), "cpu": ipex_env.cpu_model(),
-                                 "isa_flags": [f for f in ipex_env.ISA_FLAGS if f in ipex_env.cpu_flags()],
+    results: dict = {"machine": {"cpus": os.cpu_count(), "cpu": cpu_info().model,
+                                 "isa_flags": [f for f in ipex_env.ISA_FLAGS if f in cpu_info().flags],
                                  "load_average_at_start": os.getloadavg()},
                      "images": args.images, "repeats": args.repeats, "rounds": args.rounds}
     print(f"CPU: {results['machine']['cpu']} ({', '.join(results['machine']['isa_flags'])})", flush=True)

@@ -38,11 +38,17 @@ class CpuInfo:
 @lru_cache(maxsize=None)
 def cpu_info(path: Path = CPUINFO) -> CpuInfo:
     """The first processor's model name and flags (all cores of a machine share them)."""
-    model, flags = "unknown CPU", frozenset()
     try:
         text = path.read_text(errors="replace")
     except OSError:
-        return CpuInfo(model, flags)
+        return CpuInfo("unknown CPU", frozenset())
+    return parse_cpuinfo(text)
+
+
+def parse_cpuinfo(text: str) -> CpuInfo:
+    """Model name and flags of the first processor in a ``/proc/cpuinfo`` text: the one reader of
+    that file's model and flags (backends, the IPEX check, the benchmark tools)."""
+    model, flags = "unknown CPU", frozenset()
     m = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
     if m:
         model = m.group(1).strip()

@@ -53,6 +53,7 @@ from torch.ao.quantization import MinMaxObserver, QConfig, QConfigMapping
 
 from mlperf_bnas.backends import ipex_env
 from mlperf_bnas.backends.base import BuildContext
+from mlperf_bnas.backends.cpu import cpu_info
 from mlperf_bnas.backends.pytorch import ENGINE_BACKENDS, PROGRAM_NAME, PyTorchBackend, calibration_inputs
 from mlperf_bnas.buildrecord import build_folder
 from mlperf_bnas.config import check_options
@@ -192,7 +193,7 @@ def build_torchscript(ctx: BuildContext, batch_size: int) -> Path:
         "batch_size": batch_size, "engine": ENGINE, "format": FORMAT, "program": TORCHSCRIPT_NAME,
         "torch_version": torch.__version__, "ipex_version": ipex.__version__,
         "torchvision_version": ipex_env.versions()["torchvision"], "python": platform.python_version(),
-        "environment": sys.prefix, "cpu": {"model": ipex_env.cpu_model(), "isa_flags": isa,
+        "environment": sys.prefix, "cpu": {"model": cpu_info().model, "isa_flags": isa,
                                            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()},
         "preprocess": ctx.spec.to_dict(), "preprocess_key": ctx.spec.key}
     with _ExpectedWarnings() as caught, torch.no_grad():

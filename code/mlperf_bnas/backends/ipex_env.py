@@ -15,7 +15,6 @@ import contextlib
 import importlib.util
 import logging
 import os
-import re
 import sys
 import tempfile
 import warnings
@@ -23,6 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
+from mlperf_bnas.backends.cpu import cpu_info, parse_cpuinfo
 from mlperf_bnas.errors import UserError
 from mlperf_bnas.paths import REPO
 
@@ -70,39 +70,18 @@ def find_python() -> Path:
                     + HOW_TO_CREATE)
 
 
-def cpu_flags(cpuinfo: str | None = None) -> set[str]:
-    """The ``flags`` of the first CPU in ``/proc/cpuinfo`` (empty where there is none)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
-        except OSError:
-            return set()
-    match = re.search(r"^flags\s*:\s*(.*)$", cpuinfo, re.M)
-    return set(match.group(1).split()) if match else set()
-
-
-def cpu_model(cpuinfo: str | None = None) -> str:
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
-        except OSError:
-            return "unknown CPU"
-    match = re.search(r"^model name\s*:\s*(.*)$", cpuinfo, re.M)
-    return match.group(1).strip() if match else "unknown CPU"
-
-
 def check_cpu(cpuinfo: str | None = None) -> list[str]:
     """Refuse a CPU IPEX cannot run on; return the ISA flags that matter for its kernels.
 
     Without ``/proc/cpuinfo`` (not Linux) nothing is refused here: IPEX's own
     check still runs at import and is turned into a one-line error by ``import_ipex``.
     """
-    flags = cpu_flags(cpuinfo)
-    missing = [f for f in REQUIRED_FLAGS if flags and f not in flags]
+    cpu = cpu_info() if cpuinfo is None else parse_cpuinfo(cpuinfo)
+    missing = [f for f in REQUIRED_FLAGS if cpu.flags and f not in cpu.flags]
     if missing:
         raise UserError(f"intel-extension-for-pytorch needs the {', '.join(missing).upper()} instruction set, which this "
-                        f"CPU ({cpu_model(cpuinfo)}) does not have; use backend_options.engine=inductor (the default)")
-    return [f for f in ISA_FLAGS if f in flags]
+                        f"CPU ({cpu.model}) does not have; use backend_options.engine=inductor (the default)")
+    return [f for f in ISA_FLAGS if f in cpu.flags]
 
 
 def versions() -> dict[str, str | None]:
@@ -173,7 +152,7 @@ def import_ipex() -> Any:
         with _stderr_to_log("import intel_extension_for_pytorch"):
             import intel_extension_for_pytorch as ipex
     except SystemExit as exc:        # IPEX exits on a CPU it does not support
-        raise UserError(f"intel-extension-for-pytorch refused this CPU ({cpu_model()}): {exc}; "
+        raise UserError(f"intel-extension-for-pytorch refused this CPU ({cpu_info().model}): {exc}; "
                         "use backend_options.engine=inductor (the default)") from None
     except (ImportError, OSError, AttributeError) as exc:
         raise UserError(f"{sys.executable}: cannot import intel-extension-for-pytorch ({type(exc).__name__}: "
