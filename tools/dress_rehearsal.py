@@ -386,8 +386,8 @@ def run_scenarios(scenarios, env: dict, logs: Path, state: State, step=None,
                 skipped[scenario] = last
                 log(f"    {scenario} skipped: {last}")
                 break
-            if invalid_run(label):
-                skipped[scenario] = invalid_run(label)
+            if why := invalid_run(label):
+                skipped[scenario] = why
                 break
             if rc and label != compliance[0]:
                 return rc, durations, skipped
@@ -399,8 +399,8 @@ def run_scenarios(scenarios, env: dict, logs: Path, state: State, step=None,
         rc, _ = once(f"{performance[0]}.again", performance[1])
         if rc:
             return rc, durations, skipped
-        if invalid_run(f"{performance[0]}.again"):
-            skipped[scenario] = invalid_run(f"{performance[0]}.again")
+        if why := invalid_run(f"{performance[0]}.again"):
+            skipped[scenario] = why
             continue
         once(f"{compliance[0]}.again", compliance[1])
     return 0, durations, skipped
